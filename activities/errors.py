@@ -1,0 +1,31 @@
+"""Turning exceptions into ApplicationErrors the workflow can read: each carries
+the attempt number, and permanent failures are marked non-retryable."""
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def permanent(message: str, error_type: str) -> ApplicationError:
+    return ApplicationError(message, type=error_type, non_retryable=True)
+
+
+def reports_attempt(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except ApplicationError as err:
+            raise ApplicationError(err.message, {"attempt": activity.info().attempt}, type=err.type,
+                                   non_retryable=err.non_retryable) from err
+        except Exception as err:
+            raise ApplicationError(str(err) or type(err).__name__, {"attempt": activity.info().attempt},
+                                   type=type(err).__name__) from err
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""The HTTP façade: starts tasks, takes decisions, reads the mirror."""

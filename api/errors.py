@@ -1,0 +1,61 @@
+"""Error responses: JSON with a short ``detail``; Temporal failures mapped by type."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+log = logging.getLogger("followthrough.api")
+
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, detail: str, **extra: object) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.extra = extra
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, f"{what} {ident!r} not found")
+
+
+def update_refused(err: WorkflowUpdateFailedError) -> ApiError:
+    """The workflow's validator refused the decision: the task cannot take it now."""
+    cause = err.cause
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return ApiError(409, message)
+
+
+def decision_failure(err: RPCError, status: str) -> Exception:
+    """An RPC error answering a decision on an existing task, as the error to raise."""
+    if err.status == RPCStatusCode.NOT_FOUND:
+        # The workflow has already closed: the task exists but can take no decision.
+        return ApiError(409, f"task is already {status}" if status else "task has already finished")
+    return err
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code)
+
+    @app.exception_handler(RPCError)
+    async def _rpc_error(_request: Request, exc: RPCError) -> JSONResponse:
+        if exc.status in _UNAVAILABLE:
+            return JSONResponse({"detail": "Temporal is unavailable; try again shortly"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        log.exception("unexpected Temporal error", exc_info=exc)
+        return JSONResponse({"detail": "internal error talking to Temporal"}, status_code=500)
+
+    @app.exception_handler(DBAPIError)
+    async def _db_down(_request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("mirror database unavailable: %s", exc)
+        return JSONResponse({"detail": "the task database is unavailable; try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})

@@ -1,0 +1,40 @@
+"""The FastAPI application: routes under /api/v1, OpenAPI at /docs."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api import errors
+from api.routes import health, task_types, tasks
+from api.views import API_PREFIX
+from followthrough.database import create_engine, session_factory
+from followthrough.settings import Settings, get_settings
+from followthrough.temporal_client import connect
+
+log = logging.getLogger("followthrough.api")
+
+
+def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+    """Build the app; tests pass their own Temporal client, production connects in the lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.effective_database_url)
+        app.state.settings = settings
+        app.state.sessions = session_factory(engine)
+        app.state.temporal = temporal or await connect(settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan,
+                  description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
+    errors.install(app)
+    for module in (tasks, task_types, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,17 @@
+"""/task-types: what kinds of task the engine can run, with their payload schemas."""
+
+from fastapi import APIRouter
+
+from api.schemas import TaskTypeListPublic, TaskTypePublic
+from followthrough.tasktypes import REGISTRY
+
+router = APIRouter(prefix="/task-types", tags=["task types"])
+
+
+@router.get("", response_model=TaskTypeListPublic)
+async def list_task_types() -> TaskTypeListPublic:
+    return TaskTypeListPublic(items=[
+        TaskTypePublic(name=t.name, description=t.description, channel=t.channel,
+                       default_mode=t.default_mode.value, payload_schema=t.payload_schema())
+        for t in sorted(REGISTRY.values(), key=lambda t: t.name)
+    ])

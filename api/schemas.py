@@ -1,0 +1,169 @@
+"""Request and response models of the HTTP API (the Create / Public / ListPublic family)."""
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from followthrough.lifecycle import Priority, TaskMode
+
+MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
+
+# Clients may send snake_case or the seeds' camelCase (ownerId, subjectRefId, dueAt, ...).
+_either_case = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+    type: str = Field(min_length=1, max_length=128, examples=["invoice_follow_up"])
+    title: str | None = Field(None, min_length=1, max_length=500,
+                              description="Defaults to the type and subject.")
+    mode: TaskMode | None = Field(None, description="suggest, review, assisted, autonomous or manual "
+                                  "(SUGGESTION, ASSISTED, AUTONOMOUS, semi_automated, fully_automated are "
+                                  "accepted too). Defaults to the type's mode.")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    owner_type: str | None = Field(None, max_length=64)
+    owner_id: str | None = Field(None, max_length=128)
+    subject_ref_type: str | None = Field(None, max_length=64)
+    subject_ref_id: str | None = Field(None, max_length=256)
+    source: str | None = Field(None, max_length=128)
+    due_at: datetime | None = Field(None, description="ISO 8601; without an offset it is taken as UTC.")
+    tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    approval_timeout_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT,
+                                                 description="How long to wait for a decision; default 24 h.")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return TaskMode.parse(value) if isinstance(value, str) else value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("due_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class TaskLinks(BaseModel):
+    self: str
+    events: str
+    temporal_ui: str
+
+
+class TaskCreated(BaseModel):
+    id: str
+    status: str
+    workflow_id: str
+    links: TaskLinks
+
+
+class TaskPublic(BaseModel):
+    id: str
+    tenant_id: str
+    type: str
+    title: str
+    mode: str
+    priority: str
+    status: str
+    stage: str
+    payload: dict[str, Any]
+    owner_type: str | None
+    owner_id: str | None
+    subject_ref_type: str | None
+    subject_ref_id: str | None
+    source: str | None
+    draft: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    workflow_id: str
+    approval_timeout_seconds: int
+    approval_deadline: datetime | None
+    created_by: str | None
+    due_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: TaskLinks
+
+
+class TaskListPublic(BaseModel):
+    items: list[TaskPublic]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class TaskEventPublic(BaseModel):
+    id: str
+    seq: int
+    type: str
+    old_status: str | None
+    new_status: str | None
+    actor_type: str
+    actor_id: str | None
+    data: dict[str, Any]
+    occurred_at: datetime
+
+
+class TaskEventListPublic(BaseModel):
+    items: list[TaskEventPublic]
+    total: int
+
+
+class _Decision(BaseModel):
+    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+    actor_id: str | None = Field(None, min_length=1, max_length=128,
+                                 description="Who decides; defaults to the X-Actor-Id header, else 'anonymous'.")
+
+
+class ApproveBody(_Decision):
+    comment: str | None = Field(None, max_length=4000)
+    subject: str | None = Field(None, min_length=1, max_length=1000, description="Edited subject, if any.")
+    body: str | None = Field(None, min_length=1, max_length=100_000, description="Edited body, if any.")
+
+
+class RejectBody(_Decision):
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class CancelBody(_Decision):
+    reason: str | None = Field(None, max_length=4000)
+
+
+class DecisionPublic(BaseModel):
+    id: str
+    status: str
+    stage: str
+
+
+class TaskTypePublic(BaseModel):
+    name: str
+    description: str
+    channel: str
+    default_mode: str
+    payload_schema: dict[str, Any]
+
+
+class TaskTypeListPublic(BaseModel):
+    items: list[TaskTypePublic]
+
+
+class HealthPublic(BaseModel):
+    status: str
+    database: str
+    temporal: str

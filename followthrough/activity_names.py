@@ -1,0 +1,7 @@
+"""Activity names, shared by the worker (which registers them) and the
+workflows (which call them by name, so activity code never enters the
+workflow sandbox)."""
+
+DRAFT = "draft_task"
+SEND = "send_task"
+RECORD = "record_task_events"

@@ -1,0 +1,158 @@
+"""Dataclasses that cross the workflow boundary: one in and one out for every
+workflow, update, signal and activity.
+
+They hold plain values only (no SQL models, no pydantic) so the workflow
+sandbox can import them and the default data converter can round-trip them.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class TaskInput:
+    """Everything the workflow needs to run a task; also the row's snapshot."""
+
+    task_id: str
+    type: str
+    title: str
+    mode: str
+    payload: dict[str, Any]
+    created_at: datetime
+    approval_timeout_seconds: int
+    priority: str = "normal"
+    tenant_id: str = "default"
+    owner_type: str | None = None
+    owner_id: str | None = None
+    subject_ref_type: str | None = None
+    subject_ref_id: str | None = None
+    source: str | None = None
+    due_at: datetime | None = None
+    created_by: str | None = None
+
+
+@dataclass
+class TaskOutcome:
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Draft:
+    """What a task will send; a person may edit subject and body on approval."""
+
+    channel: str
+    subject: str
+    body: str
+    to: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DraftRequest:
+    task: TaskInput
+
+
+@dataclass
+class DraftResult:
+    draft: Draft
+    # Guardrail findings: each a short reason why a person must approve.
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SendRequest:
+    task_id: str
+    task_type: str
+    tenant_id: str
+    draft: Draft
+    # Stable per task and step, so a retried send is recognised as the same one.
+    idempotency_key: str
+
+
+@dataclass
+class SendResult:
+    delivery_id: str
+    channel: str
+    attempt: int
+    duplicate: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ApprovalDecision:
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    comment: str | None = None
+    # An approver may edit the draft; None keeps the drafted text.
+    subject: str | None = None
+    body: str | None = None
+
+
+@dataclass
+class Rejection:
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    reason: str = ""
+
+
+@dataclass
+class CancelRequest:
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    reason: str | None = None
+
+
+@dataclass
+class DecisionAck:
+    """Answer to an update: the task's status once the decision took effect."""
+
+    status: str
+    stage: str
+
+
+@dataclass
+class TaskChanges:
+    """Columns of the task row that an event changes; None leaves a column as is."""
+
+    status: str | None = None
+    stage: str | None = None
+    draft: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    approval_deadline: datetime | None = None
+    workflow_run_id: str | None = None
+
+
+@dataclass
+class MirrorEvent:
+    id: str
+    task_id: str
+    seq: int
+    type: str
+    occurred_at: datetime
+    actor_type: str = "system"
+    actor_id: str | None = None
+    old_status: str | None = None
+    new_status: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    changes: TaskChanges = field(default_factory=TaskChanges)
+
+
+@dataclass
+class MirrorBatch:
+    """Events to append in order; ``task`` lets the writer create a missing row."""
+
+    task: TaskInput
+    workflow_id: str
+    events: list[MirrorEvent]
+
+
+@dataclass
+class MirrorAck:
+    written: int
+    skipped: int

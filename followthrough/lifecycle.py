@@ -1,0 +1,100 @@
+"""The task lifecycle vocabulary: statuses, stages, modes, priorities, events.
+
+Plain ``str`` enums so they serialise as their value in JSON, in workflow
+payloads and in SQL columns alike.
+"""
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.REJECTED, TaskStatus.EXPIRED}
+)
+
+
+class Stage(StrEnum):
+    """Where inside the coarse status a task is."""
+
+    QUEUED = "queued"
+    WAITING_UNTIL_DUE = "waiting_until_due"
+    DRAFTING = "drafting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_PERSON = "awaiting_person"
+    SENDING = "sending"
+    DONE = "done"
+
+
+class TaskMode(StrEnum):
+    SUGGEST = "suggest"
+    REVIEW = "review"
+    ASSISTED = "assisted"
+    AUTONOMOUS = "autonomous"
+    MANUAL = "manual"
+
+    @classmethod
+    def parse(cls, value: str) -> "TaskMode":
+        """Accept our names and the older systems' names, case-insensitively."""
+        key = value.strip().lower()
+        mode = _MODE_ALIASES.get(key)
+        if mode is None:
+            known = sorted({m.value for m in cls} | set(_MODE_ALIASES))
+            raise ValueError(f"unknown mode {value!r}; use one of: {', '.join(known)}")
+        return mode
+
+
+_MODE_ALIASES: dict[str, TaskMode] = {m.value: m for m in TaskMode} | {
+    "suggestion": TaskMode.SUGGEST,
+    "semi_automated": TaskMode.REVIEW,
+    "fully_automated": TaskMode.AUTONOMOUS,
+}
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more urgent; used to sort lists."""
+        return {"low": 0, "normal": 1, "high": 2, "urgent": 3}[self.value]
+
+
+class ActorType(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    AI = "ai"
+    API = "api"
+
+
+class EventType(StrEnum):
+    TASK_CREATED = "TASK_CREATED"
+    TASK_STATUS_CHANGED = "TASK_STATUS_CHANGED"
+    TASK_DRAFTED = "TASK_DRAFTED"
+    TASK_GUARDRAIL_FLAGGED = "TASK_GUARDRAIL_FLAGGED"
+    TASK_APPROVAL_REQUESTED = "TASK_APPROVAL_REQUESTED"
+    TASK_APPROVED = "TASK_APPROVED"
+    TASK_REJECTED = "TASK_REJECTED"
+    TASK_EXPIRED = "TASK_EXPIRED"
+    TASK_EXECUTION_STARTED = "TASK_EXECUTION_STARTED"
+    TASK_EXECUTION_COMPLETED = "TASK_EXECUTION_COMPLETED"
+    TASK_EXECUTION_FAILED = "TASK_EXECUTION_FAILED"
+    TASK_CANCELLED = "TASK_CANCELLED"

@@ -1,0 +1,44 @@
+"""Timeouts and retry policies for every activity the workflows call.
+
+Errors that retrying cannot fix are raised by activities as non-retryable
+ApplicationErrors, whose ``type`` is one of NON_RETRYABLE below.
+"""
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Error types activities raise for failures no retry can fix.
+INVALID_PAYLOAD = "InvalidPayload"
+TEMPLATE_ERROR = "TemplateError"
+UNKNOWN_TASK_TYPE = "UnknownTaskType"
+DELIVERY_REFUSED = "DeliveryRefused"
+NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED]
+
+DRAFT_TIMEOUT = timedelta(seconds=60)
+DRAFT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+
+SEND_TIMEOUT = timedelta(seconds=30)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=8,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+
+# Mirror writes retry without limit: Temporal is the source of truth and the
+# mirror must catch up once its database is back, however long that takes.
+RECORD_TIMEOUT = timedelta(seconds=15)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)

@@ -1,0 +1,65 @@
+"""One Settings object for every process, read from the environment.
+
+Every variable is prefixed ``FOLLOWTHROUGH_``; ``DATABASE_URL`` and
+``TEMPORAL_ADDRESS`` are also accepted bare because deployment tooling tends to
+set those names.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, *bare: str) -> AliasChoices:
+    return AliasChoices(f"FOLLOWTHROUGH_{name}", *bare)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path(".followthrough"), validation_alias=_env("DATA_DIR"))
+    database_url: str = Field(
+        "", validation_alias=_env("DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy async URL; empty means SQLite under data_dir.",
+    )
+
+    temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    task_queue: str = Field("followthrough", validation_alias=_env("TASK_QUEUE"))
+    temporal_ui_url: str = Field("http://localhost:8233", validation_alias=_env("TEMPORAL_UI_URL"))
+
+    api_host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
+    api_port: int = Field(8000, validation_alias=_env("API_PORT"))
+    public_url: str = Field("", validation_alias=_env("PUBLIC_URL"),
+                            description="Base URL used in links; empty means http://api_host:api_port.")
+
+    # Dev server ports (followthrough dev only).
+    dev_temporal_port: int = Field(7233, validation_alias=_env("DEV_TEMPORAL_PORT"))
+    dev_ui_port: int = Field(8233, validation_alias=_env("DEV_UI_PORT"))
+
+    approval_timeout_seconds: int = Field(24 * 3600, gt=0, validation_alias=_env("APPROVAL_TIMEOUT_SECONDS"))
+    page_size_default: int = Field(50, gt=0, validation_alias=_env("PAGE_SIZE_DEFAULT"))
+    page_size_max: int = Field(200, gt=0, validation_alias=_env("PAGE_SIZE_MAX"))
+
+    # Guardrail: invoice follow-ups above this amount need a person's approval
+    # even in assisted/autonomous mode.
+    invoice_amount_limit: float = Field(10_000, validation_alias=_env("INVOICE_AMOUNT_LIMIT"))
+
+    worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'mirror.db').resolve()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,109 @@
+"""SQLModel tables of the status mirror: tasks, their events, and the outbox.
+
+Temporal holds the truth; these tables are what the API lists and filters.
+They never enter workflow code.
+"""
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC and always hands back aware datetimes, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def _when(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
+        Index("ix_tasks_tenant_status_created", "tenant_id", "status", "created_at"),
+        Index("ix_tasks_subject", "subject_ref_type", "subject_ref_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=128)
+    type: str = Field(max_length=128, index=True)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    mode: str = Field(max_length=32)
+    priority: str = Field(max_length=16)
+    priority_rank: int = Field(default=1)
+    status: str = Field(max_length=32, index=True)
+    stage: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    owner_type: str | None = Field(default=None, max_length=64)
+    owner_id: str | None = Field(default=None, max_length=128, index=True)
+    subject_ref_type: str | None = Field(default=None, max_length=64)
+    subject_ref_id: str | None = Field(default=None, max_length=256)
+    source: str | None = Field(default=None, max_length=128)
+    draft: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = Field(default=0)
+    workflow_id: str = Field(max_length=255, unique=True)
+    workflow_run_id: str | None = Field(default=None, max_length=64)
+    approval_timeout_seconds: int
+    created_by: str | None = Field(default=None, max_length=128)
+    due_at: datetime | None = _when(index=True)
+    approval_deadline: datetime | None = _when()
+    created_at: datetime = _when(nullable=False)
+    updated_at: datetime = _when(nullable=False)
+    started_at: datetime | None = _when()
+    finished_at: datetime | None = _when()
+
+
+class TaskEvent(SQLModel, table=True):
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task_order", "task_id", "occurred_at", "seq"),)
+
+    # Deterministic per workflow run and step, so a retried write is recognised.
+    id: str = Field(primary_key=True, max_length=128)
+    task_id: str = Field(foreign_key="tasks.id", max_length=36)
+    seq: int
+    type: str = Field(max_length=64)
+    old_status: str | None = Field(default=None, max_length=32)
+    new_status: str | None = Field(default=None, max_length=32)
+    actor_type: str = Field(max_length=32)
+    actor_id: str | None = Field(default=None, max_length=128)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = _when(nullable=False)
+    recorded_at: datetime = _when(nullable=False)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Messages handed over for delivery; one row per idempotency key."""
+
+    __tablename__ = "outbox"
+
+    id: str = Field(primary_key=True, max_length=36)
+    idempotency_key: str = Field(max_length=255, unique=True)
+    task_id: str = Field(max_length=36, index=True)
+    tenant_id: str = Field(max_length=128)
+    channel: str = Field(max_length=32)
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="queued", max_length=32)
+    created_at: datetime = _when(nullable=False)

@@ -1,0 +1,45 @@
+"""The Temporal worker: every workflow and activity of followthrough on one task queue."""
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import build_activities
+from followthrough.database import create_engine
+from followthrough.settings import Settings, get_settings
+from followthrough.temporal_client import connect
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger("followthrough.worker")
+
+
+def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=build_activities(settings, engine),
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_local_activities=settings.worker_max_concurrent_activities,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or forever), then shut down gracefully."""
+    engine = create_engine(settings.effective_database_url)
+    client = await connect(settings)
+    worker = build_worker(client, settings, engine)
+    log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+    try:
+        async with worker:
+            await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(run_worker(get_settings()))

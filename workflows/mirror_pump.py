@@ -1,0 +1,56 @@
+"""Ordered, batched, non-blocking writes of task events to the SQL mirror.
+
+The task flow appends events and carries on; a background coroutine writes
+whatever has accumulated in one local activity, in order. A slow or absent
+mirror database therefore never holds a task back, and the workflow drains the
+queue before it finishes so nothing is lost.
+"""
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from followthrough import activity_names, policies
+    from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, TaskInput
+
+
+class MirrorPump:
+    def __init__(self, task: TaskInput) -> None:
+        self._task = task
+        self._queue: list[MirrorEvent] = []
+        self._busy = False
+        self._closing = False
+        self._runner: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run())
+
+    def append(self, event: MirrorEvent) -> None:
+        self._queue.append(event)
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop."""
+        self._closing = True
+        assert self._runner is not None
+        while True:
+            try:
+                await asyncio.shield(self._runner)
+                return
+            except asyncio.CancelledError:
+                # A workflow cancellation arriving now must not drop events.
+                continue
+
+    async def _run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._queue) or self._closing)
+            if not self._queue:
+                return
+            batch, self._queue = self._queue, []
+            await workflow.execute_local_activity(
+                activity_names.RECORD,
+                MirrorBatch(task=self._task, workflow_id=workflow.info().workflow_id, events=batch),
+                result_type=MirrorAck,
+                start_to_close_timeout=policies.RECORD_TIMEOUT,
+                retry_policy=policies.RECORD_RETRY,
+            )

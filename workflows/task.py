@@ -1,0 +1,295 @@
+"""TaskWorkflow: wait until due → draft → (approval) → send → done.
+
+The mode and the draft's guardrail flags decide whether a person must approve.
+Approvals arrive as the ``approve``/``reject`` Updates (validated, so a caller
+learns at once that a task cannot take a decision) or as signals of the same
+names (for ``temporal workflow signal`` and the Web UI). ``cancel`` works in
+every non-terminal state.
+"""
+
+import asyncio
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from followthrough import activity_names, policies
+    from followthrough.contracts import (
+        ApprovalDecision,
+        CancelRequest,
+        DecisionAck,
+        Draft,
+        DraftRequest,
+        DraftResult,
+        MirrorEvent,
+        Rejection,
+        SendRequest,
+        SendResult,
+        TaskChanges,
+        TaskInput,
+        TaskOutcome,
+    )
+    from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
+    from workflows.mirror_pump import MirrorPump
+
+# Modes in which the engine may send without a person, unless a guardrail flags the task.
+_SENDS_UNATTENDED = {TaskMode.ASSISTED, TaskMode.AUTONOMOUS}
+
+
+@workflow.defn(name="TaskWorkflow")
+class TaskWorkflow:
+    def __init__(self) -> None:
+        self._status = TaskStatus.PENDING
+        self._stage = Stage.QUEUED
+        self._seq = 0
+        self._decision: ApprovalDecision | Rejection | None = None
+        self._cancel: CancelRequest | None = None
+        self._flow: asyncio.Task | None = None
+        self._pump: MirrorPump | None = None
+        self._task: TaskInput | None = None
+
+    # ---- run -------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, task: TaskInput) -> TaskOutcome:
+        self._task = task
+        self._pump = MirrorPump(task)
+        self._pump.start()
+        self._flow = asyncio.create_task(self._execute(task))
+        try:
+            outcome = await self._flow
+        except asyncio.CancelledError:
+            # Cancellation requested through Temporal itself (CLI, Web UI):
+            # the flow has been cancelled too; wait for it to record that.
+            outcome = await self._flow
+        await self._pump.close()
+        return outcome
+
+    async def _execute(self, task: TaskInput) -> TaskOutcome:
+        try:
+            return await self._steps(task)
+        except asyncio.CancelledError:
+            request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
+            return self._finish(
+                TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
+                actor_type=request.actor_type, actor_id=request.actor_id,
+                data={"reason": request.reason} if request.reason else {},
+            )
+
+    async def _steps(self, task: TaskInput) -> TaskOutcome:
+        mode = TaskMode(task.mode)
+        now = workflow.now()
+        if task.due_at is not None and task.due_at > now:
+            self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
+                       data={"due_at": task.due_at.isoformat()})
+            await workflow.sleep(task.due_at - now, summary="Wait until due")
+
+        self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.IN_PROGRESS, Stage.DRAFTING,
+                   changes=TaskChanges(started_at=workflow.now(), workflow_run_id=workflow.info().run_id))
+        try:
+            drafted = await workflow.execute_activity(
+                activity_names.DRAFT, DraftRequest(task=task), result_type=DraftResult,
+                start_to_close_timeout=policies.DRAFT_TIMEOUT, retry_policy=policies.DRAFT_RETRY,
+                summary="Draft",
+            )
+        except ActivityError as err:
+            return self._fail("draft", err)
+        draft = drafted.draft
+        self._emit(EventType.TASK_DRAFTED, data={"flags": drafted.flags},
+                   changes=TaskChanges(draft=asdict(draft)))
+        if drafted.flags:
+            self._emit(EventType.TASK_GUARDRAIL_FLAGGED, data={"reasons": drafted.flags})
+
+        if mode is TaskMode.SUGGEST:
+            return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                                result={"draft": asdict(draft), "sent": False})
+
+        if mode is TaskMode.MANUAL or mode not in _SENDS_UNATTENDED or drafted.flags:
+            decision = await self._await_decision(task, mode, drafted.flags)
+            if decision is None:
+                return self._finish(TaskStatus.EXPIRED, EventType.TASK_EXPIRED,
+                                    data={"timeout_seconds": task.approval_timeout_seconds})
+            if isinstance(decision, Rejection):
+                return self._finish(TaskStatus.REJECTED, EventType.TASK_REJECTED,
+                                    actor_type=decision.actor_type, actor_id=decision.actor_id,
+                                    data={"reason": decision.reason})
+            draft = _apply_edits(draft, decision)
+            self._emit(EventType.TASK_APPROVED, TaskStatus.IN_PROGRESS,
+                       Stage.DONE if mode is TaskMode.MANUAL else Stage.SENDING,
+                       actor_type=decision.actor_type, actor_id=decision.actor_id,
+                       data=_decision_data(decision), changes=TaskChanges(draft=asdict(draft)))
+            if mode is TaskMode.MANUAL:
+                return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                                    actor_type=decision.actor_type, actor_id=decision.actor_id,
+                                    result={"done_by": decision.actor_id, "comment": decision.comment})
+        return await self._send(task, draft)
+
+    async def _await_decision(self, task: TaskInput, mode: TaskMode,
+                              flags: list[str]) -> ApprovalDecision | Rejection | None:
+        timeout = timedelta(seconds=task.approval_timeout_seconds)
+        stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
+        reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
+        self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
+                   data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds},
+                   changes=TaskChanges(approval_deadline=workflow.now() + timeout))
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout,
+                                          timeout_summary="Wait for approval")
+        except asyncio.TimeoutError:
+            return None
+        return self._decision
+
+    async def _send(self, task: TaskInput, draft: Draft) -> TaskOutcome:
+        if self._stage is not Stage.SENDING:
+            self._emit(EventType.TASK_EXECUTION_STARTED, stage=Stage.SENDING)
+        try:
+            sent = await workflow.execute_activity(
+                activity_names.SEND,
+                SendRequest(task_id=task.task_id, task_type=task.type, tenant_id=task.tenant_id,
+                            draft=draft, idempotency_key=f"{task.task_id}:send"),
+                result_type=SendResult,
+                start_to_close_timeout=policies.SEND_TIMEOUT, retry_policy=policies.SEND_RETRY,
+                # A send that has begun finishes or fails before a cancel takes
+                # effect, so a cancelled task never leaves an unknown send behind.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"Send {draft.channel}",
+            )
+        except ActivityError as err:
+            return self._fail("send", err)
+        return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                            result={"delivery": asdict(sent), "sent": True}, attempts=sent.attempt)
+
+    # ---- updates, signals, queries ----------------------------------------
+
+    @workflow.update(name="approve")
+    async def approve(self, decision: ApprovalDecision) -> DecisionAck:
+        self._decision = decision
+        return await self._settled()
+
+    @approve.validator
+    def _check_approve(self, decision: ApprovalDecision) -> None:
+        self._require_decidable("approve")
+        if decision.body is not None and not decision.body.strip():
+            raise ValueError("an edited body must not be empty")
+
+    @workflow.update(name="reject")
+    async def reject(self, rejection: Rejection) -> DecisionAck:
+        self._decision = rejection
+        return await self._settled()
+
+    @reject.validator
+    def _check_reject(self, rejection: Rejection) -> None:
+        self._require_decidable("reject")
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: CancelRequest) -> DecisionAck:
+        self._cancel = request
+        assert self._flow is not None
+        self._flow.cancel()
+        await workflow.wait_condition(lambda: self._status.terminal)
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    @cancel.validator
+    def _check_cancel(self, request: CancelRequest) -> None:
+        if self._status.terminal:
+            raise ApplicationError(f"task is already {self._status.value}", type="InvalidTransition")
+        if self._cancel is not None:
+            raise ApplicationError("task is already being cancelled", type="InvalidTransition")
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, decision: ApprovalDecision | None = None) -> None:
+        self._decide_by_signal(decision or ApprovalDecision(), "approve")
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, rejection: Rejection | None = None) -> None:
+        self._decide_by_signal(rejection or Rejection(), "reject")
+
+    @workflow.query(name="state")
+    def state(self) -> DecisionAck:
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    def _decide_by_signal(self, decision: ApprovalDecision | Rejection, verb: str) -> None:
+        try:
+            self._require_decidable(verb)
+        except ApplicationError as err:
+            workflow.logger.warning("ignored %s signal: %s", verb, err.message)
+            return
+        self._decision = decision
+
+    def _require_decidable(self, verb: str) -> None:
+        if self._status is not TaskStatus.AWAITING_APPROVAL:
+            raise ApplicationError(f"cannot {verb}: task is {self._status.value}, not awaiting_approval",
+                                   type="InvalidTransition")
+        if self._decision is not None or self._cancel is not None:
+            raise ApplicationError(f"cannot {verb}: a decision has already been taken", type="InvalidTransition")
+
+    async def _settled(self) -> DecisionAck:
+        await workflow.wait_condition(lambda: self._status is not TaskStatus.AWAITING_APPROVAL)
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    # ---- events ----------------------------------------------------------
+
+    def _emit(self, event_type: EventType, status: TaskStatus | None = None, stage: Stage | None = None, *,
+              actor_type: str = "system", actor_id: str | None = None, data: dict[str, Any] | None = None,
+              changes: TaskChanges | None = None) -> None:
+        assert self._task is not None and self._pump is not None
+        old = self._status
+        changes = changes or TaskChanges()
+        if status is not None:
+            self._status = status
+            changes.status = status.value
+        if stage is not None:
+            self._stage = stage
+            changes.stage = stage.value
+        self._seq += 1
+        self._pump.append(MirrorEvent(
+            id=f"{workflow.info().run_id}:{self._seq}", task_id=self._task.task_id, seq=self._seq,
+            type=event_type.value, occurred_at=workflow.now(), actor_type=actor_type, actor_id=actor_id,
+            old_status=old.value if status is not None else None,
+            new_status=status.value if status is not None else None,
+            data=data or {}, changes=changes,
+        ))
+
+    def _finish(self, status: TaskStatus, event_type: EventType, *, actor_type: str = "system",
+                actor_id: str | None = None, data: dict[str, Any] | None = None,
+                result: dict[str, Any] | None = None, error: str | None = None,
+                attempts: int | None = None) -> TaskOutcome:
+        self._emit(event_type, status, Stage.DONE, actor_type=actor_type, actor_id=actor_id,
+                   data=data, changes=TaskChanges(result=result, error=error, attempts=attempts,
+                                                  finished_at=workflow.now()))
+        return TaskOutcome(status=status.value, result=result, error=error)
+
+    def _fail(self, step: str, err: ActivityError) -> TaskOutcome:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+        attempts = _attempt_of(cause)
+        return self._finish(TaskStatus.FAILED, EventType.TASK_EXECUTION_FAILED,
+                            data={"step": step, "error_type": kind, "message": message, "attempts": attempts},
+                            error=f"{step} failed: {message}", attempts=attempts)
+
+
+def _apply_edits(draft: Draft, decision: ApprovalDecision) -> Draft:
+    return Draft(channel=draft.channel, to=list(draft.to),
+                 subject=decision.subject if decision.subject is not None else draft.subject,
+                 body=decision.body if decision.body is not None else draft.body)
+
+
+def _decision_data(decision: ApprovalDecision) -> dict[str, Any]:
+    data: dict[str, Any] = {"comment": decision.comment}
+    if decision.subject is not None or decision.body is not None:
+        data["edited"] = {"subject": decision.subject, "body": decision.body}
+    return data
+
+
+def _attempt_of(cause: BaseException | None) -> int | None:
+    """Activities put their attempt number in an ApplicationError's first detail."""
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
+            return detail["attempt"]
+    return None
