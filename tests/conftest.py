@@ -1,0 +1,106 @@
+"""Test environments: the time-skipping server for long waits, the real dev
+server for integration, SQLite always and PostgreSQL when TEST_DATABASE_URL is
+set (then it must be reachable: the tests fail rather than skip)."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.main import create_app
+from followthrough import tables  # noqa: F401
+from followthrough.binaries import find_binary
+from followthrough.database import create_engine
+from followthrough.migrate import upgrade
+from followthrough.settings import Settings
+from worker import build_worker
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+
+
+def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp, task_queue=f"tq-{uuid.uuid4()}",
+                    public_url="http://testserver", **overrides)
+
+
+# ---- databases --------------------------------------------------------------
+
+@pytest_asyncio.fixture(scope="session")
+async def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
+    path = tmp_path_factory.mktemp("mirror") / "mirror.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def postgres_engine() -> AsyncIterator[AsyncEngine]:
+    assert POSTGRES_URL, "TEST_DATABASE_URL is not set"
+    engine = create_engine(POSTGRES_URL)
+    # Start from an empty schema so the migration itself is exercised every run.
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.drop_all)
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture(params=DATABASES)
+async def engine(request: pytest.FixtureRequest) -> AsyncEngine:
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
+# ---- Temporal ---------------------------------------------------------------
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"))
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"),
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
+    yield env
+    await env.shutdown()
+
+
+# ---- the engine wired together ----------------------------------------------
+
+class Stack:
+    """A worker on a fresh task queue plus an HTTP client for the API in front of it."""
+
+    def __init__(self, settings: Settings, client: Client, engine: AsyncEngine, http: httpx.AsyncClient) -> None:
+        self.settings, self.client, self.engine, self.http = settings, client, engine, http
+        self.tenant = f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture
+async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
+    settings = make_settings(str(engine.url.render_as_string(hide_password=False)), tmp_path)
+    app = create_app(settings, temporal=dev_env.client)
+    async with build_worker(dev_env.client, settings, engine), app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
+            yield Stack(settings, dev_env.client, engine, http)
+
+
+def worker_for(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine) -> Worker:
+    return build_worker(env.client, settings, engine)

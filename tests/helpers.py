@@ -1,0 +1,70 @@
+"""Builders and small waits shared by the tests."""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from followthrough.contracts import TaskInput
+from followthrough.database import session_factory
+from followthrough.tables import OutboxMessage, Task, TaskEvent
+
+T = TypeVar("T")
+
+
+def invoice_payload(**overrides: Any) -> dict[str, Any]:
+    return {
+        "customer_name": "ACME Corp", "customer_email": "billing@acme.example", "invoice_number": "INV-123",
+        "invoice_amount": 1200, "currency": "USD", "due_date": "2025-12-20", "days_overdue": 10,
+    } | overrides
+
+
+def task_body(**overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "invoice_follow_up", "title": "Follow up on INV-123", "mode": "review",
+        "subject_ref_type": "INVOICE", "subject_ref_id": f"INV-{uuid.uuid4().hex[:6]}",
+        "source": "OVERDUE_INVOICE_DETECTOR", "payload": invoice_payload(),
+    } | overrides
+
+
+def task_input(mode: str = "review", *, created_at: datetime | None = None, **overrides: Any) -> TaskInput:
+    fields: dict[str, Any] = dict(
+        task_id=str(uuid.uuid4()), type="invoice_follow_up", title="Follow up on INV-123", mode=mode,
+        payload=invoice_payload(), created_at=created_at or datetime.now(timezone.utc),
+        approval_timeout_seconds=24 * 3600, tenant_id="wf-tests", subject_ref_id="INV-123",
+    )
+    return TaskInput(**(fields | overrides))
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10) -> T:
+    """Poll ``probe`` until ``check`` holds: the mirror trails the workflow by a write."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def task_row(engine: AsyncEngine, task_id: str) -> Task | None:
+    async with session_factory(engine)() as session:
+        return await session.get(Task, task_id)
+
+
+async def event_types(engine: AsyncEngine, task_id: str) -> list[str]:
+    async with session_factory(engine)() as session:
+        rows = await session.execute(select(TaskEvent.type).where(TaskEvent.task_id == task_id)
+                                     .order_by(TaskEvent.occurred_at, TaskEvent.seq))
+        return list(rows.scalars())
+
+
+async def outbox_rows(engine: AsyncEngine, task_id: str) -> list[OutboxMessage]:
+    async with session_factory(engine)() as session:
+        rows = await session.execute(select(OutboxMessage).where(OutboxMessage.task_id == task_id))
+        return list(rows.scalars())
