@@ -58,8 +58,8 @@ async def postgres_engine() -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest_asyncio.fixture(params=DATABASES)
-async def engine(request: pytest.FixtureRequest) -> AsyncEngine:
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest) -> AsyncEngine:
     return request.getfixturevalue(f"{request.param}_engine")
 
 

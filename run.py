@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Set up a virtual environment when needed, then run followthrough.
+
+    python3 run.py dev       # Temporal dev server + worker + API (followthrough dev)
+    python3 run.py test      # the test suite (extra arguments go to pytest)
+    python3 run.py <command> # any other `followthrough` command
+
+The environment lives in .venv and is rebuilt whenever pyproject.toml changes.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".installed"
+
+
+def _fingerprint() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def ensure_environment() -> None:
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    if sys.version_info < (3, 11):
+        sys.exit(f"followthrough needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    print("setting up .venv (first run or dependencies changed) ...", flush=True)
+    if not (BIN / "python").exists():
+        venv.create(VENV, with_pip=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(_fingerprint())
+
+
+def main(args: list[str]) -> int:
+    if not args:
+        print(__doc__)
+        return 2
+    ensure_environment()
+    if args[0] == "test":
+        command = [str(BIN / "python"), "-m", "pytest", *args[1:]]
+    else:
+        command = [str(BIN / "followthrough"), *args]
+    os.chdir(ROOT)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

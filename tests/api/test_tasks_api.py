@@ -1,0 +1,218 @@
+"""The HTTP API against the real dev server and worker, on every configured database."""
+
+import asyncio
+
+from tests.conftest import Stack
+from tests.helpers import eventually, outbox_rows, task_body
+
+
+async def get_task(stack: Stack, task_id: str) -> dict:
+    response = await stack.http.get(f"/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def until_status(stack: Stack, task_id: str, status: str) -> dict:
+    return await eventually(lambda: get_task(stack, task_id), lambda t: t["status"] == status, timeout=20)
+
+
+async def create(stack: Stack, **overrides) -> dict:
+    response = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, **overrides))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_create_approve_complete(stack: Stack):
+    created = await create(stack)
+    assert created["status"] == "pending"
+    links = created["links"]
+    assert links["self"].endswith(f"/api/v1/tasks/{created['id']}")
+    assert links["events"].endswith("/events")
+    assert created["workflow_id"] in links["temporal_ui"]
+
+    task = await until_status(stack, created["id"], "awaiting_approval")
+    assert task["stage"] == "awaiting_approval"
+    assert "INV-" not in task["draft"]["to"][0] and task["draft"]["to"] == ["billing@acme.example"]
+    assert task["approval_deadline"] is not None
+
+    response = await stack.http.post(f"/tasks/{created['id']}/approve",
+                                     json={"comment": "looks right"}, headers={"X-Actor-Id": "alice"})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "in_progress"
+
+    task = await until_status(stack, created["id"], "completed")
+    assert task["result"]["sent"] is True and task["attempts"] == 1
+    assert task["finished_at"] is not None and task["started_at"] is not None
+    events = (await stack.http.get(f"/tasks/{created['id']}/events")).json()["items"]
+    assert [e["type"] for e in events] == [
+        "TASK_CREATED", "TASK_STATUS_CHANGED", "TASK_DRAFTED", "TASK_APPROVAL_REQUESTED", "TASK_APPROVED",
+        "TASK_EXECUTION_COMPLETED"]
+    approved = events[4]
+    assert (approved["actor_id"], approved["old_status"], approved["new_status"]) == (
+        "alice", "awaiting_approval", "in_progress")
+    assert approved["data"]["comment"] == "looks right"
+    assert len(await outbox_rows(stack.engine, created["id"])) == 1
+
+
+async def test_approving_twice_is_a_conflict(stack: Stack):
+    created = await create(stack)
+    await until_status(stack, created["id"], "awaiting_approval")
+    first = await stack.http.post(f"/tasks/{created['id']}/approve", json={})
+    assert first.status_code == 200
+    second = await stack.http.post(f"/tasks/{created['id']}/approve", json={})
+    assert second.status_code == 409
+    assert second.json()["detail"]
+    await until_status(stack, created["id"], "completed")
+    third = await stack.http.post(f"/tasks/{created['id']}/approve", json={})
+    assert third.status_code == 409 and "completed" in third.json()["detail"]
+
+
+async def test_concurrent_approvals_decide_once(stack: Stack):
+    created = await create(stack)
+    await until_status(stack, created["id"], "awaiting_approval")
+    responses = await asyncio.gather(*[
+        stack.http.post(f"/tasks/{created['id']}/approve", json={"actor_id": f"user-{i}"}) for i in range(10)])
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9
+    await until_status(stack, created["id"], "completed")
+    assert len(await outbox_rows(stack.engine, created["id"])) == 1
+
+
+async def test_reject_records_the_reason(stack: Stack):
+    created = await create(stack)
+    await until_status(stack, created["id"], "awaiting_approval")
+    response = await stack.http.post(f"/tasks/{created['id']}/reject", json={"reason": "customer paid"})
+    assert response.status_code == 200 and response.json()["status"] == "rejected"
+    task = await until_status(stack, created["id"], "rejected")
+    assert task["finished_at"] is not None
+    events = (await stack.http.get(f"/tasks/{created['id']}/events")).json()["items"]
+    assert events[-1]["type"] == "TASK_REJECTED" and events[-1]["data"]["reason"] == "customer paid"
+    assert await outbox_rows(stack.engine, created["id"]) == []
+
+
+async def test_reject_needs_a_reason(stack: Stack):
+    created = await create(stack)
+    response = await stack.http.post(f"/tasks/{created['id']}/reject", json={})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "reason"]
+
+
+async def test_cancel_then_cancel_again(stack: Stack):
+    created = await create(stack, due_at="2099-01-01T00:00:00Z")
+    await until_status(stack, created["id"], "scheduled")
+    response = await stack.http.post(f"/tasks/{created['id']}/cancel", json={"reason": "not needed"})
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    await until_status(stack, created["id"], "cancelled")
+    again = await stack.http.post(f"/tasks/{created['id']}/cancel")
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+
+
+async def test_approving_a_task_that_is_not_waiting_is_a_conflict(stack: Stack):
+    created = await create(stack, due_at="2099-01-01T00:00:00Z")
+    await until_status(stack, created["id"], "scheduled")
+    response = await stack.http.post(f"/tasks/{created['id']}/approve", json={})
+    assert response.status_code == 409
+    assert "scheduled" in response.json()["detail"]
+    await stack.http.post(f"/tasks/{created['id']}/cancel")
+
+
+async def test_autonomous_task_runs_to_completion_without_a_person(stack: Stack):
+    created = await create(stack, mode="AUTONOMOUS")
+    task = await until_status(stack, created["id"], "completed")
+    assert task["mode"] == "autonomous"
+    assert len(await outbox_rows(stack.engine, created["id"])) == 1
+
+
+async def test_unknown_ids_are_404(stack: Stack):
+    for method, path in [("GET", "/tasks/nope"), ("GET", "/tasks/nope/events"),
+                         ("POST", "/tasks/00000000-0000-0000-0000-000000000000/approve"),
+                         ("POST", "/tasks/nope/reject"), ("POST", "/tasks/nope/cancel"),
+                         ("GET", "/tasks/" + "x" * 300)]:
+        body = {"reason": "x"} if path.endswith("reject") else {}
+        response = await stack.http.request(method, path, json=body if method == "POST" else None)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "not found" in response.json()["detail"]
+
+
+async def test_invalid_input_is_422_naming_the_field(stack: Stack):
+    cases = [
+        (task_body(type="teleport"), ["body", "type"], "known types: invoice_follow_up"),
+        (task_body(mode="yolo"), ["body", "mode"], "unknown mode"),
+        (task_body(priority="whenever"), ["body", "priority"], ""),
+        (task_body(payload={"customer_name": "x"}), ["body", "payload", "customer_email"], "Field required"),
+        (task_body(payload=task_body()["payload"] | {"customer_email": "nope"}),
+         ["body", "payload", "customer_email"], "email"),
+        (task_body(payload=task_body()["payload"] | {"invoice_amount": -5}),
+         ["body", "payload", "invoice_amount"], "greater than 0"),
+        (task_body(due_at="next tuesday"), ["body", "due_at"], ""),
+        (task_body(approval_timeout_seconds=0), ["body", "approval_timeout_seconds"], ""),
+        (task_body(tenant_id="has space"), ["body", "tenant_id"], ""),
+        (task_body(surprise=1), ["body", "surprise"], "Extra inputs"),
+    ]
+    for body, loc, words in cases:
+        response = await stack.http.post("/tasks", json=body)
+        assert response.status_code == 422, (body, response.text)
+        detail = response.json()["detail"]
+        assert detail[0]["loc"] == loc, detail
+        assert words in detail[0]["msg"], detail
+    malformed = await stack.http.post("/tasks", content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 422
+    for query in ["status=bogus", "limit=0", "offset=-1", "created_after=yesterday", "order=random"]:
+        assert (await stack.http.get(f"/tasks?{query}")).status_code == 422, query
+
+
+async def test_seed_style_request_is_accepted(stack: Stack):
+    body = {"type": "INVOICE_FOLLOW_UP", "mode": "SUGGESTION", "priority": "HIGH", "ownerType": "AI",
+            "ownerId": "ACTION_AI", "subjectRefType": "INVOICE", "subjectRefId": "INV-9",
+            "source": "OVERDUE_INVOICE_DETECTOR", "tenantId": stack.tenant,
+            "payload": task_body()["payload"]}
+    created = (await stack.http.post("/tasks", json=body)).json()
+    task = await until_status(stack, created["id"], "completed")
+    assert (task["type"], task["mode"], task["priority"], task["owner_id"], task["title"]) == (
+        "invoice_follow_up", "suggest", "high", "ACTION_AI", "invoice_follow_up INV-9")
+    assert task["result"]["sent"] is False
+
+
+async def test_list_filters_and_pages(stack: Stack):
+    ids = [(await create(stack, mode="suggest", owner_id="bot-a" if i % 2 else "bot-b",
+                         subject_ref_id=f"INV-{i}"))["id"] for i in range(5)]
+    for task_id in ids:
+        await until_status(stack, task_id, "completed")
+    later = await create(stack, due_at="2099-06-01T00:00:00Z", owner_id="bot-a")
+    await until_status(stack, later["id"], "scheduled")
+
+    async def listing(query: str) -> dict:
+        response = await stack.http.get(f"/tasks?tenant_id={stack.tenant}&{query}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert (await listing(""))["total"] == 6
+    assert (await listing("status=completed"))["total"] == 5
+    assert (await listing("status=scheduled&status=completed"))["total"] == 6
+    assert {t["owner_id"] for t in (await listing("owner_id=bot-a"))["items"]} == {"bot-a"}
+    assert [t["id"] for t in (await listing("subject_ref_id=INV-3"))["items"]] == [ids[3]]
+    assert [t["id"] for t in (await listing("due_after=2099-01-01T00:00:00Z"))["items"]] == [later["id"]]
+    assert (await listing("due_before=2099-01-01T00:00:00Z"))["total"] == 0
+    assert (await listing("created_after=2000-01-01T00:00:00Z&type=invoice_follow_up"))["total"] == 6
+    assert (await listing("created_before=2000-01-01T00:00:00Z"))["total"] == 0
+
+    pages, offset = [], 0
+    while offset is not None:
+        page = await listing(f"limit=2&offset={offset}")
+        assert page["limit"] == 2 and page["total"] == 6
+        pages.extend(t["id"] for t in page["items"])
+        offset = page["next_offset"]
+    assert len(pages) == len(set(pages)) == 6
+    assert pages == [t["id"] for t in (await listing("limit=100"))["items"]]
+    assert (await listing("limit=100000"))["limit"] == stack.settings.page_size_max
+    await stack.http.post(f"/tasks/{later['id']}/cancel")
+
+
+async def test_task_types_and_health(stack: Stack):
+    types = (await stack.http.get("/task-types")).json()["items"]
+    invoice = next(t for t in types if t["name"] == "invoice_follow_up")
+    assert "customer_email" in invoice["payload_schema"]["required"]
+    health = await stack.http.get("/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
+    schema = (await stack.http.get("http://testserver/openapi.json")).json()
+    assert "/api/v1/tasks/{task_id}/approve" in schema["paths"]
+    assert (await stack.http.get("http://testserver/docs")).status_code == 200

@@ -1,0 +1,79 @@
+"""`followthrough dev` as a user runs it: one command, then the README's walkthrough
+over real HTTP, then a clean stop on SIGTERM."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import task_body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def dev_process(tmp_path: Path):
+    ports = {"FOLLOWTHROUGH_DEV_TEMPORAL_PORT": _free_port(), "FOLLOWTHROUGH_DEV_UI_PORT": _free_port(),
+             "FOLLOWTHROUGH_API_PORT": _free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
+        k: str(v) for k, v in ports.items()}
+    env.pop("DATABASE_URL", None)
+    log = open(tmp_path / "dev.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "followthrough.cli", "dev"], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc, ports, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
+    proc, ports, folder = dev_process
+    api = f"http://127.0.0.1:{ports['FOLLOWTHROUGH_API_PORT']}/api/v1"
+    with httpx.Client(base_url=api, timeout=10) as http:
+        _wait(lambda: http.get("/healthz").status_code == 200, 90, "the API to become healthy")
+        created = http.post("/tasks", json=task_body(mode="review")).json()
+        task_id = created["id"]
+        _wait(lambda: http.get(f"/tasks/{task_id}").json()["status"] == "awaiting_approval", 30, "approval wait")
+        assert http.post(f"/tasks/{task_id}/approve", json={"comment": "ok"}).status_code == 200
+        _wait(lambda: http.get(f"/tasks/{task_id}").json()["status"] == "completed", 30, "completion")
+        events = http.get(f"/tasks/{task_id}/events").json()["items"]
+        assert events[-1]["type"] == "TASK_EXECUTION_COMPLETED"
+        ui = created["links"]["temporal_ui"]
+        assert ui.startswith(f"http://127.0.0.1:{ports['FOLLOWTHROUGH_DEV_UI_PORT']}/namespaces/default/workflows/")
+        assert httpx.get(ui, timeout=10).status_code == 200
+
+    assert (folder / ".followthrough" / "temporal.db").exists()
+    assert (folder / ".followthrough" / "mirror.db").exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0
+    log = (folder / "dev.log").read_text()
+    assert "followthrough stopped" in log
+    for port in ports.values():  # every child has let go of its port
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, port

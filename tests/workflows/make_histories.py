@@ -1,0 +1,73 @@
+"""Record the saved histories that the replay tests load.
+
+Run after a deliberate, released change of workflow behaviour (and only then):
+    python -m tests.workflows.make_histories
+"""
+
+import asyncio
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough.binaries import find_binary
+from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, TaskOutcome
+from followthrough.database import create_engine
+from followthrough.migrate import upgrade
+from tests.conftest import make_settings
+from tests.helpers import eventually, invoice_payload, task_input
+from worker import build_worker
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _awaiting(handle: WorkflowHandle) -> None:
+    await eventually(lambda: handle.query("state", result_type=DecisionAck),
+                     lambda s: s.status == "awaiting_approval")
+
+
+async def main() -> None:
+    tmp = Path(tempfile.mkdtemp())
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'mirror.db'}")
+    await upgrade(engine)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"))
+    settings = make_settings(str(engine.url), tmp)
+
+    async def run(name: str, task, drive=None) -> None:
+        handle = await env.client.start_workflow("TaskWorkflow", task, id=f"history-{name}",
+                                                 task_queue=settings.task_queue, result_type=TaskOutcome)
+        if drive:
+            await drive(handle)
+        await handle.result()
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        print("saved", name)
+
+    async def approve_with_edit(handle: WorkflowHandle) -> None:
+        await _awaiting(handle)
+        await handle.execute_update("approve", ApprovalDecision(actor_id="alice", body="Edited body"),
+                                    result_type=DecisionAck)
+
+    async def cancel(handle: WorkflowHandle) -> None:
+        await eventually(lambda: handle.query("state", result_type=DecisionAck), lambda s: s.status == "scheduled")
+        await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
+
+    async with build_worker(env.client, settings, engine):
+        await run("review_approved_with_edit", task_input("review"), approve_with_edit)
+        await run("review_expired", task_input("review"))
+        await run("autonomous_completed", task_input("autonomous"))
+        await run("suggest_completed", task_input("suggest"))
+        await run("assisted_flagged_expired", task_input("assisted", payload=invoice_payload(invoice_amount=99_999)))
+        await run("invalid_payload_failed", task_input("autonomous", payload=invoice_payload(customer_email="x")))
+        due = await env.get_current_time() + timedelta(days=2)
+        await run("scheduled_cancelled", task_input("autonomous", due_at=due), cancel)
+        await run("scheduled_then_completed", task_input("autonomous", due_at=due + timedelta(days=1)))
+    await env.shutdown()
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

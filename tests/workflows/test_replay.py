@@ -1,0 +1,37 @@
+"""Determinism guard: every saved history must replay on today's workflow code.
+
+A change that alters the commands a workflow issues for an existing history
+fails here; guard such changes with ``workflow.patched`` (see the README).
+"""
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from tests.workflows.unpatched_change import UnpatchedChange
+from workflows import ALL_WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_histories_are_present():
+    assert len(HISTORIES) >= 8
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_saved_history_replays(path: Path):
+    await Replayer(workflows=ALL_WORKFLOWS).replay_workflow(_history(path))
+
+
+@pytest.mark.parametrize("name", ["autonomous_completed", "review_approved_with_edit"])
+async def test_an_unpatched_change_fails_replay(name: str):
+    history = _history(Path(__file__).parent / "histories" / f"{name}.json")
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[UnpatchedChange]).replay_workflow(history)
