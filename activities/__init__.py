@@ -14,5 +14,5 @@ def build_activities(settings: Settings, engine: AsyncEngine) -> list:
     return [
         DraftingActivities(settings).draft,
         DeliveryActivities(sessions).send,
-        MirrorActivities(sessions).record,
+        MirrorActivities(engine).record,
     ]

@@ -1,17 +1,71 @@
-"""Recording task events into the SQL mirror (called as a local activity)."""
+"""Recording task events into the SQL mirror (called as a local activity).
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+Concurrent workflows' writes are coalesced: while one transaction is being
+written, new batches queue up and go together in the next one (group commit).
+That keeps a single writer per worker process, which matters for SQLite, and
+cuts transactions under load for any database.
+"""
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from followthrough import activity_names
 from followthrough.contracts import MirrorAck, MirrorBatch
-from followthrough.mirror import record_batch
+from followthrough.mirror import record_batches
+
+log = logging.getLogger("followthrough.mirror")
+
+MAX_GROUP = 256
+
+
+class GroupWriter:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._queue: list[tuple[MirrorBatch, asyncio.Future[MirrorAck]]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def write(self, batch: MirrorBatch) -> MirrorAck:
+        future: asyncio.Future[MirrorAck] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            try:
+                _settle(group, await record_batches(self._engine, [b for b, _ in group]))
+            except Exception as err:  # noqa: BLE001 - isolate the batch at fault below
+                if len(group) == 1:
+                    _fail(group[0][1], err)
+                    continue
+                log.warning("group write of %d batches failed (%s); writing them one by one", len(group), err)
+                for batch, future in group:
+                    try:
+                        _settle([(batch, future)], await record_batches(self._engine, [batch]))
+                    except Exception as single:  # noqa: BLE001 - reported to that batch's activity
+                        _fail(future, single)
+
+
+def _settle(group: list[tuple[MirrorBatch, asyncio.Future[MirrorAck]]], acks: list[MirrorAck]) -> None:
+    for (_, future), ack in zip(group, acks):
+        if not future.done():  # the activity may have timed out meanwhile
+            future.set_result(ack)
+
+
+def _fail(future: asyncio.Future[MirrorAck], err: BaseException) -> None:
+    if not future.done():
+        future.set_exception(err)
 
 
 class MirrorActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._writer = GroupWriter(engine)
 
     @activity.defn(name=activity_names.RECORD)
     async def record(self, batch: MirrorBatch) -> MirrorAck:
-        return await record_batch(self._sessions, batch)
+        return await self._writer.write(batch)

@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.effective_database_url)
         app.state.settings = settings
+        app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.temporal = temporal or await connect(settings)
         try:

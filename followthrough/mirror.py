@@ -1,18 +1,27 @@
-"""Writes to the status mirror: each batch of task events is one transaction
-that appends the events and updates the task row, idempotent on event ids."""
+"""Writes to the status mirror.
+
+Each group of task event batches is one transaction that appends the events
+and updates the task rows. Inserts are ``ON CONFLICT DO NOTHING`` and row
+changes are applied only for events not seen before, so a retried or
+concurrent write of the same events changes nothing.
+"""
 
 from dataclasses import fields
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, TaskChanges, TaskInput
 from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
 from followthrough.tables import Task, TaskEvent
 
+TASKS: Table = Task.__table__  # type: ignore[attr-defined]
+EVENTS: Table = TaskEvent.__table__  # type: ignore[attr-defined]
 _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
+_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def created_event(task: TaskInput) -> MirrorEvent:
@@ -24,74 +33,83 @@ def created_event(task: TaskInput) -> MirrorEvent:
     )
 
 
-def new_task_row(task: TaskInput, workflow_id: str) -> Task:
-    return Task(
+def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
+    return dict(
         id=task.task_id, tenant_id=task.tenant_id, type=task.type, title=task.title, mode=task.mode,
         priority=task.priority, priority_rank=Priority(task.priority).rank,
         status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, payload=task.payload,
         owner_type=task.owner_type, owner_id=task.owner_id, subject_ref_type=task.subject_ref_type,
-        subject_ref_id=task.subject_ref_id, source=task.source, due_at=task.due_at,
-        workflow_id=workflow_id, approval_timeout_seconds=task.approval_timeout_seconds,
+        subject_ref_id=task.subject_ref_id, source=task.source, due_at=task.due_at, draft=None, result=None,
+        error=None, attempts=0, workflow_id=workflow_id, workflow_run_id=None,
+        approval_timeout_seconds=task.approval_timeout_seconds, approval_deadline=None,
         created_by=task.created_by, created_at=task.created_at, updated_at=task.created_at,
+        started_at=None, finished_at=None,
     )
 
 
-def _event_row(event: MirrorEvent, now: datetime) -> TaskEvent:
-    return TaskEvent(
+def _event_values(event: MirrorEvent, now: datetime) -> dict[str, Any]:
+    return dict(
         id=event.id, task_id=event.task_id, seq=event.seq, type=event.type, old_status=event.old_status,
         new_status=event.new_status, actor_type=event.actor_type, actor_id=event.actor_id, data=event.data,
         occurred_at=event.occurred_at, recorded_at=now,
     )
 
 
-def _apply(row: Task, event: MirrorEvent) -> None:
-    for name in _CHANGE_FIELDS:
-        value = getattr(event.changes, name)
-        if value is not None:
-            setattr(row, name, value)
-    if event.occurred_at > row.updated_at:
-        row.updated_at = event.occurred_at
+async def _insert_missing(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    statement = _INSERT[conn.dialect.name](table).on_conflict_do_nothing()
+    result = await conn.execute(statement, rows)
+    return max(result.rowcount, 0)
 
 
-async def insert_created(session: AsyncSession, task: TaskInput, workflow_id: str) -> bool:
+async def insert_created(conn: AsyncConnection, task: TaskInput, workflow_id: str) -> bool:
     """Insert a new task row and its TASK_CREATED event unless the row exists.
 
     The API and the workflow's first mirror write may race; whichever comes
     second finds the row and changes nothing.
     """
-    if await session.get(Task, task.task_id) is not None:
-        return False
-    session.add(new_task_row(task, workflow_id))
-    await session.flush()
-    session.add(_event_row(created_event(task), datetime.now(timezone.utc)))
-    return True
+    created = await _insert_missing(conn, TASKS, [_task_values(task, workflow_id)])
+    await _insert_missing(conn, EVENTS, [_event_values(created_event(task), datetime.now(timezone.utc))])
+    return created == 1
 
 
-async def _write(session: AsyncSession, batch: MirrorBatch) -> MirrorAck:
-    ids = [e.id for e in batch.events]
-    seen = set((await session.execute(select(TaskEvent.id).where(TaskEvent.id.in_(ids)))).scalars())
-    fresh = [e for e in batch.events if e.id not in seen]
-    if not fresh:
-        return MirrorAck(written=0, skipped=len(ids))
-    await insert_created(session, batch.task, batch.workflow_id)
-    row = await session.get(Task, batch.task.task_id)
-    assert row is not None
+def _merged_changes(events: list[MirrorEvent]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for event in events:
+        for name in _CHANGE_FIELDS:
+            value = getattr(event.changes, name)
+            if value is not None:
+                merged[name] = value
+    merged["updated_at"] = max(e.occurred_at for e in events)
+    return merged
+
+
+async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list[MirrorAck]:
+    """Append every batch's new events and update their task rows, in the caller's transaction."""
     now = datetime.now(timezone.utc)
-    for event in fresh:
-        session.add(_event_row(event, now))
-        _apply(row, event)
-    return MirrorAck(written=len(fresh), skipped=len(seen))
+    # The row may not exist yet if the API's own insert was lost; the batch carries what it needs.
+    await _insert_missing(conn, TASKS, [_task_values(b.task, b.workflow_id) for b in batches])
+    await _insert_missing(conn, EVENTS, [_event_values(created_event(b.task), now) for b in batches])
+    rows = [_event_values(e, now) for b in batches for e in b.events]
+    statement = _INSERT[conn.dialect.name](EVENTS).on_conflict_do_nothing().returning(EVENTS.c.id)
+    # Only the writer that actually inserted an event applies its changes, so a
+    # concurrent or retried duplicate can neither double-count nor reorder anything.
+    inserted = set((await conn.execute(statement, rows)).scalars()) if rows else set()
+    acks = []
+    for batch in batches:
+        fresh = [e for e in batch.events if e.id in inserted]
+        if fresh:
+            await conn.execute(update(TASKS).where(TASKS.c.id == batch.task.task_id)
+                               .values(**_merged_changes(fresh)))
+        acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
+    return acks
 
 
-async def record_batch(sessions: async_sessionmaker[AsyncSession], batch: MirrorBatch) -> MirrorAck:
-    """Append the batch's new events and update the task row in one transaction."""
-    for attempt in range(3):
-        try:
-            async with sessions() as session, session.begin():
-                return await _write(session, batch)
-        except IntegrityError:
-            # A concurrent writer inserted the same row or events first; the
-            # next pass sees them and writes only what is still missing.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+async def record_batches(engine: AsyncEngine, batches: list[MirrorBatch]) -> list[MirrorAck]:
+    async with engine.begin() as conn:
+        return await write_group(conn, batches)
+
+
+async def record_batch(engine: AsyncEngine, batch: MirrorBatch) -> MirrorAck:
+    return (await record_batches(engine, [batch]))[0]

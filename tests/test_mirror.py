@@ -31,12 +31,11 @@ async def _count_events(engine, task_id: str) -> int:
 
 
 async def test_batch_creates_the_row_and_is_idempotent(engine):
-    sessions = session_factory(engine)
     task = task_input()
     batch = _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1), ("TASK_DRAFTED", None, 2))
-    first = await record_batch(sessions, batch)
+    first = await record_batch(engine, batch)
     assert (first.written, first.skipped) == (2, 0)
-    again = await record_batch(sessions, batch)
+    again = await record_batch(engine, batch)
     assert (again.written, again.skipped) == (0, 2)
     row = await task_row(engine, task.task_id)
     assert (row.status, row.stage, row.attempts) == ("in_progress", "drafting", 2)
@@ -46,30 +45,43 @@ async def test_batch_creates_the_row_and_is_idempotent(engine):
 
 
 async def test_a_partly_written_batch_writes_only_the_rest(engine):
-    sessions = session_factory(engine)
     task = task_input()
     batch = _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1), ("TASK_DRAFTED", None, 2))
-    await record_batch(sessions, MirrorBatch(task=task, workflow_id=batch.workflow_id, events=batch.events[:1]))
-    ack = await record_batch(sessions, batch)
+    await record_batch(engine, MirrorBatch(task=task, workflow_id=batch.workflow_id, events=batch.events[:1]))
+    ack = await record_batch(engine, batch)
     assert (ack.written, ack.skipped) == (1, 1)
     assert await _count_events(engine, task.task_id) == 3
 
 
 async def test_concurrent_duplicate_writes_land_once(engine):
-    sessions = session_factory(engine)
     task = task_input()
     batch = _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1))
-    acks = await asyncio.gather(*[record_batch(sessions, batch) for _ in range(8)])
+    acks = await asyncio.gather(*[record_batch(engine, batch) for _ in range(8)])
     assert sum(a.written for a in acks) == 1
     assert await _count_events(engine, task.task_id) == 2
 
 
 async def test_api_insert_after_the_workflow_wrote_changes_nothing(engine):
-    sessions = session_factory(engine)
     task = task_input()
-    await record_batch(sessions, _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1)))
-    async with sessions() as session:
-        assert await insert_created(session, task, f"task-{task.task_id}") is False
-        await session.commit()
+    await record_batch(engine, _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1)))
+    async with engine.begin() as conn:
+        assert await insert_created(conn, task, f"task-{task.task_id}") is False
     assert (await task_row(engine, task.task_id)).status == "in_progress"
     assert await _count_events(engine, task.task_id) == 2
+
+
+async def test_group_writer_coalesces_and_isolates_a_bad_batch(engine):
+    from activities.mirror import GroupWriter
+
+    writer = GroupWriter(engine)
+    good = [task_input() for _ in range(20)]
+    bad = task_input(priority="not-a-priority")  # cannot become a row: fails on its own
+    results = await asyncio.gather(
+        *[writer.write(_batch(t, ("TASK_STATUS_CHANGED", "in_progress", 1))) for t in good],
+        writer.write(_batch(bad, ("TASK_STATUS_CHANGED", "in_progress", 1))),
+        return_exceptions=True)
+    assert [r.written for r in results[:-1]] == [1] * 20
+    assert isinstance(results[-1], Exception)
+    for task in good:
+        assert (await task_row(engine, task.task_id)).status == "in_progress"
+    assert await task_row(engine, bad.task_id) is None

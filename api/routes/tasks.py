@@ -15,7 +15,7 @@ from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api.deps import ActorDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, not_found, update_refused
 from api.schemas import (
     ApproveBody,
@@ -73,7 +73,7 @@ def _task_input(body: TaskCreate, settings: SettingsDep, actor: str) -> TaskInpu
 
 
 @router.post("", status_code=201, response_model=TaskCreated)
-async def create_task(body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, session: SessionDep,
+async def create_task(body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
                       actor: ActorDep) -> TaskCreated:
     task = _task_input(body, settings, actor)
     workflow_id = workflow_id_for(task.task_id, task.type, task.subject_ref_id)
@@ -88,10 +88,9 @@ async def create_task(body: TaskCreate, settings: SettingsDep, temporal: Tempora
     # The workflow is the source of truth and writes this row itself if this
     # insert is lost, so a mirror failure here does not fail the request.
     try:
-        await insert_created(session, task, workflow_id)
-        await session.commit()
+        async with engine.begin() as conn:
+            await insert_created(conn, task, workflow_id)
     except DBAPIError as err:
-        await session.rollback()
         log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
     return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id, links=links)
 

@@ -26,7 +26,6 @@ from followthrough.contracts import (
     TaskInput,
     TaskOutcome,
 )
-from followthrough.database import session_factory
 from followthrough.settings import Settings
 from tests.conftest import make_settings
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
@@ -242,9 +241,8 @@ async def test_manual_task_completes_when_a_person_marks_it_done(time_skipping_e
 
 def _worker_with_send(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine, send) -> Worker:
     """The real draft and mirror activities, with ``send`` replaced by name."""
-    sessions = session_factory(engine)
     return Worker(env.client, task_queue=settings.task_queue, workflows=ALL_WORKFLOWS,
-                  activities=[DraftingActivities(settings).draft, MirrorActivities(sessions).record, send])
+                  activities=[DraftingActivities(settings).draft, MirrorActivities(engine).record, send])
 
 
 async def test_non_retryable_send_failure_ends_failed_with_the_error(time_skipping_env, settings, sqlite_engine):
@@ -289,3 +287,26 @@ async def test_invalid_payload_fails_without_retrying(time_skipping_env, setting
     assert outcome.status == "failed"
     row = await task_row(sqlite_engine, task.task_id)
     assert row.error.startswith("draft failed: payload is invalid") and row.attempts == 1
+
+
+async def test_cancel_during_a_send_never_leaves_an_unknown_send(time_skipping_env, settings, sqlite_engine):
+    """A send in flight finishes before the cancel is weighed: the task reports what really happened."""
+    import asyncio
+
+    started = asyncio.Event()
+
+    @activity.defn(name=activity_names.SEND)
+    async def slow(request: SendRequest) -> SendResult:
+        started.set()
+        await asyncio.sleep(1)
+        return SendResult(delivery_id="d-1", channel="test", attempt=activity.info().attempt)
+
+    env = time_skipping_env
+    task = task_input("autonomous")
+    async with _worker_with_send(env, settings, sqlite_engine, slow):
+        handle = await start(env, settings, task)
+        await started.wait()
+        ack = await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
+        outcome = await handle.result()
+    assert ack.status == outcome.status == "completed"
+    assert outcome.result["delivery"]["delivery_id"] == "d-1"

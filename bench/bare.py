@@ -1,0 +1,46 @@
+"""The bare Temporal baseline: a workflow with the same two activities as a
+task (draft, send) doing trivial work, and nothing else: no API, no mirror.
+
+Run as a worker process: python bench/bare.py ADDRESS TASK_QUEUE
+"""
+
+import asyncio
+import sys
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.common import RetryPolicy
+from temporalio.worker import Worker
+
+
+@activity.defn(name="bare_draft")
+async def bare_draft(payload: dict) -> dict:
+    return {"subject": f"Reminder: invoice {payload.get('invoice_number')}", "body": "..."}
+
+
+@activity.defn(name="bare_send")
+async def bare_send(draft: dict) -> str:
+    return "sent"
+
+
+@workflow.defn(name="BareWorkflow")
+class BareWorkflow:
+    @workflow.run
+    async def run(self, payload: dict) -> str:
+        retry = RetryPolicy(maximum_attempts=5)
+        draft = await workflow.execute_activity("bare_draft", payload, result_type=dict,
+                                                start_to_close_timeout=timedelta(seconds=60), retry_policy=retry)
+        return await workflow.execute_activity("bare_send", draft, result_type=str,
+                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+
+
+async def main(address: str, task_queue: str) -> None:
+    client = await Client.connect(address)
+    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow],
+                      activities=[bare_draft, bare_send], max_concurrent_activities=200):
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
