@@ -11,7 +11,7 @@ from activities import build_activities
 from followthrough.database import create_engine
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
-from workflows import ALL_WORKFLOWS
+from workflows.all import ALL_WORKFLOWS
 
 log = logging.getLogger("followthrough.worker")
 

@@ -1,5 +1,9 @@
-"""The bare Temporal baseline: a workflow with the same two activities as a
-task (draft, send) doing trivial work, and nothing else: no API, no mirror.
+"""The bare Temporal baselines: workflows with a task's shape doing trivial work.
+
+BareWorkflow runs the same two activities as a task (draft, send) and nothing
+else. BareLocalWorkflow also runs the three local activities an autonomous
+task uses for its mirror writes, as no-ops: the same number of activities as
+the engine's workflow, with none of their work.
 
 Run as a worker process: python bench/bare.py ADDRESS TASK_QUEUE
 """
@@ -24,6 +28,11 @@ async def bare_send(draft: dict) -> str:
     return "sent"
 
 
+@activity.defn(name="bare_record")
+async def bare_record(events: list) -> int:
+    return len(events)
+
+
 @workflow.defn(name="BareWorkflow")
 class BareWorkflow:
     @workflow.run
@@ -35,10 +44,30 @@ class BareWorkflow:
                                                start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
 
 
+@workflow.defn(name="BareLocalWorkflow")
+class BareLocalWorkflow:
+    @workflow.run
+    async def run(self, payload: dict) -> str:
+        retry = RetryPolicy(maximum_attempts=5)
+
+        async def record(n: int) -> None:
+            await workflow.execute_local_activity("bare_record", [{}] * n, result_type=int,
+                                                  start_to_close_timeout=timedelta(seconds=15), retry_policy=retry)
+
+        await record(1)
+        draft = await workflow.execute_activity("bare_draft", payload, result_type=dict,
+                                                start_to_close_timeout=timedelta(seconds=60), retry_policy=retry)
+        await record(2)
+        sent = await workflow.execute_activity("bare_send", draft, result_type=str,
+                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+        await record(1)
+        return sent
+
+
 async def main(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
-    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow],
-                      activities=[bare_draft, bare_send], max_concurrent_activities=200):
+    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow, BareLocalWorkflow],
+                      activities=[bare_draft, bare_send, bare_record], max_concurrent_activities=200):
         await asyncio.Event().wait()
 
 

@@ -5,6 +5,8 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from followthrough.settings import get_settings
 
@@ -19,8 +21,18 @@ def _run_worker() -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_worker(get_settings(), stop)
 
-    asyncio.run(main())
+    run_event_loop(main())
     return 0
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where installed: the worker spends much of its time in the event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _run_api() -> int:

@@ -145,11 +145,16 @@ class MirrorEvent:
 
 @dataclass
 class MirrorBatch:
-    """Events to append in order; ``task`` lets the writer create a missing row."""
+    """Events of one task to append in order.
 
-    task: TaskInput
+    The first batch of a run carries the task itself, so the writer can create
+    the row if the API's insert was lost; later batches leave it out.
+    """
+
+    task_id: str
     workflow_id: str
     events: list[MirrorEvent]
+    task: TaskInput | None = None
 
 
 @dataclass

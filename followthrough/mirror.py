@@ -88,9 +88,10 @@ def _merged_changes(events: list[MirrorEvent]) -> dict[str, Any]:
 async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list[MirrorAck]:
     """Append every batch's new events and update their task rows, in the caller's transaction."""
     now = datetime.now(timezone.utc)
-    # The row may not exist yet if the API's own insert was lost; the batch carries what it needs.
-    await _insert_missing(conn, TASKS, [_task_values(b.task, b.workflow_id) for b in batches])
-    await _insert_missing(conn, EVENTS, [_event_values(created_event(b.task), now) for b in batches])
+    # The row may not exist yet if the API's own insert was lost; a run's first batch carries what it needs.
+    first = [b for b in batches if b.task is not None]
+    await _insert_missing(conn, TASKS, [_task_values(b.task, b.workflow_id) for b in first])
+    await _insert_missing(conn, EVENTS, [_event_values(created_event(b.task), now) for b in first])
     rows = [_event_values(e, now) for b in batches for e in b.events]
     statement = _INSERT[conn.dialect.name](EVENTS).on_conflict_do_nothing().returning(EVENTS.c.id)
     # Only the writer that actually inserted an event applies its changes, so a
@@ -100,7 +101,7 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
     for batch in batches:
         fresh = [e for e in batch.events if e.id in inserted]
         if fresh:
-            await conn.execute(update(TASKS).where(TASKS.c.id == batch.task.task_id)
+            await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id)
                                .values(**_merged_changes(fresh)))
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
     return acks

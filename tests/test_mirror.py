@@ -16,7 +16,7 @@ from tests.helpers import task_input, task_row
 
 def _batch(task, *events: tuple[str, str, int]) -> MirrorBatch:
     run = uuid.uuid4().hex
-    return MirrorBatch(task=task, workflow_id=f"task-{task.task_id}", events=[
+    return MirrorBatch(task_id=task.task_id, task=task, workflow_id=f"task-{task.task_id}", events=[
         MirrorEvent(id=f"{run}:{seq}", task_id=task.task_id, seq=seq, type=kind,
                     occurred_at=task.created_at + timedelta(seconds=seq), old_status=None, new_status=status,
                     changes=TaskChanges(status=status, stage="drafting", attempts=seq))
@@ -47,7 +47,8 @@ async def test_batch_creates_the_row_and_is_idempotent(engine):
 async def test_a_partly_written_batch_writes_only_the_rest(engine):
     task = task_input()
     batch = _batch(task, ("TASK_STATUS_CHANGED", "in_progress", 1), ("TASK_DRAFTED", None, 2))
-    await record_batch(engine, MirrorBatch(task=task, workflow_id=batch.workflow_id, events=batch.events[:1]))
+    await record_batch(engine, MirrorBatch(task_id=task.task_id, task=task, workflow_id=batch.workflow_id,
+                                           events=batch.events[:1]))
     ack = await record_batch(engine, batch)
     assert (ack.written, ack.skipped) == (1, 1)
     assert await _count_events(engine, task.task_id) == 3

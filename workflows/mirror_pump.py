@@ -21,6 +21,7 @@ class MirrorPump:
         self._queue: list[MirrorEvent] = []
         self._busy = False
         self._closing = False
+        self._sent_snapshot = False
         self._runner: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -46,11 +47,14 @@ class MirrorPump:
             await workflow.wait_condition(lambda: bool(self._queue) or self._closing)
             if not self._queue:
                 return
-            batch, self._queue = self._queue, []
+            events, self._queue = self._queue, []
+            batch = MirrorBatch(task_id=self._task.task_id, workflow_id=workflow.info().workflow_id, events=events,
+                                task=None if self._sent_snapshot else self._task)
             await workflow.execute_local_activity(
-                activity_names.RECORD,
-                MirrorBatch(task=self._task, workflow_id=workflow.info().workflow_id, events=batch),
+                activity_names.RECORD, batch,
                 result_type=MirrorAck,
                 start_to_close_timeout=policies.RECORD_TIMEOUT,
                 retry_policy=policies.RECORD_RETRY,
+                summary=f"Record {len(events)} event(s)",
             )
+            self._sent_snapshot = True

@@ -12,7 +12,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from tests.workflows.unpatched_change import UnpatchedChange
-from workflows import ALL_WORKFLOWS
+from workflows.all import ALL_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

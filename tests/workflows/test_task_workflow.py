@@ -30,7 +30,7 @@ from followthrough.settings import Settings
 from tests.conftest import make_settings
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
 from worker import build_worker
-from workflows import ALL_WORKFLOWS
+from workflows.all import ALL_WORKFLOWS
 
 
 @pytest.fixture

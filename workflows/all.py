@@ -1,0 +1,5 @@
+"""Every workflow the worker registers."""
+
+from workflows.task import TaskWorkflow
+
+ALL_WORKFLOWS = [TaskWorkflow]
