@@ -3,20 +3,22 @@
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.errors import permanent, reports_attempt
 from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
+from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import OutboxMessage
+
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
 class DeliveryActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
     @activity.defn(name=activity_names.SEND)
     @reports_attempt
@@ -30,25 +32,13 @@ class DeliveryActivities:
                           duplicate=duplicate, detail={"recipients": request.draft.to})
 
     async def _enqueue(self, request: SendRequest) -> tuple[str, bool]:
-        """Insert into the outbox once per idempotency key; a repeat returns the first row."""
-        for _ in range(2):
-            async with self._sessions() as session:
-                existing = (await session.execute(
-                    select(OutboxMessage.id).where(OutboxMessage.idempotency_key == request.idempotency_key)
-                )).scalar_one_or_none()
-                if existing is not None:
-                    return existing, True
-                message = OutboxMessage(
-                    id=str(uuid.uuid4()), idempotency_key=request.idempotency_key, task_id=request.task_id,
-                    tenant_id=request.tenant_id, channel=request.draft.channel, recipients=request.draft.to,
-                    subject=request.draft.subject, body=request.draft.body,
-                    created_at=datetime.now(timezone.utc),
-                )
-                session.add(message)
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    await session.rollback()
-                    continue  # a concurrent attempt won; read its row
-                return message.id, False
-        raise RuntimeError(f"outbox row for {request.idempotency_key} neither inserted nor found")
+        """Insert into the outbox once per idempotency key; a repeat returns the first row's id."""
+        row = dict(id=str(uuid.uuid4()), idempotency_key=request.idempotency_key, task_id=request.task_id,
+                   tenant_id=request.tenant_id, channel=request.draft.channel, recipients=request.draft.to,
+                   subject=request.draft.subject, body=request.draft.body, status="queued",
+                   created_at=datetime.now(timezone.utc))
+        async with self._engine.begin() as conn:
+            if await insert_ignoring_duplicates(conn, OUTBOX, [row]):
+                return row["id"], False
+            existing = await conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.idempotency_key == row["idempotency_key"]))
+            return existing.scalar_one(), True

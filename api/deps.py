@@ -1,4 +1,8 @@
-"""Annotated dependencies: settings, database session, Temporal client, actor."""
+"""Annotated dependencies: settings, database session, Temporal client, actor.
+
+They are ``async def`` although they do not await: FastAPI runs plain ``def``
+dependencies in a thread pool, a hand-off that costs more than the lookup.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -10,15 +14,15 @@ from temporalio.client import Client
 from followthrough.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     return request.app.state.temporal
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
@@ -27,7 +31,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_actor(x_actor_id: Annotated[str | None, Header(max_length=128)] = None) -> str:
+async def get_actor(x_actor_id: Annotated[str | None, Header(max_length=128)] = None) -> str:
     return x_actor_id or "anonymous"
 
 

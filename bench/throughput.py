@@ -31,6 +31,28 @@ sys.path.insert(0, str(ROOT))
 from followthrough.binaries import find_binary  # noqa: E402
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU spent by named processes between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids, self.spent = pids, {}
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        self.spent = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,38 +87,48 @@ async def run_bounded(n: int, concurrency: int, job) -> None:
     await asyncio.gather(*[runner() for _ in range(concurrency)])
 
 
-async def bench_bare(address: str, n: int, concurrency: int, workflow_name: str) -> float:
+async def bench_bare(address: str, n: int, concurrency: int, workflow_name: str,
+                     server_pid: int) -> tuple[float, dict[str, float]]:
     queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
     worker = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), address, queue])
+    meter = CpuMeter({"worker": worker.pid, "temporal": server_pid, "client": os.getpid()})
     try:
         client = await Client.connect(address)
         # Warm up the worker so both sides are measured hot.
         await client.execute_workflow(workflow_name, payload(0), id=f"{queue}-warm", task_queue=queue)
+        meter.start()
         start = time.perf_counter()
 
         async def one(i: int) -> None:
             await client.execute_workflow(workflow_name, payload(i), id=f"{queue}-{i}", task_queue=queue)
 
         await run_bounded(n, concurrency, one)
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        meter.stop()
+        return rate, meter.spent
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait()
 
 
-async def bench_engine(address: str, n: int, concurrency: int, database_url: str, data_dir: Path) -> float:
+async def bench_engine(address: str, n: int, concurrency: int, database_url: str, data_dir: Path,
+                       server_pid: int, workers: int, sandbox: bool) -> tuple[float, dict[str, float]]:
     api_port = free_port()
     env = os.environ | {
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": address, "FOLLOWTHROUGH_DATABASE_URL": database_url,
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir), "FOLLOWTHROUGH_API_PORT": str(api_port),
         "FOLLOWTHROUGH_TASK_QUEUE": f"bench-engine-{uuid.uuid4().hex[:8]}",
+        "FOLLOWTHROUGH_WORKFLOW_SANDBOX": str(sandbox).lower(),
     }
     cli = [sys.executable, "-m", "followthrough.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT)
-    procs = [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL),
-             subprocess.Popen([*cli, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
+    procs = [subprocess.Popen([*cli, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL)]
+    procs += [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+              for _ in range(workers)]
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    meter = CpuMeter({"api": procs[0].pid, "temporal": server_pid, "client": os.getpid()}
+                     | {f"worker{i}": p.pid for i, p in enumerate(procs[1:])})
     try:
         wait_port(api_port)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -116,12 +148,15 @@ async def bench_engine(address: str, n: int, concurrency: int, database_url: str
 
             await create(0, "bench-warmup")
             while await completed("bench-warmup") < 1:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25)
+            meter.start()
             start = time.perf_counter()
             await run_bounded(n, concurrency, create)
             while (done := await completed(tenant)) < n:
-                await asyncio.sleep(0.05)
-            return done / (time.perf_counter() - start)
+                await asyncio.sleep(0.25)
+            rate = done / (time.perf_counter() - start)
+            meter.stop()
+            return rate, meter.spent
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
@@ -133,6 +168,8 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--database-url", default="", help="mirror database (default: SQLite in a temp dir)")
+    parser.add_argument("--workers", type=int, default=1, help="engine worker processes")
+    parser.add_argument("--no-sandbox", action="store_true", help="run the engine's workflows unsandboxed")
     args = parser.parse_args()
 
     # Installed packages ship bytecode; a source checkout run with
@@ -149,19 +186,29 @@ async def main() -> None:
     try:
         wait_port(port)
         address = f"127.0.0.1:{port}"
-        bare = await bench_bare(address, args.tasks, args.concurrency, "BareWorkflow")
-        bare_local = await bench_bare(address, args.tasks, args.concurrency, "BareLocalWorkflow")
-        engine = await bench_engine(address, args.tasks, args.concurrency, database_url, data_dir)
+        bare, bare_cpu = await bench_bare(address, args.tasks, args.concurrency, "BareWorkflow", server.pid)
+        bare_local, local_cpu = await bench_bare(address, args.tasks, args.concurrency, "BareLocalWorkflow",
+                                                 server.pid)
+        engine, engine_cpu = await bench_engine(address, args.tasks, args.concurrency, database_url, data_dir,
+                                                server.pid, args.workers, not args.no_sandbox)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait()
     mirror = "PostgreSQL" if "postgresql" in database_url else "SQLite"
-    print(f"tasks={args.tasks} concurrency={args.concurrency} mirror={mirror}")
+    print(f"tasks={args.tasks} concurrency={args.concurrency} mirror={mirror} workers={args.workers} "
+          f"sandbox={'off' if args.no_sandbox else 'on'}")
     print(f"bare Temporal, 2 activities                      {bare:7.1f} workflows/s")
     print(f"bare Temporal, 2 activities + 3 local activities {bare_local:7.1f} workflows/s")
     print(f"followthrough, HTTP API + SQL mirror             {engine:7.1f} tasks/s")
     print(f"ratio to the same number of activities           {engine / bare_local:7.2f}x")
     print(f"ratio to the two activities alone                {engine / bare:7.2f}x")
+    print(f"\nCPU per task in ms ({os.cpu_count()} cores)   worker   api  temporal  client  total")
+    for name, spent in [("bare, 2 activities", bare_cpu), ("bare, + 3 local activities", local_cpu),
+                        ("followthrough", engine_cpu)]:
+        per = {k: 1000 * v / args.tasks for k, v in spent.items()}
+        per["worker"] = sum(v for k, v in per.items() if k.startswith("worker"))
+        print(f"  {name:28s} {per['worker']:8.1f} {per.get('api', 0):5.1f} {per['temporal']:9.1f} "
+              f"{per['client']:7.1f} {per['worker'] + per.get('api', 0) + per['temporal'] + per['client']:6.1f}")
 
 
 if __name__ == "__main__":

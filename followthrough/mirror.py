@@ -55,7 +55,7 @@ def _event_values(event: MirrorEvent, now: datetime) -> dict[str, Any]:
     )
 
 
-async def _insert_missing(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+async def insert_ignoring_duplicates(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     statement = _INSERT[conn.dialect.name](table).on_conflict_do_nothing()
@@ -69,8 +69,8 @@ async def insert_created(conn: AsyncConnection, task: TaskInput, workflow_id: st
     The API and the workflow's first mirror write may race; whichever comes
     second finds the row and changes nothing.
     """
-    created = await _insert_missing(conn, TASKS, [_task_values(task, workflow_id)])
-    await _insert_missing(conn, EVENTS, [_event_values(created_event(task), datetime.now(timezone.utc))])
+    created = await insert_ignoring_duplicates(conn, TASKS, [_task_values(task, workflow_id)])
+    await insert_ignoring_duplicates(conn, EVENTS, [_event_values(created_event(task), datetime.now(timezone.utc))])
     return created == 1
 
 
@@ -90,8 +90,8 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
     now = datetime.now(timezone.utc)
     # The row may not exist yet if the API's own insert was lost; a run's first batch carries what it needs.
     first = [b for b in batches if b.task is not None]
-    await _insert_missing(conn, TASKS, [_task_values(b.task, b.workflow_id) for b in first])
-    await _insert_missing(conn, EVENTS, [_event_values(created_event(b.task), now) for b in first])
+    await insert_ignoring_duplicates(conn, TASKS, [_task_values(b.task, b.workflow_id) for b in first])
+    await insert_ignoring_duplicates(conn, EVENTS, [_event_values(created_event(b.task), now) for b in first])
     rows = [_event_values(e, now) for b in batches for e in b.events]
     statement = _INSERT[conn.dialect.name](EVENTS).on_conflict_do_nothing().returning(EVENTS.c.id)
     # Only the writer that actually inserted an event applies its changes, so a

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # even in assisted/autonomous mode.
     invoice_amount_limit: float = Field(10_000, validation_alias=_env("INVOICE_AMOUNT_LIMIT"))
 
+    # The sandbox re-imports workflow code for every run and checks it for
+    # non-deterministic calls. The test suite always runs with it; a worker
+    # whose workflow code is already proven may turn it off for throughput.
+    workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
 
     @property
