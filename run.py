@@ -10,6 +10,7 @@ The environment lives in .venv and is rebuilt whenever pyproject.toml changes.
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -39,12 +40,30 @@ def ensure_environment() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def ensure_test_tools() -> None:
+    """The suite validates docker-compose.yml with Compose itself; install
+    Debian's docker-compose where neither it nor the Docker plugin exists."""
+    if shutil.which("docker-compose"):
+        return
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("note: docker-compose is not installed; the compose test will say how to install it", flush=True)
+        return
+    print("installing docker-compose (Debian package) for the compose validation test ...", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "env": os.environ | {"DEBIAN_FRONTEND": "noninteractive"}}
+    subprocess.run(["apt-get", "update", "-q"], **quiet)
+    subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], **quiet)
+
+
 def main(args: list[str]) -> int:
     if not args:
         print(__doc__)
         return 2
     ensure_environment()
     if args[0] == "test":
+        ensure_test_tools()
         command = [str(BIN / "python"), "-m", "pytest", *args[1:]]
     else:
         command = [str(BIN / "followthrough"), *args]
