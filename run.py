@@ -68,6 +68,9 @@ def main(args: list[str]) -> int:
     else:
         command = [str(BIN / "followthrough"), *args]
     os.chdir(ROOT)
+    if os.name == "posix":
+        # Become the command, so Ctrl-C and SIGTERM reach it directly.
+        os.execv(command[0], command)
     try:
         return subprocess.call(command)
     except KeyboardInterrupt:
