@@ -1,6 +1,6 @@
 """Request and response models of the HTTP API (the Create / Public / ListPublic family)."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +9,7 @@ from pydantic.alias_generators import to_camel
 from followthrough.lifecycle import Priority, TaskMode
 
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
+MAX_DUE_AHEAD = timedelta(days=10 * 365)
 
 # Clients may send snake_case or the seeds' camelCase (ownerId, subjectRefId, dueAt, ...).
 _either_case = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
@@ -49,8 +50,12 @@ class TaskCreate(BaseModel):
     @field_validator("due_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        if value - datetime.now(timezone.utc) > MAX_DUE_AHEAD:
+            raise ValueError("due_at must be within 10 years from now")
         return value
 
 

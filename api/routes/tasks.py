@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, not_found, update_refused
@@ -148,10 +148,11 @@ async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, upda
         raise update_refused(err) from err
     except RPCError as err:
         status = row.status
-        try:  # the mirror may lag a workflow that just closed: ask Temporal how it ended
-            status = (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
-        except Exception:  # noqa: BLE001 - best effort; the mirror's status stands
-            pass
+        if err.status == RPCStatusCode.NOT_FOUND:
+            try:  # the mirror may lag a workflow that just closed: ask Temporal how it ended
+                status = (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
+            except Exception:  # noqa: BLE001 - best effort; the mirror's status stands
+                pass
         raise decision_failure(err, status) from err
 
 
