@@ -54,8 +54,10 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected Temporal error", exc_info=exc)
         return JSONResponse({"detail": "internal error talking to Temporal"}, status_code=500)
 
+    # asyncpg reports a refused connection as a bare OSError, not a DBAPIError.
     @app.exception_handler(DBAPIError)
-    async def _db_down(_request: Request, exc: DBAPIError) -> JSONResponse:
+    @app.exception_handler(OSError)
+    async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("mirror database unavailable: %s", exc)
         return JSONResponse({"detail": "the task database is unavailable; try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})

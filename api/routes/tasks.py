@@ -90,7 +90,7 @@ async def create_task(body: TaskCreate, settings: SettingsDep, temporal: Tempora
     try:
         async with engine.begin() as conn:
             await insert_created(conn, task, workflow_id)
-    except DBAPIError as err:
+    except (DBAPIError, OSError) as err:  # asyncpg reports a refused connection as OSError
         log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
     return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id, links=links)
 

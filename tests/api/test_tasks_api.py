@@ -217,3 +217,40 @@ async def test_task_types_and_health(stack: Stack):
     schema = (await stack.http.get("http://testserver/openapi.json")).json()
     assert "/api/v1/tasks/{task_id}/approve" in schema["paths"]
     assert (await stack.http.get("http://testserver/docs")).status_code == 200
+
+
+async def test_health_reports_an_unreachable_database(dev_env, tmp_path):
+    import httpx
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
+    app = create_app(settings, temporal=dev_env.client)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t/api/v1") as http:
+            health = await http.get("/healthz")
+            assert health.status_code == 503
+            assert health.json()["temporal"] == "ok" and health.json()["database"].startswith("unavailable")
+            listing = await http.get("/tasks")
+            assert listing.status_code == 503 and "unavailable" in listing.json()["detail"]
+
+
+async def test_create_succeeds_while_the_mirror_is_down_and_the_workflow_writes_the_row(stack, tmp_path):
+    """The API answers 201 once the workflow has started; the lost insert is made good by the workflow."""
+    import httpx
+
+    from api.main import create_app
+
+    broken = stack.settings.model_copy(update={"database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/none"})
+    app = create_app(broken, temporal=stack.client)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t/api/v1") as http:
+            response = await http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="suggest"))
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    # Until the workflow's first mirror write, the row does not exist (404).
+    await eventually(lambda: stack.http.get(f"/tasks/{task_id}"),
+                     lambda r: r.status_code == 200 and r.json()["status"] == "completed", timeout=20)
+    events = (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+    assert [e["type"] for e in events][0] == "TASK_CREATED"
