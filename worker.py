@@ -3,6 +3,7 @@
 import asyncio
 import logging
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -17,12 +18,15 @@ from workflows.all import ALL_WORKFLOWS
 log = logging.getLogger("followthrough.worker")
 
 
-def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_queue: str | None = None) -> Worker:
+def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_queue: str | None = None,
+                 http: httpx.AsyncClient | None = None) -> Worker:
+    """The worker; ``http`` is shared by every outgoing call (one connection pool per process)."""
+    http = http or httpx.AsyncClient(follow_redirects=False)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=ALL_WORKFLOWS,
-        activities=build_activities(settings, engine),
+        activities=build_activities(settings, engine, http),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
@@ -33,13 +37,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
     engine = create_engine(settings.effective_database_url)
     client = await connect(settings)
-    worker = build_worker(client, settings, engine)
-    log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
-    try:
-        async with worker:
-            await (stop.wait() if stop else asyncio.Event().wait())
-    finally:
-        await engine.dispose()
+    async with httpx.AsyncClient(follow_redirects=False) as http:
+        worker = build_worker(client, settings, engine, http=http)
+        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+        try:
+            async with worker:
+                await (stop.wait() if stop else asyncio.Event().wait())
+        finally:
+            await engine.dispose()
 
 
 if __name__ == "__main__":

@@ -1,44 +1,45 @@
-"""Sending: hand a drafted message to its channel exactly once per idempotency key."""
+"""Sending: deliver a task's (approved) draft through its channel's transport,
+exactly once per idempotency key."""
 
-import uuid
-from datetime import datetime, timezone
+from datetime import timedelta
 
-from sqlalchemy import Table, select
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.errors import permanent, reports_attempt
+from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
 from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
-from followthrough.mirror import insert_ignoring_duplicates
-from followthrough.tables import OutboxMessage
-
-OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.settings import Settings
 
 
 class DeliveryActivities:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, secrets: SecretStore,
+                 transports: dict[str, Transport] | None = None) -> None:
+        self._settings, self._engine, self._http, self._secrets = settings, engine, http, secrets
+        self._transports = transports or build_transports()
 
     @activity.defn(name=activity_names.SEND)
     @reports_attempt
     async def send(self, request: SendRequest) -> SendResult:
-        if request.draft.channel != "email":
+        transport = self._transports.get(request.draft.channel)
+        if transport is None:
             raise permanent(f"no transport for channel {request.draft.channel!r}", policies.DELIVERY_REFUSED)
-        if not request.draft.to:
-            raise permanent("the message has no recipients", policies.DELIVERY_REFUSED)
-        message_id, duplicate = await self._enqueue(request)
-        return SendResult(delivery_id=message_id, channel="outbox", attempt=activity.info().attempt,
-                          duplicate=duplicate, detail={"recipients": request.draft.to})
-
-    async def _enqueue(self, request: SendRequest) -> tuple[str, bool]:
-        """Insert into the outbox once per idempotency key; a repeat returns the first row's id."""
-        row = dict(id=str(uuid.uuid4()), idempotency_key=request.idempotency_key, task_id=request.task_id,
-                   tenant_id=request.tenant_id, channel=request.draft.channel, recipients=request.draft.to,
-                   subject=request.draft.subject, body=request.draft.body, status="queued",
-                   created_at=datetime.now(timezone.utc))
-        async with self._engine.begin() as conn:
-            if await insert_ignoring_duplicates(conn, OUTBOX, [row]):
-                return row["id"], False
-            existing = await conn.execute(select(OUTBOX.c.id).where(OUTBOX.c.idempotency_key == row["idempotency_key"]))
-            return existing.scalar_one(), True
+        info = activity.info()
+        timeout = info.start_to_close_timeout or timedelta(seconds=30)
+        ctx = DeliveryContext(
+            settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
+            task_id=request.task_id, task_type=request.task_type, tenant_id=request.tenant_id,
+            idempotency_key=request.idempotency_key, attempt=info.attempt,
+            # Leave the activity a moment to record the outcome before Temporal's own timeout.
+            timeout_seconds=max(1.0, timeout.total_seconds() - 2),
+        )
+        try:
+            detail = await transport.deliver(request.draft, ctx)
+        except (PermanentDeliveryError, SecretNotFound) as err:
+            raise permanent(str(err), policies.DELIVERY_REFUSED) from err
+        return SendResult(delivery_id=str(detail.get("message_id") or detail.get("delivery_id") or ""),
+                          channel=transport.channel, attempt=info.attempt,
+                          duplicate=bool(detail.get("duplicate")), detail=detail)

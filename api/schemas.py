@@ -15,6 +15,17 @@ MAX_DUE_AHEAD = timedelta(days=10 * 365)
 _either_case = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
 
 
+class RetryOverride(BaseModel):
+    """Per-task overrides of the type's retry policy for the send step."""
+
+    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid")
+
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    initial_interval_seconds: float | None = Field(None, gt=0, le=3600)
+    backoff_coefficient: float | None = Field(None, ge=1, le=10)
+    maximum_interval_seconds: float | None = Field(None, gt=0, le=24 * 3600)
+
+
 class TaskCreate(BaseModel):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
@@ -36,6 +47,7 @@ class TaskCreate(BaseModel):
     tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     approval_timeout_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT,
                                                  description="How long to wait for a decision; default 24 h.")
+    retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending.")
 
     @field_validator("mode", mode="before")
     @classmethod

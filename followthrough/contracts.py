@@ -11,6 +11,16 @@ from typing import Any
 
 
 @dataclass
+class RetrySpec:
+    """How the send step retries: a type's defaults, optionally overridden per task."""
+
+    max_attempts: int = 8
+    initial_interval_seconds: float = 2.0
+    backoff_coefficient: float = 2.0
+    maximum_interval_seconds: float = 300.0
+
+
+@dataclass
 class TaskInput:
     """Everything the workflow needs to run a task; also the row's snapshot."""
 
@@ -30,6 +40,8 @@ class TaskInput:
     source: str | None = None
     due_at: datetime | None = None
     created_by: str | None = None
+    send_retry: RetrySpec | None = None
+    send_timeout_seconds: int | None = None
 
 
 @dataclass
@@ -41,12 +53,18 @@ class TaskOutcome:
 
 @dataclass
 class Draft:
-    """What a task will send; a person may edit subject and body on approval."""
+    """Exactly what a task will send, shown to the approver before it goes.
+
+    ``channel`` names the transport (email, http, webhook, none). Messages use
+    subject, body and to; other channels put their request in ``data``. A
+    person may edit subject and body on approval.
+    """
 
     channel: str
     subject: str
     body: str
     to: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -40,7 +40,7 @@ def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
         status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, payload=task.payload,
         owner_type=task.owner_type, owner_id=task.owner_id, subject_ref_type=task.subject_ref_type,
         subject_ref_id=task.subject_ref_id, source=task.source, due_at=task.due_at, draft=None, result=None,
-        error=None, attempts=0, workflow_id=workflow_id, workflow_run_id=None,
+        error=None, attempts=0, run_number=1, workflow_id=workflow_id, workflow_run_id=None,
         approval_timeout_seconds=task.approval_timeout_seconds, approval_deadline=None,
         created_by=task.created_by, created_at=task.created_at, updated_at=task.created_at,
         started_at=None, finished_at=None,

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
+from followthrough.contracts import RetrySpec
+
 # Error types activities raise for failures no retry can fix.
 INVALID_PAYLOAD = "InvalidPayload"
 TEMPLATE_ERROR = "TemplateError"
@@ -25,13 +27,18 @@ DRAFT_RETRY = RetryPolicy(
 )
 
 SEND_TIMEOUT = timedelta(seconds=30)
-SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=8,
-    non_retryable_error_types=NON_RETRYABLE,
-)
+
+
+def send_retry(spec: RetrySpec | None) -> RetryPolicy:
+    """The send step's policy: the task's (its type's defaults, or its own overrides)."""
+    spec = spec or RetrySpec()
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=spec.initial_interval_seconds),
+        backoff_coefficient=spec.backoff_coefficient,
+        maximum_interval=timedelta(seconds=spec.maximum_interval_seconds),
+        maximum_attempts=spec.max_attempts,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
 
 # Mirror writes retry without limit: Temporal is the source of truth and the
 # mirror must catch up once its database is back, however long that takes.

@@ -7,6 +7,7 @@ set those names.
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,12 +47,35 @@ class Settings(BaseSettings):
     # Guardrail: invoice follow-ups above this amount need a person's approval
     # even in assisted/autonomous mode.
     invoice_amount_limit: float = Field(10_000, validation_alias=_env("INVOICE_AMOUNT_LIMIT"))
+    # Per-tenant guardrail parameters, overriding a type's defaults:
+    # {"<tenant>": {"<task type>": {"amount_limit": 5000, "allowed_domains": ["acme.com"]}}}
+    guardrails: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict,
+                                                             validation_alias=_env("GUARDRAILS"))
+
+    secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
+
+    # Outgoing email. Without a host, messages go to the outbox table only.
+    smtp_host: str = Field("", validation_alias=_env("SMTP_HOST"))
+    smtp_port: int = Field(587, validation_alias=_env("SMTP_PORT"))
+    smtp_starttls: bool = Field(False, validation_alias=_env("SMTP_STARTTLS"))
+    smtp_username: str = Field("", validation_alias=_env("SMTP_USERNAME"))
+    smtp_password_secret: str = Field("", validation_alias=_env("SMTP_PASSWORD_SECRET"),
+                                      description="Name of the secret holding the SMTP password.")
+    smtp_timeout_seconds: float = Field(20, validation_alias=_env("SMTP_TIMEOUT_SECONDS"))
+    mail_from: str = Field("followthrough@localhost", validation_alias=_env("MAIL_FROM"))
+
+    # Deduplication of task creation (tenant, type, subject, source) and Idempotency-Key replay.
+    idempotency_window_seconds: int = Field(24 * 3600, ge=0, validation_alias=_env("IDEMPOTENCY_WINDOW_SECONDS"))
+    batch_max_items: int = Field(100, gt=0, validation_alias=_env("BATCH_MAX_ITEMS"))
 
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker
     # whose workflow code is already proven may turn it off for throughput.
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
+
+    def guardrail_params(self, tenant_id: str, task_type: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        return defaults | self.guardrails.get(tenant_id, {}).get(task_type, {})
 
     @property
     def effective_database_url(self) -> str:

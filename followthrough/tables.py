@@ -62,6 +62,7 @@ class Task(SQLModel, table=True):
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = Field(default=0)
+    run_number: int = Field(default=1)
     workflow_id: str = Field(max_length=255, unique=True)
     workflow_run_id: str | None = Field(default=None, max_length=64)
     approval_timeout_seconds: int
@@ -105,5 +106,91 @@ class OutboxMessage(SQLModel, table=True):
     recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     subject: str = Field(sa_column=Column(Text, nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
+    # queued: handed to the outbox (no SMTP configured); sending: SMTP attempted,
+    # outcome unknown; sent: the SMTP server accepted it.
     status: str = Field(default="queued", max_length=32)
+    created_at: datetime = _when(nullable=False)
+    sent_at: datetime | None = _when()
+
+
+class Delivery(SQLModel, table=True):
+    """One outgoing HTTP call or webhook per idempotency key, whatever the retries."""
+
+    __tablename__ = "deliveries"
+
+    id: str = Field(primary_key=True, max_length=36)
+    idempotency_key: str = Field(max_length=255, unique=True)
+    task_id: str = Field(max_length=36, index=True)
+    tenant_id: str = Field(max_length=128)
+    channel: str = Field(max_length=32)
+    target: str = Field(sa_column=Column(Text, nullable=False))
+    # sending: attempted, outcome unknown; delivered: the receiver accepted it.
+    status: str = Field(max_length=32)
+    attempts: int = Field(default=0)
+    response_status: int | None = Field(default=None)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _when(nullable=False)
+    delivered_at: datetime | None = _when()
+
+
+class Contact(SQLModel, table=True):
+    """Addresses a tenant has sent to, for the first-contact guardrail."""
+
+    __tablename__ = "contacts"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    address: str = Field(primary_key=True, max_length=320)
+    first_contacted_at: datetime = _when(nullable=False)
+
+
+class TaskRun(SQLModel, table=True):
+    """Each run of a task: the first, and one more per retry of a failed task."""
+
+    __tablename__ = "task_runs"
+
+    task_id: str = Field(primary_key=True, foreign_key="tasks.id", max_length=36)
+    number: int = Field(primary_key=True)
+    workflow_run_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = Field(default=0)
+    started_at: datetime = _when(nullable=False)
+    finished_at: datetime | None = _when()
+
+
+class Subscription(SQLModel, table=True):
+    """A tenant's webhook for task notifications."""
+
+    __tablename__ = "subscriptions"
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=128, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret: str = Field(max_length=128, description="Name of the secret that signs deliveries.")
+    description: str | None = Field(default=None, max_length=500)
+    active: bool = Field(default=True)
+    created_at: datetime = _when(nullable=False)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a request carrying an Idempotency-Key, replayed for repeats."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = Field(default=None)
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = _when(nullable=False)
+
+
+class TaskDedupe(SQLModel, table=True):
+    """Claims a (tenant, type, subject, source) for the dedupe window; one row per key."""
+
+    __tablename__ = "task_dedupe"
+
+    key: str = Field(primary_key=True, max_length=64)
+    task_id: str = Field(max_length=36)
     created_at: datetime = _when(nullable=False)

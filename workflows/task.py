@@ -152,7 +152,9 @@ class TaskWorkflow:
                 SendRequest(task_id=task.task_id, task_type=task.type, tenant_id=task.tenant_id,
                             draft=draft, idempotency_key=f"{task.task_id}:send"),
                 result_type=SendResult,
-                start_to_close_timeout=policies.SEND_TIMEOUT, retry_policy=policies.SEND_RETRY,
+                start_to_close_timeout=timedelta(seconds=task.send_timeout_seconds) if task.send_timeout_seconds
+                else policies.SEND_TIMEOUT,
+                retry_policy=policies.send_retry(task.send_retry),
                 # A send that has begun finishes or fails before a cancel takes
                 # effect, so a cancelled task never leaves an unknown send behind.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -274,7 +276,7 @@ class TaskWorkflow:
 
 
 def _apply_edits(draft: Draft, decision: ApprovalDecision) -> Draft:
-    return Draft(channel=draft.channel, to=list(draft.to),
+    return Draft(channel=draft.channel, to=list(draft.to), data=dict(draft.data),
                  subject=decision.subject if decision.subject is not None else draft.subject,
                  body=decision.body if decision.body is not None else draft.body)
 

@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
@@ -69,6 +70,8 @@ def _task_input(body: TaskCreate, settings: SettingsDep, actor: str) -> TaskInpu
         priority=body.priority.value, tenant_id=body.tenant_id, owner_type=body.owner_type,
         owner_id=body.owner_id, subject_ref_type=body.subject_ref_type, subject_ref_id=body.subject_ref_id,
         source=body.source, due_at=body.due_at, created_by=actor,
+        send_retry=replace(task_type.retry, **(body.retry.model_dump(exclude_none=True) if body.retry else {})),
+        send_timeout_seconds=task_type.send_timeout_seconds,
     )
 
 

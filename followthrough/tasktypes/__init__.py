@@ -1,12 +1,28 @@
-"""The task type registry. Adding a type: write a module that defines
-``TASK_TYPE`` and add it to ``_MODULES`` below."""
+"""The task type registry.
 
-from followthrough.tasktypes import invoice_follow_up
+Every module in this package that defines ``TASK_TYPE`` is a task type: adding
+a type means adding such a module (see invoice_follow_up.py for the shape).
+"""
+
+import importlib
+import pkgutil
+
 from followthrough.tasktypes.base import TaskType
 
-_MODULES = [invoice_follow_up]
 
-REGISTRY: dict[str, TaskType] = {m.TASK_TYPE.name: m.TASK_TYPE for m in _MODULES}
+def _discover() -> dict[str, TaskType]:
+    found: dict[str, TaskType] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        task_type = getattr(module, "TASK_TYPE", None)
+        if isinstance(task_type, TaskType):
+            if task_type.name in found:
+                raise RuntimeError(f"two modules define the task type {task_type.name!r}")
+            found[task_type.name] = task_type
+    return found
+
+
+REGISTRY: dict[str, TaskType] = _discover()
 
 
 class UnknownTaskType(LookupError):

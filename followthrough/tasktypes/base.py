@@ -1,14 +1,29 @@
-"""What a task type is: its payload model, how it drafts, how it assesses risk,
-and the channel it sends through."""
+"""What a task type is: its payload model, how it drafts, which guardrails it
+declares, and how its send step retries.
 
-from collections.abc import Callable
-from dataclasses import dataclass
+Drafting is pure with respect to the outside world (a report may read the
+mirror); what the draft says is what the send step delivers, through the
+transport its ``channel`` names (activities/transports/).
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.contracts import Draft
+from followthrough.contracts import Draft, RetrySpec, TaskInput
+from followthrough.guardrails import Guardrail
 from followthrough.lifecycle import TaskMode
 from followthrough.settings import Settings
+
+
+@dataclass(frozen=True)
+class DraftContext:
+    settings: Settings
+    task: TaskInput
+    engine: AsyncEngine | None = None
 
 
 @dataclass(frozen=True)
@@ -16,12 +31,18 @@ class TaskType:
     name: str
     description: str
     payload_model: type[BaseModel]
-    # Channel the send activity delivers through ("email" goes to the outbox).
+    draft: Callable[[Any, DraftContext], Awaitable[Draft]]
+    # The channel its drafts use, for listings (the draft itself decides at run time).
     channel: str
-    draft: Callable[[BaseModel], Draft]
-    # Guardrails: reasons why a person must approve; empty means within limits.
-    assess: Callable[[BaseModel, Draft, Settings], list[str]]
+    guardrails: tuple[Guardrail, ...] = ()
+    # Guardrail parameters before tenant overrides; may depend on settings.
+    guardrail_defaults: Callable[[Settings], dict[str, Any]] = field(default=lambda _settings: {})
     default_mode: TaskMode = TaskMode.REVIEW
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    send_timeout_seconds: int = 30
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()
+
+    def guardrail_params(self, settings: Settings, tenant_id: str) -> dict[str, Any]:
+        return settings.guardrail_params(tenant_id, self.name, self.guardrail_defaults(settings))

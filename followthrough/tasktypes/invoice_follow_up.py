@@ -6,8 +6,8 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from followthrough.contracts import Draft
 from followthrough.lifecycle import TaskMode
-from followthrough.settings import Settings
-from followthrough.tasktypes.base import TaskType
+from followthrough.guardrails import AmountAbove, FirstContact, RecipientDomains
+from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.rendering import render
 
 
@@ -28,7 +28,7 @@ class InvoiceFollowUpPayload(BaseModel):
         return value.upper()
 
 
-def draft(payload: InvoiceFollowUpPayload) -> Draft:
+async def draft(payload: InvoiceFollowUpPayload, _ctx: DraftContext) -> Draft:
     variables = payload.model_dump(mode="json") | {"invoice_amount": payload.invoice_amount}
     return Draft(
         channel="email",
@@ -38,20 +38,13 @@ def draft(payload: InvoiceFollowUpPayload) -> Draft:
     )
 
 
-def assess(payload: InvoiceFollowUpPayload, _draft: Draft, settings: Settings) -> list[str]:
-    flags = []
-    if payload.invoice_amount > settings.invoice_amount_limit:
-        flags.append(f"invoice amount {payload.invoice_amount:.2f} {payload.currency} is above "
-                     f"the limit of {settings.invoice_amount_limit:.2f}")
-    return flags
-
-
 TASK_TYPE = TaskType(
     name="invoice_follow_up",
     description="Remind a customer by email that an invoice is overdue (seed 000's INVOICE_FOLLOW_UP).",
     payload_model=InvoiceFollowUpPayload,
     channel="email",
-    draft=draft,  # type: ignore[arg-type]
-    assess=assess,  # type: ignore[arg-type]
+    draft=draft,
+    guardrails=(AmountAbove("invoice_amount", "currency"), RecipientDomains(), FirstContact()),
+    guardrail_defaults=lambda settings: {"amount_limit": settings.invoice_amount_limit},
     default_mode=TaskMode.ASSISTED,
 )

@@ -242,7 +242,7 @@ async def test_manual_task_completes_when_a_person_marks_it_done(time_skipping_e
 def _worker_with_send(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine, send) -> Worker:
     """The real draft and mirror activities, with ``send`` replaced by name."""
     return Worker(env.client, task_queue=settings.task_queue, workflows=ALL_WORKFLOWS,
-                  activities=[DraftingActivities(settings).draft, MirrorActivities(engine).record, send])
+                  activities=[DraftingActivities(settings, engine).draft, MirrorActivities(engine).record, send])
 
 
 async def test_non_retryable_send_failure_ends_failed_with_the_error(time_skipping_env, settings, sqlite_engine):
