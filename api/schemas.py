@@ -71,6 +71,22 @@ class TaskCreate(BaseModel):
         return value
 
 
+class BatchCreate(BaseModel):
+    items: list[dict[str, Any]] = Field(min_length=1, description="Task bodies, as for POST /tasks.")
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status_code: int
+    id: str | None = None
+    workflow_id: str | None = None
+    detail: Any = None
+
+
+class BatchResult(BaseModel):
+    items: list[BatchItemResult]
+
+
 class TaskLinks(BaseModel):
     self: str
     events: str

@@ -1,25 +1,20 @@
 """/tasks: create, list, read, events, and the decisions a person can take."""
 
 import logging
-import uuid
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from fastapi import APIRouter, Header, Query
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.common import Priority as TemporalPriority
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, not_found, update_refused
 from api.schemas import (
     ApproveBody,
+    BatchCreate,
+    BatchResult,
     CancelBody,
     DecisionPublic,
     RejectBody,
@@ -29,14 +24,12 @@ from api.schemas import (
     TaskListPublic,
     TaskPublic,
 )
+from api.task_creation import TaskCreator, invalid as _invalid
 from api.task_queries import TaskFilter, TaskOrder, list_tasks
-from api.views import event_public, task_links, task_public
-from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, Rejection, TaskInput, TaskOutcome
+from api.views import event_public, task_public
+from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, Rejection, TaskOutcome
 from followthrough.lifecycle import TaskStatus
-from followthrough.mirror import insert_created
-from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.tables import Task, TaskEvent
-from followthrough.tasktypes import UnknownTaskType, get_type
 
 log = logging.getLogger("followthrough.api")
 
@@ -45,57 +38,27 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 _UPDATE_TIMEOUT = timedelta(seconds=30)
 
 
-def _invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error") -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
+@router.post("", status_code=201, response_model=TaskCreated,
+             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
+async def create_task(
+    body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, actor: ActorDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                                  description="Repeats with this key replay the first answer.")] = None,
+) -> Any:
+    creator = TaskCreator(settings, temporal, engine)
+    if idempotency_key is None:
+        return await creator.create(body, actor)
+    return await creator.create_once(body, actor, idempotency_key)
 
 
-def _task_input(body: TaskCreate, settings: SettingsDep, actor: str) -> TaskInput:
-    try:
-        task_type = get_type(body.type)
-    except UnknownTaskType as err:
-        raise _invalid(("type",), str(err), "unknown_task_type") from err
-    try:
-        payload = task_type.payload_model.model_validate(body.payload)
-    except ValidationError as err:
-        raise RequestValidationError([
-            {"type": e["type"], "loc": ("body", "payload", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
-            for e in err.errors(include_url=False)
-        ]) from err
-    return TaskInput(
-        task_id=str(uuid.uuid4()), type=task_type.name,
-        title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
-        mode=(body.mode or task_type.default_mode).value, payload=payload.model_dump(mode="json"),
-        created_at=datetime.now(timezone.utc),
-        approval_timeout_seconds=body.approval_timeout_seconds or settings.approval_timeout_seconds,
-        priority=body.priority.value, tenant_id=body.tenant_id, owner_type=body.owner_type,
-        owner_id=body.owner_id, subject_ref_type=body.subject_ref_type, subject_ref_id=body.subject_ref_id,
-        source=body.source, due_at=body.due_at, created_by=actor,
-        send_retry=replace(task_type.retry, **(body.retry.model_dump(exclude_none=True) if body.retry else {})),
-        send_timeout_seconds=task_type.send_timeout_seconds,
-    )
-
-
-@router.post("", status_code=201, response_model=TaskCreated)
-async def create_task(body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
-                      actor: ActorDep) -> TaskCreated:
-    task = _task_input(body, settings, actor)
-    workflow_id = workflow_id_for(task.task_id, task.type, task.subject_ref_id)
-    links = task_links(settings, task.task_id, workflow_id)
-    await temporal.start_workflow(
-        "TaskWorkflow", task, id=workflow_id, task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        static_summary=task.title[:200],
-        static_details=f"**{task.type}** task `{task.task_id}` ({task.mode} mode)\n\n[Task in the API]({links.self})",
-        priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY[body.priority]),
-    )
-    # The workflow is the source of truth and writes this row itself if this
-    # insert is lost, so a mirror failure here does not fail the request.
-    try:
-        async with engine.begin() as conn:
-            await insert_created(conn, task, workflow_id)
-    except (DBAPIError, OSError) as err:  # asyncpg reports a refused connection as OSError
-        log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
-    return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id, links=links)
+@router.post("/batch", response_model=BatchResult)
+async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
+                       actor: ActorDep) -> BatchResult:
+    """Create up to the configured number of tasks; each item is answered on its own."""
+    if len(body.items) > settings.batch_max_items:
+        raise _invalid(("items",), f"at most {settings.batch_max_items} items per batch")
+    creator = TaskCreator(settings, temporal, engine)
+    return BatchResult(items=[await creator.create_item(i, item, actor) for i, item in enumerate(body.items)])
 
 
 @router.get("", response_model=TaskListPublic)

@@ -1,0 +1,116 @@
+"""Refusing duplicate tasks and replaying repeated requests.
+
+Two mechanisms, both safe under concurrent requests because each claim is a
+single ``INSERT … ON CONFLICT DO NOTHING`` on a primary key:
+
+- Deduplication: a task with the same (tenant, type, subject_ref_type,
+  subject_ref_id, source) as one created inside the window is refused with 409
+  and the existing task's id. Tasks without a subject are never deduplicated.
+- ``Idempotency-Key``: the first answer to a request with that key (per
+  tenant) is stored and replayed for every repeat inside the window.
+"""
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Table, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from followthrough.mirror import insert_ignoring_duplicates
+from followthrough.tables import IdempotencyRecord, TaskDedupe
+
+DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
+KEYS: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dedupe_key(tenant_id: str, task_type: str, subject_ref_type: str | None, subject_ref_id: str | None,
+               source: str | None) -> str | None:
+    if not subject_ref_id:
+        return None
+    return _digest([tenant_id, task_type, subject_ref_type, subject_ref_id, source])
+
+
+async def claim_subject(engine: AsyncEngine, key: str, task_id: str, window: timedelta) -> str | None:
+    """Claim ``key`` for ``task_id``; None when claimed, else the id of the task holding it."""
+    now = datetime.now(timezone.utc)
+    async with engine.begin() as conn:
+        if await insert_ignoring_duplicates(conn, DEDUPE, [{"key": key, "task_id": task_id, "created_at": now}]):
+            return None
+        # An expired claim is taken over; only one concurrent request can match the old timestamp.
+        taken = await conn.execute(update(DEDUPE).where(DEDUPE.c.key == key, DEDUPE.c.created_at < now - window)
+                                   .values(task_id=task_id, created_at=now))
+        if taken.rowcount == 1:
+            return None
+        return (await conn.execute(select(DEDUPE.c.task_id).where(DEDUPE.c.key == key))).scalar_one()
+
+
+async def release_subject(engine: AsyncEngine, key: str, task_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(delete(DEDUPE).where(DEDUPE.c.key == key, DEDUPE.c.task_id == task_id))
+
+
+@dataclass
+class StoredResponse:
+    status_code: int
+    body: dict[str, Any]
+
+
+class KeyReused(Exception):
+    """The key was first used for a different request."""
+
+
+class KeyInFlight(Exception):
+    """The first request with this key has not finished."""
+
+
+def request_hash(body: Any) -> str:
+    return _digest(body)
+
+
+async def begin(engine: AsyncEngine, tenant_id: str, key: str, digest: str, window: timedelta,
+                wait_seconds: float = 10.0) -> StoredResponse | None:
+    """None: this request owns the key and must ``finish`` it; otherwise the answer to replay."""
+    now = datetime.now(timezone.utc)
+    async with engine.begin() as conn:
+        row = {"tenant_id": tenant_id, "key": key, "request_hash": digest, "status_code": None, "response": None,
+               "created_at": now}
+        if await insert_ignoring_duplicates(conn, KEYS, [row]):
+            return None
+        match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
+        taken = await conn.execute(update(KEYS).where(match, KEYS.c.created_at < now - window)
+                                   .values(request_hash=digest, status_code=None, response=None, created_at=now))
+        if taken.rowcount == 1:
+            return None
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        async with engine.connect() as conn:
+            stored = (await conn.execute(select(KEYS.c.request_hash, KEYS.c.status_code, KEYS.c.response)
+                                         .where(match))).one_or_none()
+        if stored is None:  # the first request failed and let the key go: take it
+            return await begin(engine, tenant_id, key, digest, window, wait_seconds)
+        if stored.request_hash != digest:
+            raise KeyReused()
+        if stored.status_code is not None:
+            return StoredResponse(stored.status_code, stored.response or {})
+        if asyncio.get_running_loop().time() > deadline:
+            raise KeyInFlight()
+        await asyncio.sleep(0.05)
+
+
+async def finish(engine: AsyncEngine, tenant_id: str, key: str, response: StoredResponse | None) -> None:
+    """Store the answer to replay, or (None) let the key go so the request can be tried again."""
+    match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
+    async with engine.begin() as conn:
+        if response is None:
+            await conn.execute(delete(KEYS).where(match))
+        else:
+            await conn.execute(update(KEYS).where(match).values(status_code=response.status_code,
+                                                                response=response.body))

@@ -1,0 +1,144 @@
+"""Creating tasks: validating against the type, refusing duplicates, starting
+the workflow, and writing the first mirror row."""
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.common import Priority as TemporalPriority
+from temporalio.common import WorkflowIDConflictPolicy
+
+from api import idempotency
+from api.errors import ApiError
+from api.schemas import BatchItemResult, TaskCreate, TaskCreated
+from api.views import task_links
+from followthrough.contracts import TaskInput
+from followthrough.lifecycle import Priority, TaskStatus
+from followthrough.mirror import insert_created
+from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
+from followthrough.settings import Settings
+from followthrough.tasktypes import UnknownTaskType, get_type
+
+log = logging.getLogger("followthrough.api")
+
+
+def invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error") -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
+
+
+class TaskCreator:
+    def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
+        self.settings, self.temporal, self.engine = settings, temporal, engine
+        self.window = timedelta(seconds=settings.idempotency_window_seconds)
+
+    def build(self, body: TaskCreate, actor: str) -> TaskInput:
+        try:
+            task_type = get_type(body.type)
+        except UnknownTaskType as err:
+            raise invalid(("type",), str(err), "unknown_task_type") from err
+        try:
+            payload = task_type.payload_model.model_validate(body.payload)
+        except ValidationError as err:
+            raise RequestValidationError([
+                {"type": e["type"], "loc": ("body", "payload", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
+                for e in err.errors(include_url=False)
+            ]) from err
+        overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
+        return TaskInput(
+            task_id=str(uuid.uuid4()), type=task_type.name,
+            title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
+            mode=(body.mode or task_type.default_mode).value, payload=payload.model_dump(mode="json"),
+            created_at=datetime.now(timezone.utc),
+            approval_timeout_seconds=body.approval_timeout_seconds or self.settings.approval_timeout_seconds,
+            priority=body.priority.value, tenant_id=body.tenant_id, owner_type=body.owner_type,
+            owner_id=body.owner_id, subject_ref_type=body.subject_ref_type, subject_ref_id=body.subject_ref_id,
+            source=body.source, due_at=body.due_at, created_by=actor,
+            send_retry=replace(task_type.retry, **overrides), send_timeout_seconds=task_type.send_timeout_seconds,
+        )
+
+    async def start(self, task: TaskInput, workflow_id: str) -> None:
+        links = task_links(self.settings, task.task_id, workflow_id)
+        await self.temporal.start_workflow(
+            "TaskWorkflow", task, id=workflow_id, task_queue=self.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            static_summary=task.title[:200],
+            static_details=f"**{task.type}** task `{task.task_id}` ({task.mode} mode)\n\n"
+                           f"[Task in the API]({links.self})",
+            priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY[Priority(task.priority)]),
+        )
+
+    async def create(self, body: TaskCreate, actor: str) -> TaskCreated:
+        task = self.build(body, actor)
+        workflow_id = workflow_id_for(task.task_id, task.type, task.subject_ref_id)
+        key = idempotency.dedupe_key(task.tenant_id, task.type, task.subject_ref_type, task.subject_ref_id,
+                                     task.source) if self.window else None
+        if key is not None:
+            holder = await idempotency.claim_subject(self.engine, key, task.task_id, self.window)
+            if holder is not None:
+                raise ApiError(409, "a task for this subject and source was created within the idempotency window",
+                               task_id=holder)
+        try:
+            await self.start(task, workflow_id)
+        except BaseException:
+            if key is not None:
+                await idempotency.release_subject(self.engine, key, task.task_id)
+            raise
+        # The workflow is the source of truth and writes this row itself if this
+        # insert is lost, so a mirror failure here does not fail the request.
+        try:
+            async with self.engine.begin() as conn:
+                await insert_created(conn, task, workflow_id)
+        except (DBAPIError, OSError) as err:  # asyncpg reports a refused connection as OSError
+            log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
+        return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id,
+                           links=task_links(self.settings, task.task_id, workflow_id))
+
+    async def create_once(self, body: TaskCreate, actor: str, key: str) -> TaskCreated | JSONResponse:
+        """``create`` behind an Idempotency-Key: repeats get the first answer, marked as replayed."""
+        digest = idempotency.request_hash(body.model_dump(mode="json"))
+        try:
+            stored = await idempotency.begin(self.engine, body.tenant_id, key, digest, self.window)
+        except idempotency.KeyReused:
+            raise ApiError(422, "this Idempotency-Key was already used for a different request") from None
+        except idempotency.KeyInFlight:
+            raise ApiError(409, "a request with this Idempotency-Key is still being processed; retry shortly") \
+                from None
+        if stored is not None:
+            return JSONResponse(stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+        try:
+            created = await self.create(body, actor)
+        except ApiError as err:
+            if err.status_code == 409:  # a duplicate subject is an answer worth replaying
+                answer = idempotency.StoredResponse(409, {"detail": err.detail, **err.extra})
+                await idempotency.finish(self.engine, body.tenant_id, key, answer)
+            else:
+                await idempotency.finish(self.engine, body.tenant_id, key, None)
+            raise
+        except BaseException:
+            await idempotency.finish(self.engine, body.tenant_id, key, None)
+            raise
+        await idempotency.finish(self.engine, body.tenant_id, key,
+                                 idempotency.StoredResponse(201, jsonable_encoder(created)))
+        return created
+
+    async def create_item(self, index: int, raw: dict[str, Any], actor: str) -> BatchItemResult:
+        """One batch item, answered like a single POST /tasks would be."""
+        try:
+            created = await self.create(TaskCreate.model_validate(raw), actor)
+        except ValidationError as err:
+            return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors(include_url=False)))
+        except RequestValidationError as err:
+            return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors()))
+        except ApiError as err:
+            return BatchItemResult(index=index, status_code=err.status_code, detail=err.detail,
+                                   id=err.extra.get("task_id"))  # type: ignore[arg-type]
+        return BatchItemResult(index=index, status_code=201, id=created.id, workflow_id=created.workflow_id)
