@@ -7,6 +7,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.attempts import record_failed_attempt
 from activities.errors import permanent, reports_attempt
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
 from followthrough import activity_names, policies
@@ -39,7 +40,11 @@ class DeliveryActivities:
         try:
             detail = await transport.deliver(request.draft, ctx)
         except (PermanentDeliveryError, SecretNotFound) as err:
+            await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, False)
             raise permanent(str(err), policies.DELIVERY_REFUSED) from err
+        except Exception as err:
+            await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, True)
+            raise
         return SendResult(delivery_id=str(detail.get("message_id") or detail.get("delivery_id") or ""),
                           channel=transport.channel, attempt=info.attempt,
                           duplicate=bool(detail.get("duplicate")), detail=detail)

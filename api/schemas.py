@@ -128,7 +128,19 @@ class TaskPublic(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    run_number: int
     links: TaskLinks
+    runs: list["TaskRunPublic"] | None = Field(None, description="Every run of the task (detail view only).")
+
+
+class TaskRunPublic(BaseModel):
+    number: int
+    status: str
+    error: str | None
+    attempts: int
+    workflow_run_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
 
 
 class TaskListPublic(BaseModel):
@@ -175,6 +187,21 @@ class RejectBody(_Decision):
 
 
 class CancelBody(_Decision):
+    reason: str | None = Field(None, max_length=4000)
+
+
+class CompleteBody(_Decision):
+    comment: str | None = Field(None, max_length=4000)
+    result: dict[str, Any] | None = Field(None, description="What the person did, recorded as the task's result.")
+
+
+class StatusPatch(_Decision):
+    """Seed-style status change (PATCH /tasks/{id}); mapped onto cancel and complete."""
+
+    new_status: str = Field(min_length=1, max_length=32)
+    actor_type: str | None = Field(None, max_length=32)
+    comment: str | None = Field(None, max_length=4000)
+    result: dict[str, Any] | None = None
     reason: str | None = Field(None, max_length=4000)
 
 

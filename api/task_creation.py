@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import update
 from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -22,10 +24,11 @@ from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
 from followthrough.contracts import TaskInput
-from followthrough.lifecycle import Priority, TaskStatus
-from followthrough.mirror import insert_created
+from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
+from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.settings import Settings
+from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 
 log = logging.getLogger("followthrough.api")
@@ -101,6 +104,38 @@ class TaskCreator:
             log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
         return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id,
                            links=task_links(self.settings, task.task_id, workflow_id))
+
+    async def rerun(self, row: Task, actor: str) -> TaskCreated:
+        """A new run of a failed task, with the input its first run had."""
+        task = replace(await self._input_of(row), run_number=row.run_number + 1, due_at=None)
+        try:
+            await self.start(task, row.workflow_id)
+        except WorkflowAlreadyStartedError:
+            raise ApiError(409, "a new run of this task has already started") from None
+        now = datetime.now(timezone.utc)
+        async with self.engine.begin() as conn:
+            # Unless the new run has already written, the task reads as pending for it.
+            await conn.execute(update(TASKS).where(TASKS.c.id == row.id, TASKS.c.run_number == row.run_number)
+                               .values(status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, error=None,
+                                       result=None, finished_at=None, approval_deadline=None,
+                                       run_number=task.run_number, updated_at=now))
+            await insert_ignoring_duplicates(conn, EVENTS, [{
+                "id": f"{row.id}:retry:{task.run_number}", "task_id": row.id, "seq": 0,
+                "type": EventType.TASK_RETRIED.value, "old_status": TaskStatus.FAILED.value,
+                "new_status": TaskStatus.PENDING.value, "actor_type": "user", "actor_id": actor,
+                "data": {"run": task.run_number, "previous_error": row.error}, "occurred_at": now,
+                "recorded_at": now}])
+        return TaskCreated(id=row.id, status=TaskStatus.PENDING.value, workflow_id=row.workflow_id,
+                           links=task_links(self.settings, row.id, row.workflow_id))
+
+    async def _input_of(self, row: Task) -> TaskInput:
+        """The task as its last run received it, from that run's history in Temporal."""
+        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
+        async for event in handle.fetch_history_events():
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
+            return task
+        raise ApiError(409, "the task's first run is no longer in Temporal's history; create a new task")
 
     async def create_once(self, body: TaskCreate, actor: str, key: str) -> TaskCreated | JSONResponse:
         """``create`` behind an Idempotency-Key: repeats get the first answer, marked as replayed."""

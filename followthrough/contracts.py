@@ -42,6 +42,8 @@ class TaskInput:
     created_by: str | None = None
     send_retry: RetrySpec | None = None
     send_timeout_seconds: int | None = None
+    # 1 for the first run; each retry of a failed task is a new run with the next number.
+    run_number: int = 1
 
 
 @dataclass
@@ -87,6 +89,7 @@ class SendRequest:
     draft: Draft
     # Stable per task and step, so a retried send is recognised as the same one.
     idempotency_key: str
+    run_number: int = 1
 
 
 @dataclass
@@ -113,6 +116,16 @@ class Rejection:
     actor_id: str = "anonymous"
     actor_type: str = "user"
     reason: str = ""
+
+
+@dataclass
+class Completion:
+    """A person marks a manual task done."""
+
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    comment: str | None = None
+    result: dict[str, Any] | None = None
 
 
 @dataclass
@@ -173,6 +186,7 @@ class MirrorBatch:
     workflow_id: str
     events: list[MirrorEvent]
     task: TaskInput | None = None
+    run_number: int = 1
 
 
 @dataclass

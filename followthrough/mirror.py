@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, TaskChanges, TaskInput
 from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
-from followthrough.tables import Task, TaskEvent
+from followthrough.tables import Task, TaskEvent, TaskRun
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 EVENTS: Table = TaskEvent.__table__  # type: ignore[attr-defined]
+RUNS: Table = TaskRun.__table__  # type: ignore[attr-defined]
 _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -101,10 +102,27 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
     for batch in batches:
         fresh = [e for e in batch.events if e.id in inserted]
         if fresh:
+            changes = _merged_changes(fresh)
             await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id)
-                               .values(**_merged_changes(fresh)))
+                               .values(**changes, run_number=batch.run_number))
+            await _record_run(conn, batch, changes)
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
     return acks
+
+
+async def _record_run(conn: AsyncConnection, batch: MirrorBatch, changes: dict[str, Any]) -> None:
+    """Keep the run's own row (status, error, attempts, times) in step with the task row."""
+    first = batch.events[0].occurred_at
+    await insert_ignoring_duplicates(conn, RUNS, [{
+        "task_id": batch.task_id, "number": batch.run_number, "workflow_run_id": None, "status": "pending",
+        "error": None, "attempts": 0, "started_at": first, "finished_at": None}])
+    values = {k: changes[k] for k in ("status", "error", "attempts", "finished_at", "workflow_run_id")
+              if k in changes}
+    if "started_at" in changes:
+        values["started_at"] = changes["started_at"]
+    if values:
+        await conn.execute(update(RUNS).where(RUNS.c.task_id == batch.task_id, RUNS.c.number == batch.run_number)
+                           .values(**values))
 
 
 async def record_batches(engine: AsyncEngine, batches: list[MirrorBatch]) -> list[MirrorAck]:

@@ -49,7 +49,8 @@ class MirrorPump:
                 return
             events, self._queue = self._queue, []
             batch = MirrorBatch(task_id=self._task.task_id, workflow_id=workflow.info().workflow_id, events=events,
-                                task=None if self._sent_snapshot else self._task)
+                                task=None if self._sent_snapshot else self._task,
+                                run_number=self._task.run_number)
             await workflow.execute_local_activity(
                 activity_names.RECORD, batch,
                 result_type=MirrorAck,

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.contracts import (
         ApprovalDecision,
         CancelRequest,
+        Completion,
         DecisionAck,
         Draft,
         DraftRequest,
@@ -46,7 +47,7 @@ class TaskWorkflow:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
         self._seq = 0
-        self._decision: ApprovalDecision | Rejection | None = None
+        self._decision: ApprovalDecision | Rejection | Completion | None = None
         self._cancel: CancelRequest | None = None
         self._flow: asyncio.Task | None = None
         self._pump: MirrorPump | None = None
@@ -117,6 +118,11 @@ class TaskWorkflow:
                 return self._finish(TaskStatus.REJECTED, EventType.TASK_REJECTED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
                                     data={"reason": decision.reason})
+            if isinstance(decision, Completion):
+                return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                                    actor_type=decision.actor_type, actor_id=decision.actor_id,
+                                    result={"done_by": decision.actor_id, "comment": decision.comment,
+                                            "result": decision.result})
             draft = _apply_edits(draft, decision)
             self._emit(EventType.TASK_APPROVED, TaskStatus.IN_PROGRESS,
                        Stage.DONE if mode is TaskMode.MANUAL else Stage.SENDING,
@@ -129,7 +135,7 @@ class TaskWorkflow:
         return await self._send(task, draft)
 
     async def _await_decision(self, task: TaskInput, mode: TaskMode,
-                              flags: list[str]) -> ApprovalDecision | Rejection | None:
+                              flags: list[str]) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
@@ -150,7 +156,7 @@ class TaskWorkflow:
             sent = await workflow.execute_activity(
                 activity_names.SEND,
                 SendRequest(task_id=task.task_id, task_type=task.type, tenant_id=task.tenant_id,
-                            draft=draft, idempotency_key=f"{task.task_id}:send"),
+                            draft=draft, idempotency_key=f"{task.task_id}:send", run_number=task.run_number),
                 result_type=SendResult,
                 start_to_close_timeout=timedelta(seconds=task.send_timeout_seconds) if task.send_timeout_seconds
                 else policies.SEND_TIMEOUT,
@@ -186,6 +192,18 @@ class TaskWorkflow:
     @reject.validator
     def _check_reject(self, rejection: Rejection) -> None:
         self._require_decidable("reject")
+
+    @workflow.update(name="complete")
+    async def complete(self, completion: Completion) -> DecisionAck:
+        self._decision = completion
+        return await self._settled()
+
+    @complete.validator
+    def _check_complete(self, completion: Completion) -> None:
+        self._require_decidable("complete")
+        if self._stage is not Stage.AWAITING_PERSON:
+            raise ApplicationError("cannot complete: only a manual task waiting for a person can be marked done",
+                                   type="InvalidTransition")
 
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> DecisionAck:

@@ -16,20 +16,23 @@ from api.schemas import (
     BatchCreate,
     BatchResult,
     CancelBody,
+    CompleteBody,
     DecisionPublic,
     RejectBody,
+    StatusPatch,
     TaskCreate,
     TaskCreated,
     TaskEventListPublic,
     TaskListPublic,
     TaskPublic,
+    TaskRunPublic,
 )
 from api.task_creation import TaskCreator, invalid as _invalid
 from api.task_queries import TaskFilter, TaskOrder, list_tasks
 from api.views import event_public, task_public
-from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, Rejection, TaskOutcome
+from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, Rejection, TaskOutcome
 from followthrough.lifecycle import TaskStatus
-from followthrough.tables import Task, TaskEvent
+from followthrough.tables import Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")
 
@@ -92,7 +95,11 @@ async def _get_row(session: SessionDep, task_id: str) -> Task:
 
 @router.get("/{task_id}", response_model=TaskPublic)
 async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> TaskPublic:
-    return task_public(settings, await _get_row(session, task_id))
+    row = await _get_row(session, task_id)
+    runs = (await session.execute(select(TaskRun).where(TaskRun.task_id == task_id)
+                                  .order_by(TaskRun.number))).scalars().all()
+    return task_public(settings, row).model_copy(
+        update={"runs": [TaskRunPublic.model_validate(r.model_dump()) for r in runs]})
 
 
 @router.get("/{task_id}/events", response_model=TaskEventListPublic)
@@ -137,6 +144,44 @@ async def reject_task(task_id: str, body: RejectBody, session: SessionDep, tempo
     ack = await _decide(session, temporal, task_id, "reject",
                         Rejection(actor_id=body.actor_id or actor, reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/complete", response_model=DecisionPublic)
+async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+                        body: CompleteBody | None = None) -> DecisionPublic:
+    """Mark a manual task done, with an optional result."""
+    body = body or CompleteBody()
+    ack = await _decide(session, temporal, task_id, "complete",
+                        Completion(actor_id=body.actor_id or actor, comment=body.comment, result=body.result))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.patch("/{task_id}", response_model=DecisionPublic)
+async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep, temporal: TemporalDep,
+                            actor: ActorDep) -> DecisionPublic:
+    """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task."""
+    row = await _get_row(session, task_id)
+    if TaskStatus(row.status).terminal:
+        raise ApiError(409, f"cannot update a task in terminal state {row.status}")
+    wanted = body.new_status.strip().lower()
+    who = body.actor_id or actor
+    if wanted == TaskStatus.CANCELLED.value:
+        return await cancel_task(task_id, session, temporal, actor, CancelBody(actor_id=who, reason=body.reason))
+    if wanted == TaskStatus.COMPLETED.value:
+        return await complete_task(task_id, session, temporal, actor,
+                                   CompleteBody(actor_id=who, comment=body.comment, result=body.result))
+    raise ApiError(409, f"the engine moves a task to {wanted!r} itself; by hand a task can only be "
+                        f"cancelled, or completed when it is a manual task waiting for a person")
+
+
+@router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202)
+async def retry_task(task_id: str, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
+                     engine: EngineDep, actor: ActorDep) -> TaskCreated:
+    """Start a new run of a failed task; the failed run stays on record."""
+    row = await _get_row(session, task_id)
+    if row.status != TaskStatus.FAILED.value:
+        raise ApiError(409, f"only a failed task can be retried; this one is {row.status}")
+    return await TaskCreator(settings, temporal, engine).rerun(row, actor)
 
 
 @router.post("/{task_id}/cancel", response_model=DecisionPublic)

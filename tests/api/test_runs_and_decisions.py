@@ -1,0 +1,149 @@
+"""Failed attempts as events, retrying a failed task as a new run, manual
+completion and the seed-style PATCH, through the HTTP API on the dev server."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+from temporalio.worker import Worker
+
+from activities.delivery import DeliveryActivities
+from activities.drafting import DraftingActivities
+from activities.mirror import MirrorActivities
+from activities.transports import DeliveryContext, PermanentDeliveryError
+from api.main import create_app
+from followthrough.contracts import Draft
+from followthrough.secrets import SecretStore
+from tests.conftest import Stack, make_settings
+from tests.helpers import eventually, task_body
+from workflows.all import ALL_WORKFLOWS
+
+
+class ScriptedEmail:
+    """An email transport that fails as told: per (task, run), a list of outcomes."""
+
+    channel = "email"
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[str]] = {}
+        self.delivered: list[str] = []
+
+    async def deliver(self, draft: Draft, ctx: DeliveryContext) -> dict:
+        outcomes = self.script.get(draft.to[0], [])
+        outcome = outcomes.pop(0) if outcomes else "ok"
+        if outcome == "transient":
+            raise ConnectionError("mail server unreachable")
+        if outcome == "permanent":
+            raise PermanentDeliveryError("mailbox does not exist")
+        self.delivered.append(ctx.idempotency_key)
+        return {"message_id": ctx.idempotency_key}
+
+
+@pytest_asyncio.fixture
+async def scripted(dev_env, engine, tmp_path: Path) -> AsyncIterator[tuple[Stack, ScriptedEmail]]:
+    settings = make_settings(str(engine.url.render_as_string(hide_password=False)), tmp_path)
+    transport = ScriptedEmail()
+    async with httpx.AsyncClient() as outgoing:
+        worker = Worker(dev_env.client, task_queue=settings.task_queue, workflows=ALL_WORKFLOWS, activities=[
+            DraftingActivities(settings, engine).draft,
+            DeliveryActivities(settings, engine, outgoing, SecretStore(), {"email": transport}).send,
+            MirrorActivities(engine).record])
+        app = create_app(settings, temporal=dev_env.client)
+        async with worker, app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://testserver/api/v1") as http:
+                yield Stack(settings, dev_env.client, engine, http), transport
+
+
+async def _task(stack: Stack, task_id: str) -> dict:
+    return (await stack.http.get(f"/tasks/{task_id}")).json()
+
+
+async def _until(stack: Stack, task_id: str, status: str) -> dict:
+    return await eventually(lambda: _task(stack, task_id), lambda t: t["status"] == status, timeout=30)
+
+
+async def _events(stack: Stack, task_id: str) -> list[dict]:
+    return (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+
+
+async def test_each_failed_attempt_is_an_event_and_per_task_retry_overrides_apply(scripted):
+    stack, transport = scripted
+    address = "flaky@acme.example"
+    transport.script[address] = ["transient", "transient"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous",
+                     retry={"max_attempts": 5, "initial_interval_seconds": 0.1, "backoff_coefficient": 1},
+                     payload=task_body()["payload"] | {"customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    task = await _until(stack, created["id"], "completed")
+    assert task["attempts"] == 3
+    failed = [e for e in await _events(stack, created["id"]) if e["type"] == "TASK_ATTEMPT_FAILED"]
+    assert [(e["data"]["attempt"], e["data"]["will_retry"], e["data"]["error_type"]) for e in failed] == [
+        (1, True, "ConnectionError"), (2, True, "ConnectionError")]
+
+
+async def test_retry_starts_a_new_run_and_keeps_the_failed_one(scripted):
+    stack, transport = scripted
+    address = "gone@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
+        "customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    failed = await _until(stack, created["id"], "failed")
+    assert "mailbox does not exist" in failed["error"]
+    assert (await stack.http.post(f"/tasks/{created['id']}/approve", json={})).status_code == 409
+
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry", headers={"X-Actor-Id": "ops"})
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "completed")
+    assert task["run_number"] == 2 and task["error"] is None
+    assert [(r["number"], r["status"]) for r in task["runs"]] == [(1, "failed"), (2, "completed")]
+    assert "mailbox does not exist" in task["runs"][0]["error"]
+    types = [e["type"] for e in await _events(stack, created["id"])]
+    assert "TASK_RETRIED" in types and types.count("TASK_EXECUTION_FAILED") == 1
+    assert types[-1] == "TASK_EXECUTION_COMPLETED"
+    again = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert again.status_code == 409 and "completed" in again.json()["detail"]
+
+
+async def test_manual_task_is_completed_by_a_person_with_a_result(scripted):
+    stack, _ = scripted
+    created = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="manual"))).json()
+    waiting = await _until(stack, created["id"], "awaiting_approval")
+    assert waiting["stage"] == "awaiting_person"
+    done = await stack.http.post(f"/tasks/{created['id']}/complete",
+                                 json={"comment": "called them", "result": {"promised_payment": "2026-12-01"}},
+                                 headers={"X-Actor-Id": "dana"})
+    assert done.status_code == 200 and done.json()["status"] == "completed"
+    task = await _until(stack, created["id"], "completed")
+    assert task["result"]["result"] == {"promised_payment": "2026-12-01"} and task["result"]["done_by"] == "dana"
+
+
+async def test_complete_is_refused_for_a_task_that_is_not_manual(scripted):
+    stack, _ = scripted
+    created = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="review"))).json()
+    await _until(stack, created["id"], "awaiting_approval")
+    refused = await stack.http.post(f"/tasks/{created['id']}/complete", json={})
+    assert refused.status_code == 409 and "manual" in refused.json()["detail"]
+
+
+async def test_seed_style_patch_maps_onto_cancel_and_complete(scripted):
+    stack, _ = scripted
+    manual = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="manual"))).json()
+    await _until(stack, manual["id"], "awaiting_approval")
+    patched = await stack.http.patch(f"/tasks/{manual['id']}", json={
+        "newStatus": "COMPLETED", "actorType": "USER", "actorId": "erin"})
+    assert patched.status_code == 200 and patched.json()["status"] == "completed"
+    terminal = await stack.http.patch(f"/tasks/{manual['id']}", json={"newStatus": "CANCELLED"})
+    assert terminal.status_code == 409 and "terminal" in terminal.json()["detail"]
+
+    later = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant,
+                                                            due_at="2030-01-01T00:00:00Z"))).json()
+    await _until(stack, later["id"], "scheduled")
+    not_by_hand = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "SCHEDULED"})
+    assert not_by_hand.status_code == 409
+    cancelled = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "cancelled", "reason": "paid"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert (await stack.http.patch("/tasks/nope", json={"newStatus": "CANCELLED"})).status_code == 404
+    assert (await stack.http.patch(f"/tasks/{later['id']}", json={})).status_code == 422
