@@ -1,0 +1,341 @@
+"""The http and webhook transports against a real HTTP server on 127.0.0.1 and a real database."""
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.delivery import DeliveryActivities
+from activities.transports.base import DeliveryContext, PermanentDeliveryError
+from activities.transports.http import TRANSPORT as HTTP
+from activities.transports.http import TransientDeliveryError
+from activities.transports.webhook import TRANSPORT as WEBHOOK
+from followthrough import signing
+from followthrough.contracts import Draft, SendRequest
+from followthrough.database import session_factory
+from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.settings import Settings
+from followthrough.tables import Delivery
+
+# ---- a receiver that records what it gets and answers as told ----------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+Body = str | Callable[[Received], str]
+
+
+class Receiver:
+    """An HTTP server in a thread: each request takes the next scripted answer, then the default (200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._script: list[tuple[int, Body, float]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        # A short poll interval keeps shutdown (once per test) quick.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def answer(self, status: int, body: Body = '{"ok": true}', delay: float = 0.0) -> None:
+        self._script.append((status, body, delay))
+
+    def _next(self) -> tuple[int, Body, float]:
+        with self._lock:
+            return self._script.pop(0) if self._script else (200, '{"ok": true}', 0.0)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                parts = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received = Received(self.command, parts.path, parse_qs(parts.query),
+                                    {k.lower(): v for k, v in self.headers.items()}, body)
+                receiver.requests.append(received)
+                status, answer, delay = receiver._next()
+                time.sleep(delay)
+                data = (answer(received) if callable(answer) else answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("X-Request-Id", f"req-{len(receiver.requests)}")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (the timeout test)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> "Receiver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def http_client():
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        yield client
+
+
+def context(engine, http, attempt: int = 1, timeout: float = 5.0) -> DeliveryContext:
+    task_id = str(uuid.uuid4())
+    return DeliveryContext(settings=Settings(), engine=engine, http=http, secrets=SecretStore(), task_id=task_id,
+                           task_type="http_request", tenant_id="t", idempotency_key=f"{task_id}:send",
+                           attempt=attempt, timeout_seconds=timeout)
+
+
+def http_draft(url: str, **data) -> Draft:
+    return Draft(channel="http", subject="call", body="call", data={"method": "POST", "url": url} | data)
+
+
+async def delivery_rows(engine, task_id: str) -> list[Delivery]:
+    async with session_factory(engine)() as session:
+        return list((await session.execute(select(Delivery).where(Delivery.task_id == task_id))).scalars())
+
+
+# ---- http -------------------------------------------------------------------
+
+
+async def test_idempotency_key_is_stable_across_attempts_and_a_delivered_call_is_not_repeated(
+        engine, http_client, receiver):
+    receiver.answer(500, '{"error": "busy"}')
+    receiver.answer(201, '{"id": "note-1"}')
+    ctx = context(engine, http_client)
+    draft = http_draft(f"{receiver.url}/notes", json={"text": "hello"})
+
+    with pytest.raises(TransientDeliveryError, match="500") as first:
+        await HTTP.deliver(draft, ctx)
+    assert not isinstance(first.value, PermanentDeliveryError)
+    result = await HTTP.deliver(draft, replace(ctx, attempt=2))
+    again = await HTTP.deliver(draft, replace(ctx, attempt=3))
+
+    assert len(receiver.requests) == 2
+    assert {r.headers["idempotency-key"] for r in receiver.requests} == {ctx.idempotency_key}
+    assert receiver.requests[1].json() == {"text": "hello"}
+    assert (result["status"], result["body"], result["duplicate"]) == (201, '{"id": "note-1"}', False)
+    assert result["headers"] == {"content-type": "application/json", "x-request-id": "req-2"}
+    assert result["duration_ms"] >= 0 and result["body_truncated"] is False
+    assert again == result | {"duplicate": True}
+    [row] = await delivery_rows(engine, ctx.task_id)
+    assert (row.id, row.status, row.attempts, row.response_status) == (result["delivery_id"], "delivered", 2, 201)
+    assert row.channel == "http" and row.target == f"POST {receiver.url}/notes" and row.delivered_at is not None
+
+
+async def test_a_4xx_is_permanent_and_recorded(engine, http_client, receiver):
+    receiver.answer(400, '{"error": "missing field"}')
+    ctx = context(engine, http_client)
+    with pytest.raises(PermanentDeliveryError, match="answered 400 Bad Request.*missing field"):
+        await HTTP.deliver(http_draft(receiver.url), ctx)
+    [row] = await delivery_rows(engine, ctx.task_id)
+    assert (row.status, row.attempts, row.response_status) == ("sending", 1, 400)
+    assert "400" in row.detail["error"]
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_5xx_and_429_are_retryable(engine, http_client, receiver, status):
+    receiver.answer(status)
+    with pytest.raises(TransientDeliveryError, match=str(status)):
+        await HTTP.deliver(http_draft(receiver.url), context(engine, http_client))
+
+
+async def test_expected_statuses_replace_the_2xx_default(engine, http_client, receiver):
+    receiver.answer(404, "gone")
+    result = await HTTP.deliver(http_draft(receiver.url, method="DELETE", expected_statuses=[204, 404]),
+                                context(engine, http_client))
+    assert result["status"] == 404 and result["method"] == "DELETE"
+    receiver.answer(200)
+    with pytest.raises(PermanentDeliveryError, match="200"):
+        await HTTP.deliver(http_draft(receiver.url, expected_statuses=[201]), context(engine, http_client))
+
+
+async def test_a_timeout_is_retryable(engine, http_client, receiver):
+    receiver.answer(200, delay=1.5)
+    with pytest.raises(TransientDeliveryError, match="timed out"):
+        await HTTP.deliver(http_draft(receiver.url, timeout_seconds=0.3), context(engine, http_client))
+
+
+async def test_a_refused_connection_is_retryable(engine, http_client):
+    with Receiver() as closed:
+        url = closed.url
+    with pytest.raises(TransientDeliveryError, match="ConnectError"):
+        await HTTP.deliver(http_draft(url), context(engine, http_client))
+
+
+async def test_query_text_body_and_a_truncated_answer(engine, http_client, receiver):
+    receiver.answer(200, "x" * 5000)
+    result = await HTTP.deliver(http_draft(f"{receiver.url}/search", method="PUT", query={"q": "acme", "n": 2},
+                                           headers={"X-Trace": "t-1"}, text="plain words"),
+                                context(engine, http_client))
+    [got] = receiver.requests
+    assert (got.method, got.path, got.query) == ("PUT", "/search", {"q": ["acme"], "n": ["2"]})
+    assert got.body == b"plain words" and got.headers["content-type"].startswith("text/plain")
+    assert got.headers["x-trace"] == "t-1"
+    assert len(result["body"]) == 2000 and result["body_truncated"] is True
+
+
+def _echo_credentials(request: Received) -> str:
+    return json.dumps({k: request.headers.get(k) for k in ("authorization", "x-api-key", "x-token")})
+
+
+@pytest.mark.parametrize("auth, header, expected", [
+    ({"type": "bearer", "secret": "crm_token"}, "authorization", "Bearer {value}"),
+    ({"type": "api_key", "secret": "crm_token"}, "x-api-key", "{value}"),
+    ({"type": "api_key", "secret": "crm_token", "header": "X-Token"}, "x-token", "{value}"),
+    ({"type": "basic", "secret": "crm_token", "username": "svc"}, "authorization", "basic"),
+])
+async def test_secrets_come_from_the_environment_and_never_reach_the_result(
+        engine, http_client, receiver, monkeypatch, auth, header, expected):
+    value = f"sk-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN", value)
+    receiver.answer(200, _echo_credentials)  # a careless receiver that echoes credentials
+    ctx = context(engine, http_client)
+    draft = http_draft(receiver.url, auth=auth)
+    result = await HTTP.deliver(draft, ctx)
+
+    sent = receiver.requests[0].headers[header]
+    if expected == "basic":
+        assert sent == "Basic " + base64.b64encode(f"svc:{value}".encode()).decode()
+    else:
+        assert sent == expected.format(value=value)
+    [row] = await delivery_rows(engine, ctx.task_id)
+    for recorded in (json.dumps(result), json.dumps(row.detail), json.dumps(draft.data)):
+        assert value not in recorded and sent not in recorded
+    assert "[redacted]" in result["body"]
+
+
+async def test_send_activity_maps_outcomes_to_retryable_or_not(engine, http_client, receiver):
+    send = DeliveryActivities(Settings(), engine, http_client, SecretStore()).send
+    env = ActivityEnvironment()
+
+    def request(draft: Draft) -> SendRequest:
+        task_id = str(uuid.uuid4())
+        return SendRequest(task_id=task_id, task_type="http_request", tenant_id="t", draft=draft,
+                           idempotency_key=f"{task_id}:send")
+
+    receiver.answer(400)
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(send, request(http_draft(receiver.url)))
+    assert refused.value.non_retryable and refused.value.type == "DeliveryRefused"
+    receiver.answer(502)
+    with pytest.raises(ApplicationError) as unavailable:
+        await env.run(send, request(http_draft(receiver.url)))
+    assert not unavailable.value.non_retryable and unavailable.value.type == "TransientDeliveryError"
+    with pytest.raises(ApplicationError) as missing:
+        await env.run(send, request(http_draft(receiver.url, auth={"type": "bearer", "secret": "nowhere"})))
+    assert missing.value.non_retryable and "FOLLOWTHROUGH_SECRET_NOWHERE" in missing.value.message
+    sent = await env.run(send, request(http_draft(receiver.url)))
+    assert sent.channel == "http" and sent.delivery_id and sent.detail["status"] == 200
+    assert len(receiver.requests) == 3
+
+
+# ---- webhook ----------------------------------------------------------------
+
+
+def webhook_draft(url: str, secret: str = "hook_secret") -> Draft:
+    return Draft(channel="webhook", subject="event", body="event", data={
+        "url": url, "secret": secret, "event": "invoice.overdue", "payload": {"invoice": "INV-1", "amount": 12.5}})
+
+
+async def test_webhook_is_signed_verifiable_and_stable_across_retries(engine, http_client, receiver, monkeypatch):
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_HOOK_SECRET", "whsec-test-1")
+    receiver.answer(503)
+    ctx = context(engine, http_client)
+    draft = webhook_draft(f"{receiver.url}/hooks")
+    with pytest.raises(TransientDeliveryError):
+        await WEBHOOK.deliver(draft, ctx)
+    result = await WEBHOOK.deliver(draft, replace(ctx, attempt=2))
+    assert (await WEBHOOK.deliver(draft, replace(ctx, attempt=3)))["duplicate"] is True
+
+    first, second = receiver.requests
+    for got in (first, second):
+        assert got.method == "POST" and got.path == "/hooks"
+        assert signing.verify("whsec-test-1", got.headers["x-followthrough-signature"], got.body)
+        assert got.headers["x-followthrough-delivery"] == result["delivery_id"] == got.json()["id"]
+        assert got.headers["x-followthrough-event"] == "invoice.overdue"
+        assert got.headers["idempotency-key"] == ctx.idempotency_key
+        assert got.headers["content-type"] == "application/json"
+    assert first.json() == second.json()  # the same event, re-signed
+    body = second.json()
+    assert (body["event"], body["data"]) == ("invoice.overdue", {"invoice": "INV-1", "amount": 12.5})
+    assert body["created_at"]
+
+    header = second.headers["x-followthrough-signature"]
+    assert not signing.verify("whsec-test-1", header, second.body.replace(b"INV-1", b"INV-2"))
+    assert not signing.verify("another-secret", header, second.body)
+    assert not signing.verify("whsec-test-1", header, second.body, now=time.time() + 301)
+    assert "whsec-test-1" not in json.dumps(result)
+    [row] = await delivery_rows(engine, ctx.task_id)
+    assert (row.channel, row.status, row.attempts, row.target) == ("webhook", "delivered", 2, f"{receiver.url}/hooks")
+
+
+async def test_webhook_refused_and_missing_secret_are_permanent(engine, http_client, receiver, monkeypatch):
+    with pytest.raises(SecretNotFound):
+        await WEBHOOK.deliver(webhook_draft(receiver.url, secret="absent"), context(engine, http_client))
+    assert receiver.requests == []
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_HOOK_SECRET", "whsec-test-2")
+    receiver.answer(410, "unsubscribed")
+    with pytest.raises(PermanentDeliveryError, match="410"):
+        await WEBHOOK.deliver(webhook_draft(receiver.url), context(engine, http_client))
+    with pytest.raises(PermanentDeliveryError):
+        await WEBHOOK.deliver(Draft(channel="webhook", subject="", body="", data={"url": receiver.url}),
+                              context(engine, http_client))
+
+
+# ---- signing ----------------------------------------------------------------
+
+
+def test_signatures_round_trip_and_refuse_what_they_should():
+    body = b'{"id": "1"}'
+    header = signing.sign("s", body, timestamp=1_700_000_000)
+    assert header.startswith("t=1700000000,v1=")
+    assert signing.verify("s", header, body, now=1_700_000_100)
+    assert signing.verify("s", header, body.decode(), now=1_700_000_100)
+    assert not signing.verify("s", header, body, now=1_700_000_301)
+    # A sender rotating secrets may sign with both; either verifies.
+    rotated = header + "," + signing.sign("new", body, timestamp=1_700_000_000).split(",")[1]
+    assert signing.verify("new", rotated, body, now=1_700_000_000)
+    for broken in ["", "v1=abc", "t=abc,v1=abc", "t=1700000000", "t=1700000000,v1=é", None]:
+        assert not signing.verify("s", broken, body, now=1_700_000_000)
