@@ -1,4 +1,4 @@
-"""Every side effect the workflows perform: draft, send, record to the mirror."""
+"""Every side effect the workflows perform: draft, send, notify, record to the mirror."""
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -6,14 +6,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from activities.delivery import DeliveryActivities
 from activities.drafting import DraftingActivities
 from activities.mirror import MirrorActivities
+from activities.notifications import NotificationActivities
+from activities.transports import build_transports
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 
 
 def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient) -> list:
     secrets = SecretStore(settings.secrets_file)
+    transports = build_transports()
     return [
         DraftingActivities(settings, engine).draft,
-        DeliveryActivities(settings, engine, http, secrets).send,
+        DeliveryActivities(settings, engine, http, secrets, transports).send,
+        NotificationActivities(settings, engine, http, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,
     ]

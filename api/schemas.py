@@ -1,9 +1,9 @@
 """Request and response models of the HTTP API (the Create / Public / ListPublic family)."""
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, AliasGenerator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from followthrough.lifecycle import Priority, TaskMode
@@ -227,3 +227,34 @@ class HealthPublic(BaseModel):
     status: str
     database: str
     temporal: str
+
+
+NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed")
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+    tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    url: AnyHttpUrl = Field(description="Where signed events are POSTed (http or https).")
+    events: list[Literal["task.awaiting_approval", "task.completed", "task.failed"]] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
+    secret: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$",
+                        description="Name of the secret that signs deliveries (FOLLOWTHROUGH_SECRET_<NAME>).")
+    description: str | None = Field(None, max_length=500)
+
+
+class SubscriptionPublic(BaseModel):
+    id: str
+    tenant_id: str
+    url: str
+    events: list[str]
+    secret: str
+    description: str | None
+    created_at: datetime
+
+
+class SubscriptionListPublic(BaseModel):
+    items: list[SubscriptionPublic]
+    total: int

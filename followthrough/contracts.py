@@ -187,9 +187,23 @@ class MirrorBatch:
     events: list[MirrorEvent]
     task: TaskInput | None = None
     run_number: int = 1
+    tenant_id: str = "default"
+
+
+@dataclass
+class Notification:
+    """A signed webhook owed to a subscriber because of one task event."""
+
+    subscription_id: str
+    url: str
+    secret: str  # the secret's name; its value is read inside the activity
+    event: str  # task.awaiting_approval, task.completed, task.failed
+    event_id: str
+    task: dict[str, Any]
 
 
 @dataclass
 class MirrorAck:
     written: int
     skipped: int
+    notifications: list[Notification] = field(default_factory=list)

@@ -10,17 +10,18 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, TaskChanges, TaskInput
+from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
 from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
-from followthrough.tables import Task, TaskEvent, TaskRun
+from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
 EVENTS: Table = TaskEvent.__table__  # type: ignore[attr-defined]
 RUNS: Table = TaskRun.__table__  # type: ignore[attr-defined]
+SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[attr-defined]
 _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -107,7 +108,45 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
                                .values(**changes, run_number=batch.run_number))
             await _record_run(conn, batch, changes)
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
+    await _attach_notifications(conn, batches, inserted, acks)
     return acks
+
+
+def notification_kind(event: MirrorEvent) -> str | None:
+    if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
+        return "task.awaiting_approval"
+    if event.new_status in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
+        return f"task.{event.new_status}"
+    return None
+
+
+async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch], inserted: set[str],
+                                acks: list[MirrorAck]) -> None:
+    """Tell each workflow which subscribers its newly written events concern.
+
+    Only the writer that inserted an event reports it, so a subscriber hears
+    of each event once however often the write is retried.
+    """
+    owed = [(ack, b, e, kind) for b, ack in zip(batches, acks) for e in b.events
+            if e.id in inserted and (kind := notification_kind(e))]
+    if not owed:
+        return
+    tenants = {b.tenant_id for _, b, _, _ in owed}
+    subscriptions = (await conn.execute(select(SUBSCRIPTIONS).where(
+        SUBSCRIPTIONS.c.tenant_id.in_(tenants), SUBSCRIPTIONS.c.active.is_(True)))).all()
+    if not subscriptions:
+        return
+    rows = {r.id: r for r in (await conn.execute(select(TASKS.c.id, TASKS.c.type, TASKS.c.title, TASKS.c.status,
+                                                        TASKS.c.workflow_id).where(
+        TASKS.c.id.in_({b.task_id for _, b, _, _ in owed})))).all()}
+    for ack, batch, event, kind in owed:
+        row = rows[batch.task_id]
+        snapshot = {"id": row.id, "type": row.type, "title": row.title, "status": event.new_status or row.status,
+                    "tenant_id": batch.tenant_id, "workflow_id": row.workflow_id}
+        ack.notifications += [
+            Notification(subscription_id=s.id, url=s.url, secret=s.secret, event=kind, event_id=event.id,
+                         task=snapshot)
+            for s in subscriptions if s.tenant_id == batch.tenant_id and kind in s.events]
 
 
 async def _record_run(conn: AsyncConnection, batch: MirrorBatch, changes: dict[str, Any]) -> None:

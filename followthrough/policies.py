@@ -49,3 +49,14 @@ RECORD_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
+
+# Notifications to subscribers: a few minutes of patience, then give up (the
+# task's own outcome never depends on a subscriber).
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=8,
+    non_retryable_error_types=NON_RETRYABLE,
+)

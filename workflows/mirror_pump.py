@@ -9,10 +9,11 @@ queue before it finishes so nothing is lost.
 import asyncio
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from followthrough import activity_names, policies
-    from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, TaskInput
+    from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskInput
 
 
 class MirrorPump:
@@ -23,6 +24,7 @@ class MirrorPump:
         self._closing = False
         self._sent_snapshot = False
         self._runner: asyncio.Task | None = None
+        self._notifying: list[asyncio.Task] = []
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run())
@@ -31,12 +33,13 @@ class MirrorPump:
         self._queue.append(event)
 
     async def close(self) -> None:
-        """Write everything still queued, then stop."""
+        """Write everything still queued and finish notifying, then stop."""
         self._closing = True
         assert self._runner is not None
         while True:
             try:
                 await asyncio.shield(self._runner)
+                await asyncio.shield(asyncio.gather(*self._notifying))
                 return
             except asyncio.CancelledError:
                 # A workflow cancellation arriving now must not drop events.
@@ -50,8 +53,8 @@ class MirrorPump:
             events, self._queue = self._queue, []
             batch = MirrorBatch(task_id=self._task.task_id, workflow_id=workflow.info().workflow_id, events=events,
                                 task=None if self._sent_snapshot else self._task,
-                                run_number=self._task.run_number)
-            await workflow.execute_local_activity(
+                                run_number=self._task.run_number, tenant_id=self._task.tenant_id)
+            ack = await workflow.execute_local_activity(
                 activity_names.RECORD, batch,
                 result_type=MirrorAck,
                 start_to_close_timeout=policies.RECORD_TIMEOUT,
@@ -59,3 +62,15 @@ class MirrorPump:
                 summary=f"Record {len(events)} event(s)",
             )
             self._sent_snapshot = True
+            self._notifying += [asyncio.create_task(_notify(n)) for n in ack.notifications]
+
+
+async def _notify(notification: Notification) -> None:
+    try:
+        await workflow.execute_activity(
+            activity_names.NOTIFY, notification, start_to_close_timeout=policies.NOTIFY_TIMEOUT,
+            retry_policy=policies.NOTIFY_RETRY, summary=f"Notify {notification.event}",
+        )
+    except ActivityError as err:
+        # A subscriber that stays down does not change the task's outcome.
+        workflow.logger.warning("notification %s to %s gave up: %s", notification.event, notification.url, err)

@@ -1,0 +1,45 @@
+"""Notifying subscribers of task events with signed webhooks."""
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+
+from activities.errors import permanent, reports_attempt
+from activities.transports import DeliveryContext, PermanentDeliveryError, Transport
+from followthrough import activity_names, policies
+from followthrough.contracts import Draft, Notification
+from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.settings import Settings
+
+
+class NotificationActivities:
+    def __init__(self, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, secrets: SecretStore,
+                 webhook: Transport) -> None:
+        self._settings, self._engine, self._http, self._secrets = settings, engine, http, secrets
+        self._webhook = webhook
+
+    @activity.defn(name=activity_names.NOTIFY)
+    @reports_attempt
+    async def notify(self, notification: Notification) -> dict[str, Any]:
+        task = notification.task
+        link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
+        draft = Draft(channel="webhook", subject=notification.event, body="", data={
+            "url": notification.url, "secret": notification.secret, "event": notification.event,
+            "payload": {"event_id": notification.event_id, "task": task | {"link": link}},
+        })
+        info = activity.info()
+        ctx = DeliveryContext(
+            settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
+            task_id=task["id"], task_type=task["type"], tenant_id=task["tenant_id"],
+            # One delivery per event and subscriber, however often this is retried.
+            idempotency_key=f"notify:{notification.event_id}:{notification.subscription_id}",
+            attempt=info.attempt,
+            timeout_seconds=max(1.0, (info.start_to_close_timeout or timedelta(seconds=30)).total_seconds() - 2),
+        )
+        try:
+            return await self._webhook.deliver(draft, ctx)
+        except (PermanentDeliveryError, SecretNotFound) as err:
+            raise permanent(str(err), policies.DELIVERY_REFUSED) from err

@@ -1,0 +1,59 @@
+"""/subscriptions: a tenant's webhooks for task notifications."""
+
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import func, select
+
+from api.deps import SessionDep
+from api.errors import not_found
+from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
+from followthrough.tables import Subscription
+
+router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
+
+
+@router.post("", status_code=201, response_model=SubscriptionPublic)
+async def create_subscription(body: SubscriptionCreate, session: SessionDep) -> SubscriptionPublic:
+    row = Subscription(id=str(uuid.uuid4()), tenant_id=body.tenant_id, url=str(body.url), events=body.events,
+                       secret=body.secret, description=body.description, active=True,
+                       created_at=datetime.now(timezone.utc))
+    session.add(row)
+    await session.commit()
+    return SubscriptionPublic.model_validate(row.model_dump())
+
+
+@router.get("", response_model=SubscriptionListPublic)
+async def list_subscriptions(session: SessionDep, tenant_id: str | None = None,
+                             limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                             offset: Annotated[int, Query(ge=0)] = 0) -> SubscriptionListPublic:
+    query = select(Subscription).where(Subscription.active.is_(True))
+    if tenant_id is not None:
+        query = query.where(Subscription.tenant_id == tenant_id)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = (await session.execute(query.order_by(Subscription.created_at, Subscription.id)
+                                  .limit(limit).offset(offset))).scalars().all()
+    return SubscriptionListPublic(items=[SubscriptionPublic.model_validate(r.model_dump()) for r in rows],
+                                  total=total)
+
+
+async def _active(session: SessionDep, subscription_id: str) -> Subscription:
+    row = await session.get(Subscription, subscription_id) if len(subscription_id) <= 36 else None
+    if row is None or not row.active:
+        raise not_found("subscription", subscription_id)
+    return row
+
+
+@router.get("/{subscription_id}", response_model=SubscriptionPublic)
+async def get_subscription(subscription_id: str, session: SessionDep) -> SubscriptionPublic:
+    return SubscriptionPublic.model_validate((await _active(session, subscription_id)).model_dump())
+
+
+@router.delete("/{subscription_id}", status_code=204)
+async def delete_subscription(subscription_id: str, session: SessionDep) -> Response:
+    row = await _active(session, subscription_id)
+    row.active = False  # kept for the record of what was delivered to it
+    await session.commit()
+    return Response(status_code=204)
