@@ -17,7 +17,7 @@ from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import make_settings
 from tests.helpers import eventually
-from tests.test_http_transports import Receiver
+from tests.receivers import Receiver
 
 TASKS = 20
 SECRET = "crash-test-secret"

@@ -18,7 +18,7 @@ from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import Stack, make_settings
 from tests.helpers import eventually
-from tests.test_http_transports import Receiver
+from tests.receivers import Receiver
 from worker import build_worker
 
 GUARDED_TENANT = "guarded"

@@ -8,7 +8,7 @@ import pytest
 from followthrough import signing
 from tests.conftest import Stack
 from tests.helpers import eventually, task_body
-from tests.test_http_transports import Receiver
+from tests.receivers import Receiver
 
 SECRET_NAME = "notify_secret"
 SECRET = "s3cr3t-for-notifications"
