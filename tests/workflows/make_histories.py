@@ -1,26 +1,34 @@
 """Record the saved histories that the replay tests load.
 
-Run after a deliberate, released change of workflow behaviour (and only then):
-    python -m tests.workflows.make_histories
+Run after a deliberate, released change of workflow behaviour (and only then),
+naming a new folder so the earlier behaviours keep being replayed:
+    python -m tests.workflows.make_histories v3
 """
 
 import asyncio
+import os
+import sys
 import tempfile
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from sqlalchemy import insert
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.binaries import find_binary
-from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, TaskOutcome
+from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, TaskOutcome
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
+from followthrough.tables import Subscription
 from tests.conftest import make_settings
 from tests.helpers import eventually, invoice_payload, task_input
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
+FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
 
 
 async def _awaiting(handle: WorkflowHandle) -> None:
@@ -43,7 +51,8 @@ async def main() -> None:
             await drive(handle)
         await handle.result()
         history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        (FOLDER / f"{name}.json").write_text(history.to_json())
         print("saved", name)
 
     async def approve_with_edit(handle: WorkflowHandle) -> None:
@@ -55,6 +64,11 @@ async def main() -> None:
         await eventually(lambda: handle.query("state", result_type=DecisionAck), lambda s: s.status == "scheduled")
         await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
 
+    async def complete(handle: WorkflowHandle) -> None:
+        await _awaiting(handle)
+        await handle.execute_update("complete", Completion(actor_id="dana", result={"called": True}),
+                                    result_type=DecisionAck)
+
     async with build_worker(env.client, settings, engine):
         await run("review_approved_with_edit", task_input("review"), approve_with_edit)
         await run("review_expired", task_input("review"))
@@ -62,6 +76,15 @@ async def main() -> None:
         await run("suggest_completed", task_input("suggest"))
         await run("assisted_flagged_expired", task_input("assisted", payload=invoice_payload(invoice_amount=99_999)))
         await run("invalid_payload_failed", task_input("autonomous", payload=invoice_payload(customer_email="x")))
+        await run("manual_completed", task_input("manual"), complete)
+        # A subscriber that never answers: the notification is retried, then given up on.
+        os.environ["FOLLOWTHROUGH_SECRET_HISTORY_HOOK"] = "history-secret"
+        async with engine.begin() as conn:
+            await conn.execute(insert(Subscription.__table__).values(
+                id=str(uuid.uuid4()), tenant_id="notified", url="http://127.0.0.1:9/hook", events=["task.completed"],
+                secret="history_hook", description=None, active=True, created_at=datetime.now(timezone.utc)))
+        await run("completed_with_unreachable_subscriber", task_input("suggest", tenant_id="notified"))
+        await run("second_run_completed", task_input("autonomous", run_number=2))
         due = await env.get_current_time() + timedelta(days=2)
         await run("scheduled_cancelled", task_input("autonomous", due_at=due), cancel)
         await run("scheduled_then_completed", task_input("autonomous", due_at=due + timedelta(days=1)))

@@ -14,24 +14,25 @@ from temporalio.workflow import NondeterminismError
 from tests.workflows.unpatched_change import UnpatchedChange
 from workflows.all import ALL_WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+# One folder per released behaviour: every one must keep replaying.
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
 
 def _history(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+    return WorkflowHistory.from_json(f"{path.parent.name}/{path.stem}", path.read_text())
 
 
 def test_histories_are_present():
-    assert len(HISTORIES) >= 8
+    assert len(HISTORIES) >= 16
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_saved_history_replays(path: Path):
     await Replayer(workflows=ALL_WORKFLOWS).replay_workflow(_history(path))
 
 
 @pytest.mark.parametrize("name", ["autonomous_completed", "review_approved_with_edit"])
 async def test_an_unpatched_change_fails_replay(name: str):
-    history = _history(Path(__file__).parent / "histories" / f"{name}.json")
+    history = _history(Path(__file__).parent / "histories" / "v1" / f"{name}.json")
     with pytest.raises(NondeterminismError):
         await Replayer(workflows=[UnpatchedChange]).replay_workflow(history)
