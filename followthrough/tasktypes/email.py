@@ -1,0 +1,71 @@
+"""email: send a message whose subject and body are templates filled from ``variables``."""
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from followthrough.contracts import Draft
+from followthrough.guardrails import FirstContact, Guardrail, GuardrailFacts, RecipientDomains
+from followthrough.lifecycle import TaskMode
+from followthrough.tasktypes.base import DraftContext, TaskType
+from followthrough.tasktypes.rendering import environment, render_string
+
+
+def check_template(source: str) -> str:
+    """A template that does not parse is refused when the task is created (422), not when it runs."""
+    try:
+        environment().parse(source)
+    except TemplateSyntaxError as err:
+        raise ValueError(f"template does not parse: {err.message} (line {err.lineno})") from err
+    return source
+
+
+class EmailPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: list[EmailStr] = Field(min_length=1, max_length=50)
+    cc: list[EmailStr] = Field(default_factory=list, max_length=50)
+    subject: str = Field(min_length=1, max_length=998, description="Jinja2 template, e.g. 'Hello {{ name }}'.")
+    body: str = Field(min_length=1, max_length=100_000, description="Jinja2 template.")
+    variables: dict[str, Any] = Field(default_factory=dict, description="Values the templates refer to.")
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        return check_template(value)
+
+
+@dataclass(frozen=True)
+class WithCc:
+    """Runs a recipient guardrail over To and Cc together, so a Cc cannot slip past a domain policy."""
+
+    inner: Guardrail
+
+    def check(self, payload: BaseModel, draft: Draft, params: dict[str, Any], facts: GuardrailFacts) -> str | None:
+        return self.inner.check(payload, replace(draft, to=draft.to + list(draft.data.get("cc", []))),
+                                params, facts)
+
+
+async def draft(payload: EmailPayload, _ctx: DraftContext) -> Draft:
+    return Draft(
+        channel="email",
+        to=[str(a) for a in payload.to],
+        subject=render_string(payload.subject, payload.variables),
+        body=render_string(payload.body, payload.variables),
+        data={"cc": [str(a) for a in payload.cc]} if payload.cc else {},
+    )
+
+
+TASK_TYPE = TaskType(
+    name="email",
+    description="Send an email whose subject and body are templates rendered from `variables`.",
+    payload_model=EmailPayload,
+    channel="email",
+    draft=draft,
+    # First contact looks at To only: the engine learns which addresses are known from To.
+    guardrails=(WithCc(RecipientDomains()), FirstContact()),
+    guardrail_defaults=lambda _settings: {"flag_first_contact": False},
+    default_mode=TaskMode.REVIEW,
+)
