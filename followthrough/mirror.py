@@ -104,6 +104,11 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
         fresh = [e for e in batch.events if e.id in inserted]
         if fresh:
             changes = _merged_changes(fresh)
+            if batch.run_number > 1:
+                # A new run's first write clears what the failed run left, unless the API already did.
+                await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id,
+                                                       TASKS.c.run_number < batch.run_number)
+                                   .values(error=None, result=None, finished_at=None, approval_deadline=None))
             await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id)
                                .values(**changes, run_number=batch.run_number))
             await _record_run(conn, batch, changes)
