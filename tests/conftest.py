@@ -5,6 +5,7 @@ set (then it must be reachable: the tests fail rather than skip)."""
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -94,14 +95,22 @@ class Stack:
         self.tenant = f"t-{uuid.uuid4().hex[:10]}"
 
 
-@pytest_asyncio.fixture
-async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = make_settings(str(engine.url.render_as_string(hide_password=False)), tmp_path)
-    app = create_app(settings, temporal=dev_env.client)
-    async with build_worker(dev_env.client, settings, engine), app.router.lifespan_context(app):
+@asynccontextmanager
+async def running_stack(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+                        **overrides: object) -> AsyncIterator[Stack]:
+    """Worker + API for one test, with settings overridden as the test needs (SMTP, guardrails, ...)."""
+    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
+    app = create_app(settings, temporal=env.client)
+    async with build_worker(env.client, settings, engine), app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
-            yield Stack(settings, dev_env.client, engine, http)
+            yield Stack(settings, env.client, engine, http)
+
+
+@pytest_asyncio.fixture
+async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(dev_env, engine, tmp_path) as running:
+        yield running
 
 
 def worker_for(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine) -> Worker:

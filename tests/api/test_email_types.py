@@ -6,18 +6,15 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from activities.transports.email import message_id_for
-from api.main import create_app
-from tests.conftest import Stack, make_settings
+from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, outbox_rows, task_body
 from tests.test_email_transport import Received, SmtpServer, start_smtp
-from worker import build_worker
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +28,9 @@ def smtp() -> Iterator[SmtpServer]:
 async def mail_stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
                      smtp: SmtpServer) -> AsyncIterator[Stack]:
     """The conftest ``stack``, with email going to the local SMTP server."""
-    settings = make_settings(str(engine.url.render_as_string(hide_password=False)), tmp_path,
-                             smtp_host="127.0.0.1", smtp_port=smtp.port, mail_from="tasks@followthrough.example")
-    app = create_app(settings, temporal=dev_env.client)
-    async with build_worker(dev_env.client, settings, engine), app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://testserver/api/v1") as http:
-            yield Stack(settings, dev_env.client, engine, http)
+    async with running_stack(dev_env, engine, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp.port,
+                             mail_from="tasks@followthrough.example") as running:
+        yield running
 
 
 async def create(stack: Stack, body: dict) -> dict:

@@ -5,21 +5,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
 from followthrough import signing
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
-from tests.conftest import Stack, make_settings
+from tests.conftest import Stack, running_stack
 from tests.helpers import eventually
 from tests.receivers import Receiver
-from worker import build_worker
 
 GUARDED_TENANT = "guarded"
 
@@ -33,14 +30,9 @@ def receiver() -> Iterator[Receiver]:
 @pytest_asyncio.fixture
 async def hstack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
     """The `stack` of conftest, with a secrets file and a tenant whose webhooks may reach one host only."""
-    settings = make_settings(str(engine.url.render_as_string(hide_password=False)), tmp_path,
-                             secrets_file=tmp_path / "secrets.json",
-                             guardrails={GUARDED_TENANT: {"webhook": {"allowed_hosts": ["hooks.example.com"]}}})
-    app = create_app(settings, temporal=dev_env.client)
-    async with build_worker(dev_env.client, settings, engine), app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://testserver/api/v1") as http:
-            yield Stack(settings, dev_env.client, engine, http)
+    async with running_stack(dev_env, engine, tmp_path, secrets_file=tmp_path / "secrets.json", guardrails={
+            GUARDED_TENANT: {"webhook": {"allowed_hosts": ["hooks.example.com"]}}}) as running:
+        yield running
 
 
 async def create(stack: Stack, type_: str, payload: dict, **fields) -> str:
