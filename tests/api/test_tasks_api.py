@@ -301,3 +301,18 @@ async def test_batch_answers_each_item(stack: Stack):
     assert items[3]["detail"][0]["loc"][-1] in ("customer_name", "payload")
     too_many = await stack.http.post("/tasks/batch", json={"items": [good] * (stack.settings.batch_max_items + 1)})
     assert too_many.status_code == 422
+
+
+async def test_priority_orders_lists_and_sets_the_temporal_priority(stack: Stack):
+    later = "2030-01-01T00:00:00Z"
+    ids = {p: (await create(stack, priority=p, due_at=later))["id"] for p in ["low", "urgent", "normal", "HIGH"]}
+    for task_id in ids.values():
+        await until_status(stack, task_id, "scheduled")
+    listed = (await stack.http.get(f"/tasks?tenant_id={stack.tenant}&order=priority")).json()["items"]
+    assert [t["priority"] for t in listed] == ["urgent", "high", "normal", "low"]
+    for name, key in [("urgent", 1), ("HIGH", 2), ("low", 4)]:
+        task = (await stack.http.get(f"/tasks/{ids[name]}")).json()
+        description = await stack.client.get_workflow_handle(task["workflow_id"]).describe()
+        assert description.raw_description.workflow_execution_info.priority.priority_key == key
+    for task_id in ids.values():
+        await stack.http.post(f"/tasks/{task_id}/cancel")
