@@ -9,7 +9,7 @@ from temporalio import activity
 from activities.errors import permanent, reports_attempt
 from followthrough import activity_names, policies
 from followthrough.contracts import DraftRequest, DraftResult
-from followthrough.guardrails import GuardrailFacts, assess
+from followthrough.guardrails import FirstContact, GuardrailFacts, assess
 from followthrough.settings import Settings
 from followthrough.tables import Contact
 from followthrough.tasktypes import UnknownTaskType, get_type
@@ -40,7 +40,9 @@ class DraftingActivities:
         except TemplateError as err:
             raise permanent(f"template failed to render: {err}", policies.TEMPLATE_ERROR) from err
         params = task_type.guardrail_params(self._settings, task.tenant_id)
-        facts = GuardrailFacts(known_recipients=await self._known(task.tenant_id, draft.to))
+        # Looking up past recipients costs a query; only a first-contact check needs them.
+        wanted = params.get("flag_first_contact") and any(isinstance(g, FirstContact) for g in task_type.guardrails)
+        facts = GuardrailFacts(known_recipients=await self._known(task.tenant_id, draft.to) if wanted else frozenset())
         return DraftResult(draft=draft, flags=assess(task_type.guardrails, payload, draft, params, facts))
 
     async def _known(self, tenant_id: str, addresses: list[str]) -> frozenset[str]:

@@ -10,12 +10,12 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
-from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
+from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
 from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
@@ -23,6 +23,7 @@ EVENTS: Table = TaskEvent.__table__  # type: ignore[attr-defined]
 RUNS: Table = TaskRun.__table__  # type: ignore[attr-defined]
 SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[attr-defined]
 _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
+TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
@@ -111,7 +112,8 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
                                    .values(error=None, result=None, finished_at=None, approval_deadline=None))
             await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id)
                                .values(**changes, run_number=batch.run_number))
-            await _record_run(conn, batch, changes)
+            if changes.get("status") in TERMINAL_VALUES:
+                await _record_run(conn, batch)
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
     await _attach_notifications(conn, batches, inserted, acks)
     return acks
@@ -154,19 +156,17 @@ async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch
             for s in subscriptions if s.tenant_id == batch.tenant_id and kind in s.events]
 
 
-async def _record_run(conn: AsyncConnection, batch: MirrorBatch, changes: dict[str, Any]) -> None:
-    """Keep the run's own row (status, error, attempts, times) in step with the task row."""
-    first = batch.events[0].occurred_at
-    await insert_ignoring_duplicates(conn, RUNS, [{
-        "task_id": batch.task_id, "number": batch.run_number, "workflow_run_id": None, "status": "pending",
-        "error": None, "attempts": 0, "started_at": first, "finished_at": None}])
-    values = {k: changes[k] for k in ("status", "error", "attempts", "finished_at", "workflow_run_id")
-              if k in changes}
-    if "started_at" in changes:
-        values["started_at"] = changes["started_at"]
-    if values:
-        await conn.execute(update(RUNS).where(RUNS.c.task_id == batch.task_id, RUNS.c.number == batch.run_number)
-                           .values(**values))
+async def _record_run(conn: AsyncConnection, batch: MirrorBatch) -> None:
+    """A run that has ended is copied, as the task row now stands, into task_runs.
+
+    Only ended runs are stored: the run under way is the task row itself, so
+    this costs one statement per run rather than one per write.
+    """
+    copy = select(TASKS.c.id, literal(batch.run_number), TASKS.c.workflow_run_id, TASKS.c.status, TASKS.c.error,
+                  TASKS.c.attempts, func.coalesce(TASKS.c.started_at, TASKS.c.created_at), TASKS.c.finished_at
+                  ).where(TASKS.c.id == batch.task_id)
+    columns = ["task_id", "number", "workflow_run_id", "status", "error", "attempts", "started_at", "finished_at"]
+    await conn.execute(_INSERT[conn.dialect.name](RUNS).from_select(columns, copy).on_conflict_do_nothing())
 
 
 async def record_batches(engine: AsyncEngine, batches: list[MirrorBatch]) -> list[MirrorAck]:

@@ -10,7 +10,6 @@ every non-terminal state.
 import asyncio
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.workflow import ActivityCancellationType
@@ -26,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         Draft,
         DraftRequest,
         DraftResult,
-        MirrorEvent,
         Rejection,
         SendRequest,
         SendResult,
@@ -36,13 +34,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from workflows.mirror_pump import MirrorPump
-
-# Modes in which the engine may send without a person, unless a guardrail flags the task.
-_SENDS_UNATTENDED = {TaskMode.ASSISTED, TaskMode.AUTONOMOUS}
-
+    from workflows.task_events import TaskEventLog
+    from workflows.task_rules import SENDS_UNATTENDED, apply_edits, decision_data
 
 @workflow.defn(name="TaskWorkflow")
-class TaskWorkflow:
+class TaskWorkflow(TaskEventLog):
     def __init__(self) -> None:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
@@ -109,7 +105,7 @@ class TaskWorkflow:
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                 result={"draft": asdict(draft), "sent": False})
 
-        if mode is TaskMode.MANUAL or mode not in _SENDS_UNATTENDED or drafted.flags:
+        if mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or drafted.flags:
             decision = await self._await_decision(task, mode, drafted.flags)
             if decision is None:
                 return self._finish(TaskStatus.EXPIRED, EventType.TASK_EXPIRED,
@@ -123,11 +119,11 @@ class TaskWorkflow:
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
                                     result={"done_by": decision.actor_id, "comment": decision.comment,
                                             "result": decision.result})
-            draft = _apply_edits(draft, decision)
+            draft = apply_edits(draft, decision)
             self._emit(EventType.TASK_APPROVED, TaskStatus.IN_PROGRESS,
                        Stage.DONE if mode is TaskMode.MANUAL else Stage.SENDING,
                        actor_type=decision.actor_type, actor_id=decision.actor_id,
-                       data=_decision_data(decision), changes=TaskChanges(draft=asdict(draft)))
+                       data=decision_data(decision), changes=TaskChanges(draft=asdict(draft)))
             if mode is TaskMode.MANUAL:
                 return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
@@ -250,66 +246,3 @@ class TaskWorkflow:
     async def _settled(self) -> DecisionAck:
         await workflow.wait_condition(lambda: self._status is not TaskStatus.AWAITING_APPROVAL)
         return DecisionAck(status=self._status.value, stage=self._stage.value)
-
-    # ---- events ----------------------------------------------------------
-
-    def _emit(self, event_type: EventType, status: TaskStatus | None = None, stage: Stage | None = None, *,
-              actor_type: str = "system", actor_id: str | None = None, data: dict[str, Any] | None = None,
-              changes: TaskChanges | None = None) -> None:
-        assert self._task is not None and self._pump is not None
-        old = self._status
-        changes = changes or TaskChanges()
-        if status is not None:
-            self._status = status
-            changes.status = status.value
-        if stage is not None:
-            self._stage = stage
-            changes.stage = stage.value
-        self._seq += 1
-        self._pump.append(MirrorEvent(
-            id=f"{workflow.info().run_id}:{self._seq}", task_id=self._task.task_id, seq=self._seq,
-            type=event_type.value, occurred_at=workflow.now(), actor_type=actor_type, actor_id=actor_id,
-            old_status=old.value if status is not None else None,
-            new_status=status.value if status is not None else None,
-            data=data or {}, changes=changes,
-        ))
-
-    def _finish(self, status: TaskStatus, event_type: EventType, *, actor_type: str = "system",
-                actor_id: str | None = None, data: dict[str, Any] | None = None,
-                result: dict[str, Any] | None = None, error: str | None = None,
-                attempts: int | None = None) -> TaskOutcome:
-        self._emit(event_type, status, Stage.DONE, actor_type=actor_type, actor_id=actor_id,
-                   data=data, changes=TaskChanges(result=result, error=error, attempts=attempts,
-                                                  finished_at=workflow.now()))
-        return TaskOutcome(status=status.value, result=result, error=error)
-
-    def _fail(self, step: str, err: ActivityError) -> TaskOutcome:
-        cause = err.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
-        attempts = _attempt_of(cause)
-        return self._finish(TaskStatus.FAILED, EventType.TASK_EXECUTION_FAILED,
-                            data={"step": step, "error_type": kind, "message": message, "attempts": attempts},
-                            error=f"{step} failed: {message}", attempts=attempts)
-
-
-def _apply_edits(draft: Draft, decision: ApprovalDecision) -> Draft:
-    return Draft(channel=draft.channel, to=list(draft.to), data=dict(draft.data),
-                 subject=decision.subject if decision.subject is not None else draft.subject,
-                 body=decision.body if decision.body is not None else draft.body)
-
-
-def _decision_data(decision: ApprovalDecision) -> dict[str, Any]:
-    data: dict[str, Any] = {"comment": decision.comment}
-    if decision.subject is not None or decision.body is not None:
-        data["edited"] = {"subject": decision.subject, "body": decision.body}
-    return data
-
-
-def _attempt_of(cause: BaseException | None) -> int | None:
-    """Activities put their attempt number in an ApplicationError's first detail."""
-    if isinstance(cause, ApplicationError) and cause.details:
-        detail = cause.details[0]
-        if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
-            return detail["attempt"]
-    return None

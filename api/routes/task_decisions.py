@@ -1,0 +1,103 @@
+"""/tasks/{id}/…: the decisions a person can take on a task, and its retry."""
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError, decision_failure, update_refused
+from api.lookups import task_row_or_404
+from api.schemas import ApproveBody, CancelBody, CompleteBody, DecisionPublic, RejectBody, StatusPatch, TaskCreated
+from api.task_creation import TaskCreator
+from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, Rejection, TaskOutcome
+from followthrough.lifecycle import TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+_UPDATE_TIMEOUT = timedelta(seconds=30)
+
+
+async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, update: str, arg: Any) -> DecisionAck:
+    row = await task_row_or_404(session, task_id)
+    handle = temporal.get_workflow_handle(row.workflow_id)
+    try:
+        return await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=_UPDATE_TIMEOUT)
+    except WorkflowUpdateFailedError as err:
+        raise update_refused(err) from err
+    except RPCError as err:
+        status = row.status
+        if err.status == RPCStatusCode.NOT_FOUND:
+            try:  # the mirror may lag a workflow that just closed: ask Temporal how it ended
+                status = (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
+            except Exception:  # noqa: BLE001 - best effort; the mirror's status stands
+                pass
+        raise decision_failure(err, status) from err
+
+
+@router.post("/{task_id}/approve", response_model=DecisionPublic)
+async def approve_task(task_id: str, body: ApproveBody, session: SessionDep, temporal: TemporalDep,
+                       actor: ActorDep) -> DecisionPublic:
+    decision = ApprovalDecision(actor_id=body.actor_id or actor, comment=body.comment, subject=body.subject,
+                                body=body.body)
+    ack = await _decide(session, temporal, task_id, "approve", decision)
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/reject", response_model=DecisionPublic)
+async def reject_task(task_id: str, body: RejectBody, session: SessionDep, temporal: TemporalDep,
+                      actor: ActorDep) -> DecisionPublic:
+    ack = await _decide(session, temporal, task_id, "reject",
+                        Rejection(actor_id=body.actor_id or actor, reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/complete", response_model=DecisionPublic)
+async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+                        body: CompleteBody | None = None) -> DecisionPublic:
+    """Mark a manual task done, with an optional result."""
+    body = body or CompleteBody()
+    ack = await _decide(session, temporal, task_id, "complete",
+                        Completion(actor_id=body.actor_id or actor, comment=body.comment, result=body.result))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.patch("/{task_id}", response_model=DecisionPublic)
+async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep, temporal: TemporalDep,
+                            actor: ActorDep) -> DecisionPublic:
+    """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task."""
+    row = await task_row_or_404(session, task_id)
+    if TaskStatus(row.status).terminal:
+        raise ApiError(409, f"cannot update a task in terminal state {row.status}")
+    wanted = body.new_status.strip().lower()
+    who = body.actor_id or actor
+    if wanted == TaskStatus.CANCELLED.value:
+        return await cancel_task(task_id, session, temporal, actor, CancelBody(actor_id=who, reason=body.reason))
+    if wanted == TaskStatus.COMPLETED.value:
+        return await complete_task(task_id, session, temporal, actor,
+                                   CompleteBody(actor_id=who, comment=body.comment, result=body.result))
+    raise ApiError(409, f"the engine moves a task to {wanted!r} itself; by hand a task can only be "
+                        f"cancelled, or completed when it is a manual task waiting for a person")
+
+
+@router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202)
+async def retry_task(task_id: str, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
+                     engine: EngineDep, actor: ActorDep) -> TaskCreated:
+    """Start a new run of a failed task; the failed run stays on record."""
+    row = await task_row_or_404(session, task_id)
+    if row.status != TaskStatus.FAILED.value:
+        raise ApiError(409, f"only a failed task can be retried; this one is {row.status}")
+    return await TaskCreator(settings, temporal, engine).rerun(row, actor)
+
+
+@router.post("/{task_id}/cancel", response_model=DecisionPublic)
+async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+                      body: CancelBody | None = None) -> DecisionPublic:
+    body = body or CancelBody()
+    ack = await _decide(session, temporal, task_id, "cancel",
+                        CancelRequest(actor_id=body.actor_id or actor, reason=body.reason))
+    if ack.status != TaskStatus.CANCELLED.value:
+        raise ApiError(409, f"task was {ack.status} before the cancellation took effect")
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)

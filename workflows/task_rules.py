@@ -1,0 +1,37 @@
+"""Plain rules TaskWorkflow applies, kept out of the workflow module itself.
+
+Deterministic and free of I/O; imported through the sandbox (passed through),
+so the sandbox need not re-import them for every run.
+"""
+
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+from followthrough.contracts import ApprovalDecision, Draft
+from followthrough.lifecycle import TaskMode
+
+# Modes in which the engine may send without a person, unless a guardrail flags the task.
+SENDS_UNATTENDED = {TaskMode.ASSISTED, TaskMode.AUTONOMOUS}
+
+
+def apply_edits(draft: Draft, decision: ApprovalDecision) -> Draft:
+    return Draft(channel=draft.channel, to=list(draft.to), data=dict(draft.data),
+                 subject=decision.subject if decision.subject is not None else draft.subject,
+                 body=decision.body if decision.body is not None else draft.body)
+
+
+def decision_data(decision: ApprovalDecision) -> dict[str, Any]:
+    data: dict[str, Any] = {"comment": decision.comment}
+    if decision.subject is not None or decision.body is not None:
+        data["edited"] = {"subject": decision.subject, "body": decision.body}
+    return data
+
+
+def attempt_of(cause: BaseException | None) -> int | None:
+    """Activities put their attempt number in an ApplicationError's first detail."""
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
+            return detail["attempt"]
+    return None
