@@ -93,3 +93,25 @@ async def test_report_is_listed_among_task_types(stack: Stack):
     types = {t["name"]: t for t in (await stack.http.get("/task-types")).json()["items"]}
     assert types["report"]["default_mode"] == "autonomous"
     assert types["report"]["payload_schema"]["required"] == ["kind", "start", "end"]
+
+
+async def test_report_delivered_to_a_webhook_arrives_signed(stack: Stack, monkeypatch):
+    import asyncio
+
+    from followthrough import signing
+    from tests.receivers import Receiver
+
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_REPORT_HOOK", "report-secret")
+    with Receiver() as receiver:
+        await until_status(stack, await create(stack, task_body(mode="suggest")), "completed")
+        report_id = await create(stack, report_body(
+            deliver={"webhook": {"url": f"{receiver.url}/reports", "secret": "report_hook"}}, format="json"))
+        task = await until_status(stack, report_id, "completed")
+        await eventually(lambda: asyncio.sleep(0, len(receiver.requests)), lambda n: n == 1)
+    [request] = receiver.requests
+    assert request.path == "/reports"
+    assert signing.verify("report-secret", request.headers[signing.HEADER.lower()], request.body)
+    event = request.json()
+    assert event["event"] == "report.ready"
+    assert event["data"]["report"]["total"] == 1 and event["data"]["format"] == "json"
+    assert task["result"]["delivery"]["channel"] == "webhook"
