@@ -68,3 +68,14 @@ async def outbox_rows(engine: AsyncEngine, task_id: str) -> list[OutboxMessage]:
     async with session_factory(engine)() as session:
         rows = await session.execute(select(OutboxMessage).where(OutboxMessage.task_id == task_id))
         return list(rows.scalars())
+
+
+async def get_task(stack: Any, task_id: str) -> dict[str, Any]:
+    """GET /tasks/{id} through a test stack's API client; the task must exist."""
+    response = await stack.http.get(f"/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def until_status(stack: Any, task_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+    return await eventually(lambda: get_task(stack, task_id), lambda t: t["status"] == status, timeout=timeout)

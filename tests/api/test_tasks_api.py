@@ -3,17 +3,7 @@
 import asyncio
 
 from tests.conftest import Stack
-from tests.helpers import eventually, outbox_rows, task_body
-
-
-async def get_task(stack: Stack, task_id: str) -> dict:
-    response = await stack.http.get(f"/tasks/{task_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def until_status(stack: Stack, task_id: str, status: str) -> dict:
-    return await eventually(lambda: get_task(stack, task_id), lambda t: t["status"] == status, timeout=20)
+from tests.helpers import eventually, outbox_rows, task_body, until_status
 
 
 async def create(stack: Stack, **overrides) -> dict:
