@@ -1,10 +1,14 @@
 """Error responses: JSON with a short ``detail``; Temporal failures mapped by type."""
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -41,7 +45,22 @@ def decision_failure(err: RPCError, status: str) -> Exception:
     return err
 
 
+def _json_safe(value: Any) -> Any:
+    """Echoed input can hold what JSON cannot (infinity, NaN); say what it was instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code)
@@ -53,6 +72,11 @@ def install(app: FastAPI) -> None:
                                 headers={"Retry-After": "5"})
         log.exception("unexpected Temporal error", exc_info=exc)
         return JSONResponse({"detail": "internal error talking to Temporal"}, status_code=500)
+
+    @app.exception_handler(DataError)
+    async def _bad_value(_request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value it was given to compare or store: the client's input.
+        return JSONResponse({"detail": f"a value was refused by the database: {exc.orig}"}, status_code=422)
 
     # asyncpg reports a refused connection as a bare OSError, not a DBAPIError.
     @app.exception_handler(DBAPIError)

@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.routes import health, subscriptions, task_decisions, task_types, tasks
+from api.middleware import RefuseNulInUrl
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan,
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
+    app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, task_types, subscriptions, health):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

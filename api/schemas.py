@@ -1,9 +1,19 @@
 """Request and response models of the HTTP API (the Create / Public / ListPublic family)."""
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import AliasChoices, AliasGenerator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from followthrough.lifecycle import Priority, TaskMode
@@ -11,11 +21,36 @@ from followthrough.lifecycle import Priority, TaskMode
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
 MAX_DUE_AHEAD = timedelta(days=10 * 365)
 
+def storable(value: Any, where: str = "body") -> Any:
+    """Refuse what JSON parsing lets through but no database column can hold."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{where}: text must not contain NUL characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: numbers must be finite")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            storable(key, where)
+            storable(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            storable(item, f"{where}[{index}]")
+    return value
+
+
+class StorableBody(BaseModel):
+    """A request body whose every string and number can be stored as given."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return storable(data)
+
+
 # Clients may send snake_case or the seeds' camelCase (ownerId, subjectRefId, dueAt, ...).
 _either_case = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
 
 
-class RetryOverride(BaseModel):
+class RetryOverride(StorableBody):
     """Per-task overrides of the type's retry policy for the send step."""
 
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid")
@@ -26,7 +61,7 @@ class RetryOverride(BaseModel):
     maximum_interval_seconds: float | None = Field(None, gt=0, le=24 * 3600)
 
 
-class TaskCreate(BaseModel):
+class TaskCreate(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
@@ -71,7 +106,7 @@ class TaskCreate(BaseModel):
         return value
 
 
-class BatchCreate(BaseModel):
+class BatchCreate(StorableBody):
     items: list[dict[str, Any]] = Field(min_length=1, description="Task bodies, as for POST /tasks.")
 
 
@@ -168,7 +203,7 @@ class TaskEventListPublic(BaseModel):
     total: int
 
 
-class _Decision(BaseModel):
+class _Decision(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
@@ -232,7 +267,7 @@ class HealthPublic(BaseModel):
 NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed")
 
 
-class SubscriptionCreate(BaseModel):
+class SubscriptionCreate(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 

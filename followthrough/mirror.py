@@ -6,6 +6,7 @@ changes are applied only for events not seen before, so a retried or
 concurrent write of the same events changes nothing.
 """
 
+import math
 from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +28,21 @@ TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
+def storable(value: Any) -> Any:
+    """What a SQL column can hold: NUL characters and non-finite numbers (which can
+    reach us in a receiver's answer or an error message) are replaced, not refused,
+    so that one odd value can never stop the mirror."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 def created_event(task: TaskInput) -> MirrorEvent:
     return MirrorEvent(
         id=f"{task.task_id}:created", task_id=task.task_id, seq=0, type=EventType.TASK_CREATED.value,
@@ -37,7 +53,7 @@ def created_event(task: TaskInput) -> MirrorEvent:
 
 
 def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
-    return dict(
+    return storable(dict(
         id=task.task_id, tenant_id=task.tenant_id, type=task.type, title=task.title, mode=task.mode,
         priority=task.priority, priority_rank=Priority(task.priority).rank,
         status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, payload=task.payload,
@@ -47,15 +63,15 @@ def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
         approval_timeout_seconds=task.approval_timeout_seconds, approval_deadline=None,
         created_by=task.created_by, created_at=task.created_at, updated_at=task.created_at,
         started_at=None, finished_at=None,
-    )
+    ))
 
 
 def _event_values(event: MirrorEvent, now: datetime) -> dict[str, Any]:
-    return dict(
+    return storable(dict(
         id=event.id, task_id=event.task_id, seq=event.seq, type=event.type, old_status=event.old_status,
         new_status=event.new_status, actor_type=event.actor_type, actor_id=event.actor_id, data=event.data,
         occurred_at=event.occurred_at, recorded_at=now,
-    )
+    ))
 
 
 async def insert_ignoring_duplicates(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -84,6 +100,7 @@ def _merged_changes(events: list[MirrorEvent]) -> dict[str, Any]:
             value = getattr(event.changes, name)
             if value is not None:
                 merged[name] = value
+    merged = storable(merged)
     merged["updated_at"] = max(e.occurred_at for e in events)
     return merged
 

@@ -28,7 +28,7 @@ async def create_subscription(body: SubscriptionCreate, session: SessionDep) -> 
 @router.get("", response_model=SubscriptionListPublic)
 async def list_subscriptions(session: SessionDep, tenant_id: str | None = None,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                             offset: Annotated[int, Query(ge=0)] = 0) -> SubscriptionListPublic:
+                             offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> SubscriptionListPublic:
     query = select(Subscription).where(Subscription.active.is_(True))
     if tenant_id is not None:
         query = query.where(Subscription.tenant_id == tenant_id)

@@ -64,8 +64,8 @@ async def list_tasks_route(
     due_before: datetime | None = None, due_after: datetime | None = None,
     created_before: datetime | None = None, created_after: datetime | None = None,
     order: TaskOrder = TaskOrder.NEWEST,
-    limit: Annotated[int | None, Query(ge=1, description="Capped at the configured maximum.")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum.")] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> TaskListPublic:
     limit = min(limit or settings.page_size_default, settings.page_size_max)
     where = TaskFilter(status=status, type=type, owner_id=owner_id, subject_ref_type=subject_ref_type,
