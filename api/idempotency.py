@@ -24,6 +24,8 @@ from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import IdempotencyRecord, TaskDedupe
 
 DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
+# A request still unanswered after this long is taken to have died with its process.
+ABANDONED_AFTER = timedelta(seconds=60)
 KEYS: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 
@@ -85,7 +87,10 @@ async def begin(engine: AsyncEngine, tenant_id: str, key: str, digest: str, wind
         if await insert_ignoring_duplicates(conn, KEYS, [row]):
             return None
         match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
-        taken = await conn.execute(update(KEYS).where(match, KEYS.c.created_at < now - window)
+        # Taken over when expired, or when its first request died without an answer.
+        takeover = (KEYS.c.created_at < now - window) | (
+            KEYS.c.status_code.is_(None) & (KEYS.c.created_at < now - ABANDONED_AFTER))
+        taken = await conn.execute(update(KEYS).where(match, takeover)
                                    .values(request_hash=digest, status_code=None, response=None, created_at=now))
         if taken.rowcount == 1:
             return None

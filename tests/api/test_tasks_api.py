@@ -306,3 +306,21 @@ async def test_priority_orders_lists_and_sets_the_temporal_priority(stack: Stack
         assert description.raw_description.workflow_execution_info.priority.priority_key == key
     for task_id in ids.values():
         await stack.http.post(f"/tasks/{task_id}/cancel")
+
+
+async def test_an_idempotency_key_left_unanswered_by_a_dead_request_is_taken_over(stack: Stack):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import insert
+
+    from followthrough.tables import IdempotencyRecord
+
+    body = task_body(tenant_id=stack.tenant, mode="suggest")
+    async with stack.engine.begin() as conn:  # as a request that died before answering would leave it
+        await conn.execute(insert(IdempotencyRecord.__table__).values(
+            tenant_id=stack.tenant, key="orphan", request_hash="x", status_code=None, response=None,
+            created_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+    response = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "orphan"})
+    assert response.status_code == 201, response.text
+    again = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "orphan"})
+    assert again.json()["id"] == response.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
