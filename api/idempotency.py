@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.mirror import insert_ignoring_duplicates
+from followthrough.mirror import TASKS, insert_ignoring_duplicates
 from followthrough.tables import IdempotencyRecord, TaskDedupe
 
 DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
@@ -51,7 +51,15 @@ async def claim_subject(engine: AsyncEngine, key: str, task_id: str, window: tim
                                    .values(task_id=task_id, created_at=now))
         if taken.rowcount == 1:
             return None
-        return (await conn.execute(select(DEDUPE.c.task_id).where(DEDUPE.c.key == key))).scalar_one()
+        holder = (await conn.execute(select(DEDUPE.c.task_id).where(DEDUPE.c.key == key))).scalar_one()
+        # A claim whose task never came to exist (its request died before starting it) is taken over.
+        if (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == holder))).first() is None:
+            orphan = await conn.execute(update(DEDUPE).where(
+                DEDUPE.c.key == key, DEDUPE.c.task_id == holder, DEDUPE.c.created_at < now - ABANDONED_AFTER,
+            ).values(task_id=task_id, created_at=now))
+            if orphan.rowcount == 1:
+                return None
+        return holder
 
 
 async def release_subject(engine: AsyncEngine, key: str, task_id: str) -> None:

@@ -324,3 +324,23 @@ async def test_an_idempotency_key_left_unanswered_by_a_dead_request_is_taken_ove
     assert response.status_code == 201, response.text
     again = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "orphan"})
     assert again.json()["id"] == response.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_a_subject_claimed_by_a_request_that_died_before_starting_its_task_is_taken_over(stack: Stack):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import insert
+
+    from api.idempotency import dedupe_key
+    from followthrough.tables import TaskDedupe
+
+    body = task_body(tenant_id=stack.tenant, mode="suggest")
+    key = dedupe_key(stack.tenant, "invoice_follow_up", body["subject_ref_type"], body["subject_ref_id"],
+                     body["source"])
+    async with stack.engine.begin() as conn:
+        await conn.execute(insert(TaskDedupe.__table__).values(
+            key=key, task_id="never-started", created_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+    response = await stack.http.post("/tasks", json=body)
+    assert response.status_code == 201, response.text
+    duplicate = await stack.http.post("/tasks", json=body)
+    assert duplicate.status_code == 409 and duplicate.json()["task_id"] == response.json()["id"]
