@@ -2,12 +2,17 @@
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from followthrough import api_client
 from followthrough.settings import get_settings
 
 
@@ -66,23 +71,109 @@ def _run_migrate() -> int:
     return 0
 
 
+# ---- decisions through the HTTP API -----------------------------------------
+
+def _client_arguments(parser: argparse.ArgumentParser, *, decides: bool = True) -> None:
+    parser.add_argument("task_id", metavar="TASK_ID")
+    parser.add_argument("--api", metavar="URL",
+                        help="the API's base URL (default: FOLLOWTHROUGH_API_URL, else http://API_HOST:API_PORT)")
+    if decides:
+        parser.add_argument("--as", dest="actor", metavar="ACTOR",
+                            help="who decides (default: FOLLOWTHROUGH_ACTOR, else your login name)")
+
+
+def _approve_arguments(parser: argparse.ArgumentParser) -> None:
+    _client_arguments(parser)
+    parser.add_argument("--comment", metavar="TEXT")
+    parser.add_argument("--subject", metavar="TEXT", help="replace the drafted subject")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--body", metavar="TEXT", help="replace the drafted body")
+    body.add_argument("--body-file", metavar="PATH", help="replace the drafted body with a file's text (- for stdin)")
+
+
+def _reject_arguments(parser: argparse.ArgumentParser) -> None:
+    _client_arguments(parser)
+    parser.add_argument("--reason", metavar="TEXT", required=True)
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    _client_arguments(parser, decides=False)
+    parser.add_argument("--json", action="store_true", help="print the task as the API answers it")
+    parser.add_argument("--events", type=int, default=10, metavar="N", help="how many of the last events (10)")
+
+
+def _client_command(run: Callable[[argparse.Namespace, httpx.Client], str]) -> Callable[[argparse.Namespace], int]:
+    """Run ``run(args, http)`` and print its line; an API error goes to stderr with exit 1, no API with 2."""
+    def command(args: argparse.Namespace) -> int:
+        try:
+            with api_client.client(api_client.api_url(args.api),
+                                   api_client.actor_id(getattr(args, "actor", None))) as http:
+                print(run(args, http))
+        except api_client.ApiFailure as failure:
+            print(f"followthrough {args.command}: {failure.message}", file=sys.stderr)
+            return failure.exit_code
+        return 0
+
+    return command
+
+
+def _read_body(args: argparse.Namespace) -> str | None:
+    if args.body_file is None:
+        return args.body
+    try:
+        return sys.stdin.read() if args.body_file == "-" else Path(args.body_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise api_client.ApiFailure(f"cannot read --body-file {args.body_file}: {err}") from err
+
+
+@_client_command
+def _approve(args: argparse.Namespace, http: httpx.Client) -> str:
+    answer = api_client.approve(http, args.task_id, comment=args.comment, subject=args.subject,
+                                body=_read_body(args))
+    return api_client.decision_line("approved", answer)
+
+
+@_client_command
+def _reject(args: argparse.Namespace, http: httpx.Client) -> str:
+    return api_client.decision_line("rejected", api_client.reject(http, args.task_id, reason=args.reason))
+
+
+@_client_command
+def _show(args: argparse.Namespace, http: httpx.Client) -> str:
+    task = api_client.get_task(http, args.task_id)
+    if args.json:
+        return json.dumps(task, indent=2, ensure_ascii=False)
+    events = api_client.get_events(http, args.task_id) if args.events > 0 else []
+    return api_client.describe(task, events[-args.events:] if args.events > 0 else [])
+
+
 COMMANDS = {
     "dev": (_run_dev, "run the Temporal dev server, the worker and the API together"),
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "api": (_run_api, "run the HTTP API against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "migrate": (_run_migrate, "bring the mirror database to the newest schema"),
+    "approve": (_approve, "approve a task waiting for a decision, through the HTTP API", _approve_arguments),
+    "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),
+    "show": (_show, "show a task's status, draft and last events, through the HTTP API", _show_arguments),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="followthrough", description="Durable tasks on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_fn, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    # An entry is (fn, help) for a command without arguments, or (fn, help, add_arguments) for one
+    # that declares its own; fn then receives the parsed arguments.
+    for name, (_fn, help_text, *add_arguments) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        for add in add_arguments:
+            add(command)
     args = parser.parse_args(argv)
+    fn, _help, *add_arguments = COMMANDS[args.command]
+    if add_arguments:  # the API client's commands: their output is for a person, with no log lines
+        return fn(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return COMMANDS[args.command][0]()
+    return fn()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""A small client for the HTTP API, used by the command line's decisions.
+
+Each call answers the API's JSON or raises :class:`ApiFailure`, whose message
+is meant for a person and whose ``exit_code`` is the command's: 1 when the API
+answered with an error, 2 when it could not be reached at all.
+"""
+
+import getpass
+import os
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from followthrough.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+# Decisions are Workflow Updates that the API gives 30 s to answer; wait a little longer than that.
+TIMEOUT_SECONDS = 40.0
+_ANY_ADDRESS = {"0.0.0.0", "::", "[::]", ""}
+
+
+class ApiFailure(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+# ---- where and who ----------------------------------------------------------
+
+def api_url(explicit: str | None = None, settings: Settings | None = None) -> str:
+    """--api, else FOLLOWTHROUGH_API_URL, else the API's own host and port from the settings."""
+    url = explicit or os.environ.get("FOLLOWTHROUGH_API_URL")
+    if not url:
+        settings = settings or get_settings()
+        host = "127.0.0.1" if settings.api_host in _ANY_ADDRESS else settings.api_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        url = f"http://{host}:{settings.api_port}"
+    url = url.rstrip("/")
+    return url.removesuffix(API_PREFIX)  # either form is accepted: http://host:8000 or …/api/v1
+
+
+def actor_id(explicit: str | None = None) -> str | None:
+    """--as, else FOLLOWTHROUGH_ACTOR, else the login name (None when there is none to be had)."""
+    if explicit:
+        return explicit
+    if os.environ.get("FOLLOWTHROUGH_ACTOR"):
+        return os.environ["FOLLOWTHROUGH_ACTOR"]
+    try:
+        return getpass.getuser() or None
+    except Exception:  # noqa: BLE001 - no login name in this environment (KeyError or OSError)
+        return None
+
+
+def client(base_url: str, actor: str | None) -> httpx.Client:
+    headers = {"X-Actor-Id": actor} if actor else {}
+    return httpx.Client(base_url=base_url + API_PREFIX, headers=headers, timeout=TIMEOUT_SECONDS)
+
+
+# ---- calls ------------------------------------------------------------------
+
+def _path(task_id: str, suffix: str = "") -> str:
+    return f"/tasks/{quote(task_id, safe='')}{suffix}"
+
+
+def _call(http: httpx.Client, method: str, path: str, task_id: str, json: Any = None) -> Any:
+    base = str(http.base_url).rstrip("/").removesuffix(API_PREFIX)
+    try:
+        response = http.request(method, path, json=json)
+    except httpx.TransportError as err:  # refused, unresolvable, timed out, cut off
+        raise ApiFailure(f"cannot reach the API at {base} ({err or type(err).__name__})", exit_code=2) from err
+    if response.is_success:
+        try:
+            return response.json()
+        except ValueError as err:
+            raise ApiFailure(f"{base} answered {response.status_code} without JSON; "
+                             f"is that the followthrough API?") from err
+    raise ApiFailure(error_message(response, task_id))
+
+
+def approve(http: httpx.Client, task_id: str, *, comment: str | None = None, subject: str | None = None,
+            body: str | None = None) -> dict[str, Any]:
+    fields = {"comment": comment, "subject": subject, "body": body}
+    return _call(http, "POST", _path(task_id, "/approve"), task_id,
+                 json={k: v for k, v in fields.items() if v is not None})
+
+
+def reject(http: httpx.Client, task_id: str, *, reason: str) -> dict[str, Any]:
+    return _call(http, "POST", _path(task_id, "/reject"), task_id, json={"reason": reason})
+
+
+def get_task(http: httpx.Client, task_id: str) -> dict[str, Any]:
+    return _call(http, "GET", _path(task_id), task_id)
+
+
+def get_events(http: httpx.Client, task_id: str) -> list[dict[str, Any]]:
+    return _call(http, "GET", _path(task_id, "/events"), task_id)["items"]
+
+
+# ---- what a person reads ----------------------------------------------------
+
+def error_message(response: httpx.Response, task_id: str) -> str:
+    """The API's ``detail``: a sentence for 404/409/503, a list of field errors for 422."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if response.status_code == 404:
+        return detail if isinstance(detail, str) and detail else f"task {task_id!r} not found"
+    if isinstance(detail, list):
+        return "invalid input: " + "; ".join(_field_error(e) for e in detail)
+    if isinstance(detail, str) and detail:
+        return detail
+    text = response.text.strip()[:200]
+    return f"the API answered {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
+
+
+def _field_error(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    loc = [str(part) for part in error.get("loc", [])]
+    if loc and loc[0] in {"body", "query", "path", "header"}:
+        loc = loc[1:]
+    message = error.get("msg", "invalid")
+    return f"{'.'.join(loc)}: {message}" if loc else message
+
+
+def decision_line(verb: str, answer: dict[str, Any]) -> str:
+    """``approved 21c2…: in_progress (sending)``."""
+    return f"{verb} {answer['id']}: {answer['status']} ({answer['stage']})"
+
+
+def describe(task: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    lines = [f"{task['id']}  {task.get('type', '')}  {task.get('title', '')}".rstrip(),
+             f"status:  {task['status']}  (stage: {task['stage']})"]
+    if task.get("mode"):
+        lines.append(f"mode:    {task['mode']}")
+    if task.get("approval_deadline") and task["status"] == "awaiting_approval":
+        lines.append(f"decide:  before {task['approval_deadline']}")
+    draft = task.get("draft") or {}
+    if draft:
+        lines.append("draft:")
+        if draft.get("to"):
+            to = draft["to"]
+            lines.append(f"  to:      {', '.join(to) if isinstance(to, list) else to}")
+        if draft.get("subject") is not None:
+            lines.append(f"  subject: {draft['subject']}")
+        if draft.get("body") is not None:
+            lines.append("  body:")
+            lines.extend(f"    {line}".rstrip() for line in str(draft["body"]).splitlines() or [""])
+    if task.get("error"):
+        lines.append(f"error:   {task['error']}")
+    if events:
+        lines.append(f"last events ({len(events)}):")
+        lines.extend(f"  {_event_line(e)}" for e in events)
+    return "\n".join(lines)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    old, new = event.get("old_status"), event.get("new_status")
+    change = f"{old} -> {new}" if old and new and old != new else (f"-> {new}" if new and not old else "")
+    data = event.get("data") or {}
+    note = next((f"{key}: {data[key]}" for key in ("comment", "reason", "error") if data.get(key)), "")
+    parts = [str(event.get("occurred_at", ""))[:19].replace("T", " "), f"{event['type']:<25}", f"{change:<33}",
+             event.get("actor_id") or "", note]
+    return "  ".join(parts).rstrip()
