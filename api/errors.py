@@ -31,10 +31,11 @@ def not_found(what: str, ident: str) -> ApiError:
 
 
 def update_refused(err: WorkflowUpdateFailedError) -> ApiError:
-    """The workflow's validator refused the decision: the task cannot take it now."""
+    """The workflow's validator refused the decision: 403 for someone not allowed to decide, else 409."""
     cause = err.cause
     message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-    return ApiError(409, message)
+    forbidden = isinstance(cause, ApplicationError) and cause.type == "NotAllowed"
+    return ApiError(403 if forbidden else 409, message)
 
 
 def decision_failure(err: RPCError, status: str) -> Exception:

@@ -2,7 +2,7 @@
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -61,6 +61,22 @@ class RetryOverride(StorableBody):
     maximum_interval_seconds: float | None = Field(None, gt=0, le=24 * 3600)
 
 
+class ApprovalPolicy(StorableBody):
+    """Who may decide a task (user ids; none listed: anyone) and how many of them must approve."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    approvers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
+                                                                                  max_length=50)
+    required: int = Field(1, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _enough(self) -> "ApprovalPolicy":
+        if self.approvers and self.required > len(set(self.approvers)):
+            raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(set(self.approvers))})")
+        return self
+
+
 class TaskCreate(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
@@ -83,6 +99,7 @@ class TaskCreate(StorableBody):
     approval_timeout_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT,
                                                  description="How long to wait for a decision; default 24 h.")
     retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending.")
+    approval: ApprovalPolicy | None = Field(None, description="Who may decide, and how many approvals it takes.")
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -293,3 +310,37 @@ class SubscriptionPublic(BaseModel):
 class SubscriptionListPublic(BaseModel):
     items: list[SubscriptionPublic]
     total: int
+
+
+class ApprovalDecisionPublic(BaseModel):
+    actor_id: str | None
+    actor_type: str
+    decision: str
+    comment: str | None
+    edited: dict[str, Any] | None
+    diff: str | None
+    decided_at: datetime
+
+
+class ApprovalPublic(BaseModel):
+    id: str
+    task_id: str
+    tenant_id: str
+    run_number: int
+    status: str
+    required: int
+    approvers: list[str]
+    reason: str | None
+    flags: list[str]
+    requested_at: datetime
+    deadline: datetime | None
+    decided_at: datetime | None
+    decisions: list[ApprovalDecisionPublic]
+
+
+class ApprovalListPublic(BaseModel):
+    items: list[ApprovalPublic]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None

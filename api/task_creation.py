@@ -66,6 +66,8 @@ class TaskCreator:
             owner_id=body.owner_id, subject_ref_type=body.subject_ref_type, subject_ref_id=body.subject_ref_id,
             source=body.source, due_at=body.due_at, created_by=actor,
             send_retry=replace(task_type.retry, **overrides), send_timeout_seconds=task_type.send_timeout_seconds,
+            approvers=list(dict.fromkeys(body.approval.approvers)) if body.approval else [],
+            approvals_required=body.approval.required if body.approval else 1,
         )
 
     async def start(self, task: TaskInput, workflow_id: str) -> None:

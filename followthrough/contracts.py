@@ -44,6 +44,9 @@ class TaskInput:
     send_timeout_seconds: int | None = None
     # 1 for the first run; each retry of a failed task is a new run with the next number.
     run_number: int = 1
+    # Who may decide (user ids; empty: anyone) and how many approvals it takes.
+    approvers: list[str] = field(default_factory=list)
+    approvals_required: int = 1
 
 
 @dataclass

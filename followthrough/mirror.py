@@ -15,6 +15,7 @@ from sqlalchemy import Table, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from followthrough import approval_records
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
 from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
 from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
@@ -25,6 +26,9 @@ RUNS: Table = TaskRun.__table__  # type: ignore[attr-defined]
 SUBSCRIPTIONS: Table = Subscription.__table__  # type: ignore[attr-defined]
 _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
 TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
+APPROVAL_EVENTS = {EventType.TASK_APPROVAL_REQUESTED.value, EventType.TASK_APPROVAL_RECORDED.value,
+                   EventType.TASK_APPROVED.value, EventType.TASK_REJECTED.value, EventType.TASK_EXPIRED.value,
+                   EventType.TASK_CANCELLED.value, EventType.TASK_EXECUTION_COMPLETED.value}
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
@@ -131,6 +135,8 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
                                .values(**changes, run_number=batch.run_number))
             if changes.get("status") in TERMINAL_VALUES:
                 await _record_run(conn, batch)
+            if any(e.type in APPROVAL_EVENTS for e in fresh):
+                await approval_records.record(conn, batch, fresh, insert_ignoring_duplicates)
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
     await _attach_notifications(conn, batches, inserted, acks)
     return acks

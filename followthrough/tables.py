@@ -194,3 +194,42 @@ class TaskDedupe(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=64)
     task_id: str = Field(max_length=36)
     created_at: datetime = _when(nullable=False)
+
+
+class Approval(SQLModel, table=True):
+    """One request for a decision on a task: who may decide, how many must approve, by when."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_status_requested", "status", "requested_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)  # the id of its TASK_APPROVAL_REQUESTED event
+    task_id: str = Field(foreign_key="tasks.id", max_length=36, index=True)
+    tenant_id: str = Field(max_length=128)
+    run_number: int = Field(default=1)
+    # pending, approved, rejected, expired, cancelled, completed (a manual task marked done)
+    status: str = Field(max_length=32)
+    required: int = Field(default=1)
+    approvers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # "|alice|bob|" (empty: anyone may decide), so a queue query is a portable LIKE.
+    approvers_key: str = Field(default="", sa_column=Column(Text, nullable=False))
+    reason: str | None = Field(default=None, max_length=200)
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    requested_at: datetime = _when(nullable=False)
+    deadline: datetime | None = _when()
+    decided_at: datetime | None = _when()
+
+
+class ApprovalDecisionRecord(SQLModel, table=True):
+    """Every decision on an approval: who, when, what, and the draft they edited."""
+
+    __tablename__ = "approval_decisions"
+
+    id: str = Field(primary_key=True, max_length=128)  # the id of the event that carried it
+    approval_id: str = Field(foreign_key="approvals.id", max_length=128, index=True)
+    actor_id: str | None = Field(default=None, max_length=128)
+    actor_type: str = Field(max_length=32)
+    decision: str = Field(max_length=32)  # approve, reject, complete
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    edited: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    diff: str | None = Field(default=None, sa_column=Column(Text))
+    decided_at: datetime = _when(nullable=False)

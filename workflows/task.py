@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from workflows.mirror_pump import MirrorPump
     from workflows.task_events import TaskEventLog
-    from workflows.task_rules import SENDS_UNATTENDED, apply_edits, decision_data
+    from workflows.task_rules import SENDS_UNATTENDED, apply_edits, combined, decision_data
 
 @workflow.defn(name="TaskWorkflow")
 class TaskWorkflow(TaskEventLog):
@@ -44,6 +44,9 @@ class TaskWorkflow(TaskEventLog):
         self._stage = Stage.QUEUED
         self._seq = 0
         self._decision: ApprovalDecision | Rejection | Completion | None = None
+        # Approvals so far (N of M) and the id of the open approval request.
+        self._approvals: list[ApprovalDecision] = []
+        self._approval_id: str | None = None
         self._cancel: CancelRequest | None = None
         self._flow: asyncio.Task | None = None
         self._pump: MirrorPump | None = None
@@ -71,11 +74,11 @@ class TaskWorkflow(TaskEventLog):
             return await self._steps(task)
         except asyncio.CancelledError:
             request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
-            return self._finish(
-                TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
-                actor_type=request.actor_type, actor_id=request.actor_id,
-                data={"reason": request.reason} if request.reason else {},
-            )
+            data: dict = {"reason": request.reason} if request.reason else {}
+            if self._approval_id is not None and self._decision is None:
+                data["approval_id"] = self._approval_id
+            return self._finish(TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
+                                actor_type=request.actor_type, actor_id=request.actor_id, data=data)
 
     async def _steps(self, task: TaskInput) -> TaskOutcome:
         mode = TaskMode(task.mode)
@@ -107,23 +110,27 @@ class TaskWorkflow(TaskEventLog):
 
         if mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or drafted.flags:
             decision = await self._await_decision(task, mode, drafted.flags)
+            approval = {"approval_id": self._approval_id}
             if decision is None:
                 return self._finish(TaskStatus.EXPIRED, EventType.TASK_EXPIRED,
-                                    data={"timeout_seconds": task.approval_timeout_seconds})
+                                    data={"timeout_seconds": task.approval_timeout_seconds} | approval)
             if isinstance(decision, Rejection):
                 return self._finish(TaskStatus.REJECTED, EventType.TASK_REJECTED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
-                                    data={"reason": decision.reason})
+                                    data={"reason": decision.reason} | approval)
             if isinstance(decision, Completion):
                 return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
+                                    data={"comment": decision.comment} | approval,
                                     result={"done_by": decision.actor_id, "comment": decision.comment,
                                             "result": decision.result})
-            draft = apply_edits(draft, decision)
+            original, draft = draft, apply_edits(draft, decision)
             self._emit(EventType.TASK_APPROVED, TaskStatus.IN_PROGRESS,
                        Stage.DONE if mode is TaskMode.MANUAL else Stage.SENDING,
                        actor_type=decision.actor_type, actor_id=decision.actor_id,
-                       data=decision_data(decision), changes=TaskChanges(draft=asdict(draft)))
+                       data=decision_data(decision, original) | approval
+                       | {"approved_by": [a.actor_id for a in self._approvals]},
+                       changes=TaskChanges(draft=asdict(draft)))
             if mode is TaskMode.MANUAL:
                 return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
@@ -136,8 +143,10 @@ class TaskWorkflow(TaskEventLog):
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
-                   data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds},
+                   data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
+                         "approvers": task.approvers, "required": task.approvals_required},
                    changes=TaskChanges(approval_deadline=workflow.now() + timeout))
+        self._approval_id = f"{workflow.info().run_id}:{self._seq}"
         try:
             await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout,
                                           timeout_summary="Wait for approval")
@@ -171,12 +180,15 @@ class TaskWorkflow(TaskEventLog):
 
     @workflow.update(name="approve")
     async def approve(self, decision: ApprovalDecision) -> DecisionAck:
-        self._decision = decision
+        if not self._record_approval(decision):
+            return DecisionAck(status=self._status.value, stage=self._stage.value)
         return await self._settled()
 
     @approve.validator
     def _check_approve(self, decision: ApprovalDecision) -> None:
-        self._require_decidable("approve")
+        self._require_decidable("approve", decision.actor_id)
+        if any(a.actor_id == decision.actor_id for a in self._approvals):
+            raise ApplicationError(f"{decision.actor_id} has already approved this task", type="InvalidTransition")
         if decision.body is not None and not decision.body.strip():
             raise ValueError("an edited body must not be empty")
 
@@ -187,7 +199,7 @@ class TaskWorkflow(TaskEventLog):
 
     @reject.validator
     def _check_reject(self, rejection: Rejection) -> None:
-        self._require_decidable("reject")
+        self._require_decidable("reject", rejection.actor_id)
 
     @workflow.update(name="complete")
     async def complete(self, completion: Completion) -> DecisionAck:
@@ -196,7 +208,7 @@ class TaskWorkflow(TaskEventLog):
 
     @complete.validator
     def _check_complete(self, completion: Completion) -> None:
-        self._require_decidable("complete")
+        self._require_decidable("complete", completion.actor_id)
         if self._stage is not Stage.AWAITING_PERSON:
             raise ApplicationError("cannot complete: only a manual task waiting for a person can be marked done",
                                    type="InvalidTransition")
@@ -230,18 +242,40 @@ class TaskWorkflow(TaskEventLog):
 
     def _decide_by_signal(self, decision: ApprovalDecision | Rejection, verb: str) -> None:
         try:
-            self._require_decidable(verb)
-        except ApplicationError as err:
-            workflow.logger.warning("ignored %s signal: %s", verb, err.message)
+            if isinstance(decision, ApprovalDecision):
+                self._check_approve(decision)
+            else:
+                self._require_decidable(verb, decision.actor_id)
+        except (ApplicationError, ValueError) as err:
+            workflow.logger.warning("ignored %s signal: %s", verb, err)
             return
-        self._decision = decision
+        if isinstance(decision, ApprovalDecision):
+            self._record_approval(decision)
+        else:
+            self._decision = decision
 
-    def _require_decidable(self, verb: str) -> None:
+    def _record_approval(self, decision: ApprovalDecision) -> bool:
+        """Count one approval; True once enough have come for the task to go on."""
+        self._approvals.append(decision)
+        assert self._task is not None
+        if len(self._approvals) >= self._task.approvals_required:
+            self._decision = combined(self._approvals)
+            return True
+        self._emit(EventType.TASK_APPROVAL_RECORDED, actor_type=decision.actor_type, actor_id=decision.actor_id,
+                   data=decision_data(decision) | {"approval_id": self._approval_id,
+                                                   "approvals": len(self._approvals),
+                                                   "required": self._task.approvals_required})
+        return False
+
+    def _require_decidable(self, verb: str, actor_id: str) -> None:
         if self._status is not TaskStatus.AWAITING_APPROVAL:
             raise ApplicationError(f"cannot {verb}: task is {self._status.value}, not awaiting_approval",
                                    type="InvalidTransition")
         if self._decision is not None or self._cancel is not None:
             raise ApplicationError(f"cannot {verb}: a decision has already been taken", type="InvalidTransition")
+        assert self._task is not None
+        if self._task.approvers and actor_id not in self._task.approvers:
+            raise ApplicationError(f"{actor_id} may not decide this task", type="NotAllowed")
 
     async def _settled(self) -> DecisionAck:
         await workflow.wait_condition(lambda: self._status is not TaskStatus.AWAITING_APPROVAL)

@@ -21,11 +21,22 @@ def apply_edits(draft: Draft, decision: ApprovalDecision) -> Draft:
                  body=decision.body if decision.body is not None else draft.body)
 
 
-def decision_data(decision: ApprovalDecision) -> dict[str, Any]:
+def decision_data(decision: ApprovalDecision, original: Draft | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"comment": decision.comment}
     if decision.subject is not None or decision.body is not None:
         data["edited"] = {"subject": decision.subject, "body": decision.body}
+        if original is not None:
+            data["original"] = {"subject": original.subject, "body": original.body}
     return data
+
+
+def combined(approvals: list[ApprovalDecision]) -> ApprovalDecision:
+    """N approvals as one decision: the last approver's, carrying the latest edits any approver made."""
+    last = approvals[-1]
+    subject = next((a.subject for a in reversed(approvals) if a.subject is not None), None)
+    body = next((a.body for a in reversed(approvals) if a.body is not None), None)
+    return ApprovalDecision(actor_id=last.actor_id, actor_type=last.actor_type, comment=last.comment,
+                            subject=subject, body=body)
 
 
 def attempt_of(cause: BaseException | None) -> int | None:

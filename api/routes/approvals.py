@@ -1,0 +1,60 @@
+"""Approvals as records: a task's approval, and an approver's queue."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, or_, select
+
+from api.deps import SessionDep
+from api.errors import ApiError
+from api.lookups import task_row_or_404
+from api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
+from followthrough.tables import Approval, ApprovalDecisionRecord
+
+router = APIRouter(tags=["approvals"])
+
+
+async def _public(session: SessionDep, approvals: list[Approval]) -> list[ApprovalPublic]:
+    ids = [a.id for a in approvals]
+    rows = (await session.execute(select(ApprovalDecisionRecord).where(ApprovalDecisionRecord.approval_id.in_(ids))
+                                  .order_by(ApprovalDecisionRecord.decided_at, ApprovalDecisionRecord.id)
+                                  )).scalars().all() if ids else []
+    decisions: dict[str, list[ApprovalDecisionPublic]] = {i: [] for i in ids}
+    for row in rows:
+        decisions[row.approval_id].append(ApprovalDecisionPublic.model_validate(row.model_dump()))
+    return [ApprovalPublic.model_validate(a.model_dump() | {"decisions": decisions[a.id]}) for a in approvals]
+
+
+@router.get("/tasks/{task_id}/approval", response_model=ApprovalPublic)
+async def get_task_approval(task_id: str, session: SessionDep) -> ApprovalPublic:
+    """The task's latest approval request, with every decision taken on it."""
+    await task_row_or_404(session, task_id)
+    latest = (await session.execute(select(Approval).where(Approval.task_id == task_id)
+                                    .order_by(Approval.requested_at.desc(), Approval.id.desc()).limit(1))).scalar()
+    if latest is None:
+        raise ApiError(404, f"task {task_id!r} has not asked for a decision")
+    return (await _public(session, [latest]))[0]
+
+
+@router.get("/approvals", response_model=ApprovalListPublic)
+async def list_approvals(
+    session: SessionDep, status: str | None = "pending",
+    approver: Annotated[str | None, Query(max_length=128,
+                                          description="Only approvals this user may decide.")] = None,
+    tenant_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> ApprovalListPublic:
+    query = select(Approval)
+    if status:
+        query = query.where(Approval.status == status)
+    if tenant_id is not None:
+        query = query.where(Approval.tenant_id == tenant_id)
+    if approver is not None:
+        escaped = approver.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(or_(Approval.approvers_key == "",
+                                Approval.approvers_key.like(f"%|{escaped}|%", escape="\\")))
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(limit).offset(offset))
+            ).scalars().all()
+    return ApprovalListPublic(items=await _public(session, list(rows)), total=total, limit=limit, offset=offset,
+                              next_offset=offset + limit if offset + limit < total else None)

@@ -1,0 +1,65 @@
+"""Approvals as records: the mirror writer turns approval events into rows of
+``approvals`` and ``approval_decisions`` in the same transaction as the events."""
+
+import difflib
+from typing import Any
+
+from sqlalchemy import Table, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from followthrough.contracts import MirrorBatch, MirrorEvent
+from followthrough.lifecycle import EventType
+from followthrough.tables import Approval, ApprovalDecisionRecord
+
+APPROVALS: Table = Approval.__table__  # type: ignore[attr-defined]
+DECISIONS: Table = ApprovalDecisionRecord.__table__  # type: ignore[attr-defined]
+
+# Event type → (decision recorded, approval status it ends with; None while still open).
+_DECISIONS: dict[str, tuple[str | None, str | None]] = {
+    EventType.TASK_APPROVAL_RECORDED.value: ("approve", None),
+    EventType.TASK_APPROVED.value: ("approve", "approved"),
+    EventType.TASK_REJECTED.value: ("reject", "rejected"),
+    EventType.TASK_EXECUTION_COMPLETED.value: ("complete", "completed"),
+    EventType.TASK_EXPIRED.value: (None, "expired"),
+    EventType.TASK_CANCELLED.value: (None, "cancelled"),
+}
+
+
+def approvers_key(approvers: list[str]) -> str:
+    return "".join(f"|{a}" for a in approvers) + "|" if approvers else ""
+
+
+def diff(original: dict[str, Any] | None, edited: dict[str, Any] | None) -> str | None:
+    if not original or not edited or edited.get("body") is None:
+        return None
+    return "".join(difflib.unified_diff((original.get("body") or "").splitlines(keepends=True),
+                                        edited["body"].splitlines(keepends=True), "drafted", "approved"))
+
+
+async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEvent], insert: Any) -> None:
+    """Called by the mirror writer with the batch's newly inserted events and its insert-ignoring helper."""
+    for event in fresh:
+        if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
+            approvers = list(event.data.get("approvers") or [])
+            await insert(conn, APPROVALS, [{
+                "id": event.id, "task_id": batch.task_id, "tenant_id": batch.tenant_id,
+                "run_number": batch.run_number, "status": "pending", "required": event.data.get("required", 1),
+                "approvers": approvers, "approvers_key": approvers_key(approvers),
+                "reason": event.data.get("reason"), "flags": event.data.get("flags") or [],
+                "requested_at": event.occurred_at, "deadline": event.changes.approval_deadline,
+                "decided_at": None}])
+            continue
+        approval_id = event.data.get("approval_id")
+        if not approval_id or event.type not in _DECISIONS:
+            continue
+        decision, closes = _DECISIONS[event.type]
+        if decision is not None and event.actor_id is not None:
+            edited = event.data.get("edited")
+            await insert(conn, DECISIONS, [{
+                "id": event.id, "approval_id": approval_id, "actor_id": event.actor_id,
+                "actor_type": event.actor_type, "decision": decision,
+                "comment": event.data.get("comment") or event.data.get("reason"), "edited": edited,
+                "diff": diff(event.data.get("original"), edited), "decided_at": event.occurred_at}])
+        if closes is not None:
+            await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)
+                               .values(status=closes, decided_at=event.occurred_at))
