@@ -64,6 +64,11 @@ async def main() -> None:
         await eventually(lambda: handle.query("state", result_type=DecisionAck), lambda s: s.status == "scheduled")
         await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
 
+    async def approve_twice(handle: WorkflowHandle) -> None:
+        await _awaiting(handle)
+        for who in ("alice", "bob"):
+            await handle.execute_update("approve", ApprovalDecision(actor_id=who), result_type=DecisionAck)
+
     async def complete(handle: WorkflowHandle) -> None:
         await _awaiting(handle)
         await handle.execute_update("complete", Completion(actor_id="dana", result={"called": True}),
@@ -77,6 +82,8 @@ async def main() -> None:
         await run("assisted_flagged_expired", task_input("assisted", payload=invoice_payload(invoice_amount=99_999)))
         await run("invalid_payload_failed", task_input("autonomous", payload=invoice_payload(customer_email="x")))
         await run("manual_completed", task_input("manual"), complete)
+        await run("two_of_two_approved", task_input("review", approvers=["alice", "bob"], approvals_required=2),
+                  approve_twice)
         # A subscriber that never answers: the notification is retried, then given up on.
         os.environ["FOLLOWTHROUGH_SECRET_HISTORY_HOOK"] = "history-secret"
         async with engine.begin() as conn:
