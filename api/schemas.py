@@ -77,6 +77,24 @@ class ApprovalPolicy(StorableBody):
         return self
 
 
+class SlaIn(StorableBody):
+    """While a decision is awaited: remind after T1, escalate after T2, act at the deadline."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    remind_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
+    escalate_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
+    escalate_to: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
+                                                                                    max_length=50)
+    on_deadline: Literal["expire", "reject", "approve"] = "expire"
+
+    @model_validator(mode="after")
+    def _escalation_has_people(self) -> "SlaIn":
+        if self.escalate_after_seconds and not self.escalate_to:
+            raise ValueError("escalate_after_seconds needs escalate_to: whom to escalate to")
+        return self
+
+
 class TaskCreate(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
@@ -100,6 +118,8 @@ class TaskCreate(StorableBody):
                                                  description="How long to wait for a decision; default 24 h.")
     retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending.")
     approval: ApprovalPolicy | None = Field(None, description="Who may decide, and how many approvals it takes.")
+    sla: SlaIn | None = Field(None, description="Reminders, escalation and the deadline's action; "
+                                                "defaults to the type's.")
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -281,7 +301,8 @@ class HealthPublic(BaseModel):
     temporal: str
 
 
-NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed")
+NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed", "task.approval_reminder",
+                       "task.approval_escalated")
 
 
 class SubscriptionCreate(StorableBody):
@@ -290,7 +311,8 @@ class SubscriptionCreate(StorableBody):
 
     tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     url: AnyHttpUrl = Field(description="Where signed events are POSTed (http or https).")
-    events: list[Literal["task.awaiting_approval", "task.completed", "task.failed"]] = Field(
+    events: list[Literal["task.awaiting_approval", "task.completed", "task.failed", "task.approval_reminder",
+                         "task.approval_escalated"]] = Field(
         default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
     secret: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$",
                         description="Name of the secret that signs deliveries (FOLLOWTHROUGH_SECRET_<NAME>).")

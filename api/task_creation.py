@@ -23,13 +23,14 @@ from api import idempotency
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
-from followthrough.contracts import TaskInput
-from followthrough.lifecycle import EventType, Priority, Stage, TaskStatus
+from followthrough.contracts import SlaPolicy, TaskInput
+from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.settings import Settings
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes.base import TaskType
 
 log = logging.getLogger("followthrough.api")
 
@@ -68,7 +69,21 @@ class TaskCreator:
             send_retry=replace(task_type.retry, **overrides), send_timeout_seconds=task_type.send_timeout_seconds,
             approvers=list(dict.fromkeys(body.approval.approvers)) if body.approval else [],
             approvals_required=body.approval.required if body.approval else 1,
+            sla=self._sla(body, task_type),
         )
+
+    def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:
+        if body.sla is None:
+            return task_type.sla
+        mode = body.mode or task_type.default_mode
+        if body.sla.on_deadline == "approve" and mode not in (TaskMode.ASSISTED, TaskMode.AUTONOMOUS):
+            raise invalid(("sla", "on_deadline"), f"approve at the deadline needs a mode that may send without a "
+                                                   f"person (assisted or autonomous), not {mode.value}")
+        timeout = body.approval_timeout_seconds or self.settings.approval_timeout_seconds
+        for name in ("remind_after_seconds", "escalate_after_seconds"):
+            if (getattr(body.sla, name) or 0) >= timeout:
+                raise invalid(("sla", name), f"must come before the approval deadline ({timeout} s)")
+        return SlaPolicy(**body.sla.model_dump())
 
     async def start(self, task: TaskInput, workflow_id: str) -> None:
         links = task_links(self.settings, task.task_id, workflow_id)

@@ -4,7 +4,7 @@
 import difflib
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followthrough.contracts import MirrorBatch, MirrorEvent
@@ -50,6 +50,9 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
                 "decided_at": None}])
             continue
         approval_id = event.data.get("approval_id")
+        if approval_id and event.type == EventType.TASK_APPROVAL_ESCALATED.value:
+            await _add_approvers(conn, approval_id, list(event.data.get("escalate_to") or []))
+            continue
         if not approval_id or event.type not in _DECISIONS:
             continue
         decision, closes = _DECISIONS[event.type]
@@ -63,3 +66,12 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
         if closes is not None:
             await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)
                                .values(status=closes, decided_at=event.occurred_at))
+
+
+async def _add_approvers(conn: AsyncConnection, approval_id: str, added: list[str]) -> None:
+    current = (await conn.execute(select(APPROVALS.c.approvers).where(APPROVALS.c.id == approval_id))).scalar()
+    if current is None or not current:  # unknown, or anyone may decide already
+        return
+    approvers = current + [a for a in added if a not in current]
+    await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)
+                       .values(approvers=approvers, approvers_key=approvers_key(approvers)))

@@ -21,6 +21,17 @@ class RetrySpec:
 
 
 @dataclass
+class SlaPolicy:
+    """What happens while a decision is awaited: remind, escalate, and at the deadline act."""
+
+    remind_after_seconds: int | None = None
+    escalate_after_seconds: int | None = None
+    escalate_to: list[str] = field(default_factory=list)
+    # expire, reject or approve (approve only where the mode may send without a person)
+    on_deadline: str = "expire"
+
+
+@dataclass
 class TaskInput:
     """Everything the workflow needs to run a task; also the row's snapshot."""
 
@@ -47,6 +58,7 @@ class TaskInput:
     # Who may decide (user ids; empty: anyone) and how many approvals it takes.
     approvers: list[str] = field(default_factory=list)
     approvals_required: int = 1
+    sla: SlaPolicy | None = None
 
 
 @dataclass

@@ -28,7 +28,8 @@ _CHANGE_FIELDS = [f.name for f in fields(TaskChanges)]
 TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
 APPROVAL_EVENTS = {EventType.TASK_APPROVAL_REQUESTED.value, EventType.TASK_APPROVAL_RECORDED.value,
                    EventType.TASK_APPROVED.value, EventType.TASK_REJECTED.value, EventType.TASK_EXPIRED.value,
-                   EventType.TASK_CANCELLED.value, EventType.TASK_EXECUTION_COMPLETED.value}
+                   EventType.TASK_CANCELLED.value, EventType.TASK_EXECUTION_COMPLETED.value,
+                   EventType.TASK_APPROVAL_ESCALATED.value}
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
@@ -142,9 +143,14 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
     return acks
 
 
+_KINDS = {EventType.TASK_APPROVAL_REQUESTED.value: "task.awaiting_approval",
+          EventType.TASK_APPROVAL_REMINDED.value: "task.approval_reminder",
+          EventType.TASK_APPROVAL_ESCALATED.value: "task.approval_escalated"}
+
+
 def notification_kind(event: MirrorEvent) -> str | None:
-    if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
-        return "task.awaiting_approval"
+    if event.type in _KINDS:
+        return _KINDS[event.type]
     if event.new_status in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
         return f"task.{event.new_status}"
     return None

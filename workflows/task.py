@@ -35,7 +35,14 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from workflows.mirror_pump import MirrorPump
     from workflows.task_events import TaskEventLog
-    from workflows.task_rules import SENDS_UNATTENDED, apply_edits, combined, decision_data
+    from workflows.task_rules import (
+        SENDS_UNATTENDED,
+        apply_edits,
+        combined,
+        deadline_decision,
+        decision_data,
+        sla_steps,
+    )
 
 @workflow.defn(name="TaskWorkflow")
 class TaskWorkflow(TaskEventLog):
@@ -47,6 +54,7 @@ class TaskWorkflow(TaskEventLog):
         # Approvals so far (N of M) and the id of the open approval request.
         self._approvals: list[ApprovalDecision] = []
         self._approval_id: str | None = None
+        self._escalated: list[str] = []
         self._cancel: CancelRequest | None = None
         self._flow: asyncio.Task | None = None
         self._pump: MirrorPump | None = None
@@ -147,12 +155,32 @@ class TaskWorkflow(TaskEventLog):
                          "approvers": task.approvers, "required": task.approvals_required},
                    changes=TaskChanges(approval_deadline=workflow.now() + timeout))
         self._approval_id = f"{workflow.info().run_id}:{self._seq}"
+        requested, deadline = workflow.now(), workflow.now() + timeout
+        # The SLA's steps, each on a durable timer: remind, then escalate, then act at the deadline.
+        for step, after in sla_steps(task.sla, timeout):
+            if await self._decided_within(requested + after - workflow.now(), f"Wait for approval, then {step}"):
+                return self._decision
+            self._take_sla_step(step, task)
+        if await self._decided_within(deadline - workflow.now(), "Wait for approval"):
+            return self._decision
+        return deadline_decision(task.sla, mode)
+
+    async def _decided_within(self, wait: timedelta, summary: str) -> bool:
         try:
-            await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout,
-                                          timeout_summary="Wait for approval")
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=wait, timeout_summary=summary)
         except asyncio.TimeoutError:
-            return None
-        return self._decision
+            return False
+        return True
+
+    def _take_sla_step(self, step: str, task: TaskInput) -> None:
+        assert task.sla is not None
+        if step == "escalate":
+            self._escalated = [a for a in task.sla.escalate_to if a not in task.approvers]
+            self._emit(EventType.TASK_APPROVAL_ESCALATED, actor_id="sla",
+                       data={"approval_id": self._approval_id, "escalate_to": self._escalated})
+        else:
+            self._emit(EventType.TASK_APPROVAL_REMINDED, actor_id="sla",
+                       data={"approval_id": self._approval_id, "approvers": self._allowed()})
 
     async def _send(self, task: TaskInput, draft: Draft) -> TaskOutcome:
         if self._stage is not Stage.SENDING:
@@ -273,9 +301,14 @@ class TaskWorkflow(TaskEventLog):
                                    type="InvalidTransition")
         if self._decision is not None or self._cancel is not None:
             raise ApplicationError(f"cannot {verb}: a decision has already been taken", type="InvalidTransition")
-        assert self._task is not None
-        if self._task.approvers and actor_id not in self._task.approvers:
+        allowed = self._allowed()
+        if allowed and actor_id not in allowed:
             raise ApplicationError(f"{actor_id} may not decide this task", type="NotAllowed")
+
+    def _allowed(self) -> list[str]:
+        """Who may decide: the task's approvers and those escalated to; nobody listed means anyone."""
+        assert self._task is not None
+        return self._task.approvers + self._escalated if self._task.approvers else []
 
     async def _settled(self) -> DecisionAck:
         await workflow.wait_condition(lambda: self._status is not TaskStatus.AWAITING_APPROVAL)

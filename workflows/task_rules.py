@@ -4,11 +4,12 @@ Deterministic and free of I/O; imported through the sandbox (passed through),
 so the sandbox need not re-import them for every run.
 """
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from followthrough.contracts import ApprovalDecision, Draft
+from followthrough.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy
 from followthrough.lifecycle import TaskMode
 
 # Modes in which the engine may send without a person, unless a guardrail flags the task.
@@ -45,4 +46,24 @@ def attempt_of(cause: BaseException | None) -> int | None:
         detail = cause.details[0]
         if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
             return detail["attempt"]
+    return None
+
+
+def sla_steps(sla: SlaPolicy | None, timeout: timedelta) -> list[tuple[str, timedelta]]:
+    """The SLA's steps before the deadline, in time order; steps at or after the deadline never come."""
+    if sla is None:
+        return []
+    steps = [("remind", sla.remind_after_seconds), ("escalate", sla.escalate_after_seconds)]
+    due = [(step, timedelta(seconds=after)) for step, after in steps if after]
+    return sorted((s for s in due if s[1] < timeout), key=lambda s: s[1])
+
+
+def deadline_decision(sla: SlaPolicy | None, mode: TaskMode) -> ApprovalDecision | Rejection | None:
+    """What the deadline decides: nothing (the task expires), a rejection, or, where the mode
+    may send without a person, an approval."""
+    action = sla.on_deadline if sla else "expire"
+    if action == "reject":
+        return Rejection(actor_id="sla", actor_type="system", reason="no decision before the deadline")
+    if action == "approve" and mode in SENDS_UNATTENDED:
+        return ApprovalDecision(actor_id="sla", actor_type="system", comment="approved at the deadline")
     return None

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.contracts import Draft, RetrySpec, TaskInput
+from followthrough.contracts import Draft, RetrySpec, SlaPolicy, TaskInput
 from followthrough.guardrails import Guardrail
 from followthrough.lifecycle import TaskMode
 from followthrough.settings import Settings
@@ -39,6 +39,8 @@ class TaskType:
     guardrail_defaults: Callable[[Settings], dict[str, Any]] = field(default=lambda _settings: {})
     default_mode: TaskMode = TaskMode.REVIEW
     retry: RetrySpec = field(default_factory=RetrySpec)
+    # Reminders, escalation and the deadline's action while a decision is awaited; a task may override it.
+    sla: SlaPolicy | None = None
     send_timeout_seconds: int = 30
 
     def payload_schema(self) -> dict:

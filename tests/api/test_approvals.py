@@ -112,3 +112,19 @@ async def test_signals_from_people_not_allowed_to_decide_are_ignored(stack: Stac
     await until_status(stack, task_id, "completed")
     approval = await eventually(lambda: _approval(stack, task_id), lambda a: a["status"] == "approved")
     assert [(d["actor_id"], d["comment"]) for d in approval["decisions"]] == [("alice", "from the Web UI")]
+
+
+async def test_sla_is_validated(stack: Stack):
+    cases = [
+        ({"mode": "review", "sla": {"on_deadline": "approve"}}, ["body", "sla", "on_deadline"]),
+        ({"sla": {"remind_after_seconds": 100}, "approval_timeout_seconds": 50}, ["body", "sla", "remind_after_seconds"]),
+        ({"sla": {"escalate_after_seconds": 10}}, ["body", "sla"]),
+        ({"sla": {"on_deadline": "explode"}}, ["body", "sla", "on_deadline"]),
+    ]
+    for fields, loc in cases:
+        response = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant) | fields)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][:len(loc)] == loc, response.text
+    fine = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="autonomous", sla={
+        "remind_after_seconds": 60, "escalate_after_seconds": 120, "escalate_to": ["boss"], "on_deadline": "approve"}))
+    assert fine.status_code == 201, fine.text
