@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.binaries import find_binary
-from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, TaskOutcome
+from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, SlaPolicy, TaskOutcome
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.tables import Subscription
@@ -82,6 +82,9 @@ async def main() -> None:
         await run("assisted_flagged_expired", task_input("assisted", payload=invoice_payload(invoice_amount=99_999)))
         await run("invalid_payload_failed", task_input("autonomous", payload=invoice_payload(customer_email="x")))
         await run("manual_completed", task_input("manual"), complete)
+        sla = SlaPolicy(remind_after_seconds=3600, escalate_after_seconds=7200, escalate_to=["boss"],
+                        on_deadline="reject")
+        await run("sla_reminded_escalated_rejected", task_input("review", approvers=["alice"], sla=sla))
         await run("two_of_two_approved", task_input("review", approvers=["alice", "bob"], approvals_required=2),
                   approve_twice)
         # A subscriber that never answers: the notification is retried, then given up on.
