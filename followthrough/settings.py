@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(20, validation_alias=_env("SMTP_TIMEOUT_SECONDS"))
     mail_from: str = Field("followthrough@localhost", validation_alias=_env("MAIL_FROM"))
 
+    # Signed approval links (approve or reject from an email). Empty secret name: a key generated once and
+    # kept in <data_dir>/approval-link.key, so a dev setup needs nothing.
+    approval_link_secret: str = Field("", validation_alias=_env("APPROVAL_LINK_SECRET"),
+                                      description="Name of the secret that signs approval links.")
+    approval_link_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, validation_alias=_env("APPROVAL_LINK_TTL_SECONDS"))
+
     # Deduplication of task creation (tenant, type, subject, source) and Idempotency-Key replay.
     idempotency_window_seconds: int = Field(24 * 3600, ge=0, validation_alias=_env("IDEMPOTENCY_WINDOW_SECONDS"))
     batch_max_items: int = Field(100, gt=0, validation_alias=_env("BATCH_MAX_ITEMS"))

@@ -233,3 +233,15 @@ class ApprovalDecisionRecord(SQLModel, table=True):
     edited: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     diff: str | None = Field(default=None, sa_column=Column(Text))
     decided_at: datetime = _when(nullable=False)
+
+
+class ApprovalLinkUse(SQLModel, table=True):
+    """A signed approval link that has been used; the nonce as key makes each link single use."""
+
+    __tablename__ = "approval_link_uses"
+
+    nonce: str = Field(primary_key=True, max_length=64)
+    task_id: str = Field(max_length=36, index=True)
+    approver: str = Field(max_length=128)
+    decision: str = Field(max_length=16)  # approve, reject
+    used_at: datetime = _when(nullable=False)

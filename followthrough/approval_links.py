@@ -1,0 +1,134 @@
+"""Signed approval links: a token that lets one person take one decision on one task.
+
+A token is ``base64url(json) + "." + base64url(hmac_sha256(key, json))``; the JSON
+binds the task id, the approver, the decision (``approve`` or ``reject``), the
+expiry in unix seconds and a random nonce. The nonce makes a link single use:
+whoever inserts it into ``approval_link_uses`` first used it (see the API).
+
+The key is the secret named by ``FOLLOWTHROUGH_APPROVAL_LINK_SECRET``; without
+one, a key generated once and kept in ``<data_dir>/approval-link.key`` (0600),
+so ``followthrough dev`` works with no set-up.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from followthrough.secrets import SecretStore
+from followthrough.settings import Settings
+
+DECISIONS = ("approve", "reject")
+KEY_FILE = "approval-link.key"
+_MAX_TOKEN = 4096
+
+
+class InvalidToken(ValueError):
+    """Malformed, or not signed with our key: nobody can tell what it was meant to say."""
+
+
+class ExpiredToken(ValueError):
+    """Genuine, but past its expiry."""
+
+    def __init__(self, link: "ApprovalLink") -> None:
+        super().__init__("this approval link has expired")
+        self.link = link
+
+
+@dataclass(frozen=True)
+class ApprovalLink:
+    task_id: str
+    approver: str
+    decision: str
+    expires_at: int
+    nonce: str
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if not text or not text.isascii():
+        raise InvalidToken("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as err:
+        raise InvalidToken("not base64url") from err
+
+
+def _digest(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
+def _key_file(path: Path) -> bytes:
+    """The generated key, created once with 0600; concurrent first callers all end up with the same key."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(scratch, path)  # atomic and refuses to overwrite: the first writer's key wins
+        except FileExistsError:
+            pass
+    finally:
+        scratch.unlink(missing_ok=True)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def signing_key(settings: Settings) -> bytes:
+    if settings.approval_link_secret:
+        return SecretStore(settings.secrets_file).get(settings.approval_link_secret).encode()
+    return _key_file(settings.data_dir / KEY_FILE)
+
+
+def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int) -> str:
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
+    link = ApprovalLink(task_id=task_id, approver=approver, decision=decision, expires_at=int(expires_at),
+                        nonce=secrets.token_urlsafe(18))
+    body = json.dumps(asdict(link), separators=(",", ":"), sort_keys=True).encode()
+    return f"{_b64encode(body)}.{_b64encode(_digest(key, body))}"
+
+
+def mint_pair(key: bytes, task_id: str, approver: str, ttl_seconds: int,
+              now: float | None = None) -> tuple[str, str, int]:
+    """An approve and a reject token for ``approver``, and their common expiry."""
+    expires_at = int(time.time() if now is None else now) + int(ttl_seconds)
+    return (mint(key, task_id, approver, "approve", expires_at),
+            mint(key, task_id, approver, "reject", expires_at), expires_at)
+
+
+def check(key: bytes, token: str, now: float | None = None) -> ApprovalLink:
+    """The link ``token`` carries; InvalidToken when tampered or malformed, ExpiredToken past its expiry."""
+    if not token or len(token) > _MAX_TOKEN or token.count(".") != 1:
+        raise InvalidToken("malformed approval link")
+    body_part, signature_part = token.split(".")
+    body, signature = _b64decode(body_part), _b64decode(signature_part)
+    # compare_digest takes the same time wherever the values differ, so timing reveals nothing of the digest.
+    if not hmac.compare_digest(_digest(key, body), signature):
+        raise InvalidToken("the approval link's signature does not match")
+    try:
+        fields = json.loads(body)
+        link = ApprovalLink(task_id=str(fields["task_id"]), approver=str(fields["approver"]),
+                            decision=str(fields["decision"]), expires_at=int(fields["expires_at"]),
+                            nonce=str(fields["nonce"]))
+    except (ValueError, TypeError, KeyError) as err:
+        raise InvalidToken("malformed approval link") from err
+    if link.decision not in DECISIONS:
+        raise InvalidToken("malformed approval link")
+    if (time.time() if now is None else now) >= link.expires_at:
+        raise ExpiredToken(link)
+    return link
