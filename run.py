@@ -41,20 +41,27 @@ def ensure_environment() -> None:
 
 
 def ensure_test_tools() -> None:
-    """The suite validates docker-compose.yml with Compose itself; install
-    Debian's docker-compose where neither it nor the Docker plugin exists."""
-    if shutil.which("docker-compose"):
-        return
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    """The suite validates docker-compose.yml with Compose itself and drives the
+    inbox page in headless Chromium; install Debian's docker-compose where
+    neither it nor the Docker plugin exists, and Debian's chromium where missing."""
+    missing = []
+    if not shutil.which("docker-compose"):
+        docker = shutil.which("docker")
+        if not (docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0):
+            missing.append("docker-compose")
+    if not os.path.exists("/usr/bin/chromium"):
+        missing.append("chromium")
+    if not missing:
         return
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        print("note: docker-compose is not installed; the compose test will say how to install it", flush=True)
+        print(f"note: {' and '.join(missing)} not installed; the tests that need them say how to install them",
+              flush=True)
         return
-    print("installing docker-compose (Debian package) for the compose validation test ...", flush=True)
+    print(f"installing {', '.join(missing)} (Debian packages) for the compose validation and browser tests ...",
+          flush=True)
     quiet = {"stdout": subprocess.DEVNULL, "env": os.environ | {"DEBIAN_FRONTEND": "noninteractive"}}
     subprocess.run(["apt-get", "update", "-q"], **quiet)
-    subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], **quiet)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], **quiet)
 
 
 def main(args: list[str]) -> int:

@@ -8,7 +8,8 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
-from api.routes import approval_links, approvals, bulk_decisions, health, subscriptions, task_decisions, task_types, tasks
+from api.routes import (approval_links, approvals, bulk_decisions, health, inbox, subscriptions, task_decisions,
+                        task_types, tasks)
 from api.middleware import RefuseNulInUrl
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
@@ -40,4 +41,5 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions, health):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     return app

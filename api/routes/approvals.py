@@ -3,7 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from api.deps import SessionDep
 from api.errors import ApiError
@@ -23,6 +23,12 @@ async def _public(session: SessionDep, approvals: list[Approval]) -> list[Approv
     for row in rows:
         decisions[row.approval_id].append(ApprovalDecisionPublic.model_validate(row.model_dump()))
     return [ApprovalPublic.model_validate(a.model_dump() | {"decisions": decisions[a.id]}) for a in approvals]
+
+
+def may_decide(approver: str) -> ColumnElement[bool]:
+    """Approvals this user may decide: those naming them, and those naming nobody (anyone may decide)."""
+    escaped = approver.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return or_(Approval.approvers_key == "", Approval.approvers_key.like(f"%|{escaped}|%", escape="\\"))
 
 
 @router.get("/tasks/{task_id}/approval", response_model=ApprovalPublic)
@@ -50,9 +56,7 @@ async def list_approvals(
     if tenant_id is not None:
         query = query.where(Approval.tenant_id == tenant_id)
     if approver is not None:
-        escaped = approver.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(or_(Approval.approvers_key == "",
-                                Approval.approvers_key.like(f"%|{escaped}|%", escape="\\")))
+        query = query.where(may_decide(approver))
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(limit).offset(offset))
             ).scalars().all()

@@ -1,0 +1,333 @@
+"""/ui: a server-rendered inbox of the tasks awaiting the caller's decision.
+
+No front-end build step and no JavaScript needed: one page lists the caller's
+queue (the same query as ``GET /approvals?approver=…``), each task with its
+draft in editable fields and Approve / Reject (or, for a manual task, Mark done)
+buttons; each form posts to ``/ui/tasks/{id}/decide``, which decides through the
+same path as the JSON API and redirects back to the inbox.
+
+Until API keys exist the caller names themself with ``?as=<user id>`` (else the
+``X-Actor-Id`` header, else the page asks who they are).
+"""
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, select_autoescape
+from sqlalchemy import func, select
+from temporalio.service import RPCError
+
+from api.deps import SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError
+from api.routes.approvals import may_decide
+from api.routes.task_decisions import _decide
+from followthrough.contracts import ApprovalDecision, Completion, Rejection
+from followthrough.lifecycle import TaskStatus
+from followthrough.naming import temporal_ui_link
+from followthrough.settings import Settings
+from followthrough.tables import Approval, ApprovalDecisionRecord, Task
+
+router = APIRouter(tags=["inbox"], include_in_schema=False)
+
+_MAX_ACTOR = 128
+_MAX_TEXT = 4000
+_MAX_SUBJECT = 1000
+_MAX_BODY = 100_000
+_MAX_FORM = 512 * 1024
+_LIST_LIMIT = 200
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow"}
+
+# The flash message after a decision: a fixed set, so the query string cannot inject text.
+_OUTCOMES = {
+    "approved": "You approved task {id}. It is on its way.",
+    "recorded": "Your approval of task {id} was recorded; it still waits for more approvals.",
+    "rejected": "You rejected task {id}. Nothing will be sent.",
+    "completed": "You marked task {id} done.",
+}
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
+
+
+_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+_ENV.filters["when"] = _when
+_PAGE = _ENV.from_string("""\
+<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex, nofollow"><title>Inbox{% if actor %} of {{ actor }}{% endif %}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}
+.task{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}
+.task h2{margin:.1rem 0 .4rem;font-size:1.2rem}.meta{color:#555;font-size:.9rem}
+input[type=text],textarea{width:100%;box-sizing:border-box;font:inherit}textarea.body{min-height:10rem}
+textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin-right:.5rem}
+.flash{background:#e8f5e9;border:1px solid #81c784;padding:.6rem;border-radius:4px}
+.error{background:#fdecea;border:1px solid #e57373;padding:.6rem;border-radius:4px;color:#a00}
+.flag{background:#fff3cd;padding:0 .3rem;border-radius:3px}.whoami{float:right;font-size:.9rem}</style>
+</head>
+<body>
+{% if actor %}
+<form class="whoami" method="get" action="/ui"><label>Signed in as <input name="as" value="{{ actor }}" size="12"
+ maxlength="128"></label>{% if tenant_id %}<input type="hidden" name="tenant_id" value="{{ tenant_id }}">{% endif %}
+<button type="submit">Switch</button></form>
+<h1>Inbox of {{ actor }}</h1>
+{% else %}
+<h1>Inbox</h1>
+{% endif %}
+{% if flash %}<p class="flash" role="status">{{ flash }}</p>{% endif %}
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+{% if not actor %}
+<form method="get" action="/ui">
+<p><label for="as">Who are you? (your user id)</label><br>
+<input type="text" id="as" name="as" required maxlength="128" autofocus></p>
+<button type="submit">Show my inbox</button>
+</form>
+{% else %}
+<p class="meta">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision{% if tenant_id %}
+ in tenant {{ tenant_id }}{% endif %}{% if truncated %} (the oldest {{ items|length }} shown){% endif %}.</p>
+{% for item in items %}
+<section class="task" id="task-{{ item.task.id }}" data-task-id="{{ item.task.id }}">
+<h2>{{ item.task.title }}</h2>
+<p class="meta">{{ item.task.type }} · mode {{ item.task.mode }} · {{ item.task.stage.replace("_", " ") }}
+{% if item.approval.reason %} · reason: {{ item.approval.reason }}{% endif %}
+{% for flag in item.approval.flags %} <span class="flag">{{ flag }}</span>{% endfor %}<br>
+approvals: {{ item.approved }} of {{ item.approval.required }} taken
+{% if item.approval.approvers %} · approvers: {{ item.approval.approvers|join(", ") }}
+{%- else %} · anyone may decide{% endif %}
+· requested {{ item.approval.requested_at|when }}
+{% if item.approval.deadline %} · deadline {{ item.approval.deadline|when }}{% endif %}
+· <a href="{{ item.ui_link }}" target="_blank" rel="noopener noreferrer">open run</a></p>
+{% if item.mine %}
+<p>You have approved this task; it waits for others.</p>
+{% else %}
+<form method="post" action="/ui/tasks/{{ item.task.id }}/decide">
+<input type="hidden" name="as" value="{{ actor }}">
+{% if tenant_id %}<input type="hidden" name="tenant_id" value="{{ tenant_id }}">{% endif %}
+{% if item.manual %}
+<p><label>Result (optional)<br><textarea class="small" name="result" maxlength="4000"></textarea></label></p>
+<p><label>Comment (optional)<br><textarea class="small" name="comment" maxlength="4000"></textarea></label></p>
+<button type="submit" name="action" value="complete">Mark done</button>
+{% else %}
+{% if item.draft is not none %}
+<p><label>Subject<br><input type="text" name="subject" value="{{ item.draft.subject }}" maxlength="1000"></label></p>
+<p><label>Body<br><textarea class="body" name="body" maxlength="100000">
+{{ item.draft.body }}</textarea></label></p>
+{% else %}
+<p class="meta">No draft.</p>
+{% endif %}
+<p><label>Comment (optional)<br><textarea class="small" name="comment" maxlength="4000"></textarea></label></p>
+<p><label>Reason (required to reject)<br><textarea class="small" name="reason" maxlength="4000"></textarea></label></p>
+<button type="submit" name="action" value="approve">Approve</button>
+<button type="submit" name="action" value="reject">Reject</button>
+{% endif %}
+</form>
+{% endif %}
+</section>
+{% else %}
+<p>Nothing awaits your decision.</p>
+{% endfor %}
+{% endif %}
+</body>
+</html>
+""")
+
+
+@dataclass
+class _Item:
+    task: Task
+    approval: Approval
+    approved: int
+    mine: bool
+    ui_link: str
+    manual: bool
+    draft: dict[str, str] | None = field(default=None)
+
+
+def _draft(task: Task) -> dict[str, str] | None:
+    if not isinstance(task.draft, dict):
+        return None
+    return {"subject": str(task.draft.get("subject") or ""), "body": str(task.draft.get("body") or "")}
+
+
+async def _queue(session: SessionDep, settings: Settings, actor: str,
+                 tenant_id: str | None) -> tuple[list[_Item], bool]:
+    """The pending approvals ``actor`` may decide, oldest first, with their tasks."""
+    query = (select(Approval, Task).join(Task, Task.id == Approval.task_id)
+             .where(Approval.status == "pending", may_decide(actor)))
+    if tenant_id is not None:
+        query = query.where(Approval.tenant_id == tenant_id)
+    rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(_LIST_LIMIT + 1)
+                                  .execution_options(populate_existing=True))).all()
+    truncated = len(rows) > _LIST_LIMIT
+    rows = rows[:_LIST_LIMIT]
+    ids = [approval.id for approval, _ in rows]
+    approved: dict[str, int] = {}
+    mine: set[str] = set()
+    if ids:
+        counts = await session.execute(
+            select(ApprovalDecisionRecord.approval_id, func.count())
+            .where(ApprovalDecisionRecord.approval_id.in_(ids), ApprovalDecisionRecord.decision == "approve")
+            .group_by(ApprovalDecisionRecord.approval_id))
+        approved = {approval_id: n for approval_id, n in counts.all()}
+        by_me = await session.execute(
+            select(ApprovalDecisionRecord.approval_id)
+            .where(ApprovalDecisionRecord.approval_id.in_(ids), ApprovalDecisionRecord.decision == "approve",
+                   ApprovalDecisionRecord.actor_id == actor))
+        mine = set(by_me.scalars())
+    items = [_Item(task=task, approval=approval, approved=approved.get(approval.id, 0), mine=approval.id in mine,
+                   ui_link=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, task.workflow_id),
+                   manual=task.stage == "awaiting_person" or task.mode == "manual", draft=_draft(task))
+             for approval, task in rows]
+    return items, truncated
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or "\x00" in value:
+        return None
+    return value[:limit]
+
+
+async def _render(request: Request, session: SessionDep, settings: Settings, actor: str | None,
+                  tenant_id: str | None, *, flash: str = "", error: str = "", status_code: int = 200) -> HTMLResponse:
+    items: list[_Item] = []
+    truncated = False
+    if actor:
+        items, truncated = await _queue(session, settings, actor, tenant_id)
+    html = _PAGE.render(actor=actor, tenant_id=tenant_id, items=items, truncated=truncated, flash=flash, error=error)
+    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+
+
+def _inbox_url(actor: str, tenant_id: str | None, **extra: str) -> str:
+    params = {"as": actor} | ({"tenant_id": tenant_id} if tenant_id else {}) | extra
+    return f"/ui?{urlencode(params)}"
+
+
+@router.get("/ui", response_class=HTMLResponse)
+async def inbox(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    """The caller's inbox: ``?as=<user id>`` (else X-Actor-Id), optionally ``tenant_id``."""
+    query = request.query_params
+    actor = _clean(query.get("as"), _MAX_ACTOR + 1) or _clean(request.headers.get("x-actor-id"), _MAX_ACTOR + 1)
+    tenant_id = _clean(query.get("tenant_id"), 129)
+    if (actor and len(actor) > _MAX_ACTOR) or (tenant_id and len(tenant_id) > 128):
+        return await _render(request, session, settings, None, None, error="That name is too long.",
+                             status_code=422)
+    flash = ""
+    done, outcome = _clean(query.get("done"), 64), query.get("outcome")
+    if actor and done and outcome in _OUTCOMES:
+        flash = _OUTCOMES[outcome].format(id=done)
+    return await _render(request, session, settings, actor, tenant_id, flash=flash)
+
+
+async def _settled(request: Request, task_id: str, actor: str) -> None:
+    """Wait briefly for the mirror to show the decision, so the inbox we redirect to is current."""
+    deadline = asyncio.get_running_loop().time() + 3
+    while asyncio.get_running_loop().time() < deadline:
+        async with request.app.state.sessions() as session:
+            approval = (await session.execute(
+                select(Approval).where(Approval.task_id == task_id)
+                .order_by(Approval.requested_at.desc(), Approval.id.desc()).limit(1))).scalar()
+            if approval is None or approval.status != "pending":
+                return
+            mine = (await session.execute(select(func.count()).select_from(ApprovalDecisionRecord).where(
+                ApprovalDecisionRecord.approval_id == approval.id,
+                ApprovalDecisionRecord.actor_id == actor))).scalar_one()
+            if mine:
+                return
+        await asyncio.sleep(0.05)
+
+
+@router.post("/ui/tasks/{task_id}/decide", response_class=HTMLResponse)
+async def decide(task_id: str, request: Request, session: SessionDep, settings: SettingsDep,
+                 temporal: TemporalDep) -> Response:
+    """Form fields: ``as``, ``action`` (approve, reject, complete), ``subject``, ``body``, ``comment``,
+    ``reason``, ``result``; a decision taken redirects (303) to the inbox with a message."""
+    raw = await request.body()
+    if len(raw) > _MAX_FORM:
+        return await _render(request, session, settings, None, None, error="The form is too long.", status_code=413)
+    try:
+        fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=30)
+    except (UnicodeDecodeError, ValueError):
+        return await _render(request, session, settings, None, None,
+                             error="The form could not be read; please try again.", status_code=400)
+
+    def text(name: str) -> str | None:
+        return (fields.get(name) or [None])[0]
+
+    actor = _clean(text("as"), _MAX_ACTOR + 1)
+    tenant_id = _clean(text("tenant_id"), 129)
+    if tenant_id and len(tenant_id) > 128:
+        tenant_id = None
+    if not actor or len(actor) > _MAX_ACTOR:
+        return await _render(request, session, settings, None, tenant_id,
+                             error="Say who you are before deciding.", status_code=422)
+
+    async def failed(status_code: int, message: str) -> HTMLResponse:
+        await session.rollback()
+        return await _render(request, session, settings, actor, tenant_id, error=message, status_code=status_code)
+
+    action = text("action")
+    comment, reason = _clean(text("comment"), _MAX_TEXT + 1), _clean(text("reason"), _MAX_TEXT + 1)
+    for name, value in (("comment", comment), ("reason", reason), ("result", _clean(text("result"), _MAX_TEXT + 1))):
+        if value is not None and len(value) > _MAX_TEXT:
+            return await failed(422, f"The {name} must be at most {_MAX_TEXT} characters.")
+    task = await session.get(Task, task_id)
+    if task is None:
+        return await failed(404, f"Task {task_id} does not exist.")
+
+    arg: Any
+    if action == "approve":
+        subject, body = _edits(task, text("subject"), text("body"))
+        if subject is not None and len(subject) > _MAX_SUBJECT:
+            return await failed(422, f"The subject must be at most {_MAX_SUBJECT} characters.")
+        if body is not None and len(body) > _MAX_BODY:
+            return await failed(422, f"The body must be at most {_MAX_BODY} characters.")
+        arg = ApprovalDecision(actor_id=actor, comment=comment, subject=subject, body=body)
+    elif action == "reject":
+        if reason is None:
+            return await failed(422, f"Say why you reject “{task.title}”: a reason is required to reject.")
+        arg = Rejection(actor_id=actor, reason=reason)
+    elif action == "complete":
+        result = _clean(text("result"), _MAX_TEXT)
+        arg = Completion(actor_id=actor, comment=comment, result={"note": result} if result else None)
+    else:
+        return await failed(422, "Choose approve, reject or mark done.")
+
+    try:
+        ack = await _decide(session, temporal, task_id, action, arg)
+    except ApiError as err:
+        if err.status_code == 403:
+            return await failed(403, f"{actor} may not decide “{task.title}”: {err.detail}")
+        if err.status_code == 409:
+            return await failed(409, f"“{task.title}” was not decided: {err.detail}")
+        return await failed(err.status_code, str(err.detail))
+    except RPCError:
+        return await failed(503, "The decision could not be taken just now; please try again shortly.")
+
+    if action == "approve":
+        outcome = "recorded" if ack.status == TaskStatus.AWAITING_APPROVAL.value else "approved"
+    else:
+        outcome = "rejected" if action == "reject" else "completed"
+    await session.rollback()
+    await _settled(request, task_id, actor)
+    return RedirectResponse(_inbox_url(actor, tenant_id, done=task_id, outcome=outcome), status_code=303,
+                            headers=_HEADERS)
+
+
+def _edits(task: Task, subject: str | None, body: str | None) -> tuple[str | None, str | None]:
+    """The subject and body to send with an approval: only those that differ from the draft."""
+    draft = _draft(task) or {"subject": "", "body": ""}
+    if subject is not None:
+        subject = subject.strip()
+        subject = subject if subject and subject != draft["subject"].strip() else None
+    if body is not None:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")  # browsers send a textarea's lines with CRLF
+        body = body if body.strip() and body != draft["body"].replace("\r\n", "\n") else None
+    return subject, body

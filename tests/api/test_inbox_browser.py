@@ -1,0 +1,225 @@
+"""The /ui inbox as a person uses it: the API under uvicorn on a free port with a worker behind it,
+driven by headless Chromium through Playwright; plus plain-HTTP checks of escaping and of whose
+queue is shown. On every configured database."""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from tests.conftest import make_settings
+from tests.helpers import eventually, outbox_rows, task_body
+from worker import build_worker
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Api:
+    url: str
+    http: httpx.AsyncClient
+    engine: AsyncEngine
+    tenant: str
+
+    async def create(self, **overrides: Any) -> str:
+        body = task_body(tenant_id=self.tenant, approval={"approvers": ["alice"]}) | overrides
+        response = await self.http.post("/tasks", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def task(self, task_id: str) -> dict:
+        response = await self.http.get(f"/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def until(self, task_id: str, status: str) -> dict:
+        return await eventually(lambda: self.task(task_id), lambda t: t["status"] == status, timeout=20)
+
+    async def waiting(self, **overrides: Any) -> dict:
+        """A task awaiting alice's decision, with its approval request in the mirror."""
+        task_id = await self.create(**overrides)
+        task = await self.until(task_id, "awaiting_approval")
+        await eventually(lambda: self.http.get(f"/tasks/{task_id}/approval"), lambda r: r.status_code == 200)
+        return task
+
+    def inbox(self, who: str = "alice") -> str:
+        return f"{self.url}/ui?as={who}&tenant_id={self.tenant}"
+
+
+@pytest_asyncio.fixture
+async def api(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
+    """The API under uvicorn on a free port, with a worker on the same settings."""
+    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
+    port = _free_port()
+    app = create_app(settings, temporal=dev_env.client)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    async with build_worker(dev_env.client, settings, engine):
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(20):
+                while not server.started:
+                    assert not serving.done(), "uvicorn stopped before it started"
+                    await asyncio.sleep(0.02)
+            url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+                yield Api(url, http, engine, f"inbox-{port}-{id(settings)}")
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=30)
+
+
+@asynccontextmanager
+async def browser_page() -> AsyncIterator[Page]:
+    assert CHROMIUM.exists(), (f"{CHROMIUM} is missing: the inbox browser tests need Debian's chromium "
+                               f"(`apt-get install -y chromium`, or `python3 run.py test`, which installs it as root)")
+    async with async_playwright() as p:
+        browser: Browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(20_000)
+            yield page
+        finally:
+            await browser.close()
+
+
+async def test_approve_with_an_edited_body_from_the_inbox(api: Api):
+    task = await api.waiting()
+    task_id = task["id"]
+    drafted = task["draft"]["body"]
+    edited = "Dear ACME,\n\nplease settle INV-123 this week.\n\nThanks, Alice"
+    assert drafted and drafted != edited
+
+    async with browser_page() as page:
+        await page.goto(api.inbox())
+        card = page.locator(f"#task-{task_id}")
+        await expect(card).to_contain_text("Follow up on INV-123")
+        run_link = await card.get_by_role("link", name="open run").get_attribute("href")
+        assert run_link and run_link.endswith(f"/workflows/{task['workflow_id']}"), run_link
+        body = card.locator("textarea[name=body]")
+        assert (await body.input_value()).replace("\r\n", "\n") == drafted
+        assert await card.locator("input[name=subject]").input_value() == task["draft"]["subject"]
+        await body.fill(edited)
+        await card.get_by_role("button", name="Approve").click()
+
+        await page.wait_for_url("**/ui?*outcome=approved*")
+        await expect(page.locator(".flash")).to_contain_text(f"You approved task {task_id}")
+        await expect(page.locator(f"#task-{task_id}")).to_have_count(0)
+        await expect(page.locator("body")).to_contain_text("Nothing awaits your decision.")
+
+    done = await api.until(task_id, "completed")
+    assert done["draft"]["body"] == edited, done["draft"]
+    approval = (await api.http.get(f"/tasks/{task_id}/approval")).json()
+    assert approval["status"] == "approved"
+    assert [(d["actor_id"], d["decision"]) for d in approval["decisions"]] == [("alice", "approve")]
+    assert approval["decisions"][0]["edited"]["body"] == edited
+    assert [row.body for row in await outbox_rows(api.engine, task_id)] == [edited]
+
+
+async def test_manual_task_marked_done_from_the_inbox(api: Api):
+    task = await api.waiting(mode="manual")
+    task_id = task["id"]
+    assert task["stage"] == "awaiting_person"
+
+    async with browser_page() as page:
+        await page.goto(api.inbox())
+        card = page.locator(f"#task-{task_id}")
+        await expect(card).to_contain_text("manual task")
+        await expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+        await card.locator("textarea[name=result]").fill("called them; they pay on Friday")
+        await card.get_by_role("button", name="Mark done").click()
+
+        await page.wait_for_url("**/ui?*outcome=completed*")
+        await expect(page.locator(".flash")).to_contain_text(f"You marked task {task_id} done")
+        await expect(page.locator(f"#task-{task_id}")).to_have_count(0)
+
+    done = await api.until(task_id, "completed")
+    assert done["result"]["result"] == {"note": "called them; they pay on Friday"}
+    assert done["result"]["done_by"] == "alice"
+
+
+async def test_reject_needs_a_reason(api: Api):
+    task = await api.waiting()
+    task_id = task["id"]
+
+    async with browser_page() as page:
+        await page.goto(api.inbox())
+        card = page.locator(f"#task-{task_id}")
+        # Without a reason: the inbox again, with the error and the task still there.
+        async with page.expect_response(lambda r: r.url.endswith(f"/ui/tasks/{task_id}/decide")) as answer:
+            await card.get_by_role("button", name="Reject").click()
+        assert (await answer.value).status == 422
+        await expect(page.locator(".error")).to_contain_text("a reason is required to reject")
+        card = page.locator(f"#task-{task_id}")
+        await expect(card).to_have_count(1)
+        assert (await api.task(task_id))["status"] == "awaiting_approval"
+
+        await card.locator("textarea[name=reason]").fill("wrong customer")
+        await card.get_by_role("button", name="Reject").click()
+        await page.wait_for_url("**/ui?*outcome=rejected*")
+        await expect(page.locator(".flash")).to_contain_text(f"You rejected task {task_id}")
+        await expect(page.locator(f"#task-{task_id}")).to_have_count(0)
+
+    await api.until(task_id, "rejected")
+    approval = (await api.http.get(f"/tasks/{task_id}/approval")).json()
+    assert approval["status"] == "rejected"
+    assert [(d["actor_id"], d["decision"], d["comment"]) for d in approval["decisions"]] == [
+        ("alice", "reject", "wrong customer")]
+
+
+async def test_inbox_escapes_html_and_shows_only_the_callers_queue(api: Api):
+    title = '<script>alert("x")</script> & <b>bold</b>'
+    task = await api.waiting(title=title)
+    task_id = task["id"]
+
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        page = await http.get("/ui", params={"as": "alice", "tenant_id": api.tenant})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert f'id="task-{task_id}"' in page.text
+        assert "<script>" not in page.text and "<b>bold</b>" not in page.text
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page.text
+
+        bob = await http.get("/ui", params={"as": "bob", "tenant_id": api.tenant})
+        assert bob.status_code == 200
+        assert task_id not in bob.text and "script" not in bob.text
+        assert "Nothing awaits your decision." in bob.text
+
+        # bob cannot decide alice's task through the page either: 403, nothing decided.
+        refused = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "bob", "action": "approve"})
+        assert refused.status_code == 403, refused.text
+        assert "bob may not decide" in refused.text and "<script>" not in refused.text
+
+        nobody = await http.get("/ui")
+        assert nobody.status_code == 200 and "Who are you?" in nobody.text
+
+        header = await http.get("/ui", params={"tenant_id": api.tenant}, headers={"X-Actor-Id": "alice"})
+        assert f'id="task-{task_id}"' in header.text
+
+        flashed = await http.get("/ui", params={"as": "alice", "done": "<i>x</i>", "outcome": "approved"})
+        assert "<i>x</i>" not in flashed.text and "&lt;i&gt;x&lt;/i&gt;" in flashed.text
+
+        approved = await http.post(f"/ui/tasks/{task_id}/decide",
+                                   data={"as": "alice", "action": "approve", "tenant_id": api.tenant})
+        assert approved.status_code == 303
+        assert approved.headers["location"].startswith("/ui?as=alice&tenant_id=")
+        again = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "alice", "action": "approve"})
+        assert again.status_code == 409, again.text
+    await api.until(task_id, "completed")
