@@ -10,6 +10,7 @@ from temporalio import activity
 from activities.errors import permanent, reports_attempt
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport
 from followthrough import activity_names, policies
+from followthrough.approval_links import links_for
 from followthrough.contracts import Draft, Notification
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
@@ -26,9 +27,12 @@ class NotificationActivities:
     async def notify(self, notification: Notification) -> dict[str, Any]:
         task = notification.task
         link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
+        payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
+        if notification.event == "task.awaiting_approval" and task.get("approvers"):
+            # Each named approver gets signed links to decide from the message itself.
+            payload["approval_links"] = {a: links_for(self._settings, task["id"], a) for a in task["approvers"]}
         draft = Draft(channel="webhook", subject=notification.event, body="", data={
-            "url": notification.url, "secret": notification.secret, "event": notification.event,
-            "payload": {"event_id": notification.event_id, "task": task | {"link": link}},
+            "url": notification.url, "secret": notification.secret, "event": notification.event, "payload": payload,
         })
         info = activity.info()
         ctx = DeliveryContext(

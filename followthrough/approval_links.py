@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from datetime import datetime, timezone
 import os
 import secrets
 import time
@@ -109,6 +110,15 @@ def mint_pair(key: bytes, task_id: str, approver: str, ttl_seconds: int,
     expires_at = int(time.time() if now is None else now) + int(ttl_seconds)
     return (mint(key, task_id, approver, "approve", expires_at),
             mint(key, task_id, approver, "reject", expires_at), expires_at)
+
+
+def links_for(settings: Settings, task_id: str, approver: str, ttl_seconds: int | None = None) -> dict[str, str]:
+    """An approver's approve and reject URLs for a task, and when they expire."""
+    approve, reject, expires_at = mint_pair(signing_key(settings), task_id, approver,
+                                            ttl_seconds or settings.approval_link_ttl_seconds)
+    base = f"{settings.effective_public_url}/api/v1/approval-links"
+    return {"approve": f"{base}/{approve}", "reject": f"{base}/{reject}",
+            "expires_at": datetime.fromtimestamp(expires_at, timezone.utc).isoformat()}
 
 
 def check(key: bytes, token: str, now: float | None = None) -> ApprovalLink:

@@ -179,6 +179,8 @@ async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch
         row = rows[batch.task_id]
         snapshot = {"id": row.id, "type": row.type, "title": row.title, "status": event.new_status or row.status,
                     "tenant_id": batch.tenant_id, "workflow_id": row.workflow_id}
+        if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
+            snapshot["approvers"] = list(event.data.get("approvers") or [])
         ack.notifications += [
             Notification(subscription_id=s.id, url=s.url, secret=s.secret, event=kind, event_id=event.id,
                          task=snapshot)

@@ -19,7 +19,6 @@ from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.lookups import task_row_or_404
 from api.routes.task_decisions import _decide
-from api.views import API_PREFIX
 from followthrough import approval_links
 from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken
 from followthrough.contracts import ApprovalDecision, Rejection
@@ -122,12 +121,7 @@ async def create_approval_links(task_id: str, body: LinkRequest, session: Sessio
     approval = await _open_approval(session, task_id)
     if approval is not None and approval.approvers and body.approver not in approval.approvers:
         raise ApiError(403, f"{body.approver!r} may not decide this task")
-    key = approval_links.signing_key(settings)
-    ttl = body.ttl_seconds or settings.approval_link_ttl_seconds
-    approve, reject, expires_at = approval_links.mint_pair(key, task_id, body.approver, ttl)
-    base = f"{settings.effective_public_url}{API_PREFIX}/approval-links"
-    return LinksPublic(approve=f"{base}/{approve}", reject=f"{base}/{reject}",
-                       expires_at=datetime.fromtimestamp(expires_at, timezone.utc))
+    return LinksPublic.model_validate(approval_links.links_for(settings, task_id, body.approver, body.ttl_seconds))
 
 
 async def _verified(settings: SettingsDep, token: str) -> ApprovalLink | HTMLResponse:

@@ -80,3 +80,19 @@ async def test_subscription_input_is_validated(stack: Stack):
                         ({"url": "http://x", "secret": "s", "events": ["task.exploded"]}, "events")]:
         response = await stack.http.post("/subscriptions", json=body)
         assert response.status_code == 422 and response.json()["detail"][0]["loc"][1] == field, response.text
+
+
+async def test_the_approval_request_carries_signed_links_for_each_approver(stack: Stack, receiver: Receiver):
+    await _subscribe(stack, receiver.url, events=["task.awaiting_approval"])
+    created = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant,
+                                                              approval={"approvers": ["alice", "bob"]}))).json()
+    [(_, event)] = await eventually(lambda: asyncio.sleep(0, _events(receiver)), lambda e: len(e) == 1, timeout=20)
+    links = event["data"]["approval_links"]
+    assert sorted(links) == ["alice", "bob"]
+    approve = links["bob"]["approve"].removeprefix("http://testserver/api/v1")
+    page = await stack.http.post(approve, content=b"comment=from+the+email",
+                                 headers={"content-type": "application/x-www-form-urlencoded"})
+    assert page.status_code == 200, page.text
+    approval = await eventually(lambda: stack.http.get(f"/tasks/{created['id']}/approval"),
+                                lambda r: r.json()["status"] == "approved")
+    assert [(d["actor_id"], d["comment"]) for d in approval.json()["decisions"]] == [("bob", "from the email")]
