@@ -2,13 +2,16 @@
 server for integration, SQLite always and PostgreSQL when TEST_DATABASE_URL is
 set (then it must be reachable: the tests fail rather than skip)."""
 
+import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import uvicorn
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
@@ -111,6 +114,30 @@ async def running_stack(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path:
 async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
     async with running_stack(dev_env, engine, tmp_path) as running:
         yield running
+
+
+@asynccontextmanager
+async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+                     **overrides: object) -> AsyncIterator[tuple[str, Settings]]:
+    """The API under uvicorn on a free 127.0.0.1 port, with a worker on the same settings: real HTTP,
+    for clients that cannot use an in-process transport (a browser, the command line)."""
+    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=env.client), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    async with build_worker(env.client, settings, engine):
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(20):
+                while not server.started:
+                    assert not serving.done(), "uvicorn stopped before it started"
+                    await asyncio.sleep(0.02)
+            yield f"http://127.0.0.1:{port}", settings
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=30)
 
 
 def worker_for(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine) -> Worker:

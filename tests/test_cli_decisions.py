@@ -12,16 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest_asyncio
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
 from followthrough import api_client
 from followthrough.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import served_api
 from tests.helpers import eventually, task_body
-from worker import build_worker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,23 +77,9 @@ async def cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None
 @pytest_asyncio.fixture
 async def api(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
     """The API under uvicorn on a free port, with a worker on the same settings."""
-    settings: Settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
-    port = _free_port()
-    app = create_app(settings, temporal=dev_env.client)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    async with build_worker(dev_env.client, settings, engine):
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(20):
-                while not server.started:
-                    assert not serving.done(), "uvicorn stopped before it started"
-                    await asyncio.sleep(0.02)
-            url = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
-                yield Api(url, http)
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(serving, timeout=30)
+    async with served_api(dev_env, engine, tmp_path) as (url, settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http)
 
 
 async def test_approve_completes_the_task_as_the_named_actor(api: Api):

@@ -2,8 +2,6 @@
 driven by headless Chromium through Playwright; plus plain-HTTP checks of escaping and of whose
 queue is shown. On every configured database."""
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,25 +10,16 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import served_api
 from tests.helpers import eventually, outbox_rows, task_body
-from worker import build_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -68,23 +57,9 @@ class Api:
 @pytest_asyncio.fixture
 async def api(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
     """The API under uvicorn on a free port, with a worker on the same settings."""
-    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
-    port = _free_port()
-    app = create_app(settings, temporal=dev_env.client)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    async with build_worker(dev_env.client, settings, engine):
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(20):
-                while not server.started:
-                    assert not serving.done(), "uvicorn stopped before it started"
-                    await asyncio.sleep(0.02)
-            url = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
-                yield Api(url, http, engine, f"inbox-{port}-{id(settings)}")
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(serving, timeout=30)
+    async with served_api(dev_env, engine, tmp_path) as (url, settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http, engine, f"inbox-{url.rsplit(':', 1)[1]}-{id(settings)}")
 
 
 @asynccontextmanager
