@@ -4,7 +4,6 @@ set (then it must be reachable: the tests fail rather than skip)."""
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.settings import Settings
+from tests.helpers import free_port
 from worker import build_worker
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -122,9 +122,7 @@ async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Pa
     """The API under uvicorn on a free 127.0.0.1 port, with a worker on the same settings: real HTTP,
     for clients that cannot use an in-process transport (a browser, the command line)."""
     settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=env.client), host="127.0.0.1", port=port,
                                            log_level="warning"))
     async with build_worker(env.client, settings, engine):

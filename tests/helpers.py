@@ -1,6 +1,7 @@
 """Builders and small waits shared by the tests."""
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -79,3 +80,10 @@ async def get_task(stack: Any, task_id: str) -> dict[str, Any]:
 
 async def until_status(stack: Any, task_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
     return await eventually(lambda: get_task(stack, task_id), lambda t: t["status"] == status, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ API over real HTTP, with a worker behind it on the dev server, on every configur
 import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,15 +17,10 @@ from temporalio.testing import WorkflowEnvironment
 from followthrough import api_client
 from followthrough.settings import Settings
 from tests.conftest import served_api
-from tests.helpers import eventually, task_body
+from tests.helpers import free_port, get_task, task_body, until_status
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -47,12 +41,10 @@ class Api:
         return response.json()["id"]
 
     async def task(self, task_id: str) -> dict:
-        response = await self.http.get(f"/tasks/{task_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
+        return await get_task(self, task_id)
 
     async def until(self, task_id: str, status: str) -> dict:
-        return await eventually(lambda: self.task(task_id), lambda t: t["status"] == status, timeout=20)
+        return await until_status(self, task_id, status)
 
     async def events(self, task_id: str) -> list[dict]:
         return (await self.http.get(f"/tasks/{task_id}/events")).json()["items"]
@@ -133,7 +125,7 @@ async def test_invalid_input_names_the_field(api: Api):
 
 
 async def test_a_dead_api_exits_2_naming_the_url():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     for command in (["approve", "some-id"], ["reject", "some-id", "--reason", "x"], ["show", "some-id"]):
         done = await cli(*command, "--api", url)
         assert done.returncode == 2, command

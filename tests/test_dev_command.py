@@ -12,13 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import task_body
+from tests.helpers import free_port, task_body
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -36,8 +31,8 @@ def _wait(predicate, timeout: float, what: str):
 
 @pytest.fixture
 def dev_process(tmp_path: Path):
-    ports = {"FOLLOWTHROUGH_DEV_TEMPORAL_PORT": _free_port(), "FOLLOWTHROUGH_DEV_UI_PORT": _free_port(),
-             "FOLLOWTHROUGH_API_PORT": _free_port()}
+    ports = {"FOLLOWTHROUGH_DEV_TEMPORAL_PORT": free_port(), "FOLLOWTHROUGH_DEV_UI_PORT": free_port(),
+             "FOLLOWTHROUGH_API_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
         k: str(v) for k, v in ports.items()}
     env.pop("DATABASE_URL", None)

@@ -1,6 +1,5 @@
 """The email transport against a real SMTP server (aiosmtpd on a free local port) and a real database."""
 
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from followthrough import policies
 from followthrough.contracts import Draft, SendRequest
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
-from tests.helpers import outbox_rows
+from tests.helpers import free_port, outbox_rows
 
 
 @dataclass
@@ -60,11 +59,6 @@ class Inbox:
     def with_id(self, message_id: str) -> list[Received]:
         return [m for m in self.messages if m.message["Message-ID"] == message_id]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

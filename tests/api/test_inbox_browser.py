@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import served_api
-from tests.helpers import eventually, outbox_rows, task_body
+from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -36,12 +36,10 @@ class Api:
         return response.json()["id"]
 
     async def task(self, task_id: str) -> dict:
-        response = await self.http.get(f"/tasks/{task_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
+        return await get_task(self, task_id)
 
     async def until(self, task_id: str, status: str) -> dict:
-        return await eventually(lambda: self.task(task_id), lambda t: t["status"] == status, timeout=20)
+        return await until_status(self, task_id, status)
 
     async def waiting(self, **overrides: Any) -> dict:
         """A task awaiting alice's decision, with its approval request in the mirror."""

@@ -2,7 +2,6 @@
 
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,15 +26,9 @@ from followthrough.contracts import (
     TaskOutcome,
 )
 from followthrough.settings import Settings
-from tests.conftest import make_settings
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
 from worker import build_worker
 from workflows.all import ALL_WORKFLOWS
-
-
-@pytest.fixture
-def settings(sqlite_engine: AsyncEngine, tmp_path: Path) -> Settings:
-    return make_settings(str(sqlite_engine.url), tmp_path)
 
 
 async def start(env: WorkflowEnvironment, settings: Settings, task: TaskInput) -> WorkflowHandle:
