@@ -7,10 +7,11 @@ dependencies in a thread pool, a hand-off that costs more than the lookup.
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client
 
+from api.auth import PrincipalDep
 from followthrough.settings import Settings
 
 
@@ -31,8 +32,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_actor(x_actor_id: Annotated[str | None, Header(max_length=128)] = None) -> str:
-    return x_actor_id or "anonymous"
+async def get_actor(principal: PrincipalDep) -> str:
+    """Who the caller is: the user an API key acts as, or in anonymous access X-Actor-Id."""
+    return principal.actor_id
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

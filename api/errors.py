@@ -19,10 +19,12 @@ _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCS
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str, **extra: object) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None,
+                 **extra: object) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 
@@ -64,7 +66,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RPCError)
     async def _rpc_error(_request: Request, exc: RPCError) -> JSONResponse:

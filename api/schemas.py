@@ -62,17 +62,22 @@ class RetryOverride(StorableBody):
 
 
 class ApprovalPolicy(StorableBody):
-    """Who may decide a task (user ids; none listed: anyone) and how many of them must approve."""
+    """Who may decide a task — user ids, and holders of team roles (none of either: anyone) —
+    and how many of them must approve."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     approvers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
                                                                                   max_length=50)
+    roles: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]] = Field(
+        default_factory=list, max_length=20, description="Team roles whose holders may decide, e.g. finance.")
     required: int = Field(1, ge=1, le=50)
 
     @model_validator(mode="after")
     def _enough(self) -> "ApprovalPolicy":
-        if self.approvers and self.required > len(set(self.approvers)):
+        if any(a.startswith("role:") for a in self.approvers):
+            raise ValueError("approvers are user ids; name roles in 'roles' instead of 'role:…'")
+        if self.approvers and not self.roles and self.required > len(set(self.approvers)):
             raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(set(self.approvers))})")
         return self
 
@@ -352,6 +357,7 @@ class ApprovalPublic(BaseModel):
     status: str
     required: int
     approvers: list[str]
+    approver_roles: list[str]
     reason: str | None
     flags: list[str]
     requested_at: datetime

@@ -69,6 +69,7 @@ class TaskCreator:
             send_retry=replace(task_type.retry, **overrides), send_timeout_seconds=task_type.send_timeout_seconds,
             approvers=list(dict.fromkeys(body.approval.approvers)) if body.approval else [],
             approvals_required=body.approval.required if body.approval else 1,
+            approver_roles=list(dict.fromkeys(body.approval.roles)) if body.approval else [],
             sla=self._sla(body, task_type),
         )
 

@@ -55,7 +55,11 @@ def actor_id(explicit: str | None = None) -> str | None:
 
 
 def client(base_url: str, actor: str | None) -> httpx.Client:
+    """With FOLLOWTHROUGH_API_KEY set, calls carry the key (and act as its user); without one,
+    X-Actor-Id names the actor, which only a server with anonymous access accepts."""
     headers = {"X-Actor-Id": actor} if actor else {}
+    if os.environ.get("FOLLOWTHROUGH_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['FOLLOWTHROUGH_API_KEY']}"
     return httpx.Client(base_url=base_url + API_PREFIX, headers=headers, timeout=TIMEOUT_SECONDS)
 
 

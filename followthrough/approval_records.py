@@ -25,8 +25,10 @@ _DECISIONS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
-def approvers_key(approvers: list[str]) -> str:
-    return "".join(f"|{a}" for a in approvers) + "|" if approvers else ""
+def approvers_key(approvers: list[str], roles: list[str] | None = None) -> str:
+    """"|alice|role:finance|": who may decide, as one string a queue can match with LIKE; "" for anyone."""
+    names = approvers + [f"role:{r}" for r in roles or []]
+    return "".join(f"|{a}" for a in names) + "|" if names else ""
 
 
 def diff(original: dict[str, Any] | None, edited: dict[str, Any] | None) -> str | None:
@@ -41,10 +43,11 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
     for event in fresh:
         if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
             approvers = list(event.data.get("approvers") or [])
+            roles = list(event.data.get("approver_roles") or [])
             await insert(conn, APPROVALS, [{
                 "id": event.id, "task_id": batch.task_id, "tenant_id": batch.tenant_id,
                 "run_number": batch.run_number, "status": "pending", "required": event.data.get("required", 1),
-                "approvers": approvers, "approvers_key": approvers_key(approvers),
+                "approvers": approvers, "approver_roles": roles, "approvers_key": approvers_key(approvers, roles),
                 "reason": event.data.get("reason"), "flags": event.data.get("flags") or [],
                 "requested_at": event.occurred_at, "deadline": event.changes.approval_deadline,
                 "decided_at": None}])
@@ -69,9 +72,10 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
 
 
 async def _add_approvers(conn: AsyncConnection, approval_id: str, added: list[str]) -> None:
-    current = (await conn.execute(select(APPROVALS.c.approvers).where(APPROVALS.c.id == approval_id))).scalar()
-    if current is None or not current:  # unknown, or anyone may decide already
+    row = (await conn.execute(select(APPROVALS.c.approvers, APPROVALS.c.approver_roles)
+                              .where(APPROVALS.c.id == approval_id))).first()
+    if row is None or not (row.approvers or row.approver_roles):  # unknown, or anyone may decide already
         return
-    approvers = current + [a for a in added if a not in current]
+    approvers = row.approvers + [a for a in added if a not in row.approvers]
     await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)
-                       .values(approvers=approvers, approvers_key=approvers_key(approvers)))
+                       .values(approvers=approvers, approvers_key=approvers_key(approvers, row.approver_roles)))

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client
+from followthrough import api_client, key_commands
+from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
 
@@ -46,6 +47,12 @@ def _run_api() -> int:
     from api.main import create_app
 
     settings = get_settings()
+    if settings.anonymous_access:
+        if not is_loopback(settings.api_host):
+            print(f"followthrough api: anonymous access is only allowed on 127.0.0.1, not on {settings.api_host}; "
+                  f"create API keys with `followthrough keys create`", file=sys.stderr)
+            return 2
+        print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     return 0
 
@@ -155,6 +162,7 @@ COMMANDS = {
     "approve": (_approve, "approve a task waiting for a decision, through the HTTP API", _approve_arguments),
     "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),
     "show": (_show, "show a task's status, draft and last events, through the HTTP API", _show_arguments),
+    "keys": (key_commands.run, "create, list and revoke API keys", key_commands.add_arguments),
 }
 
 

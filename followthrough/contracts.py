@@ -55,10 +55,12 @@ class TaskInput:
     send_timeout_seconds: int | None = None
     # 1 for the first run; each retry of a failed task is a new run with the next number.
     run_number: int = 1
-    # Who may decide (user ids; empty: anyone) and how many approvals it takes.
+    # Who may decide (user ids, and holders of team roles; none of either: anyone)
+    # and how many approvals it takes.
     approvers: list[str] = field(default_factory=list)
     approvals_required: int = 1
     sla: SlaPolicy | None = None
+    approver_roles: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +122,8 @@ class SendResult:
 class ApprovalDecision:
     actor_id: str = "anonymous"
     actor_type: str = "user"
+    # The decider's team roles, checked against the task's approver_roles.
+    actor_roles: list[str] = field(default_factory=list)
     comment: str | None = None
     # An approver may edit the draft; None keeps the drafted text.
     subject: str | None = None
@@ -130,6 +134,8 @@ class ApprovalDecision:
 class Rejection:
     actor_id: str = "anonymous"
     actor_type: str = "user"
+    # The decider's team roles, checked against the task's approver_roles.
+    actor_roles: list[str] = field(default_factory=list)
     reason: str = ""
 
 
@@ -139,6 +145,8 @@ class Completion:
 
     actor_id: str = "anonymous"
     actor_type: str = "user"
+    # The decider's team roles, checked against the task's approver_roles.
+    actor_roles: list[str] = field(default_factory=list)
     comment: str | None = None
     result: dict[str, Any] | None = None
 

@@ -12,6 +12,7 @@ import time
 from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
+from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import Settings
 
 _SEARCH_ATTRIBUTES: list[str] = []  # registered at start; filled as features need them
@@ -72,7 +73,11 @@ def run_dev(settings: Settings) -> int:
     for attribute in _SEARCH_ATTRIBUTES:
         server_cmd += ["--search-attribute", attribute]
 
+    # Anonymous access on a loopback API unless told otherwise (FOLLOWTHROUGH_ANONYMOUS_ACCESS=false).
+    anonymous = is_loopback(settings.api_host) and os.environ.get("FOLLOWTHROUGH_ANONYMOUS_ACCESS", "").lower() \
+        not in ("0", "false", "no", "off")
     env = os.environ | {
+        "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true" if anonymous else "false",
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": f"{host}:{port}",
         "FOLLOWTHROUGH_TEMPORAL_UI_URL": f"http://{host}:{ui_port}",
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir),
@@ -104,6 +109,9 @@ def run_dev(settings: Settings) -> int:
               f"  Temporal UI  http://{host}:{ui_port}\n"
               f"  Temporal     {host}:{port}   (data in {data_dir})\n"
               f"Press Ctrl-C to stop.", flush=True)
+        if anonymous:
+            print(f"\n{ANONYMOUS_WARNING}\n(set FOLLOWTHROUGH_ANONYMOUS_ACCESS=false to require keys; "
+                  f"make them with `followthrough keys create`)\n", flush=True)
         while not stopping:
             for name, proc in procs:
                 if proc.poll() is not None:

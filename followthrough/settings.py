@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     public_url: str = Field("", validation_alias=_env("PUBLIC_URL"),
                             description="Base URL used in links; empty means http://api_host:api_port.")
 
+    # Without a key, callers act as whoever X-Actor-Id names, with every role. For a
+    # server bound to 127.0.0.1 only (followthrough dev turns it on there and says so).
+    anonymous_access: bool = Field(False, validation_alias=_env("ANONYMOUS_ACCESS"))
+
     # Dev server ports (followthrough dev only).
     dev_temporal_port: int = Field(7233, validation_alias=_env("DEV_TEMPORAL_PORT"))
     dev_ui_port: int = Field(8233, validation_alias=_env("DEV_UI_PORT"))

@@ -173,6 +173,21 @@ class Subscription(SQLModel, table=True):
     created_at: datetime = _when(nullable=False)
 
 
+class ApiKey(SQLModel, table=True):
+    """An API key: its tenant, the user it acts as, its roles. Only the secret's hash is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(max_length=128, index=True)
+    actor_id: str = Field(max_length=128)
+    name: str = Field(max_length=200)
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime = _when(nullable=False)
+    revoked_at: datetime | None = _when()
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """The first answer to a request carrying an Idempotency-Key, replayed for repeats."""
 
@@ -210,7 +225,8 @@ class Approval(SQLModel, table=True):
     status: str = Field(max_length=32)
     required: int = Field(default=1)
     approvers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # "|alice|bob|" (empty: anyone may decide), so a queue query is a portable LIKE.
+    approver_roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # "|alice|role:finance|" (empty: anyone may decide), so a queue query is a portable LIKE.
     approvers_key: str = Field(default="", sa_column=Column(Text, nullable=False))
     reason: str | None = Field(default=None, max_length=200)
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

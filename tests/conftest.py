@@ -36,8 +36,10 @@ DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
 def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings:
     # The sandbox stays on in every test, whatever the environment says, so a
     # non-deterministic call in workflow code fails here.
+    # Anonymous access (callers named by X-Actor-Id, every role) unless a test asks for keys.
+    values: dict[str, object] = {"anonymous_access": True} | overrides
     return Settings(database_url=database_url, data_dir=tmp, task_queue=f"tq-{uuid.uuid4()}",
-                    public_url="http://testserver", workflow_sandbox=True, **overrides)
+                    public_url="http://testserver", workflow_sandbox=True, **values)
 
 
 # ---- databases --------------------------------------------------------------

@@ -152,7 +152,8 @@ class TaskWorkflow(TaskEventLog):
         reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
                    data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
-                         "approvers": task.approvers, "required": task.approvals_required},
+                         "approvers": task.approvers, "required": task.approvals_required}
+                   | ({"approver_roles": task.approver_roles} if task.approver_roles else {}),
                    changes=TaskChanges(approval_deadline=workflow.now() + timeout))
         self._approval_id = f"{workflow.info().run_id}:{self._seq}"
         requested, deadline = workflow.now(), workflow.now() + timeout
@@ -214,7 +215,7 @@ class TaskWorkflow(TaskEventLog):
 
     @approve.validator
     def _check_approve(self, decision: ApprovalDecision) -> None:
-        self._require_decidable("approve", decision.actor_id)
+        self._require_decidable("approve", decision)
         if any(a.actor_id == decision.actor_id for a in self._approvals):
             raise ApplicationError(f"{decision.actor_id} has already approved this task", type="InvalidTransition")
         if decision.body is not None and not decision.body.strip():
@@ -227,7 +228,7 @@ class TaskWorkflow(TaskEventLog):
 
     @reject.validator
     def _check_reject(self, rejection: Rejection) -> None:
-        self._require_decidable("reject", rejection.actor_id)
+        self._require_decidable("reject", rejection)
 
     @workflow.update(name="complete")
     async def complete(self, completion: Completion) -> DecisionAck:
@@ -236,7 +237,7 @@ class TaskWorkflow(TaskEventLog):
 
     @complete.validator
     def _check_complete(self, completion: Completion) -> None:
-        self._require_decidable("complete", completion.actor_id)
+        self._require_decidable("complete", completion)
         if self._stage is not Stage.AWAITING_PERSON:
             raise ApplicationError("cannot complete: only a manual task waiting for a person can be marked done",
                                    type="InvalidTransition")
@@ -273,7 +274,7 @@ class TaskWorkflow(TaskEventLog):
             if isinstance(decision, ApprovalDecision):
                 self._check_approve(decision)
             else:
-                self._require_decidable(verb, decision.actor_id)
+                self._require_decidable(verb, decision)
         except (ApplicationError, ValueError) as err:
             workflow.logger.warning("ignored %s signal: %s", verb, err)
             return
@@ -295,20 +296,24 @@ class TaskWorkflow(TaskEventLog):
                                                    "required": self._task.approvals_required})
         return False
 
-    def _require_decidable(self, verb: str, actor_id: str) -> None:
+    def _require_decidable(self, verb: str, decision: ApprovalDecision | Rejection | Completion) -> None:
         if self._status is not TaskStatus.AWAITING_APPROVAL:
             raise ApplicationError(f"cannot {verb}: task is {self._status.value}, not awaiting_approval",
                                    type="InvalidTransition")
         if self._decision is not None or self._cancel is not None:
             raise ApplicationError(f"cannot {verb}: a decision has already been taken", type="InvalidTransition")
-        allowed = self._allowed()
-        if allowed and actor_id not in allowed:
-            raise ApplicationError(f"{actor_id} may not decide this task", type="NotAllowed")
+        assert self._task is not None
+        users, roles = self._allowed(), self._task.approver_roles
+        if (users or roles) and decision.actor_id not in users and not set(decision.actor_roles) & set(roles):
+            raise ApplicationError(f"{decision.actor_id} may not decide this task", type="NotAllowed")
 
     def _allowed(self) -> list[str]:
-        """Who may decide: the task's approvers and those escalated to; nobody listed means anyone."""
+        """The users who may decide: the task's approvers and those escalated to. With
+        neither users nor roles named, anyone may."""
         assert self._task is not None
-        return self._task.approvers + self._escalated if self._task.approvers else []
+        if self._task.approvers or self._task.approver_roles:
+            return self._task.approvers + self._escalated
+        return []
 
     async def _settled(self) -> DecisionAck:
         await workflow.wait_condition(lambda: self._status is not TaskStatus.AWAITING_APPROVAL)

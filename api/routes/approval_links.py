@@ -15,11 +15,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 from temporalio.service import RPCError
 
+from api.auth import require
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.lookups import task_row_or_404
 from api.routes.task_decisions import _decide
 from followthrough import approval_links
+from followthrough.principals import Role
 from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken
 from followthrough.contracts import ApprovalDecision, Rejection
 from followthrough.lifecycle import TaskStatus
@@ -111,7 +113,8 @@ def _outcome(task: Task | None, approval: Approval | None) -> str:
     return ""
 
 
-@router.post("/tasks/{task_id}/approval-links", response_model=LinksPublic, status_code=201)
+@router.post("/tasks/{task_id}/approval-links", response_model=LinksPublic, status_code=201,
+             dependencies=[require(Role.ADMIN)])
 async def create_approval_links(task_id: str, body: LinkRequest, session: SessionDep,
                                 settings: SettingsDep) -> LinksPublic:
     """An approve and a reject link for one approver of a task awaiting approval."""

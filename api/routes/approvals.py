@@ -1,17 +1,20 @@
 """Approvals as records: a task's approval, and an approver's queue."""
 
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, func, or_, select
 
+from api.auth import require
 from api.deps import SessionDep
 from api.errors import ApiError
 from api.lookups import task_row_or_404
 from api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
+from followthrough.principals import Role
 from followthrough.tables import Approval, ApprovalDecisionRecord
 
-router = APIRouter(tags=["approvals"])
+router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"])
 
 
 async def _public(session: SessionDep, approvals: list[Approval]) -> list[ApprovalPublic]:
@@ -25,10 +28,16 @@ async def _public(session: SessionDep, approvals: list[Approval]) -> list[Approv
     return [ApprovalPublic.model_validate(a.model_dump() | {"decisions": decisions[a.id]}) for a in approvals]
 
 
-def may_decide(approver: str) -> ColumnElement[bool]:
-    """Approvals this user may decide: those naming them, and those naming nobody (anyone may decide)."""
-    escaped = approver.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return or_(Approval.approvers_key == "", Approval.approvers_key.like(f"%|{escaped}|%", escape="\\"))
+def may_decide(approver: str | None, roles: Iterable[str] = ()) -> ColumnElement[bool]:
+    """Approvals this user (or a holder of these roles) may decide: those naming them or one of
+    the roles, and those naming nobody (anyone may decide)."""
+    names = ([approver] if approver is not None else []) + [f"role:{r}" for r in roles]
+    return or_(Approval.approvers_key == "", *(Approval.approvers_key.like(f"%|{_escaped(n)}|%", escape="\\")
+                                              for n in names))
+
+
+def _escaped(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @router.get("/tasks/{task_id}/approval", response_model=ApprovalPublic)
@@ -47,6 +56,8 @@ async def list_approvals(
     session: SessionDep, status: str | None = "pending",
     approver: Annotated[str | None, Query(max_length=128,
                                           description="Only approvals this user may decide.")] = None,
+    role: Annotated[list[str] | None, Query(max_length=20, description=(
+        "With approver: also those a holder of these team roles may decide. Alone: those naming the role."))] = None,
     tenant_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> ApprovalListPublic:
@@ -55,8 +66,8 @@ async def list_approvals(
         query = query.where(Approval.status == status)
     if tenant_id is not None:
         query = query.where(Approval.tenant_id == tenant_id)
-    if approver is not None:
-        query = query.where(may_decide(approver))
+    if approver is not None or role:
+        query = query.where(may_decide(approver, role or []))
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(limit).offset(offset))
             ).scalars().all()

@@ -9,18 +9,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from sqlalchemy import Select, func, select
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import ActorDep, SessionDep, TemporalDep
+from api.auth import PrincipalDep, acting_as, require
+from api.deps import SessionDep, TemporalDep
 from api.errors import ApiError
 from api.routes.task_decisions import _decide
 from api.schemas import StorableBody, _either_case
 from api.task_queries import TaskFilter
+from followthrough.principals import Role
 from followthrough.contracts import ApprovalDecision, Rejection
 from followthrough.lifecycle import TaskStatus
 from followthrough.tables import Approval, Task
 
 log = logging.getLogger("followthrough.api")
 
-router = APIRouter(prefix="/approvals", tags=["approvals"])
+router = APIRouter(dependencies=[require(Role.APPROVER)], prefix="/approvals", tags=["approvals"])
 
 MAX_BULK_LIMIT = 500
 _MAX_AGE_SECONDS = 10 * 365 * 24 * 3600
@@ -118,7 +120,7 @@ def _matching(where: BulkFilter) -> Select:
 
 @router.post("/bulk", response_model=BulkPreviewPublic | BulkDecisionPublic)
 async def decide_in_bulk(body: BulkDecisionBody, session: SessionDep, temporal: TemporalDep,
-                         actor: ActorDep) -> BulkPreviewPublic | BulkDecisionPublic:
+                         principal: PrincipalDep) -> BulkPreviewPublic | BulkDecisionPublic:
     """Approve or reject the waiting tasks a filter selects, oldest request first, up to ``limit``.
 
     Each task is decided as ``POST /tasks/{id}/approve`` or ``/reject`` would, and answered with its own
@@ -133,13 +135,13 @@ async def decide_in_bulk(body: BulkDecisionBody, session: SessionDep, temporal: 
             BulkPreviewItem(task_id=row.id, title=row.title, type=row.type, subject_ref_id=row.subject_ref_id,
                             requested_at=row.requested_at) for row in rows])
 
-    who = body.actor_id or actor
+    who = {"actor_id": acting_as(principal, body.actor_id), "actor_roles": sorted(principal.roles)}
     items: list[BulkDecisionItem] = []
     for row in rows:
         if body.decision == "approve":
-            update, arg = "approve", ApprovalDecision(actor_id=who, comment=body.comment)
+            update, arg = "approve", ApprovalDecision(**who, comment=body.comment)
         else:
-            update, arg = "reject", Rejection(actor_id=who, reason=body.reason or "")
+            update, arg = "reject", Rejection(**who, reason=body.reason or "")
         try:
             ack = await _decide(session, temporal, row.id, update, arg)
         except ApiError as err:

@@ -6,8 +6,11 @@ draft in editable fields and Approve / Reject (or, for a manual task, Mark done)
 buttons; each form posts to ``/ui/tasks/{id}/decide``, which decides through the
 same path as the JSON API and redirects back to the inbox.
 
-Until API keys exist the caller names themself with ``?as=<user id>`` (else the
-``X-Actor-Id`` header, else the page asks who they are).
+A person signs in with their API key (it needs the approver role): the page
+keeps it in an HttpOnly, SameSite=Strict cookie, so no other site can post a
+decision with it. With anonymous access (dev on 127.0.0.1) the caller names
+themself with ``?as=<user id>`` (else the ``X-Actor-Id`` header, else the page
+asks who they are).
 """
 
 import asyncio
@@ -22,13 +25,16 @@ from jinja2 import Environment, select_autoescape
 from sqlalchemy import func, select
 from temporalio.service import RPCError
 
+from api.auth import KEY_COOKIE
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.routes.approvals import may_decide
 from api.routes.task_decisions import _decide
 from followthrough.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.lifecycle import TaskStatus
+from followthrough.api_keys import principal_for
 from followthrough.naming import temporal_ui_link
+from followthrough.principals import Role
 from followthrough.settings import Settings
 from followthrough.tables import Approval, ApprovalDecisionRecord, Task
 
@@ -56,6 +62,7 @@ def _when(value: datetime | None) -> str:
 
 _ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
 _ENV.filters["when"] = _when
+_ENV.filters["format_role"] = lambda role: f"anyone with the role {role}"
 _PAGE = _ENV.from_string("""\
 <!doctype html>
 <html lang="en">
@@ -71,7 +78,10 @@ textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin
 .flag{background:#fff3cd;padding:0 .3rem;border-radius:3px}.whoami{float:right;font-size:.9rem}</style>
 </head>
 <body>
-{% if actor %}
+{% if actor and keyed %}
+<form class="whoami" method="post" action="/ui/logout">Signed in as {{ actor }}
+<button type="submit">Sign out</button></form>
+{% elif actor %}
 <form class="whoami" method="get" action="/ui"><label>Signed in as <input name="as" value="{{ actor }}" size="12"
  maxlength="128"></label>{% if tenant_id %}<input type="hidden" name="tenant_id" value="{{ tenant_id }}">{% endif %}
 <button type="submit">Switch</button></form>
@@ -81,7 +91,13 @@ textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin
 {% endif %}
 {% if flash %}<p class="flash" role="status">{{ flash }}</p>{% endif %}
 {% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
-{% if not actor %}
+{% if not actor and not anonymous %}
+<form method="post" action="/ui/login">
+<p><label for="key">Your API key</label><br>
+<input type="password" id="key" name="key" required maxlength="200" autocomplete="off" autofocus></p>
+<button type="submit">Sign in</button>
+</form>
+{% elif not actor %}
 <form method="get" action="/ui">
 <p><label for="as">Who are you? (your user id)</label><br>
 <input type="text" id="as" name="as" required maxlength="128" autofocus></p>
@@ -97,7 +113,8 @@ textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin
 {% if item.approval.reason %} · reason: {{ item.approval.reason }}{% endif %}
 {% for flag in item.approval.flags %} <span class="flag">{{ flag }}</span>{% endfor %}<br>
 approvals: {{ item.approved }} of {{ item.approval.required }} taken
-{% if item.approval.approvers %} · approvers: {{ item.approval.approvers|join(", ") }}
+{% if item.approval.approvers or item.approval.approver_roles %} · approvers:
+ {{ (item.approval.approvers + item.approval.approver_roles|map("format_role")|list)|join(", ") }}
 {%- else %} · anyone may decide{% endif %}
 · requested {{ item.approval.requested_at|when }}
 {% if item.approval.deadline %} · deadline {{ item.approval.deadline|when }}{% endif %}
@@ -138,6 +155,13 @@ approvals: {{ item.approved }} of {{ item.approval.required }} taken
 
 
 @dataclass
+class _Caller:
+    actor: str
+    roles: list[str]
+    keyed: bool  # signed in with an API key, rather than named under anonymous access
+
+
+@dataclass
 class _Item:
     task: Task
     approval: Approval
@@ -154,11 +178,12 @@ def _draft(task: Task) -> dict[str, str] | None:
     return {"subject": str(task.draft.get("subject") or ""), "body": str(task.draft.get("body") or "")}
 
 
-async def _queue(session: SessionDep, settings: Settings, actor: str,
+async def _queue(session: SessionDep, settings: Settings, caller: _Caller,
                  tenant_id: str | None) -> tuple[list[_Item], bool]:
-    """The pending approvals ``actor`` may decide, oldest first, with their tasks."""
+    """The pending approvals the caller may decide, oldest first, with their tasks."""
+    actor = caller.actor
     query = (select(Approval, Task).join(Task, Task.id == Approval.task_id)
-             .where(Approval.status == "pending", may_decide(actor)))
+             .where(Approval.status == "pending", may_decide(actor, caller.roles)))
     if tenant_id is not None:
         query = query.where(Approval.tenant_id == tenant_id)
     rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(_LIST_LIMIT + 1)
@@ -195,14 +220,33 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value[:limit]
 
 
-async def _render(request: Request, session: SessionDep, settings: Settings, actor: str | None,
+async def _render(request: Request, session: SessionDep, settings: Settings, caller: _Caller | None,
                   tenant_id: str | None, *, flash: str = "", error: str = "", status_code: int = 200) -> HTMLResponse:
     items: list[_Item] = []
     truncated = False
-    if actor:
-        items, truncated = await _queue(session, settings, actor, tenant_id)
-    html = _PAGE.render(actor=actor, tenant_id=tenant_id, items=items, truncated=truncated, flash=flash, error=error)
+    if caller:
+        items, truncated = await _queue(session, settings, caller, tenant_id)
+    html = _PAGE.render(actor=caller.actor if caller else None, keyed=bool(caller and caller.keyed),
+                        anonymous=settings.anonymous_access, tenant_id=tenant_id, items=items, truncated=truncated,
+                        flash=flash, error=error)
     return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+
+
+async def _caller(request: Request, settings: Settings, named: str | None) -> _Caller | str | None:
+    """Who is deciding: the holder of the signed-in key; under anonymous access whoever ``named`` says.
+    A string is why the caller cannot go on; None means nobody has signed in."""
+    token = request.cookies.get(KEY_COOKIE) or request.headers.get("x-api-key")
+    if token:
+        async with request.app.state.engine.connect() as conn:
+            principal = await principal_for(conn, token[:512])
+        if principal is None:
+            return "Your key is not valid or has been revoked; sign in again."
+        if not principal.grants(Role.APPROVER):
+            return "Your key does not carry the approver role, so it cannot decide tasks."
+        return _Caller(principal.actor_id, sorted(principal.roles), keyed=True)
+    if settings.anonymous_access and named:
+        return _Caller(named, [], keyed=False)
+    return None
 
 
 def _inbox_url(actor: str, tenant_id: str | None, **extra: str) -> str:
@@ -212,18 +256,47 @@ def _inbox_url(actor: str, tenant_id: str | None, **extra: str) -> str:
 
 @router.get("/ui", response_class=HTMLResponse)
 async def inbox(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
-    """The caller's inbox: ``?as=<user id>`` (else X-Actor-Id), optionally ``tenant_id``."""
+    """The caller's inbox (signed in with a key, or ``?as=<user id>`` / X-Actor-Id under anonymous
+    access), optionally ``tenant_id``."""
     query = request.query_params
-    actor = _clean(query.get("as"), _MAX_ACTOR + 1) or _clean(request.headers.get("x-actor-id"), _MAX_ACTOR + 1)
+    named = _clean(query.get("as"), _MAX_ACTOR + 1) or _clean(request.headers.get("x-actor-id"), _MAX_ACTOR + 1)
     tenant_id = _clean(query.get("tenant_id"), 129)
-    if (actor and len(actor) > _MAX_ACTOR) or (tenant_id and len(tenant_id) > 128):
+    if (named and len(named) > _MAX_ACTOR) or (tenant_id and len(tenant_id) > 128):
         return await _render(request, session, settings, None, None, error="That name is too long.",
                              status_code=422)
+    caller = await _caller(request, settings, named)
+    if isinstance(caller, str):
+        return await _render(request, session, settings, None, None, error=caller, status_code=401)
     flash = ""
     done, outcome = _clean(query.get("done"), 64), query.get("outcome")
-    if actor and done and outcome in _OUTCOMES:
+    if caller and done and outcome in _OUTCOMES:
         flash = _OUTCOMES[outcome].format(id=done)
-    return await _render(request, session, settings, actor, tenant_id, flash=flash)
+    return await _render(request, session, settings, caller, tenant_id, flash=flash,
+                         status_code=200 if caller or settings.anonymous_access else 401)
+
+
+@router.post("/ui/login")
+async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Form field ``key``: checked, then kept in the cookie the inbox reads."""
+    raw = await request.body()
+    fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    key = (fields.get("key") or [""])[0].strip()
+    async with request.app.state.engine.connect() as conn:
+        principal = await principal_for(conn, key) if key else None
+    if principal is None:
+        return await _render(request, session, settings, None, None, status_code=401,
+                             error="That key is not valid or has been revoked.")
+    response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
+    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/",
+                        secure=settings.effective_public_url.startswith("https://"))
+    return response
+
+
+@router.post("/ui/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
+    response.delete_cookie(KEY_COOKIE, path="/")
+    return response
 
 
 async def _settled(request: Request, task_id: str, actor: str) -> None:
@@ -261,17 +334,23 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
     def text(name: str) -> str | None:
         return (fields.get(name) or [None])[0]
 
-    actor = _clean(text("as"), _MAX_ACTOR + 1)
+    named = _clean(text("as"), _MAX_ACTOR + 1)
     tenant_id = _clean(text("tenant_id"), 129)
     if tenant_id and len(tenant_id) > 128:
         tenant_id = None
-    if not actor or len(actor) > _MAX_ACTOR:
+    caller = await _caller(request, settings, named if named and len(named) <= _MAX_ACTOR else None)
+    if isinstance(caller, str):
+        return await _render(request, session, settings, None, tenant_id, error=caller, status_code=401)
+    if caller is None:
         return await _render(request, session, settings, None, tenant_id,
-                             error="Say who you are before deciding.", status_code=422)
+                             error="Say who you are before deciding." if settings.anonymous_access
+                             else "Sign in with your API key before deciding.",
+                             status_code=422 if settings.anonymous_access else 401)
+    actor, who = caller.actor, {"actor_id": caller.actor, "actor_roles": caller.roles}
 
     async def failed(status_code: int, message: str) -> HTMLResponse:
         await session.rollback()
-        return await _render(request, session, settings, actor, tenant_id, error=message, status_code=status_code)
+        return await _render(request, session, settings, caller, tenant_id, error=message, status_code=status_code)
 
     action = text("action")
     comment, reason = _clean(text("comment"), _MAX_TEXT + 1), _clean(text("reason"), _MAX_TEXT + 1)
@@ -289,14 +368,14 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
             return await failed(422, f"The subject must be at most {_MAX_SUBJECT} characters.")
         if body is not None and len(body) > _MAX_BODY:
             return await failed(422, f"The body must be at most {_MAX_BODY} characters.")
-        arg = ApprovalDecision(actor_id=actor, comment=comment, subject=subject, body=body)
+        arg = ApprovalDecision(**who, comment=comment, subject=subject, body=body)
     elif action == "reject":
         if reason is None:
             return await failed(422, f"Say why you reject “{task.title}”: a reason is required to reject.")
-        arg = Rejection(actor_id=actor, reason=reason)
+        arg = Rejection(**who, reason=reason)
     elif action == "complete":
         result = _clean(text("result"), _MAX_TEXT)
-        arg = Completion(actor_id=actor, comment=comment, result={"note": result} if result else None)
+        arg = Completion(**who, comment=comment, result={"note": result} if result else None)
     else:
         return await failed(422, "Choose approve, reject or mark done.")
 

@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
+from api.auth import require
 from api.deps import SessionDep
 from api.errors import not_found
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
+from followthrough.principals import Role
 from followthrough.tables import Subscription
 
-router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
+router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"])
 
 
 @router.post("", status_code=201, response_model=SubscriptionPublic)

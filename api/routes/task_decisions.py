@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.auth import PrincipalDep, acting_as, demand, require
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, update_refused
 from api.lookups import task_row_or_404
@@ -14,6 +15,7 @@ from api.schemas import ApproveBody, CancelBody, CompleteBody, DecisionPublic, R
 from api.task_creation import TaskCreator
 from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, Rejection, TaskOutcome
 from followthrough.lifecycle import TaskStatus
+from followthrough.principals import Principal, Role
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -37,52 +39,59 @@ async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, upda
         raise decision_failure(err, status) from err
 
 
-@router.post("/{task_id}/approve", response_model=DecisionPublic)
+def _who(principal: Principal, named: str | None) -> dict[str, Any]:
+    """The decider's id and team roles, for the workflow to check against the task's approvers."""
+    return {"actor_id": acting_as(principal, named), "actor_roles": sorted(principal.roles)}
+
+
+@router.post("/{task_id}/approve", response_model=DecisionPublic, dependencies=[require(Role.APPROVER)])
 async def approve_task(task_id: str, body: ApproveBody, session: SessionDep, temporal: TemporalDep,
-                       actor: ActorDep) -> DecisionPublic:
-    decision = ApprovalDecision(actor_id=body.actor_id or actor, comment=body.comment, subject=body.subject,
+                       principal: PrincipalDep) -> DecisionPublic:
+    decision = ApprovalDecision(**_who(principal, body.actor_id), comment=body.comment, subject=body.subject,
                                 body=body.body)
     ack = await _decide(session, temporal, task_id, "approve", decision)
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
-@router.post("/{task_id}/reject", response_model=DecisionPublic)
+@router.post("/{task_id}/reject", response_model=DecisionPublic, dependencies=[require(Role.APPROVER)])
 async def reject_task(task_id: str, body: RejectBody, session: SessionDep, temporal: TemporalDep,
-                      actor: ActorDep) -> DecisionPublic:
+                      principal: PrincipalDep) -> DecisionPublic:
     ack = await _decide(session, temporal, task_id, "reject",
-                        Rejection(actor_id=body.actor_id or actor, reason=body.reason))
+                        Rejection(**_who(principal, body.actor_id), reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
-@router.post("/{task_id}/complete", response_model=DecisionPublic)
-async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+@router.post("/{task_id}/complete", response_model=DecisionPublic, dependencies=[require(Role.APPROVER)])
+async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
                         body: CompleteBody | None = None) -> DecisionPublic:
     """Mark a manual task done, with an optional result."""
     body = body or CompleteBody()
     ack = await _decide(session, temporal, task_id, "complete",
-                        Completion(actor_id=body.actor_id or actor, comment=body.comment, result=body.result))
+                        Completion(**_who(principal, body.actor_id), comment=body.comment, result=body.result))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
 @router.patch("/{task_id}", response_model=DecisionPublic)
 async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep, temporal: TemporalDep,
-                            actor: ActorDep) -> DecisionPublic:
+                            principal: PrincipalDep) -> DecisionPublic:
     """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task."""
     row = await task_row_or_404(session, task_id)
     if TaskStatus(row.status).terminal:
         raise ApiError(409, f"cannot update a task in terminal state {row.status}")
     wanted = body.new_status.strip().lower()
-    who = body.actor_id or actor
     if wanted == TaskStatus.CANCELLED.value:
-        return await cancel_task(task_id, session, temporal, actor, CancelBody(actor_id=who, reason=body.reason))
+        demand(principal, Role.SUBMITTER)
+        return await cancel_task(task_id, session, temporal, principal,
+                                 CancelBody(actor_id=body.actor_id, reason=body.reason))
     if wanted == TaskStatus.COMPLETED.value:
-        return await complete_task(task_id, session, temporal, actor,
-                                   CompleteBody(actor_id=who, comment=body.comment, result=body.result))
+        demand(principal, Role.APPROVER)
+        return await complete_task(task_id, session, temporal, principal,
+                                   CompleteBody(actor_id=body.actor_id, comment=body.comment, result=body.result))
     raise ApiError(409, f"the engine moves a task to {wanted!r} itself; by hand a task can only be "
                         f"cancelled, or completed when it is a manual task waiting for a person")
 
 
-@router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202)
+@router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202, dependencies=[require(Role.SUBMITTER)])
 async def retry_task(task_id: str, settings: SettingsDep, session: SessionDep, temporal: TemporalDep,
                      engine: EngineDep, actor: ActorDep) -> TaskCreated:
     """Start a new run of a failed task; the failed run stays on record."""
@@ -92,12 +101,12 @@ async def retry_task(task_id: str, settings: SettingsDep, session: SessionDep, t
     return await TaskCreator(settings, temporal, engine).rerun(row, actor)
 
 
-@router.post("/{task_id}/cancel", response_model=DecisionPublic)
-async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+@router.post("/{task_id}/cancel", response_model=DecisionPublic, dependencies=[require(Role.SUBMITTER)])
+async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
                       body: CancelBody | None = None) -> DecisionPublic:
     body = body or CancelBody()
     ack = await _decide(session, temporal, task_id, "cancel",
-                        CancelRequest(actor_id=body.actor_id or actor, reason=body.reason))
+                        CancelRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     if ack.status != TaskStatus.CANCELLED.value:
         raise ApiError(409, f"task was {ack.status} before the cancellation took effect")
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)

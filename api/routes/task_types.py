@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter
 
+from api.auth import require
 from api.schemas import TaskTypeListPublic, TaskTypePublic
+from followthrough.principals import Role
 from followthrough.tasktypes import REGISTRY
 
-router = APIRouter(prefix="/task-types", tags=["task types"])
+router = APIRouter(dependencies=[require(Role.VIEWER)], prefix="/task-types", tags=["task types"])
 
 
 @router.get("", response_model=TaskTypeListPublic)

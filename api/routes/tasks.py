@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import select
 
+from api.auth import require
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.lookups import task_row_or_404
 from api.schemas import (
@@ -23,6 +24,7 @@ from api.task_creation import TaskCreator
 from api.task_creation import invalid as _invalid
 from api.task_queries import TaskFilter, TaskOrder, list_tasks
 from api.views import event_public, task_public
+from followthrough.principals import Role
 from followthrough.lifecycle import TaskStatus
 from followthrough.tables import TaskEvent, TaskRun
 
@@ -32,7 +34,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 
-@router.post("", status_code=201, response_model=TaskCreated,
+@router.post("", status_code=201, response_model=TaskCreated, dependencies=[require(Role.SUBMITTER)],
              responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
 async def create_task(
     body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, actor: ActorDep,
@@ -45,7 +47,7 @@ async def create_task(
     return await creator.create_once(body, actor, idempotency_key)
 
 
-@router.post("/batch", response_model=BatchResult)
+@router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)])
 async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
                        actor: ActorDep) -> BatchResult:
     """Create up to the configured number of tasks; each item is answered on its own."""
@@ -55,7 +57,7 @@ async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: Tempo
     return BatchResult(items=[await creator.create_item(i, item, actor) for i, item in enumerate(body.items)])
 
 
-@router.get("", response_model=TaskListPublic)
+@router.get("", response_model=TaskListPublic, dependencies=[require(Role.VIEWER)])
 async def list_tasks_route(
     settings: SettingsDep, session: SessionDep,
     status: Annotated[list[TaskStatus] | None, Query(description="Repeat to match any of several.")] = None,
@@ -77,7 +79,7 @@ async def list_tasks_route(
                           next_offset=offset + limit if offset + limit < total else None)
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
+@router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)])
 async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> TaskPublic:
     row = await task_row_or_404(session, task_id)
     ended = (await session.execute(select(TaskRun).where(TaskRun.task_id == task_id)
@@ -90,7 +92,7 @@ async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> 
     return task_public(settings, row).model_copy(update={"runs": runs})
 
 
-@router.get("/{task_id}/events", response_model=TaskEventListPublic)
+@router.get("/{task_id}/events", response_model=TaskEventListPublic, dependencies=[require(Role.VIEWER)])
 async def get_task_events(task_id: str, session: SessionDep) -> TaskEventListPublic:
     await task_row_or_404(session, task_id)
     rows = (await session.execute(
