@@ -1,0 +1,63 @@
+"""Approving from the Temporal Web UI: its "Send a Signal" dialog, driven in headless Chromium,
+sends the `approve` signal with a JSON body, and the task records that decision like any other.
+
+A dev server of its own, with the Web UI on a free port (the suite's shared one runs without it).
+"""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from playwright.async_api import async_playwright
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough.binaries import find_binary
+from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import running_stack
+from tests.helpers import eventually, free_port, task_body, until_status
+
+
+@pytest_asyncio.fixture
+async def env_with_ui() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
+    ui_port = free_port()
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=find_binary("temporal"), ui=True,
+                                                ui_port=ui_port)
+    yield env, ui_port
+    await env.shutdown()
+
+
+async def test_the_web_ui_signal_dialog_approves_a_task(env_with_ui, sqlite_engine: AsyncEngine, tmp_path: Path):
+    env, ui_port = env_with_ui
+    async with running_stack(env, sqlite_engine, tmp_path, temporal_ui_url=f"http://127.0.0.1:{ui_port}") as stack:
+        created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant,
+                                                                 approval={"approvers": ["alice"]}))
+        assert created.status_code == 201, created.text
+        task_id = created.json()["id"]
+        task = await until_status(stack, task_id, "awaiting_approval")
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                await page.goto(task["links"]["temporal_ui"])
+                await page.get_by_role("button", name="More Actions").first.click(timeout=30_000)
+                await page.get_by_role("menuitem", name="Send a Signal").first.click()
+                dialog = page.get_by_role("dialog").filter(has_text="Send a Signal").first
+                # The UI lists the workflow's signals (from its metadata query, answered by the worker).
+                await dialog.locator("[data-testid=signal-select-button]").click()
+                await page.get_by_role("option", name="approve", exact=True).click()
+                await dialog.locator(".cm-content").click()
+                await page.keyboard.press("Control+A")
+                await page.keyboard.type('{"actor_id": "alice", "comment": "approved in the Web UI"}')
+                await dialog.locator("[data-testid=confirm-modal-button]").click()
+
+                done = await until_status(stack, task_id, "completed", timeout=30)
+            finally:
+                await browser.close()
+
+        assert done["result"]["sent"] is True
+        approval = await eventually(lambda: stack.http.get(f"/tasks/{task_id}/approval"),
+                                    lambda r: r.status_code == 200 and r.json()["status"] == "approved")
+        assert [(d["actor_id"], d["decision"], d["comment"]) for d in approval.json()["decisions"]] == [
+            ("alice", "approve", "approved in the Web UI")]
