@@ -104,12 +104,12 @@ class DraftingActivities:
             return frozenset(rows.scalars())
 
 
-async def heartbeating(work: Awaitable[T], every: float = HEARTBEAT_EVERY_SECONDS) -> T:
+async def heartbeating(work: Awaitable[T], every: float | None = None) -> T:
     """Await ``work``, heartbeating meanwhile; a cancelled activity cancels the work."""
     running = asyncio.ensure_future(work)
     try:
         while True:
-            done, _ = await asyncio.wait({running}, timeout=every)
+            done, _ = await asyncio.wait({running}, timeout=every or HEARTBEAT_EVERY_SECONDS)
             if done:
                 return running.result()
             activity.heartbeat()

@@ -1,5 +1,6 @@
 """The LLM client, drafting activity and planner against a real OpenAI-compatible server on 127.0.0.1."""
 
+import asyncio
 import json
 import re
 import uuid
@@ -32,7 +33,7 @@ from followthrough.llm.planning import InvalidPlan, plan_subtasks
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from tests.helpers import task_input
-from tests.llm_server import FakeLlm
+from tests.llm_server import FakeLlm, completion
 
 KEY = f"sk-test-{uuid.uuid4().hex}"
 
@@ -290,3 +291,21 @@ async def test_a_plan_that_is_not_a_list_of_objects_may_be_retried(llm, http, se
 async def test_planning_needs_a_configured_llm(tmp_path):
     with pytest.raises(LlmNotConfigured):
         await plan_subtasks(Settings(data_dir=tmp_path), task_input())
+
+
+async def test_the_activity_heartbeats_while_it_waits_and_a_cancel_stops_the_call(llm, http, secrets, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr("activities.drafting.HEARTBEAT_EVERY_SECONDS", 0.05)
+    llm.raw(200, completion(json.dumps({"subject": "S", "body": "B", "confidence": 1})), delay=0.4)
+    env = ActivityEnvironment()
+    beats: list[tuple] = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    activities = DraftingActivities(llm_settings(llm, tmp_path), None, http, secrets)
+    result = await env.run(activities.draft, DraftRequest(task=task_input()))
+    assert result.draft.subject == "S" and len(beats) >= 3
+
+    llm.raw(200, "{}", delay=2)
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await env.run(activities.draft, DraftRequest(task=task_input()))
