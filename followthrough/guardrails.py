@@ -20,7 +20,7 @@ class GuardrailFacts:
     """What the engine knows beyond the task, gathered before the checks run."""
 
     known_recipients: frozenset[str] = frozenset()
-    # Set when an LLM wrote the draft: its own rating of the draft, 0..1, or None if it gave none.
+    # Whether an LLM wrote the draft, and the model's rating of it (0..1; None if it gave none).
     llm_drafted: bool = False
     confidence: float | None = None
 
