@@ -16,7 +16,7 @@ def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncC
     secrets = SecretStore(settings.secrets_file)
     transports = build_transports()
     return [
-        DraftingActivities(settings, engine).draft,
+        DraftingActivities(settings, engine, http, secrets).draft,
         DeliveryActivities(settings, engine, http, secrets, transports).send,
         NotificationActivities(settings, engine, http, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,

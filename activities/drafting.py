@@ -1,27 +1,47 @@
-"""Drafting: render a task's content and assess it against its guardrails."""
+"""Drafting: render a task's content and assess it against its guardrails.
 
+A type with a prompt template has its subject and body written by the LLM
+when one is configured (followthrough/llm/); otherwise, and for every other
+type, its templates write the draft.
+"""
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import httpx
 from jinja2 import TemplateError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from activities.errors import permanent, reports_attempt
+from activities.attempts import record_failed_attempt
+from activities.errors import llm_failure, permanent, reports_attempt
 from followthrough import activity_names, policies
-from followthrough.contracts import DraftRequest, DraftResult
-from followthrough.guardrails import FirstContact, GuardrailFacts, assess
+from followthrough.contracts import Draft, DraftOrigin, DraftRequest, DraftResult, TaskInput
+from followthrough.guardrails import FirstContact, GuardrailFacts, LowConfidence, assess
+from followthrough.llm import LlmConfig, LlmError, api_key, llm_config
+from followthrough.llm.drafting import draft_messages, write_draft
+from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from followthrough.tables import Contact
 from followthrough.tasktypes import UnknownTaskType, get_type
-from followthrough.tasktypes.base import DraftContext
+from followthrough.tasktypes.base import DraftContext, TaskType
 
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]
+# While it waits on the LLM the activity heartbeats this often, so a cancel reaches it.
+HEARTBEAT_EVERY_SECONDS = 5.0
+T = TypeVar("T")
 
 
 class DraftingActivities:
-    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None, http: httpx.AsyncClient | None = None,
+                 secrets: SecretStore | None = None) -> None:
         self._settings = settings
         self._engine = engine
+        self._http = http
+        self._secrets = secrets or SecretStore(settings.secrets_file)
 
     @activity.defn(name=activity_names.DRAFT)
     @reports_attempt
@@ -35,15 +55,45 @@ class DraftingActivities:
             payload = task_type.payload_model.model_validate(task.payload)
         except ValidationError as err:
             raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
+        config = llm_config(self._settings, task_type.name) if task_type.prompt else None
         try:
             draft = await task_type.draft(payload, DraftContext(self._settings, task, self._engine))
+            messages = draft_messages(task_type, task, payload, draft) if config else []
         except TemplateError as err:
             raise permanent(f"template failed to render: {err}", policies.TEMPLATE_ERROR) from err
-        params = task_type.guardrail_params(self._settings, task.tenant_id)
+        origin = DraftOrigin()
+        if config is not None:
+            draft, origin = await self._llm_draft(config, task, messages, draft)
+        return DraftResult(draft=draft, flags=await self._assess(task_type, task, payload, draft, origin),
+                           origin=origin)
+
+    async def _llm_draft(self, config: LlmConfig, task: TaskInput, messages: list[dict[str, str]],
+                         baseline: Draft) -> tuple[Draft, DraftOrigin]:
+        # Leave the attempt a moment to report its outcome before Temporal's own timeout.
+        limit = (activity.info().start_to_close_timeout or policies.DRAFT_TIMEOUT).total_seconds() - 5
+        try:
+            key = api_key(config, self._secrets)
+            return await heartbeating(write_draft(await self._client(), config, key, messages, baseline,
+                                                  timeout_seconds=max(1.0, min(config.timeout_seconds, limit))))
+        except LlmError as err:
+            if self._engine is not None:
+                await record_failed_attempt(self._engine, task.task_id, task.run_number, "draft", err, err.retryable)
+            raise llm_failure(err) from err
+
+    async def _assess(self, task_type: TaskType, task: TaskInput, payload: BaseModel, draft: Draft,
+                      origin: DraftOrigin) -> list[str]:
+        params = {"min_confidence": self._settings.llm_confidence_threshold} | task_type.guardrail_params(
+            self._settings, task.tenant_id)
         # Looking up past recipients costs a query; only a first-contact check needs them.
         wanted = params.get("flag_first_contact") and any(isinstance(g, FirstContact) for g in task_type.guardrails)
-        facts = GuardrailFacts(known_recipients=await self._known(task.tenant_id, draft.to) if wanted else frozenset())
-        return DraftResult(draft=draft, flags=assess(task_type.guardrails, payload, draft, params, facts))
+        facts = GuardrailFacts(known_recipients=await self._known(task.tenant_id, draft.to) if wanted else frozenset(),
+                               llm_drafted=origin.drafter == "llm", confidence=origin.confidence)
+        return assess(task_type.guardrails + (LowConfidence(),), payload, draft, params, facts)
+
+    async def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
 
     async def _known(self, tenant_id: str, addresses: list[str]) -> frozenset[str]:
         if not addresses or self._engine is None:
@@ -52,3 +102,16 @@ class DraftingActivities:
             rows = await conn.execute(select(CONTACTS.c.address).where(
                 CONTACTS.c.tenant_id == tenant_id, CONTACTS.c.address.in_([a.lower() for a in addresses])))
             return frozenset(rows.scalars())
+
+
+async def heartbeating(work: Awaitable[T], every: float | None = None) -> T:
+    """Await ``work``, heartbeating meanwhile; a cancelled activity cancels the work."""
+    running = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({running}, timeout=every or HEARTBEAT_EVERY_SECONDS)
+            if done:
+                return running.result()
+            activity.heartbeat()
+    finally:
+        running.cancel()

@@ -3,10 +3,13 @@ the attempt number, and permanent failures are marked non-retryable."""
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+from followthrough.llm.client import LlmError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -23,9 +26,15 @@ def reports_attempt(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await fn(*args, **kwargs)
         except ApplicationError as err:
             raise ApplicationError(err.message, {"attempt": activity.info().attempt}, type=err.type,
-                                   non_retryable=err.non_retryable) from err
+                                   non_retryable=err.non_retryable, next_retry_delay=err.next_retry_delay) from err
         except Exception as err:
             raise ApplicationError(str(err) or type(err).__name__, {"attempt": activity.info().attempt},
                                    type=type(err).__name__) from err
 
     return wrapper
+
+
+def llm_failure(err: LlmError) -> ApplicationError:
+    """An LLM error as Temporal sees it: retryable or not, and a Retry-After as the next retry's delay."""
+    delay = timedelta(seconds=err.retry_after) if err.retry_after is not None else None
+    return ApplicationError(str(err), type=err.error_type, non_retryable=not err.retryable, next_retry_delay=delay)

@@ -5,7 +5,7 @@ They hold plain values only (no SQL models, no pydantic) so the workflow
 sandbox can import them and the default data converter can round-trip them.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -92,10 +92,28 @@ class DraftRequest:
 
 
 @dataclass
+class DraftOrigin:
+    """Who wrote a draft: its type's templates, or a language model (with what it cost)."""
+
+    drafter: str = "template"  # template | llm
+    model: str | None = None  # as the LLM endpoint reported it
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    # The model's own rating of its draft, 0..1; below the threshold the draft is flagged.
+    confidence: float | None = None
+
+    def as_event_data(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class DraftResult:
     draft: Draft
     # Guardrail findings: each a short reason why a person must approve.
     flags: list[str] = field(default_factory=list)
+    # None in histories written before drafts recorded their origin.
+    origin: DraftOrigin | None = None
 
 
 @dataclass

@@ -20,6 +20,9 @@ class GuardrailFacts:
     """What the engine knows beyond the task, gathered before the checks run."""
 
     known_recipients: frozenset[str] = frozenset()
+    # Whether an LLM wrote the draft, and the model's rating of it (0..1; None if it gave none).
+    llm_drafted: bool = False
+    confidence: float | None = None
 
 
 class Guardrail(Protocol):
@@ -72,6 +75,24 @@ class TargetHosts:
         allowed = {h.lower() for h in params.get("allowed_hosts") or []}
         host = (urlsplit(str(draft.data.get("url", ""))).hostname or "").lower()
         return f"target host {host!r} is not in the allowed hosts" if allowed and host not in allowed else None
+
+
+@dataclass(frozen=True)
+class LowConfidence:
+    """Flags an LLM draft its model rated below the ``min_confidence`` parameter, or did not rate at all.
+
+    Every type gets it when an LLM drafts; the parameter defaults to FOLLOWTHROUGH_LLM_CONFIDENCE_THRESHOLD.
+    """
+
+    def check(self, payload: BaseModel, draft: Draft, params: dict[str, Any], facts: GuardrailFacts) -> str | None:
+        if not facts.llm_drafted:
+            return None
+        threshold = float(params.get("min_confidence", 0))
+        if facts.confidence is None:
+            return "low confidence: the drafting model did not rate its draft"
+        if facts.confidence < threshold:
+            return f"low confidence: the drafting model rated its draft {facts.confidence:.2f}, below {threshold:.2f}"
+        return None
 
 
 def assess(guardrails: tuple[Guardrail, ...], payload: BaseModel, draft: Draft, params: dict[str, Any],

@@ -15,9 +15,19 @@ INVALID_PAYLOAD = "InvalidPayload"
 TEMPLATE_ERROR = "TemplateError"
 UNKNOWN_TASK_TYPE = "UnknownTaskType"
 DELIVERY_REFUSED = "DeliveryRefused"
-NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED]
+# The LLM endpoint refused the request (400, 401, 403, 404, ...) or its API key secret is missing.
+LLM_REFUSED = "LlmRequestRefused"
+# An LLM is configured but its API key secret is not.
+LLM_NOT_CONFIGURED = "LlmNotConfigured"
+# A plan names an unknown task type, an invalid mode or a payload its type does not accept.
+INVALID_PLAN = "InvalidPlan"
+NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED, LLM_REFUSED, LLM_NOT_CONFIGURED,
+                 INVALID_PLAN]
+# Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)
+# and LlmAnswerInvalid (an answer that is not the JSON asked for: the next sample may be).
 
-DRAFT_TIMEOUT = timedelta(seconds=60)
+# Room for one LLM call (FOLLOWTHROUGH_LLM_TIMEOUT_SECONDS, at most 110 s) and the work around it.
+DRAFT_TIMEOUT = timedelta(seconds=120)
 DRAFT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -9,12 +9,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _env(name: str, *bare: str) -> AliasChoices:
     return AliasChoices(f"FOLLOWTHROUGH_{name}", *bare)
+
+
+class LlmTypeOptions(BaseModel):
+    """Per task type: another model or temperature, or no LLM at all for that type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    model: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
 
 
 class Settings(BaseSettings):
@@ -73,6 +83,22 @@ class Settings(BaseSettings):
     approval_link_secret: str = Field("", validation_alias=_env("APPROVAL_LINK_SECRET"),
                                       description="Name of the secret that signs approval links.")
     approval_link_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, validation_alias=_env("APPROVAL_LINK_TTL_SECONDS"))
+
+    # LLM drafting and planning through an OpenAI-compatible chat completions endpoint. Without a base URL
+    # every type drafts from its templates. The API key is named, never given: see followthrough/secrets.py.
+    llm_base_url: str = Field("", validation_alias=_env("LLM_BASE_URL"),
+                              description="e.g. https://api.openai.com/v1; empty: template drafting only.")
+    llm_model: str = Field("", validation_alias=_env("LLM_MODEL"))
+    llm_api_key_secret: str = Field("", validation_alias=_env("LLM_API_KEY_SECRET"),
+                                    description="Name of the secret holding the API key; empty: no key sent.")
+    # Per attempt; the draft activity's own timeout (policies.DRAFT_TIMEOUT, 120 s) leaves room for it.
+    llm_timeout_seconds: float = Field(30, gt=0, le=110, validation_alias=_env("LLM_TIMEOUT_SECONDS"))
+    llm_temperature: float | None = Field(None, ge=0, le=2, validation_alias=_env("LLM_TEMPERATURE"))
+    # A draft the model rates below this needs a person's approval (a guardrail flag); a type or tenant may
+    # set its own as the guardrail parameter `min_confidence` in FOLLOWTHROUGH_GUARDRAILS.
+    llm_confidence_threshold: float = Field(0.7, ge=0, le=1, validation_alias=_env("LLM_CONFIDENCE_THRESHOLD"))
+    # {"<task type>": {"model": "...", "temperature": 0.2}} or {"<task type>": {"enabled": false}}
+    llm_types: dict[str, LlmTypeOptions] = Field(default_factory=dict, validation_alias=_env("LLM_TYPES"))
 
     # Deduplication of task creation (tenant, type, subject, source) and Idempotency-Key replay.
     idempotency_window_seconds: int = Field(24 * 3600, ge=0, validation_alias=_env("IDEMPOTENCY_WINDOW_SECONDS"))

@@ -107,7 +107,10 @@ class TaskWorkflow(TaskEventLog):
         except ActivityError as err:
             return self._fail("draft", err)
         draft = drafted.draft
-        self._emit(EventType.TASK_DRAFTED, data={"flags": drafted.flags},
+        # Which drafter wrote it (and, for an LLM, the model, tokens, latency and confidence): event data,
+        # not a command, so older histories replay unchanged.
+        origin = drafted.origin.as_event_data() if drafted.origin else {}
+        self._emit(EventType.TASK_DRAFTED, data={"flags": drafted.flags} | origin,
                    changes=TaskChanges(draft=asdict(draft)))
         if drafted.flags:
             self._emit(EventType.TASK_GUARDRAIL_FLAGGED, data={"reasons": drafted.flags})

@@ -2,8 +2,10 @@
 declares, and how its send step retries.
 
 Drafting is pure with respect to the outside world (a report may read the
-mirror); what the draft says is what the send step delivers, through the
-transport its ``channel`` names (activities/transports/).
+mirror); a type with a ``prompt`` has its subject and body rewritten by an
+LLM when one is configured (followthrough/llm/). What the draft says is what
+the send step delivers, through the transport its ``channel`` names
+(activities/transports/).
 """
 
 from collections.abc import Awaitable, Callable
@@ -42,6 +44,9 @@ class TaskType:
     # Reminders, escalation and the deadline's action while a decision is awaited; a task may override it.
     sla: SlaPolicy | None = None
     send_timeout_seconds: int = 30
+    # The template (under templates/) asking an LLM for this type's subject and body; None: templates only.
+    # It sees `payload`, `task` (title, type, tenant_id) and `draft`, the type's own draft as a baseline.
+    prompt: str | None = None
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

@@ -68,4 +68,5 @@ TASK_TYPE = TaskType(
     guardrails=(WithCc(RecipientDomains()), FirstContact()),
     guardrail_defaults=lambda _settings: {"flag_first_contact": False},
     default_mode=TaskMode.REVIEW,
+    prompt="email.prompt.j2",
 )

@@ -47,4 +47,5 @@ TASK_TYPE = TaskType(
     guardrails=(AmountAbove("invoice_amount", "currency"), RecipientDomains(), FirstContact()),
     guardrail_defaults=lambda settings: {"amount_limit": settings.invoice_amount_limit},
     default_mode=TaskMode.ASSISTED,
+    prompt="invoice_follow_up.prompt.j2",
 )
