@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.errors import permanent, reports_attempt
+from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
 from followthrough.contracts import DraftRequest, DraftResult
 from followthrough.guardrails import FirstContact, GuardrailFacts, assess
@@ -36,7 +37,8 @@ class DraftingActivities:
         except ValidationError as err:
             raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
         try:
-            draft = await task_type.draft(payload, DraftContext(self._settings, task, self._engine))
+            # A cancelled task's draft stops here, at the next heartbeat.
+            draft = await heartbeating(task_type.draft(payload, DraftContext(self._settings, task, self._engine)))
         except TemplateError as err:
             raise permanent(f"template failed to render: {err}", policies.TEMPLATE_ERROR) from err
         params = task_type.guardrail_params(self._settings, task.tenant_id)

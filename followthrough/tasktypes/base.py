@@ -8,7 +8,7 @@ transport its ``channel`` names (activities/transports/).
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,12 +18,25 @@ from followthrough.guardrails import Guardrail
 from followthrough.lifecycle import TaskMode
 from followthrough.settings import Settings
 
+if TYPE_CHECKING:
+    from followthrough.decomposition import SubtaskList
+
 
 @dataclass(frozen=True)
 class DraftContext:
     settings: Settings
     task: TaskInput
     engine: AsyncEngine | None = None
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    settings: Settings
+    task: TaskInput
+
+
+# A planning function: from a task's (validated) payload to the subtasks it splits into.
+Planner = Callable[[Any, PlanContext], Awaitable["SubtaskList"]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class TaskType:
     # Reminders, escalation and the deadline's action while a decision is awaited; a task may override it.
     sla: SlaPolicy | None = None
     send_timeout_seconds: int = 30
+    # A type that plans splits each task into subtasks instead of drafting and sending itself.
+    plan: Planner | None = None
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()
