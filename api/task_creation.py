@@ -70,6 +70,7 @@ class TaskCreator:
             approvers=list(dict.fromkeys(body.approval.approvers)) if body.approval else [],
             approvals_required=body.approval.required if body.approval else 1,
             sla=self._sla(body, task_type),
+            decompose=task_type.plan is not None,
         )
 
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:

@@ -29,6 +29,7 @@ class _Child:
     workflow_id: str
     outcome: TaskOutcome | None = None
     runner: asyncio.Task | None = None
+    recorded: bool = False
 
 
 class TaskSubtasks(TaskEventLog):
@@ -64,6 +65,7 @@ class TaskSubtasks(TaskEventLog):
             stopped_by = await self._wait_for_children(children, plan)
         except asyncio.CancelledError:
             await self._cancel_children(children)
+            self._record_ended(children)
             raise
         return self._sum_up(children, plan, stopped_by)
 
@@ -83,21 +85,22 @@ class TaskSubtasks(TaskEventLog):
         for child in children:
             self._start_child(child)
         self._children_started = True
-        recorded: list[_Child] = []
-        while len(recorded) < len(children):
-            # Outcomes are taken in the order the children are listed, whichever ended first,
-            # so every replay records them in the same order.
-            await workflow.wait_condition(lambda: any(c.outcome and c not in recorded for c in children))
-            for child in [c for c in children if c.outcome and c not in recorded]:
-                recorded.append(child)
-                self._record_child(child, children)
+        while not all(c.recorded for c in children):
+            await workflow.wait_condition(lambda: any(c.outcome and not c.recorded for c in children))
+            for child in self._record_ended(children):
                 if fail_fast and _failed(child):
                     await self._cancel_children(children)
-                    for other in [c for c in children if c.outcome and c not in recorded]:
-                        recorded.append(other)
-                        self._record_child(other, children)
+                    self._record_ended(children)
                     return child
         return None
+
+    def _record_ended(self, children: list[_Child]) -> list[_Child]:
+        """Record the children that have ended since last time, in the order they are listed (whichever
+        ended first), so that every replay records them in the same order."""
+        ended = [c for c in children if c.outcome is not None and not c.recorded]
+        for child in ended:
+            self._record_child(child, children)
+        return ended
 
     def _start_child(self, child: _Child) -> None:
         child.runner = asyncio.create_task(self._run_child(child))
@@ -133,6 +136,7 @@ class TaskSubtasks(TaskEventLog):
         if child.outcome.error:
             data["error"] = child.outcome.error
         kind = EventType.TASK_SUBTASK_FAILED if _failed(child) else EventType.TASK_SUBTASK_COMPLETED
+        child.recorded = True
         self._emit(kind, data=data, changes=TaskChanges(progress=_progress(children)))
 
     def _sum_up(self, children: list[_Child], plan: SubtaskPlan, stopped_by: _Child | None) -> TaskOutcome:
@@ -157,7 +161,7 @@ def _failed(child: _Child) -> bool:
 
 
 def _progress(children: list[_Child]) -> dict[str, int]:
-    ended = [c for c in children if c.outcome is not None]
+    ended = [c for c in children if c.recorded]
     failed = sum(1 for c in ended if _failed(c))
     return {"done": len(ended) - failed, "failed": failed, "total": len(children)}
 

@@ -1,4 +1,5 @@
-"""/tasks/{id}/…: the decisions a person can take on a task, and its retry."""
+"""/tasks/{id}/…: the decisions a person can take on a task (approve, reject, complete, cancel,
+reschedule, pause, resume), and its retry."""
 
 from datetime import timedelta
 from typing import Any
@@ -10,9 +11,28 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, update_refused
 from api.lookups import task_row_or_404
-from api.schemas import ApproveBody, CancelBody, CompleteBody, DecisionPublic, RejectBody, StatusPatch, TaskCreated
+from api.schemas import (
+    ApproveBody,
+    CancelBody,
+    CompleteBody,
+    DecisionPublic,
+    PauseBody,
+    RejectBody,
+    RescheduleBody,
+    StatusPatch,
+    TaskCreated,
+)
 from api.task_creation import TaskCreator
-from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, Rejection, TaskOutcome
+from followthrough.contracts import (
+    ApprovalDecision,
+    CancelRequest,
+    Completion,
+    DecisionAck,
+    PauseRequest,
+    Rejection,
+    RescheduleRequest,
+    TaskOutcome,
+)
 from followthrough.lifecycle import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -100,4 +120,33 @@ async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, 
                         CancelRequest(actor_id=body.actor_id or actor, reason=body.reason))
     if ack.status != TaskStatus.CANCELLED.value:
         raise ApiError(409, f"task was {ack.status} before the cancellation took effect")
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/reschedule", response_model=DecisionPublic)
+async def reschedule_task(task_id: str, body: RescheduleBody, session: SessionDep, temporal: TemporalDep,
+                          actor: ActorDep) -> DecisionPublic:
+    """Move the due time of a task still waiting for it (409 once it has started)."""
+    ack = await _decide(session, temporal, task_id, "reschedule",
+                        RescheduleRequest(due_at=body.due_at, actor_id=body.actor_id or actor, reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/pause", response_model=DecisionPublic)
+async def pause_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+                     body: PauseBody | None = None) -> DecisionPublic:
+    """Hold the task before its next step (a step under way finishes first) until it is resumed."""
+    body = body or PauseBody()
+    ack = await _decide(session, temporal, task_id, "pause",
+                        PauseRequest(actor_id=body.actor_id or actor, reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/resume", response_model=DecisionPublic)
+async def resume_task(task_id: str, session: SessionDep, temporal: TemporalDep, actor: ActorDep,
+                      body: PauseBody | None = None) -> DecisionPublic:
+    """Let a paused task go on from where it was held."""
+    body = body or PauseBody()
+    ack = await _decide(session, temporal, task_id, "resume",
+                        PauseRequest(actor_id=body.actor_id or actor, reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
