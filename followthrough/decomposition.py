@@ -86,10 +86,16 @@ class SubtaskList(BaseModel):
 
 
 def nesting_depth(subtasks: list[SubtaskIn]) -> int:
-    """How many levels of subtasks these make, counting those their own payloads list."""
-    deeper = [nesting_depth(SubtaskList.model_validate(s.payload).subtasks)
-              for s in subtasks if isinstance(s.payload.get("subtasks"), list) and s.payload["subtasks"]]
-    return 1 + max(deeper, default=0)
+    """How many levels of subtasks these make, counting those their own (already checked) payloads list."""
+    return 1 + max((_listed_depth(s.payload) for s in subtasks), default=0)
+
+
+def _listed_depth(payload: dict[str, Any]) -> int:
+    listed = payload.get("subtasks")
+    if not isinstance(listed, list) or not listed:
+        return 0
+    return 1 + max((_listed_depth(item.get("payload") or {}) for item in listed if isinstance(item, dict)),
+                   default=0)
 
 
 def check_depth(subtasks: list[SubtaskIn], depth: int = 0) -> None:
