@@ -14,7 +14,7 @@ from followthrough.contracts import CancelRequest, DecisionAck, PauseRequest, Se
 from followthrough.database import session_factory
 from followthrough.tables import Task
 from tests.helpers import event_types, eventually, task_input, task_row
-from tests.workflows.test_task_workflow import start, state, until_status
+from tests.workflows.test_task_workflow import start, state
 from tests.workflows.test_time import worker_replacing
 from worker import build_worker
 
