@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +31,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
+        # A cancel reaches a running activity with the answer to its next heartbeat: send them
+        # at least every 2 s, so a cancelled draft stops within a few seconds.
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
     )
 
 

@@ -1,4 +1,4 @@
-"""Every side effect the workflows perform: draft, send, notify, record to the mirror."""
+"""Every side effect the workflows perform: draft, send, notify, plan subtasks, record to the mirror."""
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -7,6 +7,7 @@ from activities.delivery import DeliveryActivities
 from activities.drafting import DraftingActivities
 from activities.mirror import MirrorActivities
 from activities.notifications import NotificationActivities
+from activities.planning import PlanningActivities
 from activities.transports import build_transports
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
@@ -20,4 +21,5 @@ def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncC
         DeliveryActivities(settings, engine, http, secrets, transports).send,
         NotificationActivities(settings, engine, http, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,
+        PlanningActivities(settings).plan,
     ]

@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities.attempts import record_failed_attempt
 from activities.errors import permanent, reports_attempt
+from activities.heartbeat import heartbeating
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
 from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
@@ -38,7 +39,8 @@ class DeliveryActivities:
             timeout_seconds=max(1.0, timeout.total_seconds() - 2),
         )
         try:
-            detail = await transport.deliver(request.draft, ctx)
+            # A delivery that has begun finishes even when its task is cancelled meanwhile.
+            detail = await heartbeating(transport.deliver(request.draft, ctx), finish_on_cancel=True)
         except (PermanentDeliveryError, SecretNotFound) as err:
             await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, False)
             raise permanent(str(err), policies.DELIVERY_REFUSED) from err

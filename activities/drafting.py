@@ -5,10 +5,6 @@ when one is configured (followthrough/llm/); otherwise, and for every other
 type, its templates write the draft.
 """
 
-import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
 import httpx
 from jinja2 import TemplateError
 from pydantic import BaseModel, ValidationError
@@ -18,6 +14,7 @@ from temporalio import activity
 
 from activities.attempts import record_failed_attempt
 from activities.errors import llm_failure, permanent, reports_attempt
+from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
 from followthrough.contracts import Draft, DraftOrigin, DraftRequest, DraftResult, TaskInput
 from followthrough.guardrails import FirstContact, GuardrailFacts, LowConfidence, assess
@@ -30,9 +27,6 @@ from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import DraftContext, TaskType
 
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]
-# While it waits on the LLM the activity heartbeats this often, so a cancel reaches it.
-HEARTBEAT_EVERY_SECONDS = 5.0
-T = TypeVar("T")
 
 
 class DraftingActivities:
@@ -57,7 +51,8 @@ class DraftingActivities:
             raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
         config = llm_config(self._settings, task_type.name) if task_type.prompt else None
         try:
-            draft = await task_type.draft(payload, DraftContext(self._settings, task, self._engine))
+            # A cancelled task's draft stops here, at the next heartbeat.
+            draft = await heartbeating(task_type.draft(payload, DraftContext(self._settings, task, self._engine)))
             messages = draft_messages(task_type, task, payload, draft) if config else []
         except TemplateError as err:
             raise permanent(f"template failed to render: {err}", policies.TEMPLATE_ERROR) from err
@@ -102,16 +97,3 @@ class DraftingActivities:
             rows = await conn.execute(select(CONTACTS.c.address).where(
                 CONTACTS.c.tenant_id == tenant_id, CONTACTS.c.address.in_([a.lower() for a in addresses])))
             return frozenset(rows.scalars())
-
-
-async def heartbeating(work: Awaitable[T], every: float | None = None) -> T:
-    """Await ``work``, heartbeating meanwhile; a cancelled activity cancels the work."""
-    running = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({running}, timeout=every or HEARTBEAT_EVERY_SECONDS)
-            if done:
-                return running.result()
-            activity.heartbeat()
-    finally:
-        running.cancel()

@@ -100,6 +100,14 @@ class SlaIn(StorableBody):
         return self
 
 
+def _utc_within_range(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    if value - datetime.now(timezone.utc) > MAX_DUE_AHEAD:
+        raise ValueError("due_at must be within 10 years from now")
+    return value
+
+
 class TaskCreate(StorableBody):
     model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
@@ -139,13 +147,7 @@ class TaskCreate(StorableBody):
     @field_validator("due_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        if value - datetime.now(timezone.utc) > MAX_DUE_AHEAD:
-            raise ValueError("due_at must be within 10 years from now")
-        return value
+        return None if value is None else _utc_within_range(value)
 
 
 class BatchCreate(StorableBody):
@@ -206,6 +208,9 @@ class TaskPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     run_number: int
+    parent_id: str | None = Field(None, description="The task this one is a subtask of.")
+    subtask_index: int | None = Field(None, description="Its place among the parent's subtasks (1-based).")
+    progress: "SubtaskProgress | None" = Field(None, description="For a task split into subtasks.")
     links: TaskLinks
     runs: list["TaskRunPublic"] | None = Field(None, description="Every run of the task (detail view only).")
 
@@ -240,6 +245,18 @@ class TaskEventPublic(BaseModel):
     occurred_at: datetime
 
 
+class SubtaskProgress(BaseModel):
+    done: int = Field(description="Subtasks that completed.")
+    failed: int = Field(description="Subtasks that ended otherwise (failed, rejected, expired, cancelled).")
+    total: int
+
+
+class SubtaskListPublic(BaseModel):
+    items: list[TaskPublic]
+    total: int
+    progress: SubtaskProgress | None
+
+
 class TaskEventListPublic(BaseModel):
     items: list[TaskEventPublic]
     total: int
@@ -270,6 +287,21 @@ class CancelBody(_Decision):
 class CompleteBody(_Decision):
     comment: str | None = Field(None, max_length=4000)
     result: dict[str, Any] | None = Field(None, description="What the person did, recorded as the task's result.")
+
+
+class RescheduleBody(_Decision):
+    due_at: datetime = Field(description="The new due time, ISO 8601; without an offset it is taken as UTC. "
+                                         "A time already past starts the task now.")
+    reason: str | None = Field(None, max_length=4000)
+
+    @field_validator("due_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return _utc_within_range(value)
+
+
+class PauseBody(_Decision):
+    reason: str | None = Field(None, max_length=4000)
 
 
 class StatusPatch(_Decision):

@@ -49,6 +49,9 @@ class TaskCreator:
             task_type = get_type(body.type)
         except UnknownTaskType as err:
             raise invalid(("type",), str(err), "unknown_task_type") from err
+        if task_type.needs_llm and not self.settings.llm_base_url:
+            raise invalid(("type",), f"{task_type.name} tasks are planned by an LLM, and none is configured "
+                                     f"(FOLLOWTHROUGH_LLM_BASE_URL)")
         try:
             payload = task_type.payload_model.model_validate(body.payload)
         except ValidationError as err:
@@ -71,6 +74,7 @@ class TaskCreator:
             approvals_required=body.approval.required if body.approval else 1,
             approver_roles=list(dict.fromkeys(body.approval.roles)) if body.approval else [],
             sla=self._sla(body, task_type),
+            decompose=task_type.plan is not None,
         )
 
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:

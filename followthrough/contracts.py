@@ -32,6 +32,29 @@ class SlaPolicy:
 
 
 @dataclass
+class SubtaskSpec:
+    """One subtask as planned: everything its own TaskInput needs beyond what the parent gives it
+    (tenant, priority, source, creator) and what the parent's workflow assigns (id, position)."""
+
+    type: str
+    title: str
+    mode: str
+    payload: dict[str, Any]
+    approval_timeout_seconds: int
+    subject_ref_type: str | None = None
+    subject_ref_id: str | None = None
+    owner_type: str | None = None
+    owner_id: str | None = None
+    approvers: list[str] = field(default_factory=list)
+    approvals_required: int = 1
+    send_retry: RetrySpec | None = None
+    send_timeout_seconds: int | None = None
+    sla: SlaPolicy | None = None
+    # The subtask's own type plans subtasks in turn.
+    decompose: bool = False
+
+
+@dataclass
 class TaskInput:
     """Everything the workflow needs to run a task; also the row's snapshot."""
 
@@ -61,6 +84,12 @@ class TaskInput:
     approvals_required: int = 1
     sla: SlaPolicy | None = None
     approver_roles: list[str] = field(default_factory=list)
+    # The task splits into subtasks, which its type's planner (the plan_subtasks activity) lists.
+    decompose: bool = False
+    # For a subtask: its parent, its place among the parent's subtasks (1-based) and how deep it nests.
+    parent_id: str | None = None
+    subtask_index: int | None = None
+    depth: int = 0
 
 
 @dataclass
@@ -84,6 +113,23 @@ class Draft:
     body: str
     to: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanRequest:
+    task: TaskInput
+
+
+@dataclass
+class SubtaskPlan:
+    """What a planner decided: the subtasks, whether they run one after another or together,
+    and whether the first failure stops the rest (fail_fast) or not (continue)."""
+
+    subtasks: list[SubtaskSpec]
+    execution: str = "parallel"
+    failure_policy: str = "fail_fast"
+    # When a model planned them: its name, tokens and latency, for the task's events.
+    origin: dict[str, Any] | None = None
 
 
 @dataclass
@@ -177,6 +223,23 @@ class CancelRequest:
 
 
 @dataclass
+class RescheduleRequest:
+    due_at: datetime
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    reason: str | None = None
+
+
+@dataclass
+class PauseRequest:
+    """Pause (hold before the next step) or resume."""
+
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    reason: str | None = None
+
+
+@dataclass
 class DecisionAck:
     """Answer to an update: the task's status once the decision took effect."""
 
@@ -198,6 +261,9 @@ class TaskChanges:
     finished_at: datetime | None = None
     approval_deadline: datetime | None = None
     workflow_run_id: str | None = None
+    due_at: datetime | None = None
+    # For a task split into subtasks: {"done": completed, "failed": ended otherwise, "total": n}.
+    progress: dict[str, int] | None = None
 
 
 @dataclass

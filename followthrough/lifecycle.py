@@ -37,8 +37,25 @@ class Stage(StrEnum):
     DRAFTING = "drafting"
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_PERSON = "awaiting_person"
+    PLANNING = "planning"
+    WAITING_ON_SUBTASKS = "waiting_on_subtasks"
     SENDING = "sending"
     DONE = "done"
+
+
+class Execution(StrEnum):
+    """How a task's subtasks run."""
+
+    PARALLEL = "parallel"
+    SEQUENTIAL = "sequential"
+
+
+class FailurePolicy(StrEnum):
+    """What a failed subtask does to the rest: fail_fast stops them and fails the parent;
+    continue lets them run and the parent completes with every outcome in its result."""
+
+    FAIL_FAST = "fail_fast"
+    CONTINUE = "continue"
 
 
 class TaskMode(StrEnum):
@@ -103,3 +120,9 @@ class EventType(StrEnum):
     TASK_CANCELLED = "TASK_CANCELLED"
     TASK_ATTEMPT_FAILED = "TASK_ATTEMPT_FAILED"
     TASK_RETRIED = "TASK_RETRIED"
+    TASK_RESCHEDULED = "TASK_RESCHEDULED"
+    TASK_PAUSED = "TASK_PAUSED"
+    TASK_RESUMED = "TASK_RESUMED"
+    TASK_SUBTASKS_PLANNED = "TASK_SUBTASKS_PLANNED"
+    TASK_SUBTASK_COMPLETED = "TASK_SUBTASK_COMPLETED"
+    TASK_SUBTASK_FAILED = "TASK_SUBTASK_FAILED"

@@ -51,9 +51,11 @@ def storable(value: Any) -> Any:
 def created_event(task: TaskInput) -> MirrorEvent:
     return MirrorEvent(
         id=f"{task.task_id}:created", task_id=task.task_id, seq=0, type=EventType.TASK_CREATED.value,
-        occurred_at=task.created_at, actor_type="api", actor_id=task.created_by,
+        occurred_at=task.created_at, actor_type="api" if task.parent_id is None else "system",
+        actor_id=task.created_by,
         new_status=TaskStatus.PENDING.value,
-        data={"mode": task.mode, "source": task.source, "due_at": task.due_at.isoformat() if task.due_at else None},
+        data={"mode": task.mode, "source": task.source, "due_at": task.due_at.isoformat() if task.due_at else None}
+        | ({"parent_id": task.parent_id, "subtask_index": task.subtask_index} if task.parent_id else {}),
     )
 
 
@@ -67,7 +69,8 @@ def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
         error=None, attempts=0, run_number=1, workflow_id=workflow_id, workflow_run_id=None,
         approval_timeout_seconds=task.approval_timeout_seconds, approval_deadline=None,
         created_by=task.created_by, created_at=task.created_at, updated_at=task.created_at,
-        started_at=None, finished_at=None,
+        started_at=None, finished_at=None, parent_id=task.parent_id, subtask_index=task.subtask_index,
+        progress=None,
     ))
 
 

@@ -28,6 +28,9 @@ NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_RE
 
 # Room for one LLM call (FOLLOWTHROUGH_LLM_TIMEOUT_SECONDS, at most 110 s) and the work around it.
 DRAFT_TIMEOUT = timedelta(seconds=120)
+# Drafting heartbeats, so a cancelled task's draft (which may be a slow model call) stops
+# within a heartbeat, and a worker that died mid-draft is noticed before the timeout.
+DRAFT_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 DRAFT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -37,6 +40,20 @@ DRAFT_RETRY = RetryPolicy(
 )
 
 SEND_TIMEOUT = timedelta(seconds=30)
+# A send heartbeats too, so a worker that died mid-send is noticed early; a cancel does not
+# stop it (the workflow waits for the send to finish, see workflows/task.py).
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+
+# Planning a task's subtasks: a type's planning function now, possibly a model call later.
+PLAN_TIMEOUT = timedelta(seconds=120)
+PLAN_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+PLAN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE,
+)
 
 
 def send_retry(spec: RetrySpec | None) -> RetryPolicy:

@@ -73,6 +73,11 @@ class Task(SQLModel, table=True):
     updated_at: datetime = _when(nullable=False)
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    # A subtask's parent and its place among the parent's subtasks (1-based).
+    parent_id: str | None = Field(default=None, max_length=36, index=True)
+    subtask_index: int | None = Field(default=None)
+    # A task split into subtasks: {"done": n, "failed": n, "total": n}.
+    progress: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class TaskEvent(SQLModel, table=True):

@@ -87,3 +87,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def with_activities(activities: list, *replacements: Any) -> list:
+    """``activities`` with each replacement standing in for the activity of the same name."""
+    from temporalio.activity import _Definition
+
+    names = {_Definition.must_from_callable(r).name for r in replacements}
+    return [a for a in activities if _Definition.must_from_callable(a).name not in names] + list(replacements)

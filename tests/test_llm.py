@@ -1,6 +1,7 @@
 """The LLM client, drafting activity and planner against a real OpenAI-compatible server on 127.0.0.1."""
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
@@ -293,11 +294,10 @@ async def test_planning_needs_a_configured_llm(tmp_path):
         await plan_subtasks(Settings(data_dir=tmp_path), task_input())
 
 
-async def test_the_activity_heartbeats_while_it_waits_and_a_cancel_stops_the_call(llm, http, secrets, tmp_path,
-                                                                                  monkeypatch):
-    monkeypatch.setattr("activities.drafting.HEARTBEAT_EVERY_SECONDS", 0.05)
-    llm.raw(200, completion(json.dumps({"subject": "S", "body": "B", "confidence": 1})), delay=0.4)
+async def test_the_activity_heartbeats_while_it_waits_and_a_cancel_stops_the_call(llm, http, secrets, tmp_path):
+    llm.raw(200, completion(json.dumps({"subject": "S", "body": "B", "confidence": 1})), delay=0.9)
     env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.4))  # a heartbeat every 0.2 s
     beats: list[tuple] = []
     env.on_heartbeat = lambda *details: beats.append(details)
     activities = DraftingActivities(llm_settings(llm, tmp_path), None, http, secrets)
@@ -306,6 +306,7 @@ async def test_the_activity_heartbeats_while_it_waits_and_a_cancel_stops_the_cal
 
     llm.raw(200, "{}", delay=2)
     env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, heartbeat_timeout=timedelta(seconds=0.8))
     env.on_heartbeat = lambda *details: env.cancel()
     with pytest.raises(asyncio.CancelledError):
         await env.run(activities.draft, DraftRequest(task=task_input()))

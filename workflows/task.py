@@ -1,15 +1,17 @@
-"""TaskWorkflow: wait until due → draft → (approval) → send → done.
+"""TaskWorkflow: wait until due → draft → (approval) → send → done, or split into
+subtasks and wait for them.
 
 The mode and the draft's guardrail flags decide whether a person must approve.
 Approvals arrive as the ``approve``/``reject`` Updates (validated, so a caller
 learns at once that a task cannot take a decision) or as signals of the same
 names (for ``temporal workflow signal`` and the Web UI). ``cancel`` works in
-every non-terminal state.
+every non-terminal state; ``reschedule`` moves the due time of a task still
+waiting for it; ``pause`` holds a task before its next step until ``resume``.
 """
 
 import asyncio
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.workflow import ActivityCancellationType
@@ -25,7 +27,9 @@ with workflow.unsafe.imports_passed_through():
         Draft,
         DraftRequest,
         DraftResult,
+        PauseRequest,
         Rejection,
+        RescheduleRequest,
         SendRequest,
         SendResult,
         TaskChanges,
@@ -34,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from workflows.mirror_pump import MirrorPump
-    from workflows.task_events import TaskEventLog
+    from workflows.task_subtasks import TaskSubtasks
     from workflows.task_rules import (
         SENDS_UNATTENDED,
         apply_edits,
@@ -44,8 +48,13 @@ with workflow.unsafe.imports_passed_through():
         sla_steps,
     )
 
+# Runs that reach the due wait on this code wait on a condition that a reschedule or a
+# pause can wake; older runs keep the plain timer they started with.
+PAUSABLE_DUE_WAIT = "pausable-due-wait"
+
+
 @workflow.defn(name="TaskWorkflow")
-class TaskWorkflow(TaskEventLog):
+class TaskWorkflow(TaskSubtasks):
     def __init__(self) -> None:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
@@ -59,6 +68,13 @@ class TaskWorkflow(TaskEventLog):
         self._flow: asyncio.Task | None = None
         self._pump: MirrorPump | None = None
         self._task: TaskInput | None = None
+        self._due_at: datetime | None = None
+        self._reschedulable = False
+        # Set while paused, with the status to go back to on resume.
+        self._paused: PauseRequest | None = None
+        self._status_before_pause = TaskStatus.PENDING
+        self._execution: str | None = None
+        self._children_started = False
 
     # ---- run -------------------------------------------------------------
 
@@ -94,14 +110,23 @@ class TaskWorkflow(TaskEventLog):
         if task.due_at is not None and task.due_at > now:
             self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
                        data={"due_at": task.due_at.isoformat()})
-            await workflow.sleep(task.due_at - now, summary="Wait until due")
+            if workflow.patched(PAUSABLE_DUE_WAIT):
+                await self._wait_until_due(task.due_at)
+            else:
+                await workflow.sleep(task.due_at - now, summary="Wait until due")
 
+        await self._hold()
+        if task.decompose:
+            return await self._run_subtasks(task)
         self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.IN_PROGRESS, Stage.DRAFTING,
                    changes=TaskChanges(started_at=workflow.now(), workflow_run_id=workflow.info().run_id))
         try:
             drafted = await workflow.execute_activity(
                 activity_names.DRAFT, DraftRequest(task=task), result_type=DraftResult,
                 start_to_close_timeout=policies.DRAFT_TIMEOUT, retry_policy=policies.DRAFT_RETRY,
+                # The draft heartbeats; a cancel stops it (the default cancellation type: the
+                # task is cancelled at once and the activity is told with its next heartbeat).
+                heartbeat_timeout=policies.DRAFT_HEARTBEAT_TIMEOUT,
                 summary="Draft",
             )
         except ActivityError as err:
@@ -114,6 +139,7 @@ class TaskWorkflow(TaskEventLog):
                    changes=TaskChanges(draft=asdict(draft)))
         if drafted.flags:
             self._emit(EventType.TASK_GUARDRAIL_FLAGGED, data={"reasons": drafted.flags})
+        await self._hold()
 
         if mode is TaskMode.SUGGEST:
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
@@ -198,6 +224,7 @@ class TaskWorkflow(TaskEventLog):
                 start_to_close_timeout=timedelta(seconds=task.send_timeout_seconds) if task.send_timeout_seconds
                 else policies.SEND_TIMEOUT,
                 retry_policy=policies.send_retry(task.send_retry),
+                heartbeat_timeout=policies.SEND_HEARTBEAT_TIMEOUT,
                 # A send that has begun finishes or fails before a cancel takes
                 # effect, so a cancelled task never leaves an unknown send behind.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -207,6 +234,33 @@ class TaskWorkflow(TaskEventLog):
             return self._fail("send", err)
         return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                             result={"delivery": asdict(sent), "sent": True}, attempts=sent.attempt)
+
+    # ---- time: the due wait and pauses ------------------------------------
+
+    async def _wait_until_due(self, due_at: datetime) -> None:
+        """A durable timer to the due time, recomputed whenever a reschedule moves it;
+        while paused, the task does not start even once the time has come."""
+        self._due_at, self._reschedulable = due_at, True
+        while True:
+            if self._paused is not None:
+                await workflow.wait_condition(lambda: self._paused is None)
+                continue
+            assert self._due_at is not None
+            remaining = self._due_at - workflow.now()
+            if remaining <= timedelta(0):
+                break
+            due = self._due_at
+            try:
+                await workflow.wait_condition(lambda: self._due_at != due or self._paused is not None,
+                                              timeout=remaining, timeout_summary="Wait until due")
+            except asyncio.TimeoutError:
+                pass
+        self._reschedulable = False
+
+    async def _hold(self) -> None:
+        """Between steps: wait while the task is paused."""
+        if self._paused is not None:
+            await workflow.wait_condition(lambda: self._paused is None)
 
     # ---- updates, signals, queries ----------------------------------------
 
@@ -259,6 +313,68 @@ class TaskWorkflow(TaskEventLog):
             raise ApplicationError(f"task is already {self._status.value}", type="InvalidTransition")
         if self._cancel is not None:
             raise ApplicationError("task is already being cancelled", type="InvalidTransition")
+
+    @workflow.update(name="reschedule")
+    async def reschedule(self, request: RescheduleRequest) -> DecisionAck:
+        previous, self._due_at = self._due_at, request.due_at
+        self._emit(EventType.TASK_RESCHEDULED, actor_type=request.actor_type, actor_id=request.actor_id,
+                   data={"from": previous.isoformat() if previous else None, "to": request.due_at.isoformat(),
+                         "reason": request.reason},
+                   changes=TaskChanges(due_at=request.due_at))
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    @reschedule.validator
+    def _check_reschedule(self, request: RescheduleRequest) -> None:
+        self._require_open("reschedule")
+        if not self._reschedulable:
+            raise ApplicationError(f"cannot reschedule: task is {self._status.value} ({self._stage.value}); "
+                                   "only a task still waiting for its due time can be rescheduled",
+                                   type="InvalidTransition")
+        if request.due_at.tzinfo is None:
+            raise ValueError("due_at must carry a time zone")
+
+    @workflow.update(name="pause")
+    async def pause(self, request: PauseRequest) -> DecisionAck:
+        self._paused, self._status_before_pause = request, self._status
+        self._emit(EventType.TASK_PAUSED, TaskStatus.PAUSED, actor_type=request.actor_type,
+                   actor_id=request.actor_id, data={"reason": request.reason, "stage": self._stage.value})
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    @pause.validator
+    def _check_pause(self, request: PauseRequest) -> None:
+        self._require_open("pause")
+        if self._paused is not None:
+            raise ApplicationError("task is already paused", type="InvalidTransition")
+        if self._pump is None:
+            raise ApplicationError("cannot pause: the task has not started yet; try again", type="InvalidTransition")
+        if self._status is TaskStatus.AWAITING_APPROVAL:
+            raise ApplicationError("cannot pause: the task is waiting for a decision, which holds it already; "
+                                   "approve, reject or cancel it", type="InvalidTransition")
+        if self._stage is Stage.SENDING:
+            raise ApplicationError("cannot pause: the send has begun and finishes", type="InvalidTransition")
+        if self._children_started:
+            raise ApplicationError("cannot pause: all its subtasks are running; pause or cancel them",
+                                   type="InvalidTransition")
+
+    @workflow.update(name="resume")
+    async def resume(self, request: PauseRequest) -> DecisionAck:
+        self._paused = None
+        self._emit(EventType.TASK_RESUMED, self._status_before_pause, actor_type=request.actor_type,
+                   actor_id=request.actor_id, data={"reason": request.reason})
+        return DecisionAck(status=self._status.value, stage=self._stage.value)
+
+    @resume.validator
+    def _check_resume(self, request: PauseRequest) -> None:
+        self._require_open("resume")
+        if self._paused is None:
+            raise ApplicationError(f"cannot resume: task is {self._status.value}, not paused",
+                                   type="InvalidTransition")
+
+    def _require_open(self, verb: str) -> None:
+        if self._status.terminal:
+            raise ApplicationError(f"cannot {verb}: task is already {self._status.value}", type="InvalidTransition")
+        if self._cancel is not None:
+            raise ApplicationError(f"cannot {verb}: task is being cancelled", type="InvalidTransition")
 
     @workflow.signal(name="approve")
     def approve_signal(self, decision: ApprovalDecision | None = None) -> None:

@@ -4,10 +4,11 @@ A mixin kept out of the workflow module, so the sandbox need not re-import it
 for every run; it only touches the workflow's own state and workflow.* APIs.
 """
 
+import asyncio
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from followthrough.contracts import MirrorEvent, TaskChanges, TaskInput, TaskOutcome
 from followthrough.lifecycle import EventType, Stage, TaskStatus
@@ -54,6 +55,9 @@ class TaskEventLog:
 
     def _fail(self, step: str, err: ActivityError) -> TaskOutcome:
         cause = err.cause
+        if isinstance(cause, CancelledError):
+            # The activity stopped because the task was cancelled: that is no failure of the step.
+            raise asyncio.CancelledError()
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
         kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
         attempts = attempt_of(cause)

@@ -4,12 +4,13 @@ Deterministic and free of I/O; imported through the sandbox (passed through),
 so the sandbox need not re-import them for every run.
 """
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
-from followthrough.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy
+from followthrough.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy, SubtaskSpec, TaskInput
 from followthrough.lifecycle import TaskMode
 
 # Modes in which the engine may send without a person, unless a guardrail flags the task.
@@ -67,3 +68,27 @@ def deadline_decision(sla: SlaPolicy | None, mode: TaskMode) -> ApprovalDecision
     if action == "approve" and mode in SENDS_UNATTENDED:
         return ApprovalDecision(actor_id="sla", actor_type="system", comment="approved at the deadline")
     return None
+
+
+# Subtask ids are name-based UUIDs of the parent's id, its run and the position, so a
+# replayed or retried start always names the same task and a parent's new run new ones.
+_SUBTASK_IDS = uuid.UUID("5d0c7d4e-8f43-4b8e-9a51-3c1f0e2b7a90")
+
+
+def subtask_input(parent: TaskInput, index: int, spec: SubtaskSpec, now: datetime) -> TaskInput:
+    """The TaskInput of a parent's ``index``-th subtask (1-based)."""
+    return TaskInput(
+        task_id=str(uuid.uuid5(_SUBTASK_IDS, f"{parent.task_id}/{parent.run_number}/{index}")),
+        type=spec.type, title=spec.title, mode=spec.mode, payload=spec.payload, created_at=now,
+        approval_timeout_seconds=spec.approval_timeout_seconds, priority=parent.priority,
+        tenant_id=parent.tenant_id, owner_type=spec.owner_type or parent.owner_type,
+        owner_id=spec.owner_id or parent.owner_id, subject_ref_type=spec.subject_ref_type,
+        subject_ref_id=spec.subject_ref_id, source=parent.source, created_by=parent.created_by,
+        send_retry=spec.send_retry, send_timeout_seconds=spec.send_timeout_seconds, approvers=spec.approvers,
+        approvals_required=spec.approvals_required, sla=spec.sla, decompose=spec.decompose,
+        parent_id=parent.task_id, subtask_index=index, depth=parent.depth + 1,
+    )
+
+
+def subtask_workflow_id(parent_workflow_id: str, run_number: int, index: int) -> str:
+    return f"{parent_workflow_id}.{index}" if run_number == 1 else f"{parent_workflow_id}.r{run_number}.{index}"

@@ -1,4 +1,5 @@
-"""/tasks/{id}/…: the decisions a person can take on a task, and its retry."""
+"""/tasks/{id}/…: the decisions a person can take on a task (approve, reject, complete, cancel,
+reschedule, pause, resume), and its retry."""
 
 from datetime import timedelta
 from typing import Any
@@ -11,9 +12,28 @@ from api.auth import PrincipalDep, acting_as, demand, require
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, decision_failure, update_refused
 from api.lookups import task_row_or_404
-from api.schemas import ApproveBody, CancelBody, CompleteBody, DecisionPublic, RejectBody, StatusPatch, TaskCreated
+from api.schemas import (
+    ApproveBody,
+    CancelBody,
+    CompleteBody,
+    DecisionPublic,
+    PauseBody,
+    RejectBody,
+    RescheduleBody,
+    StatusPatch,
+    TaskCreated,
+)
 from api.task_creation import TaskCreator
-from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, Rejection, TaskOutcome
+from followthrough.contracts import (
+    ApprovalDecision,
+    CancelRequest,
+    Completion,
+    DecisionAck,
+    PauseRequest,
+    Rejection,
+    RescheduleRequest,
+    TaskOutcome,
+)
 from followthrough.lifecycle import TaskStatus
 from followthrough.principals import Principal, Role
 
@@ -109,4 +129,34 @@ async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, 
                         CancelRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     if ack.status != TaskStatus.CANCELLED.value:
         raise ApiError(409, f"task was {ack.status} before the cancellation took effect")
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/reschedule", response_model=DecisionPublic, dependencies=[require(Role.SUBMITTER)])
+async def reschedule_task(task_id: str, body: RescheduleBody, session: SessionDep, temporal: TemporalDep,
+                          principal: PrincipalDep) -> DecisionPublic:
+    """Move the due time of a task still waiting for it (409 once it has started)."""
+    ack = await _decide(session, temporal, task_id, "reschedule",
+                        RescheduleRequest(due_at=body.due_at, actor_id=acting_as(principal, body.actor_id),
+                                          reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/pause", response_model=DecisionPublic, dependencies=[require(Role.SUBMITTER)])
+async def pause_task(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
+                     body: PauseBody | None = None) -> DecisionPublic:
+    """Hold the task before its next step (a step under way finishes first) until it is resumed."""
+    body = body or PauseBody()
+    ack = await _decide(session, temporal, task_id, "pause",
+                        PauseRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/resume", response_model=DecisionPublic, dependencies=[require(Role.SUBMITTER)])
+async def resume_task(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
+                      body: PauseBody | None = None) -> DecisionPublic:
+    """Let a paused task go on from where it was held."""
+    body = body or PauseBody()
+    ack = await _decide(session, temporal, task_id, "resume",
+                        PauseRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)

@@ -13,6 +13,7 @@ from api.lookups import task_row_or_404
 from api.schemas import (
     BatchCreate,
     BatchResult,
+    SubtaskListPublic,
     TaskCreate,
     TaskCreated,
     TaskEventListPublic,
@@ -26,7 +27,7 @@ from api.task_queries import TaskFilter, TaskOrder, list_tasks
 from api.views import event_public, task_public
 from followthrough.principals import Role
 from followthrough.lifecycle import TaskStatus
-from followthrough.tables import TaskEvent, TaskRun
+from followthrough.tables import Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")
 
@@ -100,3 +101,14 @@ async def get_task_events(task_id: str, session: SessionDep) -> TaskEventListPub
         .order_by(TaskEvent.occurred_at, TaskEvent.seq, TaskEvent.id)
     )).scalars().all()
     return TaskEventListPublic(items=[event_public(r) for r in rows], total=len(rows))
+
+
+@router.get("/{task_id}/subtasks", response_model=SubtaskListPublic, dependencies=[require(Role.VIEWER)])
+async def get_subtasks(task_id: str, settings: SettingsDep, session: SessionDep) -> SubtaskListPublic:
+    """The task's subtasks in their planned order, with the parent's progress."""
+    parent = await task_row_or_404(session, task_id)
+    rows = (await session.execute(
+        select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.subtask_index, Task.id)
+    )).scalars().all()
+    return SubtaskListPublic(items=[task_public(settings, r) for r in rows], total=len(rows),
+                             progress=parent.progress)

@@ -10,7 +10,7 @@ the send step delivers, through the transport its ``channel`` names
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,12 +20,25 @@ from followthrough.guardrails import Guardrail
 from followthrough.lifecycle import TaskMode
 from followthrough.settings import Settings
 
+if TYPE_CHECKING:
+    from followthrough.decomposition import SubtaskList
+
 
 @dataclass(frozen=True)
 class DraftContext:
     settings: Settings
     task: TaskInput
     engine: AsyncEngine | None = None
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    settings: Settings
+    task: TaskInput
+
+
+# A planning function: from a task's (validated) payload to the subtasks it splits into.
+Planner = Callable[[Any, PlanContext], Awaitable["SubtaskList"]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,10 @@ class TaskType:
     # The template (under templates/) asking an LLM for this type's subject and body; None: templates only.
     # It sees `payload`, `task` (title, type, tenant_id) and `draft`, the type's own draft as a baseline.
     prompt: str | None = None
+    # A type that plans splits each task into subtasks instead of drafting and sending itself.
+    plan: Planner | None = None
+    # Its tasks cannot run without a configured LLM, so the API refuses them when none is.
+    needs_llm: bool = False
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

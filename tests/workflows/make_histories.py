@@ -2,7 +2,7 @@
 
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
-    python -m tests.workflows.make_histories v3
+    python -m tests.workflows.make_histories v4
 """
 
 import asyncio
@@ -19,7 +19,16 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.binaries import find_binary
-from followthrough.contracts import ApprovalDecision, CancelRequest, Completion, DecisionAck, SlaPolicy, TaskOutcome
+from followthrough.contracts import (
+    ApprovalDecision,
+    CancelRequest,
+    Completion,
+    DecisionAck,
+    PauseRequest,
+    RescheduleRequest,
+    SlaPolicy,
+    TaskOutcome,
+)
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.tables import Subscription
@@ -98,6 +107,42 @@ async def main() -> None:
         due = await env.get_current_time() + timedelta(days=2)
         await run("scheduled_cancelled", task_input("autonomous", due_at=due), cancel)
         await run("scheduled_then_completed", task_input("autonomous", due_at=due + timedelta(days=1)))
+
+        due = await env.get_current_time() + timedelta(days=2)
+
+        async def reschedule_pause_resume(handle: WorkflowHandle) -> None:
+            await eventually(lambda: handle.query("state", result_type=DecisionAck),
+                             lambda s: s.status == "scheduled")
+            await handle.execute_update("reschedule", RescheduleRequest(due_at=due + timedelta(days=3),
+                                                                        actor_id="ops"), result_type=DecisionAck)
+            await handle.execute_update("pause", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+            await env.sleep(timedelta(days=4))
+            await handle.execute_update("resume", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+
+        await run("scheduled_rescheduled_paused_resumed", task_input("autonomous", due_at=due),
+                  reschedule_pause_resume)
+
+        def email(to: str, mode: str = "autonomous", **extra) -> dict:
+            return {"type": "email", "mode": mode, "title": f"Mail {to}",
+                    "payload": {"to": [to], "subject": "Hello", "body": "Hi"}} | extra
+
+        def group(subtasks: list[dict], execution: str, failure_policy: str):
+            return task_input("autonomous", type="group", title="Onboarding", subject_ref_id=None, decompose=True,
+                              payload={"subtasks": subtasks, "execution": execution,
+                                       "failure_policy": failure_policy})
+
+        # A subtask that waits for an approval nobody gives expires: that is its failure.
+        expiring = email("slow@acme.example", "review", approval_timeout_seconds=3600)
+        await run("group_parallel_fail_fast_failed",
+                  group([email("ada@acme.example"), expiring, email("bob@acme.example", "review")],
+                        "parallel", "fail_fast"))
+        await run("group_sequential_continue_completed",
+                  group([expiring, email("ada@acme.example")], "sequential", "continue"))
+        await run("campaign_completed", task_input(
+            "autonomous", type="campaign", title="Renewal", subject_ref_id=None, decompose=True,
+            payload={"subject": "Renewal, {{ name }}", "body": "Dear {{ name }}", "message_mode": "autonomous",
+                     "recipients": [{"to": "ada@acme.example", "variables": {"name": "Ada"}},
+                                    {"to": "bob@acme.example", "variables": {"name": "Bob"}}]}))
     await env.shutdown()
     await engine.dispose()
 

@@ -1,0 +1,59 @@
+"""Planning: split a task into the subtasks its workflow then runs as child tasks."""
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from activities.errors import llm_failure, permanent, reports_attempt
+from activities.heartbeat import heartbeating
+from followthrough import activity_names, policies
+from followthrough.contracts import PlanRequest, SubtaskPlan
+from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
+from followthrough.llm import LlmError
+from followthrough.settings import Settings
+from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes.base import PlanContext
+
+
+class PlanningActivities:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @activity.defn(name=activity_names.PLAN)
+    @reports_attempt
+    async def plan(self, request: PlanRequest) -> SubtaskPlan:
+        task = request.task
+        try:
+            task_type = get_type(task.type)
+        except UnknownTaskType as err:
+            raise permanent(str(err), policies.UNKNOWN_TASK_TYPE) from err
+        if task.depth >= MAX_DEPTH:
+            raise permanent(f"subtasks nest at most {MAX_DEPTH} levels deep", policies.INVALID_PLAN)
+        try:
+            payload = task_type.payload_model.model_validate(task.payload)
+        except ValidationError as err:
+            raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
+        # The type's own planning function: listed steps (group), expanded ones (campaign), or
+        # a model's plan (project, through followthrough/llm/planning.py).
+        planner = task_type.plan
+        if planner is None:
+            raise permanent(f"type {task_type.name!r} does not plan subtasks", policies.INVALID_PLAN)
+        try:
+            planned = await heartbeating(planner(payload, PlanContext(self._settings, task)))
+        except LlmError as err:
+            raise llm_failure(err) from err
+        return self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+
+    @staticmethod
+    def _checked(planned: SubtaskList, title: str, depth: int, approval_timeout_seconds: int) -> SubtaskPlan:
+        """Whatever planned them, the subtasks are re-checked against their types and the limits."""
+        origin = getattr(planned, "origin", None)
+        try:
+            planned = SubtaskList.model_validate(planned.model_dump(mode="json"))
+            check_depth(planned.subtasks, depth)
+        except (ValidationError, ValueError) as err:
+            raise permanent(f"the plan is invalid: {err}", policies.INVALID_PLAN) from err
+        if len(planned.subtasks) > MAX_SUBTASKS:
+            raise permanent(f"a task splits into at most {MAX_SUBTASKS} subtasks", policies.INVALID_PLAN)
+        return SubtaskPlan(
+            subtasks=[resolve(s, n, title, approval_timeout_seconds) for n, s in enumerate(planned.subtasks, 1)],
+            execution=planned.execution.value, failure_policy=planned.failure_policy.value, origin=origin)
