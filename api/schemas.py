@@ -201,6 +201,9 @@ class TaskPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     run_number: int
+    trigger: str = Field("api", description="api, definition (run through the API) or schedule")
+    definition_id: str | None = None
+    schedule_run_id: str | None = Field(None, description="The schedule's firing that created it, if any.")
     links: TaskLinks
     runs: list["TaskRunPublic"] | None = Field(None, description="Every run of the task (detail view only).")
 
