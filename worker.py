@@ -27,7 +27,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=ALL_WORKFLOWS,
-        activities=build_activities(settings, engine, http),
+        activities=build_activities(settings, engine, http, client),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),

@@ -1,8 +1,11 @@
-"""Every side effect the workflows perform: draft, send, notify, plan subtasks, record to the mirror."""
+"""Every side effect the workflows perform: draft, send, notify, plan subtasks, record to the mirror,
+run a definition."""
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
+from activities.definitions import DefinitionActivities
 from activities.delivery import DeliveryActivities
 from activities.drafting import DraftingActivities
 from activities.mirror import MirrorActivities
@@ -13,7 +16,7 @@ from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 
 
-def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient) -> list:
+def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, temporal: Client) -> list:
     secrets = SecretStore(settings.secrets_file)
     transports = build_transports()
     return [
@@ -22,4 +25,5 @@ def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncC
         NotificationActivities(settings, engine, http, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,
         PlanningActivities(settings).plan,
+        DefinitionActivities(settings, engine, temporal).run,
     ]

@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import errors
-from api.routes import (approval_links, approvals, bulk_decisions, health, inbox, subscriptions, task_decisions,
-                        task_types, tasks)
+from api.routes import (approval_links, approvals, bulk_decisions, definitions, health, inbox, schedules,
+                        subscriptions, task_decisions, task_types, tasks)
 from api.middleware import RefuseNulInUrl
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
     app.add_middleware(RefuseNulInUrl)
-    for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions, health):
+    for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
+                   definitions, schedules, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     return app

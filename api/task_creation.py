@@ -17,13 +17,13 @@ from sqlalchemy import update
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from api import idempotency
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
-from followthrough.contracts import SlaPolicy, TaskInput
+from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
@@ -44,7 +44,8 @@ class TaskCreator:
         self.settings, self.temporal, self.engine = settings, temporal, engine
         self.window = timedelta(seconds=settings.idempotency_window_seconds)
 
-    def build(self, body: TaskCreate, actor: str) -> TaskInput:
+    def build(self, body: TaskCreate, actor: str, origin: TaskOrigin | None = None,
+              task_id: str | None = None) -> TaskInput:
         try:
             task_type = get_type(body.type)
         except UnknownTaskType as err:
@@ -61,7 +62,7 @@ class TaskCreator:
             ]) from err
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
         return TaskInput(
-            task_id=str(uuid.uuid4()), type=task_type.name,
+            task_id=task_id or str(uuid.uuid4()), type=task_type.name,
             title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
             mode=(body.mode or task_type.default_mode).value, payload=payload.model_dump(mode="json"),
             created_at=datetime.now(timezone.utc),
@@ -74,7 +75,7 @@ class TaskCreator:
             approvals_required=body.approval.required if body.approval else 1,
             approver_roles=list(dict.fromkeys(body.approval.roles)) if body.approval else [],
             sla=self._sla(body, task_type),
-            decompose=task_type.plan is not None,
+            decompose=task_type.plan is not None, origin=origin,
         )
 
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:
@@ -90,29 +91,40 @@ class TaskCreator:
                 raise invalid(("sla", name), f"must come before the approval deadline ({timeout} s)")
         return SlaPolicy(**body.sla.model_dump())
 
-    async def start(self, task: TaskInput, workflow_id: str) -> None:
+    async def start(self, task: TaskInput, workflow_id: str, once: bool = False) -> None:
+        """Start the task's workflow; ``once``: never again under this id, even after it has closed."""
         links = task_links(self.settings, task.task_id, workflow_id)
         await self.temporal.start_workflow(
             "TaskWorkflow", task, id=workflow_id, task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=task.title[:200],
             static_details=f"**{task.type}** task `{task.task_id}` ({task.mode} mode)\n\n"
                            f"[Task in the API]({links.self})",
             priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY[Priority(task.priority)]),
         )
 
-    async def create(self, body: TaskCreate, actor: str) -> TaskCreated:
-        task = self.build(body, actor)
+    async def create(self, body: TaskCreate, actor: str, origin: TaskOrigin | None = None,
+                     task_id: str | None = None) -> TaskCreated:
+        """Create and start a task. A given ``task_id`` makes the creation repeatable: a repeat (a retried
+        activity, say) finds the task the first attempt started and answers with it."""
+        task = self.build(body, actor, origin, task_id)
         workflow_id = workflow_id_for(task.task_id, task.type, task.subject_ref_id)
         key = idempotency.dedupe_key(task.tenant_id, task.type, task.subject_ref_type, task.subject_ref_id,
                                      task.source) if self.window else None
         if key is not None:
             holder = await idempotency.claim_subject(self.engine, key, task.task_id, self.window)
-            if holder is not None:
+            if holder is not None and holder != task.task_id:
                 raise ApiError(409, "a task for this subject and source was created within the idempotency window",
                                task_id=holder)
         try:
-            await self.start(task, workflow_id)
+            await self.start(task, workflow_id, once=task_id is not None)
+        except WorkflowAlreadyStartedError:
+            if task_id is None:
+                if key is not None:
+                    await idempotency.release_subject(self.engine, key, task.task_id)
+                raise
+            # The same creation again: the first attempt started the task; its row is written below if lost.
         except BaseException:
             if key is not None:
                 await idempotency.release_subject(self.engine, key, task.task_id)
@@ -159,7 +171,8 @@ class TaskCreator:
             return task
         raise ApiError(409, "the task's first run is no longer in Temporal's history; create a new task")
 
-    async def create_once(self, body: TaskCreate, actor: str, key: str) -> TaskCreated | JSONResponse:
+    async def create_once(self, body: TaskCreate, actor: str, key: str,
+                          origin: TaskOrigin | None = None) -> TaskCreated | JSONResponse:
         """``create`` behind an Idempotency-Key: repeats get the first answer, marked as replayed."""
         digest = idempotency.request_hash(body.model_dump(mode="json"))
         try:
@@ -172,7 +185,7 @@ class TaskCreator:
         if stored is not None:
             return JSONResponse(stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
         try:
-            created = await self.create(body, actor)
+            created = await self.create(body, actor, origin)
         except ApiError as err:
             if err.status_code == 409:  # a duplicate subject is an answer worth replaying
                 answer = idempotency.StoredResponse(409, {"detail": err.detail, **err.extra})

@@ -40,10 +40,13 @@ class TaskFilter:
     due_after: datetime | None = None
     created_before: datetime | None = None
     created_after: datetime | None = None
+    trigger: str | None = None
+    definition_id: str | None = None
 
     def apply(self, query: Select) -> Select:
         equal = {"type": self.type, "owner_id": self.owner_id, "subject_ref_type": self.subject_ref_type,
-                 "subject_ref_id": self.subject_ref_id, "source": self.source, "tenant_id": self.tenant_id}
+                 "subject_ref_id": self.subject_ref_id, "source": self.source, "tenant_id": self.tenant_id,
+                 "trigger": self.trigger, "definition_id": self.definition_id}
         for column, value in equal.items():
             if value is not None:
                 query = query.where(getattr(Task, column) == value)

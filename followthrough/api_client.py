@@ -1,4 +1,4 @@
-"""A small client for the HTTP API, used by the command line's decisions.
+"""A small client for the HTTP API, used by the command line's decisions, definitions and schedules.
 
 Each call answers the API's JSON or raises :class:`ApiFailure`, whose message
 is meant for a person and whose ``exit_code`` is the command's: 1 when the API
@@ -69,12 +69,15 @@ def _path(task_id: str, suffix: str = "") -> str:
     return f"/tasks/{quote(task_id, safe='')}{suffix}"
 
 
-def _call(http: httpx.Client, method: str, path: str, task_id: str, json: Any = None) -> Any:
+def _call(http: httpx.Client, method: str, path: str, task_id: str, json: Any = None,
+          params: dict[str, Any] | None = None) -> Any:
     base = str(http.base_url).rstrip("/").removesuffix(API_PREFIX)
     try:
-        response = http.request(method, path, json=json)
+        response = http.request(method, path, json=json, params=params)
     except httpx.TransportError as err:  # refused, unresolvable, timed out, cut off
         raise ApiFailure(f"cannot reach the API at {base} ({err or type(err).__name__})", exit_code=2) from err
+    if response.status_code == 204:
+        return None
     if response.is_success:
         try:
             return response.json()
@@ -101,6 +104,44 @@ def get_task(http: httpx.Client, task_id: str) -> dict[str, Any]:
 
 def get_events(http: httpx.Client, task_id: str) -> list[dict[str, Any]]:
     return _call(http, "GET", _path(task_id, "/events"), task_id)["items"]
+
+
+def _definition_path(definition_id: str, suffix: str = "") -> str:
+    return f"/definitions/{quote(definition_id, safe='')}{suffix}"
+
+
+def list_definitions(http: httpx.Client, **filters: Any) -> dict[str, Any]:
+    return _call(http, "GET", "/definitions", "", params={k: v for k, v in filters.items() if v is not None})
+
+
+def get_definition(http: httpx.Client, definition_id: str) -> dict[str, Any]:
+    return _call(http, "GET", _definition_path(definition_id), definition_id)
+
+
+def run_definition(http: httpx.Client, definition_id: str, variables: dict[str, Any]) -> dict[str, Any]:
+    return _call(http, "POST", _definition_path(definition_id, "/run"), definition_id, json={"variables": variables})
+
+
+def definition_runs(http: httpx.Client, definition_id: str) -> dict[str, Any]:
+    return _call(http, "GET", _definition_path(definition_id, "/runs"), definition_id)
+
+
+def delete_definition(http: httpx.Client, definition_id: str) -> None:
+    _call(http, "DELETE", _definition_path(definition_id), definition_id)
+
+
+def schedule_action(http: httpx.Client, definition_id: str, action: str, note: str | None = None) -> dict[str, Any]:
+    """pause, resume or trigger a definition's schedule; answers the schedule."""
+    body = {"note": note} if note else None
+    return _call(http, "POST", _definition_path(definition_id, f"/schedule/{action}"), definition_id, json=body)
+
+
+def get_schedule(http: httpx.Client, definition_id: str) -> dict[str, Any]:
+    return _call(http, "GET", _definition_path(definition_id, "/schedule"), definition_id)
+
+
+def delete_schedule(http: httpx.Client, definition_id: str) -> None:
+    _call(http, "DELETE", _definition_path(definition_id, "/schedule"), definition_id)
 
 
 # ---- what a person reads ----------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client, key_commands
+from followthrough import api_client, cli_definitions, key_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
@@ -154,6 +154,10 @@ def _show(args: argparse.Namespace, http: httpx.Client) -> str:
     return api_client.describe(task, events[-args.events:] if args.events > 0 else [])
 
 
+_definitions = _client_command(cli_definitions.definitions)
+_schedules = _client_command(cli_definitions.schedules)
+
+
 COMMANDS = {
     "dev": (_run_dev, "run the Temporal dev server, the worker and the API together"),
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
@@ -163,6 +167,10 @@ COMMANDS = {
     "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),
     "show": (_show, "show a task's status, draft and last events, through the HTTP API", _show_arguments),
     "keys": (key_commands.run, "create, list and revoke API keys", key_commands.add_arguments),
+    "definitions": (_definitions, "list, show, run or delete task definitions, through the HTTP API",
+                    cli_definitions.definitions_arguments),
+    "schedules": (_schedules, "show, pause, resume, trigger or delete a definition's schedule, through the HTTP API",
+                  cli_definitions.schedules_arguments),
 }
 
 

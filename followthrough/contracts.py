@@ -55,6 +55,18 @@ class SubtaskSpec:
 
 
 @dataclass
+class TaskOrigin:
+    """Where a task came from: ``api``, ``definition`` (run through the API) or ``schedule``."""
+
+    trigger: str = "api"
+    definition_id: str | None = None
+    definition_version: int | None = None
+    # The workflow id of the schedule's firing that created the task (schedule triggers only).
+    schedule_run_id: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TaskInput:
     """Everything the workflow needs to run a task; also the row's snapshot."""
 
@@ -90,6 +102,7 @@ class TaskInput:
     parent_id: str | None = None
     subtask_index: int | None = None
     depth: int = 0
+    origin: TaskOrigin | None = None
 
 
 @dataclass
@@ -314,3 +327,27 @@ class MirrorAck:
     written: int
     skipped: int
     notifications: list[Notification] = field(default_factory=list)
+
+
+@dataclass
+class DefinitionRunInput:
+    """What a definition's Temporal Schedule starts: render the definition as it is now, create its task."""
+
+    definition_id: str
+    tenant_id: str = "default"
+
+
+@dataclass
+class ScheduledRun:
+    definition_id: str
+    # The id of the schedule's workflow run: the key that makes a retried creation the same task.
+    schedule_run_id: str
+
+
+@dataclass
+class DefinitionRunResult:
+    # created; duplicate (a task for the subject exists within the idempotency window);
+    # skipped (the definition was deleted or lost its schedule since the firing)
+    outcome: str
+    task_id: str | None = None
+    detail: str | None = None

@@ -49,13 +49,19 @@ def storable(value: Any) -> Any:
 
 
 def created_event(task: TaskInput) -> MirrorEvent:
+    data = {"mode": task.mode, "source": task.source, "due_at": task.due_at.isoformat() if task.due_at else None}
+    origin = task.origin
+    if origin is not None and origin.trigger != "api":
+        data |= {"trigger": origin.trigger, "definition_id": origin.definition_id,
+                 "definition_version": origin.definition_version, "variables": origin.variables}
+        if origin.schedule_run_id:
+            data["schedule_run_id"] = origin.schedule_run_id
     return MirrorEvent(
         id=f"{task.task_id}:created", task_id=task.task_id, seq=0, type=EventType.TASK_CREATED.value,
-        occurred_at=task.created_at, actor_type="api" if task.parent_id is None else "system",
-        actor_id=task.created_by,
-        new_status=TaskStatus.PENDING.value,
-        data={"mode": task.mode, "source": task.source, "due_at": task.due_at.isoformat() if task.due_at else None}
-        | ({"parent_id": task.parent_id, "subtask_index": task.subtask_index} if task.parent_id else {}),
+        occurred_at=task.created_at,
+        actor_type="system" if task.parent_id else "schedule" if origin and origin.trigger == "schedule" else "api",
+        actor_id=task.created_by, new_status=TaskStatus.PENDING.value,
+        data=data | ({"parent_id": task.parent_id, "subtask_index": task.subtask_index} if task.parent_id else {}),
     )
 
 
@@ -70,7 +76,9 @@ def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
         approval_timeout_seconds=task.approval_timeout_seconds, approval_deadline=None,
         created_by=task.created_by, created_at=task.created_at, updated_at=task.created_at,
         started_at=None, finished_at=None, parent_id=task.parent_id, subtask_index=task.subtask_index,
-        progress=None,
+        progress=None, trigger=task.origin.trigger if task.origin else "api",
+        definition_id=task.origin.definition_id if task.origin else None,
+        schedule_run_id=task.origin.schedule_run_id if task.origin else None,
     ))
 
 

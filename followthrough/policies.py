@@ -87,3 +87,15 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=NON_RETRYABLE,
 )
+
+# A scheduled run of a definition: create its task. Retried while Temporal or the database is away (the
+# creation is keyed on the run, so a retry never makes a second task); a definition that no longer renders
+# to a valid task is non-retryable.
+DEFINITION_RUN_TIMEOUT = timedelta(seconds=30)
+DEFINITION_RUN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=20,
+    non_retryable_error_types=NON_RETRYABLE,
+)

@@ -7,7 +7,7 @@ They never enter workflow code.
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -78,6 +78,11 @@ class Task(SQLModel, table=True):
     subtask_index: int | None = Field(default=None)
     # A task split into subtasks: {"done": n, "failed": n, "total": n}.
     progress: dict[str, int] | None = Field(default=None, sa_column=Column(JSON))
+    # Where the task came from: api (POST /tasks), definition (POST /definitions/{id}/run) or schedule
+    # (a definition's schedule fired; schedule_run_id is the Temporal workflow id of that firing).
+    trigger: str = Field(default="api", max_length=16, sa_column_kwargs={"server_default": "api"})
+    definition_id: str | None = Field(default=None, max_length=36, index=True)
+    schedule_run_id: str | None = Field(default=None, max_length=255)
 
 
 class TaskEvent(SQLModel, table=True):
@@ -266,3 +271,37 @@ class ApprovalLinkUse(SQLModel, table=True):
     approver: str = Field(max_length=128)
     decision: str = Field(max_length=16)  # approve, reject
     used_at: datetime = _when(nullable=False)
+
+
+class TaskDefinition(SQLModel, table=True):
+    """A reusable task: its type, mode, title and payload templates with ``{{variables}}``, defaults, and
+    optionally a cron schedule (a Temporal Schedule whose id is ``definition-<id>``)."""
+
+    __tablename__ = "task_definitions"
+    # live_name is the name while the definition exists and NULL once deleted, so a deleted
+    # definition frees its name (NULLs never collide in a unique constraint, on SQLite or PostgreSQL).
+    __table_args__ = (UniqueConstraint("tenant_id", "live_name", name="uq_task_definitions_tenant_live_name"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=128, index=True)
+    name: str = Field(max_length=200)
+    live_name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    type: str = Field(max_length=128)
+    mode: str | None = Field(default=None, max_length=32)
+    title: str | None = Field(default=None, sa_column=Column(Text))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    variables: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    defaults: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # "|billing|weekly|" (empty: no tags), so a tag filter is a portable LIKE.
+    tags_key: str = Field(default="", sa_column=Column(Text, nullable=False))
+    cron: str | None = Field(default=None, max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    # none (no cron), active or paused, as last set through the API; Temporal holds the truth.
+    schedule_state: str = Field(default="none", max_length=16)
+    version: int = Field(default=1)
+    created_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _when(nullable=False)
+    updated_at: datetime = _when(nullable=False)
+    deleted_at: datetime | None = _when()

@@ -66,6 +66,8 @@ async def list_tasks_route(
     subject_ref_id: str | None = None, source: str | None = None, tenant_id: str | None = None,
     due_before: datetime | None = None, due_after: datetime | None = None,
     created_before: datetime | None = None, created_after: datetime | None = None,
+    trigger: Annotated[str | None, Query(pattern="^(api|definition|schedule)$")] = None,
+    definition_id: str | None = None,
     order: TaskOrder = TaskOrder.NEWEST,
     limit: Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum.")] = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -74,7 +76,7 @@ async def list_tasks_route(
     where = TaskFilter(status=status, type=type, owner_id=owner_id, subject_ref_type=subject_ref_type,
                        subject_ref_id=subject_ref_id, source=source, tenant_id=tenant_id,
                        due_before=due_before, due_after=due_after, created_before=created_before,
-                       created_after=created_after)
+                       created_after=created_after, trigger=trigger, definition_id=definition_id)
     rows, total = await list_tasks(session, where, order, limit, offset)
     return TaskListPublic(items=[task_public(settings, r) for r in rows], total=total, limit=limit, offset=offset,
                           next_offset=offset + limit if offset + limit < total else None)
