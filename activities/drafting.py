@@ -24,7 +24,7 @@ from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from followthrough.tables import Contact
 from followthrough.tasktypes import UnknownTaskType, get_type
-from followthrough.tasktypes.base import DraftContext, TaskType
+from followthrough.tasktypes.base import Blocked, DraftContext, TaskType
 
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]
 
@@ -50,15 +50,20 @@ class DraftingActivities:
         except ValidationError as err:
             raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
         config = llm_config(self._settings, task_type.name) if task_type.prompt else None
+        draft: Draft | None = None
         try:
             # A cancelled task's draft stops here, at the next heartbeat.
             draft = await heartbeating(task_type.draft(payload, DraftContext(self._settings, task, self._engine)))
             messages = draft_messages(task_type, task, payload, draft) if config else []
+            origin = DraftOrigin()
+            if config is not None:
+                draft, origin = await self._llm_draft(config, task, messages, draft)
         except TemplateError as err:
             raise permanent(f"template failed to render: {err}", policies.TEMPLATE_ERROR) from err
-        origin = DraftOrigin()
-        if config is not None:
-            draft, origin = await self._llm_draft(config, task, messages, draft)
+        except Blocked as blocked:
+            # The engine cannot do this one: a person must, and then marks it done.
+            return DraftResult(draft=draft or Draft(channel="none", subject=task.title, body=blocked.reason),
+                               origin=blocked.origin or DraftOrigin(), blocked=blocked.reason)
         return DraftResult(draft=draft, flags=await self._assess(task_type, task, payload, draft, origin),
                            origin=origin)
 

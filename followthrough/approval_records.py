@@ -48,7 +48,7 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
                 "id": event.id, "task_id": batch.task_id, "tenant_id": batch.tenant_id,
                 "run_number": batch.run_number, "status": "pending", "required": event.data.get("required", 1),
                 "approvers": approvers, "approver_roles": roles, "approvers_key": approvers_key(approvers, roles),
-                "reason": event.data.get("reason"), "flags": event.data.get("flags") or [],
+                "reason": (event.data.get("reason") or "")[:200] or None, "flags": event.data.get("flags") or [],
                 "requested_at": event.occurred_at, "deadline": event.changes.approval_deadline,
                 "decided_at": None}])
             continue

@@ -173,6 +173,8 @@ class DraftResult:
     flags: list[str] = field(default_factory=list)
     # None in histories written before drafts recorded their origin.
     origin: DraftOrigin | None = None
+    # Why a person must do the work instead (the seeds' "blocked"); None when the engine can.
+    blocked: str | None = None
 
 
 @dataclass

@@ -135,18 +135,22 @@ class TaskWorkflow(TaskSubtasks):
         # Which drafter wrote it (and, for an LLM, the model, tokens, latency and confidence): event data,
         # not a command, so older histories replay unchanged.
         origin = drafted.origin.as_event_data() if drafted.origin else {}
-        self._emit(EventType.TASK_DRAFTED, data={"flags": drafted.flags} | origin,
+        blocked = {"blocked": drafted.blocked} if drafted.blocked else {}
+        self._emit(EventType.TASK_DRAFTED, data={"flags": drafted.flags} | origin | blocked,
                    changes=TaskChanges(draft=asdict(draft)))
         if drafted.flags:
             self._emit(EventType.TASK_GUARDRAIL_FLAGGED, data={"reasons": drafted.flags})
         await self._hold()
+        if drafted.blocked:
+            # The drafter found work the engine cannot do: a person does it, as in a manual task.
+            mode = TaskMode.MANUAL
 
         if mode is TaskMode.SUGGEST:
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                 result={"draft": asdict(draft), "sent": False})
 
         if mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or drafted.flags:
-            decision = await self._await_decision(task, mode, drafted.flags)
+            decision = await self._await_decision(task, mode, drafted.flags, drafted.blocked)
             approval = {"approval_id": self._approval_id}
             if decision is None:
                 return self._finish(TaskStatus.EXPIRED, EventType.TASK_EXPIRED,
@@ -174,11 +178,13 @@ class TaskWorkflow(TaskSubtasks):
                                     result={"done_by": decision.actor_id, "comment": decision.comment})
         return await self._send(task, draft)
 
-    async def _await_decision(self, task: TaskInput, mode: TaskMode,
-                              flags: list[str]) -> ApprovalDecision | Rejection | Completion | None:
+    async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str],
+                              blocked: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
+        if blocked:
+            reason = f"blocked: {blocked}"
         self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
                    data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
                          "approvers": task.approvers, "required": task.approvals_required}

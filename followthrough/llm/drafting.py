@@ -13,12 +13,13 @@ from pydantic import BaseModel
 
 from followthrough.contracts import Draft, DraftOrigin, TaskInput
 from followthrough.llm.client import LlmAnswerInvalid, LlmConfig, complete_json
-from followthrough.tasktypes.base import TaskType
+from followthrough.tasktypes.base import Blocked, TaskType
 from followthrough.tasktypes.rendering import render
 
 SYSTEM_PROMPT = "draft.system.j2"
 SUBJECT_MAX = 998
 BODY_MAX = 100_000
+BLOCKED_MAX = 1000
 
 
 def draft_messages(task_type: TaskType, task: TaskInput, payload: BaseModel, baseline: Draft) -> list[dict[str, str]]:
@@ -33,6 +34,11 @@ def draft_messages(task_type: TaskType, task: TaskInput, payload: BaseModel, bas
 async def write_draft(http: httpx.AsyncClient, config: LlmConfig, key: str, messages: list[dict[str, str]],
                       baseline: Draft, timeout_seconds: float | None = None) -> tuple[Draft, DraftOrigin]:
     answer, usage = await complete_json(http, config, key, messages, timeout_seconds)
+    blocked = answer.get("blocked")
+    if isinstance(blocked, str) and blocked.strip():
+        raise Blocked(" ".join(blocked.split())[:BLOCKED_MAX], DraftOrigin(
+            drafter="llm", model=usage.model, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, latency_ms=usage.latency_ms))
     subject = " ".join(_text(answer, "subject").split())  # one header line, whatever the model wrote
     body = _text(answer, "body").strip()
     if len(subject) > SUBJECT_MAX or len(body) > BODY_MAX:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.contracts import Draft, RetrySpec, SlaPolicy, TaskInput
+from followthrough.contracts import Draft, DraftOrigin, RetrySpec, SlaPolicy, TaskInput
 from followthrough.guardrails import Guardrail
 from followthrough.lifecycle import TaskMode
 from followthrough.settings import Settings
@@ -39,6 +39,16 @@ class PlanContext:
 
 # A planning function: from a task's (validated) payload to the subtasks it splits into.
 Planner = Callable[[Any, PlanContext], Awaitable["SubtaskList"]]
+
+
+class Blocked(Exception):
+    """Raised by a drafter when the work needs a person: the engine cannot do it (missing facts,
+    access only a person has). The task then waits for someone to do it and mark it done."""
+
+    def __init__(self, reason: str, origin: DraftOrigin | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.origin = origin
 
 
 @dataclass(frozen=True)
