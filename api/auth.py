@@ -24,6 +24,22 @@ async def get_principal(
     x_actor_id: Annotated[str | None, Header(max_length=128)] = None,
     x_actor_roles: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Principal:
+    known = getattr(request.state, "principal", None)  # the tenant guard may have found it already
+    if known is not None:
+        return known
+    request.state.principal = await _principal(request, authorization, x_api_key, x_actor_id, x_actor_roles)
+    return request.state.principal
+
+
+async def principal_of(request: Request) -> Principal:
+    """The caller, outside FastAPI's dependency injection (the tenant guard)."""
+    headers = request.headers
+    return await get_principal(request, headers.get("authorization"), headers.get("x-api-key"),
+                               headers.get("x-actor-id"), headers.get("x-actor-roles"))
+
+
+async def _principal(request: Request, authorization: str | None, x_api_key: str | None, x_actor_id: str | None,
+                     x_actor_roles: str | None) -> Principal:
     token = x_api_key or _bearer(authorization) or request.cookies.get(KEY_COOKIE)
     if token:
         async with request.app.state.engine.connect() as conn:

@@ -4,13 +4,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
 from api import errors
 from api.routes import (approval_links, approvals, bulk_decisions, definitions, health, inbox, schedules,
                         subscriptions, task_decisions, task_types, tasks)
 from api.middleware import RefuseNulInUrl
+from api.tenancy import tenant_guard
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         finally:
             await engine.dispose()
 
-    app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan,
+    # The tenant guard runs for every route, before its body is read: see api/tenancy.py.
+    app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan, dependencies=[Depends(tenant_guard)],
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
     app.add_middleware(RefuseNulInUrl)

@@ -3,6 +3,7 @@ the workflow, and writing the first mirror row."""
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -200,10 +201,15 @@ class TaskCreator:
                                  idempotency.StoredResponse(201, jsonable_encoder(created)))
         return created
 
-    async def create_item(self, index: int, raw: dict[str, Any], actor: str) -> BatchItemResult:
-        """One batch item, answered like a single POST /tasks would be."""
+    async def create_item(self, index: int, raw: dict[str, Any], actor: str,
+                          tenant: Callable[[TaskCreate], str] | None = None) -> BatchItemResult:
+        """One batch item, answered like a single POST /tasks would be; ``tenant`` places it
+        in the caller's tenant (or refuses it)."""
         try:
-            created = await self.create(TaskCreate.model_validate(raw), actor)
+            body = TaskCreate.model_validate(raw)
+            if tenant is not None:
+                body.tenant_id = tenant(body)
+            created = await self.create(body, actor)
         except ValidationError as err:
             return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors(include_url=False)))
         except RequestValidationError as err:

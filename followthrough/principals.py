@@ -40,7 +40,8 @@ _KEY = re.compile(rf"^{KEY_PREFIX}_([A-Za-z0-9]{{12}})_([A-Za-z0-9_-]{{43}})$")
 
 @dataclass(frozen=True)
 class Principal:
-    tenant_id: str
+    # The tenant whose objects it may see and touch; None: every tenant (anonymous access, dev only).
+    tenant_id: str | None
     actor_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
     key_id: str | None = None
@@ -53,10 +54,10 @@ class Principal:
         return any(role in _IMPLIES[Role(r)] for r in self.roles if r in _NAMES)
 
 
-def anonymous(actor_id: str | None, team_roles: list[str] | None = None, tenant_id: str = "default") -> Principal:
-    """The caller of a server run with anonymous access (dev, on 127.0.0.1): every API role,
-    named by X-Actor-Id, with the team roles X-Actor-Roles claims."""
-    return Principal(tenant_id=tenant_id, actor_id=actor_id or "anonymous",
+def anonymous(actor_id: str | None, team_roles: list[str] | None = None) -> Principal:
+    """The caller of a server run with anonymous access (dev, on 127.0.0.1): every API role in
+    every tenant, named by X-Actor-Id, with the team roles X-Actor-Roles claims."""
+    return Principal(tenant_id=None, actor_id=actor_id or "anonymous",
                      roles=frozenset(Role) | frozenset(team_roles or []))
 
 

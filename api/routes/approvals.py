@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, func, or_, select
 
-from api.auth import require
+from api.auth import PrincipalDep, require
+from api.tenancy import listing_tenant
 from api.deps import SessionDep
 from api.errors import ApiError
 from api.lookups import task_row_or_404
@@ -60,7 +61,9 @@ async def list_approvals(
         "With approver: also those a holder of these team roles may decide. Alone: those naming the role."))] = None,
     tenant_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    *, principal: PrincipalDep,
 ) -> ApprovalListPublic:
+    tenant_id = listing_tenant(principal, tenant_id)
     query = select(Approval)
     if status:
         query = query.where(Approval.status == status)

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import PrincipalDep, acting_as, require
+from api.tenancy import listing_tenant
 from api.deps import SessionDep, TemporalDep
 from api.errors import ApiError
 from api.routes.task_decisions import _decide
@@ -127,6 +128,7 @@ async def decide_in_bulk(body: BulkDecisionBody, session: SessionDep, temporal: 
     ``status_code``: 200 with the task's new status, 403 for an actor not allowed to decide it, 409 for a task
     that can no longer take the decision. With ``preview`` nothing is decided.
     """
+    body.filter.tenant_id = listing_tenant(principal, body.filter.tenant_id)
     query = _matching(body.filter)
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     rows = (await session.execute(query.order_by(query.selected_columns.requested_at, Task.id).limit(body.limit))).all()

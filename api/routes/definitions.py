@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.client import ScheduleDescription
 from temporalio.service import RPCError
 
-from api.auth import require
+from api.auth import PrincipalDep, require
+from api.tenancy import listing_tenant, tenant_for
 from api.definition_schemas import (
     DefinitionCreate,
     DefinitionListPublic,
@@ -55,7 +56,9 @@ async def _name_taken(session: SessionDep, tenant_id: str, name: str) -> ApiErro
 @router.post("", dependencies=[require(Role.SUBMITTER)], status_code=201, response_model=DefinitionPublic,
              responses={409: {"description": "The tenant has a definition of this name (its id in definition_id)"}})
 async def create_definition(body: DefinitionCreate, settings: SettingsDep, temporal: TemporalDep,
-                            engine: EngineDep, session: SessionDep, actor: ActorDep) -> DefinitionPublic:
+                            engine: EngineDep, session: SessionDep, actor: ActorDep,
+                            principal: PrincipalDep) -> DefinitionPublic:
+    body.tenant_id = tenant_for(principal, body)
     now = datetime.now(timezone.utc)
     tags = list(dict.fromkeys(body.tags))
     row = TaskDefinition(
@@ -78,7 +81,8 @@ async def create_definition(body: DefinitionCreate, settings: SettingsDep, tempo
 
 @router.get("", dependencies=[require(Role.VIEWER)], response_model=DefinitionListPublic)
 async def list_definitions(
-    settings: SettingsDep, session: SessionDep, tenant_id: str | None = None, type: str | None = None,
+    settings: SettingsDep, session: SessionDep, principal: PrincipalDep, tenant_id: str | None = None,
+    type: str | None = None,
     tag: Annotated[Tag | None, Query(description="Only definitions with this tag.")] = None,
     scheduled: Annotated[bool | None, Query(description="Only those with (true) or without (false) a cron.")] = None,
     name: str | None = None,
@@ -86,6 +90,7 @@ async def list_definitions(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> DefinitionListPublic:
     limit = min(limit or settings.page_size_default, settings.page_size_max)
+    tenant_id = listing_tenant(principal, tenant_id)
     query = select(TaskDefinition).where(TaskDefinition.deleted_at.is_(None))
     for column, value in (("tenant_id", tenant_id), ("type", type), ("name", name)):
         if value is not None:

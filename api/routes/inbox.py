@@ -159,6 +159,7 @@ class _Caller:
     actor: str
     roles: list[str]
     keyed: bool  # signed in with an API key, rather than named under anonymous access
+    tenant_id: str | None = None  # a key's tenant; None under anonymous access (every tenant)
 
 
 @dataclass
@@ -186,6 +187,8 @@ async def _queue(session: SessionDep, settings: Settings, caller: _Caller,
              .where(Approval.status == "pending", may_decide(actor, caller.roles)))
     if tenant_id is not None:
         query = query.where(Approval.tenant_id == tenant_id)
+    if caller.tenant_id is not None:
+        query = query.where(Approval.tenant_id == caller.tenant_id)
     rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(_LIST_LIMIT + 1)
                                   .execution_options(populate_existing=True))).all()
     truncated = len(rows) > _LIST_LIMIT
@@ -243,7 +246,7 @@ async def _caller(request: Request, settings: Settings, named: str | None) -> _C
             return "Your key is not valid or has been revoked; sign in again."
         if not principal.grants(Role.APPROVER):
             return "Your key does not carry the approver role, so it cannot decide tasks."
-        return _Caller(principal.actor_id, sorted(principal.roles), keyed=True)
+        return _Caller(principal.actor_id, sorted(principal.roles), keyed=True, tenant_id=principal.tenant_id)
     if settings.anonymous_access and named:
         return _Caller(named, [], keyed=False)
     return None
@@ -357,8 +360,8 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
     for name, value in (("comment", comment), ("reason", reason), ("result", _clean(text("result"), _MAX_TEXT + 1))):
         if value is not None and len(value) > _MAX_TEXT:
             return await failed(422, f"The {name} must be at most {_MAX_TEXT} characters.")
-    task = await session.get(Task, task_id)
-    if task is None:
+    task = await session.get(Task, task_id) if len(task_id) <= 36 else None
+    if task is None or (caller.tenant_id is not None and task.tenant_id != caller.tenant_id):
         return await failed(404, f"Task {task_id} does not exist.")
 
     arg: Any

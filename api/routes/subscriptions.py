@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
 
-from api.auth import require
+from api.auth import PrincipalDep, require
+from api.tenancy import listing_tenant, tenant_for
 from api.deps import SessionDep
 from api.errors import not_found
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
@@ -18,8 +19,9 @@ router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", 
 
 
 @router.post("", status_code=201, response_model=SubscriptionPublic)
-async def create_subscription(body: SubscriptionCreate, session: SessionDep) -> SubscriptionPublic:
-    row = Subscription(id=str(uuid.uuid4()), tenant_id=body.tenant_id, url=str(body.url), events=body.events,
+async def create_subscription(body: SubscriptionCreate, session: SessionDep,
+                              principal: PrincipalDep) -> SubscriptionPublic:
+    row = Subscription(id=str(uuid.uuid4()), tenant_id=tenant_for(principal, body), url=str(body.url), events=body.events,
                        secret=body.secret, description=body.description, active=True,
                        created_at=datetime.now(timezone.utc))
     session.add(row)
@@ -28,9 +30,10 @@ async def create_subscription(body: SubscriptionCreate, session: SessionDep) -> 
 
 
 @router.get("", response_model=SubscriptionListPublic)
-async def list_subscriptions(session: SessionDep, tenant_id: str | None = None,
+async def list_subscriptions(session: SessionDep, principal: PrincipalDep, tenant_id: str | None = None,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
                              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> SubscriptionListPublic:
+    tenant_id = listing_tenant(principal, tenant_id)
     query = select(Subscription).where(Subscription.active.is_(True))
     if tenant_id is not None:
         query = query.where(Subscription.tenant_id == tenant_id)

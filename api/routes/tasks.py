@@ -1,13 +1,15 @@
 """/tasks: create, list, read and the events of tasks."""
 
 import logging
+from functools import partial
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from sqlalchemy import select
 
-from api.auth import require
+from api.auth import PrincipalDep, require
+from api.tenancy import listing_tenant, tenant_for
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from api.lookups import task_row_or_404
 from api.schemas import (
@@ -39,9 +41,11 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
              responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
 async def create_task(
     body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, actor: ActorDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                                   description="Repeats with this key replay the first answer.")] = None,
 ) -> Any:
+    body.tenant_id = tenant_for(principal, body)
     creator = TaskCreator(settings, temporal, engine)
     if idempotency_key is None:
         return await creator.create(body, actor)
@@ -50,17 +54,18 @@ async def create_task(
 
 @router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)])
 async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
-                       actor: ActorDep) -> BatchResult:
+                       actor: ActorDep, principal: PrincipalDep) -> BatchResult:
     """Create up to the configured number of tasks; each item is answered on its own."""
     if len(body.items) > settings.batch_max_items:
         raise _invalid(("items",), f"at most {settings.batch_max_items} items per batch")
     creator = TaskCreator(settings, temporal, engine)
-    return BatchResult(items=[await creator.create_item(i, item, actor) for i, item in enumerate(body.items)])
+    place = partial(tenant_for, principal)
+    return BatchResult(items=[await creator.create_item(i, item, actor, place) for i, item in enumerate(body.items)])
 
 
 @router.get("", response_model=TaskListPublic, dependencies=[require(Role.VIEWER)])
 async def list_tasks_route(
-    settings: SettingsDep, session: SessionDep,
+    settings: SettingsDep, session: SessionDep, principal: PrincipalDep,
     status: Annotated[list[TaskStatus] | None, Query(description="Repeat to match any of several.")] = None,
     type: str | None = None, owner_id: str | None = None, subject_ref_type: str | None = None,
     subject_ref_id: str | None = None, source: str | None = None, tenant_id: str | None = None,
@@ -74,7 +79,8 @@ async def list_tasks_route(
 ) -> TaskListPublic:
     limit = min(limit or settings.page_size_default, settings.page_size_max)
     where = TaskFilter(status=status, type=type, owner_id=owner_id, subject_ref_type=subject_ref_type,
-                       subject_ref_id=subject_ref_id, source=source, tenant_id=tenant_id,
+                       subject_ref_id=subject_ref_id, source=source,
+                       tenant_id=listing_tenant(principal, tenant_id),
                        due_before=due_before, due_after=due_after, created_before=created_before,
                        created_after=created_after, trigger=trigger, definition_id=definition_id)
     rows, total = await list_tasks(session, where, order, limit, offset)
