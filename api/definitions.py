@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from api.schemas import TaskCreate, TaskCreated
-from api.task_creation import TaskCreator, invalid
+from api.task_creation import TaskCreator, invalid, refuse_raw_credentials
 from followthrough.contracts import DefinitionRunResult, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.settings import Settings
@@ -50,6 +50,7 @@ def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: Asy
         get_type(row.type)
     except UnknownTaskType as err:
         raise invalid(("type",), str(err), "unknown_task_type") from err
+    refuse_raw_credentials(row.payload)
     try:
         used = variables_of(_templates(row.title, row.payload, row.defaults))
     except TemplateProblem as err:

@@ -25,6 +25,7 @@ from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
 from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
+from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
@@ -38,6 +39,15 @@ log = logging.getLogger("followthrough.api")
 
 def invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
+
+
+def refuse_raw_credentials(payload: dict[str, Any]) -> None:
+    """422 for credential-named fields anywhere in a payload, saying how to reference a secret instead."""
+    pasted = raw_credentials(payload)
+    if pasted:
+        raise RequestValidationError([
+            {"type": "raw_credential", "loc": ("body", "payload", *where), "input": None,
+             "msg": f"raw credentials are not accepted: {HOW_TO_REFERENCE}"} for where in pasted])
 
 
 class TaskCreator:
@@ -54,6 +64,7 @@ class TaskCreator:
         if task_type.needs_llm and not self.settings.llm_base_url:
             raise invalid(("type",), f"{task_type.name} tasks are planned by an LLM, and none is configured "
                                      f"(FOLLOWTHROUGH_LLM_BASE_URL)")
+        refuse_raw_credentials(body.payload)
         try:
             payload = task_type.payload_model.model_validate(body.payload)
         except ValidationError as err:

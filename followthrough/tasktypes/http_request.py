@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from followthrough.contracts import Draft, RetrySpec
+from followthrough.credentials import HOW_TO_REFERENCE
 from followthrough.guardrails import TargetHosts
 from followthrough.lifecycle import TaskMode
 from followthrough.secrets import SECRET_NAME
@@ -26,10 +27,6 @@ RAW_CREDENTIAL_FIELDS = frozenset({
 })
 # Request headers that carry credentials: they belong in `auth`, backed by a secret.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
-SECRETS_HINT = ("put the credential in a named secret (environment variable FOLLOWTHROUGH_SECRET_<NAME> on the "
-                "worker, or an entry in the JSON file named by FOLLOWTHROUGH_SECRETS_FILE) and reference it by "
-                "name, e.g. \"auth\": {\"type\": \"bearer\", \"secret\": \"crm_token\"}; payloads are stored in "
-                "the task's history, so they must never hold a credential")
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
 
 
@@ -38,7 +35,7 @@ def reject_raw_credentials(value: Any) -> Any:
     if isinstance(value, dict):
         found = sorted(k for k in value if isinstance(k, str) and k.lower() in RAW_CREDENTIAL_FIELDS)
         if found:
-            raise ValueError(f"raw credentials are not accepted ({', '.join(found)}): {SECRETS_HINT}")
+            raise ValueError(f"raw credentials are not accepted ({', '.join(found)}): {HOW_TO_REFERENCE}")
     return value
 
 
@@ -47,7 +44,7 @@ def http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
     if parts.username or parts.password:
-        raise ValueError(f"credentials in the URL are not accepted: {SECRETS_HINT}")
+        raise ValueError(f"credentials in the URL are not accepted: {HOW_TO_REFERENCE}")
     return value
 
 
@@ -65,7 +62,7 @@ class AuthSpec(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> "AuthSpec":
         if self.type != "none" and not self.secret:
-            raise ValueError(f"auth type {self.type!r} needs `secret`, the name of a secret: {SECRETS_HINT}")
+            raise ValueError(f"auth type {self.type!r} needs `secret`, the name of a secret: {HOW_TO_REFERENCE}")
         if self.type == "basic" and not self.username:
             raise ValueError("auth type 'basic' needs `username`")
         return self
@@ -101,7 +98,7 @@ class HttpRequestPayload(BaseModel):
         for name in value:
             lowered = name.lower()
             if lowered in CREDENTIAL_HEADERS:
-                raise ValueError(f"header {name!r} carries a credential; use `auth` instead: {SECRETS_HINT}")
+                raise ValueError(f"header {name!r} carries a credential; use `auth` instead: {HOW_TO_REFERENCE}")
             if lowered == "idempotency-key":
                 raise ValueError("Idempotency-Key is set by followthrough (stable across retries)")
         return value

@@ -136,7 +136,7 @@ async def test_a_webhook_to_a_host_outside_the_tenants_list_waits_for_approval(h
      ["body", "payload", "headers"]),
     ("http_request", {"url": "https://svc:sk-live-1@api.example.com/x"}, ["body", "payload", "url"]),
     ("webhook", {"url": "https://hooks.example.com", "secret": "hooks", "event": "e", "password": "sk-live-1"},
-     ["body", "payload"]),
+     ["body", "payload", "password"]),
 ])
 async def test_a_raw_credential_is_refused_with_directions_to_secrets(hstack, type_, payload, loc):
     response = await hstack.http.post("/tasks", json={"type": type_, "payload": payload})

@@ -189,3 +189,23 @@ class _WithKey:
 async def _get(http: httpx.AsyncClient, url: str, token: str) -> dict:
     response = await http.get(url, headers=bearer(token))
     return response.json() if response.status_code == 200 else {}
+
+
+async def test_a_credential_pasted_into_any_payload_is_refused_with_directions(stack):
+    from tests.helpers import invoice_payload
+
+    for payload, where in ((invoice_payload(api_key="sk-live-123"), ["body", "payload", "api_key"]),
+                           ({"to": ["a@acme.example"], "subject": "Hi", "body": "Hi",
+                             "variables": {"login": {"Password": "hunter2"}}},
+                            ["body", "payload", "variables", "login", "Password"])):
+        body = task_body(tenant_id=stack.tenant, payload=payload) | (
+            {"type": "email"} if "to" in payload else {})
+        refused = await stack.http.post("/tasks", json=body)
+        assert refused.status_code == 422, refused.text
+        [error] = refused.json()["detail"]
+        assert error["loc"] == where and "FOLLOWTHROUGH_SECRET_<NAME>" in error["msg"]
+        assert "hunter2" not in refused.text and "sk-live-123" not in refused.text
+    definition = await stack.http.post("/definitions", json={
+        "name": "with-a-password", "type": "email", "tenant_id": stack.tenant,
+        "payload": {"to": ["a@acme.example"], "subject": "Hi", "body": "Hi", "variables": {"password": "x"}}})
+    assert definition.status_code == 422 and definition.json()["detail"][0]["type"] == "raw_credential"
