@@ -2,7 +2,7 @@
 
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
-    python -m tests.workflows.make_histories v4
+    python -m tests.workflows.make_histories v5
 """
 
 import asyncio
@@ -24,6 +24,7 @@ from followthrough.contracts import (
     CancelRequest,
     Completion,
     DecisionAck,
+    DefinitionRunInput,
     PauseRequest,
     RescheduleRequest,
     SlaPolicy,
@@ -34,6 +35,7 @@ from followthrough.migrate import upgrade
 from followthrough.tables import Subscription
 from tests.conftest import make_settings
 from tests.helpers import eventually, invoice_payload, task_input
+from tests.llm_server import FakeLlm
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -143,6 +145,44 @@ async def main() -> None:
             payload={"subject": "Renewal, {{ name }}", "body": "Dear {{ name }}", "message_mode": "autonomous",
                      "recipients": [{"to": "ada@acme.example", "variables": {"name": "Ada"}},
                                     {"to": "bob@acme.example", "variables": {"name": "Bob"}}]}))
+        # Decided by a holder of a team role the task names.
+        async def approve_by_role(handle: WorkflowHandle) -> None:
+            await _awaiting(handle)
+            await handle.execute_update("approve", ApprovalDecision(actor_id="fiona", actor_roles=["finance"]),
+                                        result_type=DecisionAck)
+
+        await run("review_approved_by_role", task_input("review", approver_roles=["finance"]), approve_by_role)
+        # A schedule's firing for a definition that no longer exists: skipped.
+        definition_run = await env.client.start_workflow(
+            "DefinitionRunWorkflow", DefinitionRunInput(definition_id=str(uuid.uuid4())),
+            id="history-definition_run_skipped", task_queue=settings.task_queue)
+        await definition_run.result()
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        (FOLDER / "definition_run_skipped.json").write_text((await definition_run.fetch_history()).to_json())
+        print("saved definition_run_skipped")
+
+    # Drafting and planning through a language model (the test suite's OpenAI-compatible server).
+    os.environ["FOLLOWTHROUGH_SECRET_HISTORY_LLM"] = "sk-history"
+    with FakeLlm() as llm:
+        settings = make_settings(str(engine.url), tmp, llm_base_url=llm.url, llm_model="history-model",
+                                 llm_api_key_secret="history_llm", llm_timeout_seconds=10)
+        async with build_worker(env.client, settings, engine):
+            async def mark_done(handle: WorkflowHandle) -> None:
+                await eventually(lambda: handle.query("state", result_type=DecisionAck),
+                                 lambda s: s.stage == "awaiting_person")
+                await handle.execute_update("complete", Completion(actor_id="dana", result={"ordered": True}),
+                                            result_type=DecisionAck)
+
+            llm.reply({"blocked": "Requires access to the procurement portal"})
+            await run("llm_blocked_marked_done", task_input("autonomous"), mark_done)
+            llm.draft(confidence=0.95)
+            await run("llm_drafted_completed", task_input("autonomous"))
+            llm.reply({"subtasks": [{"type": "email", "title": "Note to Ana", "mode": "suggest",
+                                     "payload": {"to": ["ana@pilot.example"], "subject": "Q4", "body": "Hi"}}]})
+            llm.draft(subject="Q4 for Ana", body="Dear Ana", confidence=0.95)
+            await run("project_planned_completed", task_input(
+                "autonomous", type="project", title="Q4 notes", subject_ref_id=None, decompose=True,
+                payload={"goal": "Tell Ana about Q4", "allowed_types": ["email"]}))
     await env.shutdown()
     await engine.dispose()
 

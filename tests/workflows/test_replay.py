@@ -24,7 +24,7 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_histories_are_present():
-    assert len(HISTORIES) >= 16 + 17
+    assert len(HISTORIES) >= 16 + 17 + 22
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
