@@ -17,8 +17,24 @@ from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
 
+def _codec_problem(command: str) -> str | None:
+    """Why the payload codec cannot be built from the settings, said before anything starts."""
+    from followthrough.codec_keys import codec_for
+    from followthrough.secrets import SecretNotFound
+
+    try:
+        codec_for(get_settings())
+    except (RuntimeError, SecretNotFound, ValueError) as err:
+        return f"followthrough {command}: {err}"
+    return None
+
+
 def _run_worker() -> int:
     from worker import run_worker
+
+    if problem := _codec_problem("worker"):
+        print(problem, file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -47,6 +63,9 @@ def _run_api() -> int:
     from api.main import create_app
 
     settings = get_settings()
+    if problem := _codec_problem("api"):
+        print(problem, file=sys.stderr)
+        return 2
     if settings.anonymous_access:
         if not is_loopback(settings.api_host):
             print(f"followthrough api: anonymous access is only allowed on 127.0.0.1, not on {settings.api_host}; "
