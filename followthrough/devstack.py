@@ -72,6 +72,12 @@ def run_dev(settings: Settings) -> int:
     ]
     for attribute in _SEARCH_ATTRIBUTES:
         server_cmd += ["--search-attribute", attribute]
+    # Payloads are encrypted: without configured keys, with one generated once in <data_dir>/codec.key.
+    codec = os.environ.get("FOLLOWTHROUGH_CODEC", "local-key")
+    if codec != "off":
+        # The Web UI decodes payloads through the API's /codec endpoints (which need a viewer key
+        # unless anonymous access is on).
+        server_cmd += ["--ui-codec-endpoint", settings.effective_public_url]
 
     # Anonymous access on a loopback API unless told otherwise (FOLLOWTHROUGH_ANONYMOUS_ACCESS=false).
     anonymous = is_loopback(settings.api_host) and os.environ.get("FOLLOWTHROUGH_ANONYMOUS_ACCESS", "").lower() \
@@ -81,6 +87,7 @@ def run_dev(settings: Settings) -> int:
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": f"{host}:{port}",
         "FOLLOWTHROUGH_TEMPORAL_UI_URL": f"http://{host}:{ui_port}",
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir),
+        "FOLLOWTHROUGH_CODEC": codec,
     }
     procs: list[tuple[str, subprocess.Popen]] = []
     stopping = False
