@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough.binaries import find_binary
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import running_stack
+from tests.conftest import TEST_CONVERTER, running_stack
 from tests.helpers import eventually, free_port, task_body, until_status
 
 
@@ -22,7 +22,7 @@ from tests.helpers import eventually, free_port, task_body, until_status
 async def env_with_ui() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
     ui_port = free_port()
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=find_binary("temporal"), ui=True,
-                                                ui_port=ui_port)
+                                                ui_port=ui_port, data_converter=TEST_CONVERTER)
     yield env, ui_port
     await env.shutdown()
 
