@@ -28,6 +28,8 @@ def _base64(text: str) -> bytes | None:
 
 def key_from_secret(key_id: str, value: str) -> CodecKey:
     """A key stored as base64 (standard or URL-safe) of 32 random bytes."""
+    if not value.strip():
+        raise ValueError(f"the secret holding codec key {key_id!r} is empty")
     raw = _base64(value.strip())
     if raw is None:
         raise ValueError(f"codec key {key_id!r} is not base64 (make one with: "

@@ -102,6 +102,8 @@ def test_missing_or_malformed_key_secrets_say_which(tmp_path: Path):
         codec_for(settings, SecretStore(environ={}))
     with pytest.raises(ValueError, match="'codec_k' is not base64"):
         codec_for(settings, SecretStore(environ={"FOLLOWTHROUGH_SECRET_CODEC_K": "not base64!"}))
+    with pytest.raises(ValueError, match="holding codec key 'codec_k' is empty"):
+        codec_for(settings, SecretStore(environ={"FOLLOWTHROUGH_SECRET_CODEC_K": ""}))
     with pytest.raises(ValueError, match="16 bytes; it must be 32"):
         codec_for(settings, SecretStore(environ={"FOLLOWTHROUGH_SECRET_CODEC_K": _b64(os.urandom(16))}))
 
