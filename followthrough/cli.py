@@ -63,15 +63,15 @@ def _run_api() -> int:
     from api.main import create_app
 
     settings = get_settings()
-    if problem := _codec_problem("api"):
-        print(problem, file=sys.stderr)
-        return 2
     if settings.anonymous_access:
         if not is_loopback(settings.api_host):
             print(f"followthrough api: anonymous access is only allowed on 127.0.0.1, not on {settings.api_host}; "
                   f"create API keys with `followthrough keys create`", file=sys.stderr)
             return 2
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
+    if problem := _codec_problem("api"):
+        print(problem, file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     return 0
 

@@ -131,12 +131,12 @@ async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Pat
 
 
 @asynccontextmanager
-async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path, port: int | None = None,
                      **overrides: object) -> AsyncIterator[tuple[str, Settings]]:
-    """The API under uvicorn on a free 127.0.0.1 port, with a worker on the same settings: real HTTP,
-    for clients that cannot use an in-process transport (a browser, the command line)."""
+    """The API under uvicorn on 127.0.0.1 (a free port unless given), with a worker on the same settings:
+    real HTTP, for clients that cannot use an in-process transport (a browser, the command line)."""
     settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=env.client), host="127.0.0.1", port=port,
                                            log_level="warning"))
     async with build_worker(env.client, settings, engine):
