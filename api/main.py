@@ -8,7 +8,8 @@ from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
 from api import errors
-from api.routes import (approval_links, approvals, bulk_decisions, definitions, health, inbox, schedules,
+from api.codec_cors import CodecCors
+from api.routes import (approval_links, approvals, bulk_decisions, codec, definitions, health, inbox, schedules,
                         subscriptions, task_decisions, task_types, tasks)
 from api.middleware import RefuseNulInUrl
 from api.tenancy import tenant_guard
@@ -31,6 +32,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.temporal = temporal or await connect(settings)
+        # The codec endpoints use the very codec the API's Temporal client encrypts with.
+        app.state.codec = app.state.temporal.data_converter.payload_codec
         try:
             yield
         finally:
@@ -40,9 +43,11 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan, dependencies=[Depends(tenant_guard)],
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
+    app.add_middleware(CodecCors, path_prefix=codec.PREFIX, allowed_origin=settings.temporal_ui_url)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
                    definitions, schedules, health):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
+    app.include_router(codec.router)  # /codec: where the Temporal UI calls <endpoint>/decode
     return app

@@ -15,12 +15,12 @@ class RefuseNulInUrl:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and ("\x00" in scope.get("path", "")
                                         or b"%00" in scope.get("query_string", b"").lower()):
-            await _answer(send, 400, {"detail": "NUL characters are not allowed in URLs"})
+            await json_answer(send, 400, {"detail": "NUL characters are not allowed in URLs"})
             return
         await self.app(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+async def json_answer(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})

@@ -16,12 +16,11 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timezone
-import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from followthrough.key_files import generated_key
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 
@@ -68,31 +67,10 @@ def _digest(key: bytes, body: bytes) -> bytes:
     return hmac.new(key, body, hashlib.sha256).digest()
 
 
-def _key_file(path: Path) -> bytes:
-    """The generated key, created once with 0600; concurrent first callers all end up with the same key."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(scratch, path)  # atomic and refuses to overwrite: the first writer's key wins
-        except FileExistsError:
-            pass
-    finally:
-        scratch.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
-
-
 def signing_key(settings: Settings) -> bytes:
     if settings.approval_link_secret:
         return SecretStore(settings.secrets_file).get(settings.approval_link_secret).encode()
-    return _key_file(settings.data_dir / KEY_FILE)
+    return generated_key(settings.data_dir / KEY_FILE)
 
 
 def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int) -> str:

@@ -17,8 +17,24 @@ from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
 
+def _codec_problem(command: str) -> str | None:
+    """Why the payload codec cannot be built from the settings, said before anything starts."""
+    from followthrough.codec_keys import codec_for
+    from followthrough.secrets import SecretNotFound
+
+    try:
+        codec_for(get_settings())
+    except (RuntimeError, SecretNotFound, ValueError) as err:
+        return f"followthrough {command}: {err}"
+    return None
+
+
 def _run_worker() -> int:
     from worker import run_worker
+
+    if problem := _codec_problem("worker"):
+        print(problem, file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -53,6 +69,9 @@ def _run_api() -> int:
                   f"create API keys with `followthrough keys create`", file=sys.stderr)
             return 2
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
+    if problem := _codec_problem("api"):
+        print(problem, file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     return 0
 

@@ -59,6 +59,14 @@ def _stop(procs: list[tuple[str, subprocess.Popen]]) -> None:
                 proc.wait()
 
 
+def _codec_line(codec: str, settings: Settings, data_dir: object) -> str:
+    if codec == "off":
+        return "NOT encrypted (FOLLOWTHROUGH_CODEC=off)"
+    if settings.codec_keys:
+        return "encrypted with FOLLOWTHROUGH_CODEC_KEYS; the Web UI decodes them through the API"
+    return f"encrypted with the key in {data_dir}/codec.key; the Web UI decodes them through the API"
+
+
 def run_dev(settings: Settings) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +80,12 @@ def run_dev(settings: Settings) -> int:
     ]
     for attribute in _SEARCH_ATTRIBUTES:
         server_cmd += ["--search-attribute", attribute]
+    # Payloads are encrypted: without configured keys, with one generated once in <data_dir>/codec.key.
+    codec = os.environ.get("FOLLOWTHROUGH_CODEC", "local-key")
+    if codec != "off":
+        # The Web UI decodes payloads through the API's /codec endpoints (which need a viewer key
+        # unless anonymous access is on).
+        server_cmd += ["--ui-codec-endpoint", f"{settings.effective_public_url}/codec"]
 
     # Anonymous access on a loopback API unless told otherwise (FOLLOWTHROUGH_ANONYMOUS_ACCESS=false).
     anonymous = is_loopback(settings.api_host) and os.environ.get("FOLLOWTHROUGH_ANONYMOUS_ACCESS", "").lower() \
@@ -81,6 +95,7 @@ def run_dev(settings: Settings) -> int:
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": f"{host}:{port}",
         "FOLLOWTHROUGH_TEMPORAL_UI_URL": f"http://{host}:{ui_port}",
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir),
+        "FOLLOWTHROUGH_CODEC": codec,
     }
     procs: list[tuple[str, subprocess.Popen]] = []
     stopping = False
@@ -108,6 +123,7 @@ def run_dev(settings: Settings) -> int:
               f"  API          {api}/api/v1   (OpenAPI: {api}/docs)\n"
               f"  Temporal UI  http://{host}:{ui_port}\n"
               f"  Temporal     {host}:{port}   (data in {data_dir})\n"
+              f"  Payloads     {_codec_line(codec, settings, data_dir)}\n"
               f"Press Ctrl-C to stop.", flush=True)
         if anonymous:
             print(f"\n{ANONYMOUS_WARNING}\n(set FOLLOWTHROUGH_ANONYMOUS_ACCESS=false to require keys; "

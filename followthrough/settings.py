@@ -7,7 +7,7 @@ set those names.
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,15 @@ class LlmTypeOptions(BaseModel):
     enabled: bool = True
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
+
+
+class CodecKeyRef(BaseModel):
+    """A payload codec key: its id (stored with every payload it encrypts) and the secret holding it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128)
+    secret: str = Field(min_length=1, max_length=128)
 
 
 class Settings(BaseSettings):
@@ -67,6 +76,13 @@ class Settings(BaseSettings):
                                                              validation_alias=_env("GUARDRAILS"))
 
     secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
+
+    # Encrypted payloads (followthrough/codec.py). Keys are named secrets holding 32 bytes in base64, as a JSON
+    # list of secret names or {"id": ..., "secret": ...}; the first encrypts, all decrypt. `on` refuses to start
+    # without keys; `local-key` (what `followthrough dev` uses) falls back to <data_dir>/codec.key; `off` stores
+    # payloads in plain JSON.
+    codec: Literal["on", "local-key", "off"] = Field("on", validation_alias=_env("CODEC"))
+    codec_keys: list[str | CodecKeyRef] = Field(default_factory=list, validation_alias=_env("CODEC_KEYS"))
 
     # Outgoing email. Without a host, messages go to the outbox table only.
     smtp_host: str = Field("", validation_alias=_env("SMTP_HOST"))

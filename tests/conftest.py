@@ -3,6 +3,7 @@ server for integration, SQLite always and PostgreSQL when TEST_DATABASE_URL is
 set (then it must be reachable: the tests fail rather than skip)."""
 
 import asyncio
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from temporalio.worker import Worker
 from api.main import create_app
 from followthrough import tables  # noqa: F401
 from followthrough.binaries import find_binary
+from followthrough.codec import CodecKey, EncryptionCodec, data_converter
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.settings import Settings
@@ -32,12 +34,22 @@ from worker import build_worker
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
 
+# Every test encrypts payloads: one key for the session, a named secret like any production key, so
+# processes the tests start (a worker, `followthrough dev`) can be given it through the environment.
+TEST_CODEC_SECRET = "test_codec"
+TEST_CODEC_ENV = {"FOLLOWTHROUGH_SECRET_TEST_CODEC": base64.b64encode(os.urandom(32)).decode(),
+                  "FOLLOWTHROUGH_CODEC_KEYS": f'["{TEST_CODEC_SECRET}"]'}
+os.environ["FOLLOWTHROUGH_SECRET_TEST_CODEC"] = TEST_CODEC_ENV["FOLLOWTHROUGH_SECRET_TEST_CODEC"]
+TEST_CODEC = EncryptionCodec([CodecKey(TEST_CODEC_SECRET,
+                                       base64.b64decode(TEST_CODEC_ENV["FOLLOWTHROUGH_SECRET_TEST_CODEC"]))])
+TEST_CONVERTER = data_converter(TEST_CODEC)
+
 
 def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings:
     # The sandbox stays on in every test, whatever the environment says, so a
     # non-deterministic call in workflow code fails here.
     # Anonymous access (callers named by X-Actor-Id, every role) unless a test asks for keys.
-    values: dict[str, object] = {"anonymous_access": True} | overrides
+    values: dict[str, object] = {"anonymous_access": True, "codec_keys": [TEST_CODEC_SECRET]} | overrides
     return Settings(database_url=database_url, data_dir=tmp, task_queue=f"tq-{uuid.uuid4()}",
                     public_url="http://testserver", workflow_sandbox=True, **values)
 
@@ -76,7 +88,7 @@ def engine(request: pytest.FixtureRequest) -> AsyncEngine:
 @pytest_asyncio.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"))
+        test_server_existing_path=find_binary("temporal-test-server"), data_converter=TEST_CONVERTER)
     yield env
     await env.shutdown()
 
@@ -84,7 +96,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_binary("temporal"),
+        dev_server_existing_path=find_binary("temporal"), data_converter=TEST_CONVERTER,
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
     yield env
     await env.shutdown()
@@ -119,12 +131,12 @@ async def stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Pat
 
 
 @asynccontextmanager
-async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path, port: int | None = None,
                      **overrides: object) -> AsyncIterator[tuple[str, Settings]]:
-    """The API under uvicorn on a free 127.0.0.1 port, with a worker on the same settings: real HTTP,
-    for clients that cannot use an in-process transport (a browser, the command line)."""
+    """The API under uvicorn on 127.0.0.1 (a free port unless given), with a worker on the same settings:
+    real HTTP, for clients that cannot use an in-process transport (a browser, the command line)."""
     settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=env.client), host="127.0.0.1", port=port,
                                            log_level="warning"))
     async with build_worker(env.client, settings, engine):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from api.main import create_app
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
-from tests.conftest import make_settings
+from tests.conftest import TEST_CODEC_ENV, make_settings
 from tests.helpers import eventually
 from tests.receivers import Receiver
 
@@ -35,7 +35,7 @@ async def test_worker_killed_mid_send_still_delivers_each_task_once(dev_env, eng
         "FOLLOWTHROUGH_TASK_QUEUE": settings.task_queue,
         "FOLLOWTHROUGH_DATABASE_URL": settings.database_url,
         "FOLLOWTHROUGH_SECRET_CRASH_HOOK": SECRET,
-    }
+    } | TEST_CODEC_ENV
     app = create_app(settings, temporal=dev_env.client)
     with Receiver() as receiver:
         for _ in range(TASKS * 2):

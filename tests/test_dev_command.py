@@ -1,6 +1,8 @@
 """`followthrough dev` as a user runs it: one command, then the README's walkthrough
 over real HTTP, then a clean stop on SIGTERM."""
 
+import base64
+import json
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from followthrough.binaries import find_binary
 from tests.helpers import free_port, task_body
 
 
@@ -63,8 +66,28 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
         assert ui.startswith(f"http://127.0.0.1:{ports['FOLLOWTHROUGH_DEV_UI_PORT']}/namespaces/default/workflows/")
         assert httpx.get(ui, timeout=10).status_code == 200
 
+        # Payloads are encrypted with a key generated in the data folder; the Web UI decodes them
+        # through the API's codec endpoint, which answers the UI's origin.
+        ui_origin = f"http://127.0.0.1:{ports['FOLLOWTHROUGH_DEV_UI_PORT']}"
+        codec_settings = httpx.get(f"{ui_origin}/api/v1/settings", timeout=10).json()["Codec"]
+        assert codec_settings["Endpoint"] == f"http://127.0.0.1:{ports['FOLLOWTHROUGH_API_PORT']}/codec"
+        preflight = httpx.options(f"{codec_settings['Endpoint']}/decode", timeout=10, headers={
+            "Origin": ui_origin, "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == ui_origin
+        history = subprocess.run([find_binary("temporal"), "workflow", "show", "--output", "json", "--workflow-id",
+                                  created["workflow_id"], "--address",
+                                  f"127.0.0.1:{ports['FOLLOWTHROUGH_DEV_TEMPORAL_PORT']}"],
+                                 capture_output=True, text=True, timeout=60, check=True).stdout
+        started = json.loads(history)["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+        assert base64.b64decode(started["metadata"]["encoding"]) == b"binary/encrypted"
+        decoded = httpx.post(f"{codec_settings['Endpoint']}/decode", json={"payloads": [started]}, timeout=10,
+                             headers={"Origin": ui_origin, "X-Namespace": "default"})
+        assert decoded.status_code == 200
+        assert json.loads(base64.b64decode(decoded.json()["payloads"][0]["data"]))["task_id"] == task_id
+
     assert (folder / ".followthrough" / "temporal.db").exists()
     assert (folder / ".followthrough" / "mirror.db").exists()
+    assert (folder / ".followthrough" / "codec.key").stat().st_mode & 0o777 == 0o600
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0
     log = (folder / "dev.log").read_text()
