@@ -64,7 +64,7 @@ class TaskCreator:
         policy = OutboundPolicy.from_entries(self.settings.outbound_allow)
         for name, url in task_type.outbound_urls(payload).items():
             if (refusal := policy.refusal_for_url(url)) is not None:
-                raise invalid(("payload", name), refusal, "outbound_refused")
+                raise invalid(("payload", *name.split(".")), refusal, "outbound_refused")
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
         return TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,

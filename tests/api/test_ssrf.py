@@ -89,6 +89,19 @@ async def test_internal_address_literals_and_other_schemes_are_422_at_the_api(gu
     assert (await guarded.http.get("/subscriptions")).json()["total"] == 0
 
 
+async def test_reminder_and_report_webhook_targets_are_checked_at_the_api_too(guarded: Stack):
+    target = {"url": "http://169.254.169.254/latest/meta-data/", "secret": "hooks"}
+    for type_, payload, loc in [
+        ("reminder", {"message": "Call ACME", "webhook": target}, ["body", "payload", "webhook", "url"]),
+        ("report", {"kind": "task_summary", "start": "2025-01-01T00:00:00Z", "end": "2025-02-01T00:00:00Z",
+                    "deliver": {"webhook": target}}, ["body", "payload", "deliver", "webhook", "url"]),
+    ]:
+        response = await guarded.http.post("/tasks", json=task_body(type=type_, payload=payload))
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == loc and "169.254.169.254 is a cloud metadata address" in error["msg"], error
+
+
 async def test_a_name_resolving_to_loopback_passes_the_api_and_is_refused_when_connecting(guarded: Stack,
                                                                                           receiver: Receiver):
     task_id = await create(guarded, "http_request", {"url": local(receiver, "/notes")}, mode="autonomous")
