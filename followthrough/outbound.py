@@ -37,11 +37,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 class OutboundRefused(Exception):
     """A target the guard does not let a request reach; no retry changes that."""
 
-    def __init__(self, host: str, address: Address | None, reason: str) -> None:
+    def __init__(self, host: str, address: Address, reason: str) -> None:
         self.host, self.address, self.reason = host, address, reason
-        if address is None:
-            where = host
-        elif host == str(address):
+        if host == str(address):
             where = f"{address} is"
         else:
             where = f"{host} resolves to {address},"
@@ -199,7 +197,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        raise OutboundRefused(path, None, "is a Unix socket")
+        raise httpcore.UnsupportedProtocol("outbound requests do not use Unix sockets")
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)

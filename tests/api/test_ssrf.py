@@ -81,12 +81,13 @@ async def test_internal_address_literals_and_other_schemes_are_422_at_the_api(gu
             assert error["loc"] == ["body", "payload", "url"] and message in error["msg"], (url, error)
             if message.startswith("refused"):
                 assert HINT in error["msg"]
-        response = await guarded.http.post("/subscriptions", json={"url": url, "secret": "hooks"})
+        response = await guarded.http.post("/subscriptions", json={"tenant_id": guarded.tenant, "url": url,
+                                                                   "secret": "hooks"})
         assert response.status_code == 422, (url, response.text)
         assert response.json()["detail"][0]["loc"][:2] == ["body", "url"]
         if message.startswith("refused"):
             assert message in response.json()["detail"][0]["msg"]
-    assert (await guarded.http.get("/subscriptions")).json()["total"] == 0
+    assert (await guarded.http.get(f"/subscriptions?tenant_id={guarded.tenant}")).json()["total"] == 0
 
 
 async def test_reminder_and_report_webhook_targets_are_checked_at_the_api_too(guarded: Stack):
