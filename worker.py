@@ -12,6 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import build_activities
 from followthrough.database import create_engine
+from followthrough.outbound import guarded_client
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
 from workflows.all import ALL_WORKFLOWS
@@ -20,14 +21,16 @@ log = logging.getLogger("followthrough.worker")
 
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_queue: str | None = None,
-                 http: httpx.AsyncClient | None = None) -> Worker:
-    """The worker; ``http`` is shared by every outgoing call (one connection pool per process)."""
+                 http: httpx.AsyncClient | None = None, outbound: httpx.AsyncClient | None = None) -> Worker:
+    """The worker. ``http`` is shared by the calls to configured endpoints (the LLM), ``outbound`` by the
+    requests tasks and subscriptions aim (guarded against internal addresses): one pool each per process."""
     http = http or httpx.AsyncClient(follow_redirects=False)
+    outbound = outbound or guarded_client(settings.outbound_allow)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=ALL_WORKFLOWS,
-        activities=build_activities(settings, engine, http, client),
+        activities=build_activities(settings, engine, http, client, outbound),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
@@ -41,8 +44,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
     engine = create_engine(settings.effective_database_url)
     client = await connect(settings)
-    async with httpx.AsyncClient(follow_redirects=False) as http:
-        worker = build_worker(client, settings, engine, http=http)
+    async with httpx.AsyncClient(follow_redirects=False) as http, guarded_client(settings.outbound_allow) as outbound:
+        worker = build_worker(client, settings, engine, http=http, outbound=outbound)
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
         try:
             async with worker:

@@ -12,17 +12,22 @@ from activities.mirror import MirrorActivities
 from activities.notifications import NotificationActivities
 from activities.planning import PlanningActivities
 from activities.transports import build_transports
+from followthrough.outbound import guarded_client
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 
 
-def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, temporal: Client) -> list:
+def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, temporal: Client,
+                     outbound: httpx.AsyncClient | None = None) -> list:
+    """``http`` reaches the endpoints the operator configured (the LLM); ``outbound`` the targets tasks and
+    subscriptions name, through the SSRF guard (by default a guarded client on settings.outbound_allow)."""
     secrets = SecretStore(settings.secrets_file)
     transports = build_transports()
+    outbound = outbound or guarded_client(settings.outbound_allow)
     return [
         DraftingActivities(settings, engine, http, secrets).draft,
-        DeliveryActivities(settings, engine, http, secrets, transports).send,
-        NotificationActivities(settings, engine, http, secrets, transports["webhook"]).notify,
+        DeliveryActivities(settings, engine, outbound, secrets, transports).send,
+        NotificationActivities(settings, engine, outbound, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,
         PlanningActivities(settings).plan,
         DefinitionActivities(settings, engine, temporal).run,

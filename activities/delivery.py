@@ -42,8 +42,9 @@ class DeliveryActivities:
             # A delivery that has begun finishes even when its task is cancelled meanwhile.
             detail = await heartbeating(transport.deliver(request.draft, ctx), finish_on_cancel=True)
         except (PermanentDeliveryError, SecretNotFound) as err:
+            error_type = getattr(err, "error_type", policies.DELIVERY_REFUSED)
             await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, False)
-            raise permanent(str(err), policies.DELIVERY_REFUSED) from err
+            raise permanent(str(err), error_type) from err
         except Exception as err:
             await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, True)
             raise

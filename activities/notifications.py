@@ -46,4 +46,5 @@ class NotificationActivities:
         try:
             return await self._webhook.deliver(draft, ctx)
         except (PermanentDeliveryError, SecretNotFound) as err:
-            raise permanent(str(err), policies.DELIVERY_REFUSED) from err
+            error_type = getattr(err, "error_type", policies.DELIVERY_REFUSED)
+            raise permanent(str(err), error_type) from err

@@ -29,6 +29,7 @@ from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
+from followthrough.outbound import OutboundPolicy
 from followthrough.settings import Settings
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
@@ -72,6 +73,10 @@ class TaskCreator:
                 {"type": e["type"], "loc": ("body", "payload", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
                 for e in err.errors(include_url=False)
             ]) from err
+        policy = OutboundPolicy.from_entries(self.settings.outbound_allow)
+        for name, url in task_type.outbound_urls(payload).items():
+            if (refusal := policy.refusal_for_url(url)) is not None:
+                raise invalid(("payload", *name.split(".")), refusal, "outbound_refused")
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
         return TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,

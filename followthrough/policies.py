@@ -15,14 +15,16 @@ INVALID_PAYLOAD = "InvalidPayload"
 TEMPLATE_ERROR = "TemplateError"
 UNKNOWN_TASK_TYPE = "UnknownTaskType"
 DELIVERY_REFUSED = "DeliveryRefused"
+# The SSRF guard refused the target: an internal address not in FOLLOWTHROUGH_OUTBOUND_ALLOW (followthrough/outbound.py).
+OUTBOUND_REFUSED = "OutboundRefused"
 # The LLM endpoint refused the request (400, 401, 403, 404, ...) or its API key secret is missing.
 LLM_REFUSED = "LlmRequestRefused"
 # An LLM is configured but its API key secret is not.
 LLM_NOT_CONFIGURED = "LlmNotConfigured"
 # A plan names an unknown task type, an invalid mode or a payload its type does not accept.
 INVALID_PLAN = "InvalidPlan"
-NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED, LLM_REFUSED, LLM_NOT_CONFIGURED,
-                 INVALID_PLAN]
+NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED, OUTBOUND_REFUSED, LLM_REFUSED,
+                 LLM_NOT_CONFIGURED, INVALID_PLAN]
 # Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)
 # and LlmAnswerInvalid (an answer that is not the JSON asked for: the next sample may be).
 

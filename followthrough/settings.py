@@ -9,8 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from followthrough.outbound import parse_allow
 
 
 def _env(name: str, *bare: str) -> AliasChoices:
@@ -75,6 +77,11 @@ class Settings(BaseSettings):
     guardrails: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict,
                                                              validation_alias=_env("GUARDRAILS"))
 
+    # The SSRF guard (followthrough/outbound.py): task requests and notifications reach only public addresses,
+    # unless this names the target: addresses or networks (CIDR) and host names ("*.corp" for every name under
+    # corp), e.g. ["10.0.0.0/8", "127.0.0.1", "crm.internal"].
+    outbound_allow: list[str] = Field(default_factory=list, validation_alias=_env("OUTBOUND_ALLOW"))
+
     secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
 
     # Encrypted payloads (followthrough/codec.py). Keys are named secrets holding 32 bytes in base64, as a JSON
@@ -125,6 +132,12 @@ class Settings(BaseSettings):
     # whose workflow code is already proven may turn it off for throughput.
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _outbound_allow(cls, value: list[str]) -> list[str]:
+        parse_allow(value)  # refuses an entry that is neither an address, a network nor a host name
+        return value
 
     def guardrail_params(self, tenant_id: str, task_type: str, defaults: dict[str, Any]) -> dict[str, Any]:
         return defaults | self.guardrails.get(tenant_id, {}).get(task_type, {})

@@ -49,7 +49,10 @@ def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings
     # The sandbox stays on in every test, whatever the environment says, so a
     # non-deterministic call in workflow code fails here.
     # Anonymous access (callers named by X-Actor-Id, every role) unless a test asks for keys.
-    values: dict[str, object] = {"anonymous_access": True, "codec_keys": [TEST_CODEC_SECRET]} | overrides
+    # The receivers tests send to listen on 127.0.0.1, which the SSRF guard refuses unless allowed: allowed here;
+    # tests of the guard itself override outbound_allow (tests/api/test_ssrf.py).
+    values: dict[str, object] = {"anonymous_access": True, "codec_keys": [TEST_CODEC_SECRET],
+                                 "outbound_allow": ["127.0.0.1/32"]} | overrides
     return Settings(database_url=database_url, data_dir=tmp, task_queue=f"tq-{uuid.uuid4()}",
                     public_url="http://testserver", workflow_sandbox=True, **values)
 

@@ -29,7 +29,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
-        self._script: list[tuple[int, Body, float]] = []
+        self._script: list[tuple[int, Body, float, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -40,12 +40,13 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def answer(self, status: int, body: Body = '{"ok": true}', delay: float = 0.0) -> None:
-        self._script.append((status, body, delay))
+    def answer(self, status: int, body: Body = '{"ok": true}', delay: float = 0.0,
+               headers: dict[str, str] | None = None) -> None:
+        self._script.append((status, body, delay, headers or {}))
 
-    def _next(self) -> tuple[int, Body, float]:
+    def _next(self) -> tuple[int, Body, float, dict[str, str]]:
         with self._lock:
-            return self._script.pop(0) if self._script else (200, '{"ok": true}', 0.0)
+            return self._script.pop(0) if self._script else (200, '{"ok": true}', 0.0, {})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -57,7 +58,7 @@ class Receiver:
                 received = Received(self.command, parts.path, parse_qs(parts.query),
                                     {k.lower(): v for k, v in self.headers.items()}, body)
                 receiver.requests.append(received)
-                status, answer, delay = receiver._next()
+                status, answer, delay, extra = receiver._next()
                 time.sleep(delay)
                 data = (answer(received) if callable(answer) else answer).encode()
                 try:
@@ -65,6 +66,8 @@ class Receiver:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("X-Request-Id", f"req-{len(receiver.requests)}")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in extra.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

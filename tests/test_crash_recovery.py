@@ -3,6 +3,7 @@
 task completes with exactly one delivery at the receiver."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ async def test_worker_killed_mid_send_still_delivers_each_task_once(dev_env, eng
         "FOLLOWTHROUGH_TASK_QUEUE": settings.task_queue,
         "FOLLOWTHROUGH_DATABASE_URL": settings.database_url,
         "FOLLOWTHROUGH_SECRET_CRASH_HOOK": SECRET,
+        "FOLLOWTHROUGH_OUTBOUND_ALLOW": json.dumps(settings.outbound_allow),  # the receiver is on 127.0.0.1
     } | TEST_CODEC_ENV
     app = create_app(settings, temporal=dev_env.client)
     with Receiver() as receiver:

@@ -7,7 +7,7 @@ Every module in this package that defines ``TRANSPORT`` (an object with a
 import importlib
 import pkgutil
 
-from activities.transports.base import DeliveryContext, PermanentDeliveryError, Transport
+from activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused, Transport
 
 
 def build_transports() -> dict[str, Transport]:
@@ -19,4 +19,4 @@ def build_transports() -> dict[str, Transport]:
     return transports
 
 
-__all__ = ["DeliveryContext", "PermanentDeliveryError", "Transport", "build_transports"]
+__all__ = ["DeliveryContext", "PermanentDeliveryError", "TargetRefused", "Transport", "build_transports"]

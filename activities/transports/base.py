@@ -6,6 +6,7 @@ from typing import Any, Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from followthrough import policies
 from followthrough.contracts import Draft
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
@@ -13,6 +14,15 @@ from followthrough.settings import Settings
 
 class PermanentDeliveryError(Exception):
     """The receiver refused in a way no retry can change (a 4xx, an unknown mailbox, a missing secret)."""
+
+    # The type of the non-retryable ApplicationError the activity raises for it.
+    error_type = policies.DELIVERY_REFUSED
+
+
+class TargetRefused(PermanentDeliveryError):
+    """The SSRF guard refused the target's address (followthrough/outbound.py)."""
+
+    error_type = policies.OUTBOUND_REFUSED
 
 
 @dataclass(frozen=True)

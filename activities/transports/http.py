@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Table, select, update
 
-from activities.transports.base import DeliveryContext, PermanentDeliveryError
+from activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused
 from followthrough.contracts import Draft
+from followthrough.outbound import OutboundRefused
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Delivery
 
@@ -125,6 +126,8 @@ async def exchange(ctx: DeliveryContext, request: httpx.Request, expected: set[i
                     break
         finally:
             await response.aclose()
+    except OutboundRefused as err:
+        raise TargetRefused(f"{what} {err}") from err
     except httpx.TimeoutException as err:
         raise TransientDeliveryError(f"{what} timed out ({type(err).__name__})") from err
     except httpx.TransportError as err:

@@ -5,13 +5,15 @@ from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from api.auth import PrincipalDep, require
+from api.deps import SessionDep, SettingsDep
 from api.tenancy import listing_tenant, tenant_for
-from api.deps import SessionDep
 from api.errors import not_found
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
+from followthrough.outbound import OutboundPolicy
 from followthrough.principals import Role
 from followthrough.tables import Subscription
 
@@ -20,9 +22,13 @@ router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", 
 
 @router.post("", status_code=201, response_model=SubscriptionPublic)
 async def create_subscription(body: SubscriptionCreate, session: SessionDep,
-                              principal: PrincipalDep) -> SubscriptionPublic:
-    row = Subscription(id=str(uuid.uuid4()), tenant_id=tenant_for(principal, body), url=str(body.url), events=body.events,
-                       secret=body.secret, description=body.description, active=True,
+                              principal: PrincipalDep, settings: SettingsDep) -> SubscriptionPublic:
+    # The early check of the SSRF guard; every delivery is checked again on the addresses the host resolves to.
+    if (refusal := OutboundPolicy.from_entries(settings.outbound_allow).refusal_for_url(body.url)) is not None:
+        raise RequestValidationError([{"type": "outbound_refused", "loc": ("body", "url"), "msg": refusal,
+                                       "input": str(body.url)}])
+    row = Subscription(id=str(uuid.uuid4()), tenant_id=tenant_for(principal, body), url=str(body.url),
+                       events=body.events, secret=body.secret, description=body.description, active=True,
                        created_at=datetime.now(timezone.utc))
     session.add(row)
     await session.commit()

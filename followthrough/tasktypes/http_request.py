@@ -144,6 +144,7 @@ TASK_TYPE = TaskType(
     channel="http",
     draft=draft,
     guardrails=(TargetHosts(),),
+    outbound_urls=lambda payload: {"url": payload.url},
     # No allowed_hosts list: any host (a tenant may set one in FOLLOWTHROUGH_GUARDRAILS).
     guardrail_defaults=lambda _settings: {"allowed_hosts": None},
     default_mode=TaskMode.REVIEW,

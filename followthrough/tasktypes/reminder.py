@@ -85,5 +85,6 @@ TASK_TYPE = TaskType(
     channel="email",
     draft=draft,
     guardrails=(RecipientDomains(), OnChannel("webhook", TargetHosts())),
+    outbound_urls=lambda payload: {"webhook.url": str(payload.webhook.url)} if payload.webhook else {},
     default_mode=TaskMode.AUTONOMOUS,
 )

@@ -149,5 +149,7 @@ TASK_TYPE = TaskType(
     draft=draft,
     # A tenant's allowed domains / hosts (settings.guardrails) apply to deliveries too.
     guardrails=(RecipientDomains(), TargetHosts()),
+    outbound_urls=lambda payload: ({"deliver.webhook.url": str(payload.deliver.webhook.url)}
+                                   if payload.deliver and payload.deliver.webhook else {}),
     default_mode=TaskMode.AUTONOMOUS,
 )
