@@ -10,7 +10,7 @@ from temporalio.client import Client
 from api import errors
 from api.routes import (approval_links, approvals, bulk_decisions, definitions, health, inbox, schedules,
                         subscriptions, task_decisions, task_types, tasks)
-from api.middleware import RefuseNulInUrl
+from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan,
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
+    app.add_middleware(LimitBodySize, limit=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
                    definitions, schedules, health):

@@ -20,6 +20,7 @@ from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from api import idempotency
+from api.limits import check_payload_size
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
@@ -53,6 +54,7 @@ class TaskCreator:
         if task_type.needs_llm and not self.settings.llm_base_url:
             raise invalid(("type",), f"{task_type.name} tasks are planned by an LLM, and none is configured "
                                      f"(FOLLOWTHROUGH_LLM_BASE_URL)")
+        check_payload_size(self.settings, body.payload)
         try:
             payload = task_type.payload_model.model_validate(body.payload)
         except ValidationError as err:
