@@ -42,6 +42,6 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
                    definitions, schedules, health):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     return app

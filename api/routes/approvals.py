@@ -8,14 +8,14 @@ from sqlalchemy import ColumnElement, func, or_, select
 
 from api.auth import require
 from api.deps import SessionDep, SettingsDep
-from api.errors import ApiError
+from api.errors import ApiError, NOT_FOUND
 from api.lookups import task_row_or_404
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
 from followthrough.principals import Role
 from followthrough.tables import Approval, ApprovalDecisionRecord
 
-router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"])
+router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"], responses=NOT_FOUND)
 
 
 async def _public(session: SessionDep, approvals: list[Approval]) -> list[ApprovalPublic]:

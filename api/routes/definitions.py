@@ -24,7 +24,7 @@ from api.definition_schemas import (
 from api.definition_views import definition_public
 from api.definitions import DefinitionRunner, check
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, CONFLICT, LIMITED, NOT_FOUND
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schedule_sync import definition_or_404, forget_schedule, sync_schedule
 from api.schemas import TaskCreated, TaskListPublic
@@ -37,7 +37,7 @@ from followthrough.tables import TaskDefinition
 
 log = logging.getLogger("followthrough.api")
 
-router = APIRouter(prefix="/definitions", tags=["definitions"])
+router = APIRouter(prefix="/definitions", tags=["definitions"], responses=NOT_FOUND | CONFLICT)
 
 _NOT_NULL = ("name", "type", "payload", "variables", "tags", "defaults", "timezone")
 
@@ -170,7 +170,8 @@ async def delete_definition(definition_id: str, temporal: TemporalDep, session: 
 
 @router.post("/{definition_id}/run", dependencies=[require(Role.SUBMITTER)], status_code=201,
              response_model=TaskCreated,
-             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
+             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}}
+             | LIMITED)
 async def run_definition(
     definition_id: str, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, session: SessionDep,
     actor: ActorDep, principal: PrincipalDep, body: DefinitionRun | None = None,

@@ -8,13 +8,14 @@ from sqlalchemy import func, select
 
 from api.auth import require
 from api.deps import SessionDep, SettingsDep
-from api.errors import not_found
+from api.errors import NOT_FOUND, not_found
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
 from followthrough.principals import Role
 from followthrough.tables import Subscription
 
-router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"])
+router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"],
+                   responses=NOT_FOUND)
 
 
 @router.post("", status_code=201, response_model=SubscriptionPublic)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from api import limits
 from api.auth import PrincipalDep, require
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import LIMITED, NOT_FOUND
 from api.lookups import task_row_or_404
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import (
@@ -39,7 +40,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.post("", status_code=201, response_model=TaskCreated, dependencies=[require(Role.SUBMITTER)],
-             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
+             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}}
+             | LIMITED)
 async def create_task(
     body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, actor: ActorDep,
     principal: PrincipalDep,
@@ -53,7 +55,7 @@ async def create_task(
     return await creator.create_once(body, actor, idempotency_key)
 
 
-@router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)])
+@router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)], responses=LIMITED)
 async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
                        actor: ActorDep, principal: PrincipalDep) -> BatchResult:
     """Create up to the configured number of tasks; each item is answered on its own. Every item counts
@@ -89,7 +91,8 @@ async def list_tasks_route(
                           next_offset=next_offset(offset, limit, total))
 
 
-@router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)])
+@router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
 async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> TaskPublic:
     row = await task_row_or_404(session, task_id)
     ended = (await session.execute(select(TaskRun).where(TaskRun.task_id == task_id)
@@ -102,7 +105,8 @@ async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> 
     return task_public(settings, row).model_copy(update={"runs": runs})
 
 
-@router.get("/{task_id}/events", response_model=TaskEventListPublic, dependencies=[require(Role.VIEWER)])
+@router.get("/{task_id}/events", response_model=TaskEventListPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
 async def get_task_events(task_id: str, settings: SettingsDep, session: SessionDep, limit: LimitQuery = None,
                           offset: OffsetQuery = 0) -> TaskEventListPublic:
     """The task's events, oldest first."""
@@ -118,7 +122,8 @@ async def get_task_events(task_id: str, settings: SettingsDep, session: SessionD
                                next_offset=next_offset(offset, limit, total))
 
 
-@router.get("/{task_id}/subtasks", response_model=SubtaskListPublic, dependencies=[require(Role.VIEWER)])
+@router.get("/{task_id}/subtasks", response_model=SubtaskListPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
 async def get_subtasks(task_id: str, settings: SettingsDep, session: SessionDep, limit: LimitQuery = None,
                        offset: OffsetQuery = 0) -> SubtaskListPublic:
     """The task's subtasks in their planned order, with the parent's progress."""
