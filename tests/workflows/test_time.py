@@ -32,7 +32,7 @@ from workflows.all import ALL_WORKFLOWS
 
 def worker_replacing(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine, *replacements) -> Worker:
     """The real worker's activities, with those named like a replacement replaced."""
-    activities = with_activities(build_activities(settings, engine, httpx.AsyncClient()), *replacements)
+    activities = with_activities(build_activities(settings, engine, httpx.AsyncClient(), env.client), *replacements)
     return Worker(env.client, task_queue=settings.task_queue, workflows=ALL_WORKFLOWS, activities=activities,
                   max_heartbeat_throttle_interval=timedelta(seconds=2))
 
