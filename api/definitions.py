@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.errors import ApiError
+from api.limits import check_payload_size
 from api.schemas import TaskCreate, TaskCreated
 from api.task_creation import TaskCreator, invalid, refuse_raw_credentials
 from followthrough.contracts import DefinitionRunResult, TaskOrigin
@@ -51,6 +52,7 @@ def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: Asy
     except UnknownTaskType as err:
         raise invalid(("type",), str(err), "unknown_task_type") from err
     refuse_raw_credentials(row.payload)
+    check_payload_size(settings, row.payload)
     try:
         used = variables_of(_templates(row.title, row.payload, row.defaults))
     except TemplateProblem as err:

@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,6 +17,32 @@ from temporalio.service import RPCError, RPCStatusCode
 log = logging.getLogger("followthrough.api")
 
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+
+
+class ErrorPublic(BaseModel):
+    """An error: ``detail`` says what was wrong (a sentence, or for invalid input a list of located errors);
+    some errors add fields, such as the id of the task a duplicate matched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: Any
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorPublic, "description": description}
+
+
+# Answers any API operation may give, declared on every route.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("A URL with a NUL character, or a Content-Length that is not a number"),
+    401: _error("No API key, or one that is not valid"),
+    403: _error("The key lacks the role the operation needs"),
+    413: _error("The request body is larger than FOLLOWTHROUGH_MAX_BODY_BYTES"),
+    503: _error("The task database or Temporal is unavailable; retry after Retry-After seconds"),
+}
+NOT_FOUND = {404: _error("No such resource")}
+CONFLICT = {409: _error("A transition the resource cannot take, or a duplicate")}
+LIMITED = {429: _error("Over the tenant's creation rate or tasks in flight; retry after Retry-After seconds")}
 
 
 class ApiError(Exception):
@@ -59,7 +86,28 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _openapi_errors(app: FastAPI) -> None:
+    """Invalid input is answered 422 with a list of located errors, or a sentence when the input is wrong
+    as a whole (an Idempotency-Key reused, a value the database refused): the schema says both."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            shapes = document.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in shapes:
+                located = shapes["HTTPValidationError"]["properties"]["detail"]
+                shapes["HTTPValidationError"]["properties"]["detail"] = {
+                    "anyOf": [located, {"type": "string"}], "title": "Detail"}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _openapi_errors(app)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)

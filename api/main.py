@@ -11,7 +11,7 @@ from api import errors
 from api.codec_cors import CodecCors
 from api.routes import (approval_links, approvals, bulk_decisions, codec, definitions, health, inbox, schedules,
                         subscriptions, task_decisions, task_types, tasks)
-from api.middleware import RefuseNulInUrl
+from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
 from followthrough.database import create_engine, session_factory
@@ -44,10 +44,11 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
     app.add_middleware(CodecCors, path_prefix=codec.PREFIX, allowed_origin=settings.temporal_ui_url)
+    app.add_middleware(LimitBodySize, limit=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
                    definitions, schedules, health):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
-    app.include_router(codec.router)  # /codec: where the Temporal UI calls <endpoint>/decode
+    app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode
     return app

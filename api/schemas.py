@@ -257,12 +257,18 @@ class SubtaskProgress(BaseModel):
 class SubtaskListPublic(BaseModel):
     items: list[TaskPublic]
     total: int
+    limit: int
+    offset: int
+    next_offset: int | None
     progress: SubtaskProgress | None
 
 
 class TaskEventListPublic(BaseModel):
     items: list[TaskEventPublic]
     total: int
+    limit: int
+    offset: int
+    next_offset: int | None
 
 
 class _Decision(StorableBody):
@@ -372,6 +378,9 @@ class SubscriptionPublic(BaseModel):
 class SubscriptionListPublic(BaseModel):
     items: list[SubscriptionPublic]
     total: int
+    limit: int
+    offset: int
+    next_offset: int | None
 
 
 class ApprovalDecisionPublic(BaseModel):

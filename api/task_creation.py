@@ -21,6 +21,7 @@ from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from api import idempotency
+from api.limits import check_payload_size
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import task_links
@@ -66,6 +67,7 @@ class TaskCreator:
             raise invalid(("type",), f"{task_type.name} tasks are planned by an LLM, and none is configured "
                                      f"(FOLLOWTHROUGH_LLM_BASE_URL)")
         refuse_raw_credentials(body.payload)
+        check_payload_size(self.settings, body.payload)
         try:
             payload = task_type.payload_model.model_validate(body.payload)
         except ValidationError as err:

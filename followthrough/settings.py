@@ -127,6 +127,20 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = Field(24 * 3600, ge=0, validation_alias=_env("IDEMPOTENCY_WINDOW_SECONDS"))
     batch_max_items: int = Field(100, gt=0, validation_alias=_env("BATCH_MAX_ITEMS"))
 
+    # Limits (README: Security, Limits). 0 turns a limit off.
+    max_body_bytes: int = Field(1024 * 1024, ge=0, validation_alias=_env("MAX_BODY_BYTES"))
+    # A task's payload as JSON. Temporal refuses a single payload over 2 MB and a history over 50 MB; a task's
+    # payload travels in its start event and again in activity inputs, so a tenth of the per-payload limit
+    # leaves room for drafts, results and the rest of the history.
+    max_payload_bytes: int = Field(256 * 1024, ge=0, validation_alias=_env("MAX_PAYLOAD_BYTES"))
+    # Task creations per tenant and minute (a token bucket, shared by every API process through the
+    # database), and how many may come at once.
+    rate_limit_per_minute: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT_PER_MINUTE"))
+    rate_limit_burst: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT_BURST"),
+                                  description="0: as many as the per-minute rate.")
+    # Non-terminal tasks a tenant may have; creation beyond is refused until some finish.
+    max_tasks_in_flight: int = Field(0, ge=0, validation_alias=_env("MAX_TASKS_IN_FLIGHT"))
+
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker
     # whose workflow code is already proven may turn it off for throughput.
@@ -141,6 +155,10 @@ class Settings(BaseSettings):
 
     def guardrail_params(self, tenant_id: str, task_type: str, defaults: dict[str, Any]) -> dict[str, Any]:
         return defaults | self.guardrails.get(tenant_id, {}).get(task_type, {})
+
+    @property
+    def effective_rate_burst(self) -> int:
+        return self.rate_limit_burst or self.rate_limit_per_minute
 
     @property
     def effective_database_url(self) -> str:

@@ -305,3 +305,13 @@ class TaskDefinition(SQLModel, table=True):
     created_at: datetime = _when(nullable=False)
     updated_at: datetime = _when(nullable=False)
     deleted_at: datetime | None = _when()
+
+
+class RateBucket(SQLModel, table=True):
+    """A tenant's token bucket for task creation: tokens left when last refilled (epoch seconds)."""
+
+    __tablename__ = "rate_buckets"
+
+    key: str = Field(primary_key=True, max_length=160)
+    tokens: float
+    refilled_at: float

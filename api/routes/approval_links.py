@@ -17,7 +17,7 @@ from temporalio.service import RPCError
 
 from api.auth import require
 from api.deps import SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, CONFLICT, NOT_FOUND
 from api.lookups import task_row_or_404
 from api.routes.task_decisions import _decide
 from followthrough import approval_links
@@ -28,7 +28,7 @@ from followthrough.lifecycle import TaskStatus
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Approval, ApprovalLinkUse, Task
 
-router = APIRouter(tags=["approval links"])
+router = APIRouter(tags=["approval links"], responses=NOT_FOUND | CONFLICT)
 
 _MAX_TEXT = 4000
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow"}

@@ -7,15 +7,16 @@ from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, func, or_, select
 
 from api.auth import PrincipalDep, require
+from api.deps import SessionDep, SettingsDep
+from api.errors import NOT_FOUND, ApiError
 from api.tenancy import listing_tenant
-from api.deps import SessionDep
-from api.errors import ApiError
 from api.lookups import task_row_or_404
+from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
 from followthrough.principals import Role
 from followthrough.tables import Approval, ApprovalDecisionRecord
 
-router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"])
+router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"], responses=NOT_FOUND)
 
 
 async def _public(session: SessionDep, approvals: list[Approval]) -> list[ApprovalPublic]:
@@ -54,15 +55,16 @@ async def get_task_approval(task_id: str, session: SessionDep) -> ApprovalPublic
 
 @router.get("/approvals", response_model=ApprovalListPublic)
 async def list_approvals(
-    session: SessionDep, status: str | None = "pending",
+    session: SessionDep, settings: SettingsDep, status: str | None = "pending",
     approver: Annotated[str | None, Query(max_length=128,
                                           description="Only approvals this user may decide.")] = None,
     role: Annotated[list[str] | None, Query(max_length=20, description=(
         "With approver: also those a holder of these team roles may decide. Alone: those naming the role."))] = None,
     tenant_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: LimitQuery = None, offset: OffsetQuery = 0,
     *, principal: PrincipalDep,
 ) -> ApprovalListPublic:
+    limit = page_size(settings, limit)
     tenant_id = listing_tenant(principal, tenant_id)
     query = select(Approval)
     if status:
@@ -75,4 +77,4 @@ async def list_approvals(
     rows = (await session.execute(query.order_by(Approval.requested_at, Approval.id).limit(limit).offset(offset))
             ).scalars().all()
     return ApprovalListPublic(items=await _public(session, list(rows)), total=total, limit=limit, offset=offset,
-                              next_offset=offset + limit if offset + limit < total else None)
+                              next_offset=next_offset(offset, limit, total))

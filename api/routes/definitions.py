@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.client import ScheduleDescription
 from temporalio.service import RPCError
 
+from api import limits
 from api.auth import PrincipalDep, require
 from api.tenancy import listing_tenant, tenant_for
 from api.definition_schemas import (
@@ -24,7 +25,8 @@ from api.definition_schemas import (
 from api.definition_views import definition_public
 from api.definitions import DefinitionRunner, check
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, CONFLICT, LIMITED, NOT_FOUND
+from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schedule_sync import definition_or_404, forget_schedule, sync_schedule
 from api.schemas import TaskCreated, TaskListPublic
 from api.task_creation import invalid
@@ -36,7 +38,7 @@ from followthrough.tables import TaskDefinition
 
 log = logging.getLogger("followthrough.api")
 
-router = APIRouter(prefix="/definitions", tags=["definitions"])
+router = APIRouter(prefix="/definitions", tags=["definitions"], responses=NOT_FOUND | CONFLICT)
 
 _NOT_NULL = ("name", "type", "payload", "variables", "tags", "defaults", "timezone")
 
@@ -86,10 +88,9 @@ async def list_definitions(
     tag: Annotated[Tag | None, Query(description="Only definitions with this tag.")] = None,
     scheduled: Annotated[bool | None, Query(description="Only those with (true) or without (false) a cron.")] = None,
     name: str | None = None,
-    limit: Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum.")] = None,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: LimitQuery = None, offset: OffsetQuery = 0,
 ) -> DefinitionListPublic:
-    limit = min(limit or settings.page_size_default, settings.page_size_max)
+    limit = page_size(settings, limit)
     tenant_id = listing_tenant(principal, tenant_id)
     query = select(TaskDefinition).where(TaskDefinition.deleted_at.is_(None))
     for column, value in (("tenant_id", tenant_id), ("type", type), ("name", name)):
@@ -103,7 +104,7 @@ async def list_definitions(
     rows = (await session.execute(query.order_by(TaskDefinition.created_at.desc(), TaskDefinition.id.desc())
                                   .limit(limit).offset(offset))).scalars().all()
     return DefinitionListPublic(items=[definition_public(settings, r) for r in rows], total=total, limit=limit,
-                                offset=offset, next_offset=offset + limit if offset + limit < total else None)
+                                offset=offset, next_offset=next_offset(offset, limit, total))
 
 
 @router.get("/{definition_id}", dependencies=[require(Role.VIEWER)], response_model=DefinitionPublic)
@@ -174,16 +175,18 @@ async def delete_definition(definition_id: str, temporal: TemporalDep, session: 
 
 @router.post("/{definition_id}/run", dependencies=[require(Role.SUBMITTER)], status_code=201,
              response_model=TaskCreated,
-             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
+             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}}
+             | LIMITED)
 async def run_definition(
     definition_id: str, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, session: SessionDep,
-    actor: ActorDep, body: DefinitionRun | None = None,
+    actor: ActorDep, principal: PrincipalDep, body: DefinitionRun | None = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                                   description="Repeats with this key replay the first answer.")] = None,
 ) -> Any:
     """Render the definition with the variables (a missing one is a 422 naming it) and create its task."""
     row = await definition_or_404(session, definition_id)
     await session.close()  # creating the task may take a moment; hold no connection meanwhile
+    await limits.admit(settings, engine, {limits.tenant_of(principal, row.tenant_id): 1})
     body = body or DefinitionRun()
     return await DefinitionRunner(settings, temporal, engine).run(row, body.variables, body.due_at, actor,
                                                                   idempotency_key)
@@ -193,13 +196,12 @@ async def run_definition(
 async def list_runs(
     definition_id: str, settings: SettingsDep, session: SessionDep,
     trigger: Annotated[str | None, Query(pattern="^(definition|schedule)$")] = None,
-    limit: Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum.")] = None,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: LimitQuery = None, offset: OffsetQuery = 0,
 ) -> TaskListPublic:
     """The tasks the definition created, newest first; a deleted definition's runs too."""
     await definition_or_404(session, definition_id, deleted_too=True)
-    limit = min(limit or settings.page_size_default, settings.page_size_max)
+    limit = page_size(settings, limit)
     rows, total = await list_tasks(session, TaskFilter(definition_id=definition_id, trigger=trigger),
                                    TaskOrder.NEWEST, limit, offset)
     return TaskListPublic(items=[task_public(settings, r) for r in rows], total=total, limit=limit, offset=offset,
-                          next_offset=offset + limit if offset + limit < total else None)
+                          next_offset=next_offset(offset, limit, total))

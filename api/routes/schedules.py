@@ -9,13 +9,14 @@ from api.auth import require
 from api.definition_schemas import ScheduleNote, SchedulePublic
 from api.definition_views import schedule_public
 from api.deps import ActorDep, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError
+from api.errors import ApiError, CONFLICT, NOT_FOUND
 from api.schedule_sync import definition_or_404, forget_schedule, scheduled_or_409
 from followthrough import schedules
 from followthrough.principals import Role
 from followthrough.tables import TaskDefinition
 
-router = APIRouter(prefix="/definitions/{definition_id}/schedule", tags=["schedules"])
+router = APIRouter(prefix="/definitions/{definition_id}/schedule", tags=["schedules"],
+                   responses=NOT_FOUND | CONFLICT)
 
 
 async def _described(settings: SettingsDep, temporal: TemporalDep, row: TaskDefinition) -> SchedulePublic:

@@ -2,22 +2,23 @@
 
 import uuid
 from datetime import datetime, timezone
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from api.auth import PrincipalDep, require
 from api.deps import SessionDep, SettingsDep
+from api.errors import NOT_FOUND, not_found
+from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.tenancy import listing_tenant, tenant_for
-from api.errors import not_found
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
 from followthrough.outbound import OutboundPolicy
 from followthrough.principals import Role
 from followthrough.tables import Subscription
 
-router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"])
+router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"],
+                   responses=NOT_FOUND)
 
 
 @router.post("", status_code=201, response_model=SubscriptionPublic)
@@ -36,9 +37,10 @@ async def create_subscription(body: SubscriptionCreate, session: SessionDep,
 
 
 @router.get("", response_model=SubscriptionListPublic)
-async def list_subscriptions(session: SessionDep, principal: PrincipalDep, tenant_id: str | None = None,
-                             limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                             offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> SubscriptionListPublic:
+async def list_subscriptions(session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
+                             tenant_id: str | None = None, limit: LimitQuery = None,
+                             offset: OffsetQuery = 0) -> SubscriptionListPublic:
+    limit = page_size(settings, limit)
     tenant_id = listing_tenant(principal, tenant_id)
     query = select(Subscription).where(Subscription.active.is_(True))
     if tenant_id is not None:
@@ -47,7 +49,8 @@ async def list_subscriptions(session: SessionDep, principal: PrincipalDep, tenan
     rows = (await session.execute(query.order_by(Subscription.created_at, Subscription.id)
                                   .limit(limit).offset(offset))).scalars().all()
     return SubscriptionListPublic(items=[SubscriptionPublic.model_validate(r.model_dump()) for r in rows],
-                                  total=total)
+                                  total=total, limit=limit, offset=offset,
+                                  next_offset=next_offset(offset, limit, total))
 
 
 async def _active(session: SessionDep, subscription_id: str) -> Subscription:

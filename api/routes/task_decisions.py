@@ -10,7 +10,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import PrincipalDep, acting_as, demand, require
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError, decision_failure, update_refused
+from api.errors import ApiError, CONFLICT, NOT_FOUND, decision_failure, update_refused
 from api.lookups import task_row_or_404
 from api.schemas import (
     ApproveBody,
@@ -37,7 +37,7 @@ from followthrough.contracts import (
 from followthrough.lifecycle import TaskStatus
 from followthrough.principals import Principal, Role
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], responses=NOT_FOUND | CONFLICT)
 
 _UPDATE_TIMEOUT = timedelta(seconds=30)
 

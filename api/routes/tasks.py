@@ -1,17 +1,21 @@
 """/tasks: create, list, read and the events of tasks."""
 
 import logging
+from collections import Counter
 from functools import partial
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from api import limits
 from api.auth import PrincipalDep, require
 from api.tenancy import listing_tenant, tenant_for
 from api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import LIMITED, NOT_FOUND
 from api.lookups import task_row_or_404
+from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import (
     BatchCreate,
     BatchResult,
@@ -38,7 +42,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
 @router.post("", status_code=201, response_model=TaskCreated, dependencies=[require(Role.SUBMITTER)],
-             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}})
+             responses={409: {"description": "A task for this subject exists within the window (its id in task_id)"}}
+             | LIMITED)
 async def create_task(
     body: TaskCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep, actor: ActorDep,
     principal: PrincipalDep,
@@ -46,18 +51,22 @@ async def create_task(
                                                   description="Repeats with this key replay the first answer.")] = None,
 ) -> Any:
     body.tenant_id = tenant_for(principal, body)
+    await limits.admit(settings, engine, {limits.tenant_of(principal, body.tenant_id): 1})
     creator = TaskCreator(settings, temporal, engine)
     if idempotency_key is None:
         return await creator.create(body, actor)
     return await creator.create_once(body, actor, idempotency_key)
 
 
-@router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)])
+@router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)], responses=LIMITED)
 async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: TemporalDep, engine: EngineDep,
                        actor: ActorDep, principal: PrincipalDep) -> BatchResult:
-    """Create up to the configured number of tasks; each item is answered on its own."""
+    """Create up to the configured number of tasks; each item is answered on its own. Every item counts
+    against the rate limit and the cap on tasks in flight: a batch they cannot hold whole is refused (429)."""
     if len(body.items) > settings.batch_max_items:
         raise _invalid(("items",), f"at most {settings.batch_max_items} items per batch")
+    await limits.admit(settings, engine, Counter(limits.tenant_of(principal, item.get("tenant_id", "default"))
+                                                 for item in body.items))
     creator = TaskCreator(settings, temporal, engine)
     place = partial(tenant_for, principal)
     return BatchResult(items=[await creator.create_item(i, item, actor, place) for i, item in enumerate(body.items)])
@@ -74,10 +83,9 @@ async def list_tasks_route(
     trigger: Annotated[str | None, Query(pattern="^(api|definition|schedule)$")] = None,
     definition_id: str | None = None,
     order: TaskOrder = TaskOrder.NEWEST,
-    limit: Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum.")] = None,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: LimitQuery = None, offset: OffsetQuery = 0,
 ) -> TaskListPublic:
-    limit = min(limit or settings.page_size_default, settings.page_size_max)
+    limit = page_size(settings, limit)
     where = TaskFilter(status=status, type=type, owner_id=owner_id, subject_ref_type=subject_ref_type,
                        subject_ref_id=subject_ref_id, source=source,
                        tenant_id=listing_tenant(principal, tenant_id),
@@ -85,10 +93,11 @@ async def list_tasks_route(
                        created_after=created_after, trigger=trigger, definition_id=definition_id)
     rows, total = await list_tasks(session, where, order, limit, offset)
     return TaskListPublic(items=[task_public(settings, r) for r in rows], total=total, limit=limit, offset=offset,
-                          next_offset=offset + limit if offset + limit < total else None)
+                          next_offset=next_offset(offset, limit, total))
 
 
-@router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)])
+@router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
 async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> TaskPublic:
     row = await task_row_or_404(session, task_id)
     ended = (await session.execute(select(TaskRun).where(TaskRun.task_id == task_id)
@@ -101,22 +110,35 @@ async def get_task(task_id: str, settings: SettingsDep, session: SessionDep) -> 
     return task_public(settings, row).model_copy(update={"runs": runs})
 
 
-@router.get("/{task_id}/events", response_model=TaskEventListPublic, dependencies=[require(Role.VIEWER)])
-async def get_task_events(task_id: str, session: SessionDep) -> TaskEventListPublic:
+@router.get("/{task_id}/events", response_model=TaskEventListPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
+async def get_task_events(task_id: str, settings: SettingsDep, session: SessionDep, limit: LimitQuery = None,
+                          offset: OffsetQuery = 0) -> TaskEventListPublic:
+    """The task's events, oldest first."""
     await task_row_or_404(session, task_id)
+    limit = page_size(settings, limit, settings.page_size_max)
+    total = (await session.execute(select(func.count()).select_from(TaskEvent)
+                                   .where(TaskEvent.task_id == task_id))).scalar_one()
     rows = (await session.execute(
         select(TaskEvent).where(TaskEvent.task_id == task_id)
-        .order_by(TaskEvent.occurred_at, TaskEvent.seq, TaskEvent.id)
+        .order_by(TaskEvent.occurred_at, TaskEvent.seq, TaskEvent.id).limit(limit).offset(offset)
     )).scalars().all()
-    return TaskEventListPublic(items=[event_public(r) for r in rows], total=len(rows))
+    return TaskEventListPublic(items=[event_public(r) for r in rows], total=total, limit=limit, offset=offset,
+                               next_offset=next_offset(offset, limit, total))
 
 
-@router.get("/{task_id}/subtasks", response_model=SubtaskListPublic, dependencies=[require(Role.VIEWER)])
-async def get_subtasks(task_id: str, settings: SettingsDep, session: SessionDep) -> SubtaskListPublic:
+@router.get("/{task_id}/subtasks", response_model=SubtaskListPublic, dependencies=[require(Role.VIEWER)],
+            responses=NOT_FOUND)
+async def get_subtasks(task_id: str, settings: SettingsDep, session: SessionDep, limit: LimitQuery = None,
+                       offset: OffsetQuery = 0) -> SubtaskListPublic:
     """The task's subtasks in their planned order, with the parent's progress."""
     parent = await task_row_or_404(session, task_id)
+    limit = page_size(settings, limit, settings.page_size_max)
+    total = (await session.execute(select(func.count()).select_from(Task)
+                                   .where(Task.parent_id == task_id))).scalar_one()
     rows = (await session.execute(
         select(Task).where(Task.parent_id == task_id).order_by(Task.created_at, Task.subtask_index, Task.id)
+        .limit(limit).offset(offset)
     )).scalars().all()
-    return SubtaskListPublic(items=[task_public(settings, r) for r in rows], total=len(rows),
-                             progress=parent.progress)
+    return SubtaskListPublic(items=[task_public(settings, r) for r in rows], total=total, limit=limit,
+                             offset=offset, next_offset=next_offset(offset, limit, total), progress=parent.progress)
