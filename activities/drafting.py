@@ -7,13 +7,13 @@ type, its templates write the draft.
 
 import httpx
 from jinja2 import TemplateError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from activities.attempts import record_failed_attempt
-from activities.errors import llm_failure, permanent, reports_attempt
+from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
 from followthrough.contracts import Draft, DraftOrigin, DraftRequest, DraftResult, TaskInput
@@ -23,7 +23,6 @@ from followthrough.llm.drafting import draft_messages, write_draft
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from followthrough.tables import Contact
-from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import Blocked, DraftContext, TaskType
 
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]
@@ -41,14 +40,7 @@ class DraftingActivities:
     @reports_attempt
     async def draft(self, request: DraftRequest) -> DraftResult:
         task = request.task
-        try:
-            task_type = get_type(task.type)
-        except UnknownTaskType as err:
-            raise permanent(str(err), policies.UNKNOWN_TASK_TYPE) from err
-        try:
-            payload = task_type.payload_model.model_validate(task.payload)
-        except ValidationError as err:
-            raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
+        task_type, payload = typed_payload(task)
         config = llm_config(self._settings, task_type.name) if task_type.prompt else None
         draft: Draft | None = None
         try:

@@ -6,10 +6,15 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from followthrough import policies
+from followthrough.contracts import TaskInput
 from followthrough.llm.client import LlmError
+from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes.base import TaskType
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -17,6 +22,18 @@ R = TypeVar("R")
 
 def permanent(message: str, error_type: str) -> ApplicationError:
     return ApplicationError(message, type=error_type, non_retryable=True)
+
+
+def typed_payload(task: TaskInput) -> tuple[TaskType, BaseModel]:
+    """The task's type and its payload validated by that type; either failing is permanent."""
+    try:
+        task_type = get_type(task.type)
+    except UnknownTaskType as err:
+        raise permanent(str(err), policies.UNKNOWN_TASK_TYPE) from err
+    try:
+        return task_type, task_type.payload_model.model_validate(task.payload)
+    except ValidationError as err:
+        raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
 
 
 def reports_attempt(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

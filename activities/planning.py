@@ -3,14 +3,13 @@
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.errors import llm_failure, permanent, reports_attempt
+from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
 from followthrough.contracts import PlanRequest, SubtaskPlan
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
-from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import PlanContext
 
 
@@ -22,16 +21,9 @@ class PlanningActivities:
     @reports_attempt
     async def plan(self, request: PlanRequest) -> SubtaskPlan:
         task = request.task
-        try:
-            task_type = get_type(task.type)
-        except UnknownTaskType as err:
-            raise permanent(str(err), policies.UNKNOWN_TASK_TYPE) from err
         if task.depth >= MAX_DEPTH:
             raise permanent(f"subtasks nest at most {MAX_DEPTH} levels deep", policies.INVALID_PLAN)
-        try:
-            payload = task_type.payload_model.model_validate(task.payload)
-        except ValidationError as err:
-            raise permanent(f"payload is invalid: {err}", policies.INVALID_PAYLOAD) from err
+        task_type, payload = typed_payload(task)
         # The type's own planning function: listed steps (group), expanded ones (campaign), or
         # a model's plan (project, through followthrough/llm/planning.py).
         planner = task_type.plan
