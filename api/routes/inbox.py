@@ -106,7 +106,8 @@ textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin
 <button type="submit">Show my inbox</button>
 </form>
 {% else %}
-<p class="meta" id="count">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision{% if tenant_id %}
+<p class="meta" id="count">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision
+{%- if tenant_id %}
  in tenant {{ tenant_id }}{% endif %}{% if truncated %} (the oldest {{ items|length }} shown){% endif %}.</p>
 {% for item in items %}
 <section class="task" id="task-{{ item.task.id }}" data-task-id="{{ item.task.id }}">

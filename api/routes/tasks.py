@@ -111,7 +111,7 @@ async def task_stats(session: SessionDep, principal: PrincipalDep, tenant_id: st
         counted, oldest = counted.where(Task.tenant_id == tenant), oldest.where(Task.tenant_id == tenant)
     if type is not None:
         counted, oldest = counted.where(Task.type == type), oldest.where(Task.type == type)
-    counts = {status.value: 0 for status in TaskStatus} | dict((await session.execute(counted)).tuples().all())
+    counts = {status.value: 0 for status in TaskStatus} | dict((await session.execute(counted)).all())
     first = (await session.execute(oldest)).first()
     waiting = None
     if first is not None:
