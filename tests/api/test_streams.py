@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough import api_keys
 from tests.conftest import served_api
-from tests.helpers import task_body, until_status
+from tests.helpers import eventually, task_body, until_status
 
 
 @dataclass
@@ -194,3 +194,11 @@ async def test_a_key_streams_its_own_tenant_only_and_streams_are_capped(keyed: A
         await keyed.until(other, "awaiting_approval", headers=globex)
         seen = await stream.until(lambda m: m.data["task_id"] == ours and m.data["new_status"] == "awaiting_approval")
     assert {m.data["task_id"] for m in seen} == {ours}
+
+    # Closed streams give their places back: two may be open again.
+    async def open_two() -> bool:
+        async with httpx.AsyncClient(base_url=f"{keyed.url}/api/v1", timeout=30) as http:
+            async with http.stream("GET", "/events/stream", headers=acme) as one, \
+                    http.stream("GET", "/events/stream", headers=globex) as two:
+                return one.status_code == two.status_code == 200
+    await eventually(open_two, bool)
