@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,19 +142,10 @@ def _client_command(run: Callable[[argparse.Namespace, httpx.Client], str]) -> C
     return command
 
 
-def _read_body(args: argparse.Namespace) -> str | None:
-    if args.body_file is None:
-        return args.body
-    try:
-        return sys.stdin.read() if args.body_file == "-" else Path(args.body_file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise api_client.ApiFailure(f"cannot read --body-file {args.body_file}: {err}") from err
-
-
 @_client_command
 def _approve(args: argparse.Namespace, http: httpx.Client) -> str:
     answer = api_client.approve(http, args.task_id, comment=args.comment, subject=args.subject,
-                                body=_read_body(args))
+                                body=cli_tasks.read_body(args))
     return api_client.decision_line("approved", answer)
 
 
