@@ -10,7 +10,8 @@ from temporalio.client import Client
 from api import errors
 from api.codec_cors import CodecCors
 from api.routes import (approval_links, approvals, bulk_decisions, codec, definitions, health, inbox, schedules,
-                        subscriptions, task_decisions, task_types, tasks)
+                        streams, subscriptions, task_decisions, task_types, tasks)
+from api.streams import StreamSlots
 from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.streams = StreamSlots(settings.stream_max_connections)
         app.state.temporal = temporal or await connect(settings)
         # The codec endpoints use the very codec the API's Temporal client encrypts with.
         app.state.codec = app.state.temporal.data_converter.payload_codec
@@ -47,7 +49,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(LimitBodySize, limit=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
-                   definitions, schedules, health):
+                   definitions, schedules, streams, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode

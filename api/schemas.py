@@ -236,6 +236,21 @@ class TaskListPublic(BaseModel):
     next_offset: int | None
 
 
+class OldestApprovalPublic(BaseModel):
+    task_id: str
+    title: str
+    type: str
+    requested_at: datetime
+    waiting_seconds: int = Field(description="How long it has waited for a decision.")
+
+
+class TaskStatsPublic(BaseModel):
+    counts: dict[str, int] = Field(description="Tasks by status, every status named (0 for none).")
+    total: int
+    oldest_awaiting_approval: OldestApprovalPublic | None = Field(
+        description="The pending approval requested longest ago, of a task still awaiting approval.")
+
+
 class TaskEventPublic(BaseModel):
     id: str
     seq: int

@@ -1,4 +1,4 @@
-"""A small client for the HTTP API, used by the command line's decisions, definitions and schedules.
+"""A small client for the HTTP API, used by the command line's tasks, decisions, definitions and schedules.
 
 Each call answers the API's JSON or raises :class:`ApiFailure`, whose message
 is meant for a person and whose ``exit_code`` is the command's: 1 when the API
@@ -98,12 +98,42 @@ def reject(http: httpx.Client, task_id: str, *, reason: str) -> dict[str, Any]:
     return _call(http, "POST", _path(task_id, "/reject"), task_id, json={"reason": reason})
 
 
+def cancel(http: httpx.Client, task_id: str, *, reason: str | None = None) -> dict[str, Any]:
+    return _call(http, "POST", _path(task_id, "/cancel"), task_id, json={"reason": reason} if reason else None)
+
+
+def retry(http: httpx.Client, task_id: str) -> dict[str, Any]:
+    return _call(http, "POST", _path(task_id, "/retry"), task_id)
+
+
+def create_task(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    return _call(http, "POST", "/tasks", "", json=body)
+
+
+def list_tasks(http: httpx.Client, **filters: Any) -> dict[str, Any]:
+    return _call(http, "GET", "/tasks", "", params={k: v for k, v in filters.items() if v not in (None, [])})
+
+
+def task_stats(http: httpx.Client, **filters: Any) -> dict[str, Any]:
+    return _call(http, "GET", "/tasks/stats", "", params={k: v for k, v in filters.items() if v is not None})
+
+
+def task_types(http: httpx.Client) -> list[dict[str, Any]]:
+    return _call(http, "GET", "/task-types", "")["items"]
+
+
 def get_task(http: httpx.Client, task_id: str) -> dict[str, Any]:
     return _call(http, "GET", _path(task_id), task_id)
 
 
 def get_events(http: httpx.Client, task_id: str) -> list[dict[str, Any]]:
-    return _call(http, "GET", _path(task_id, "/events"), task_id)["items"]
+    """All of a task's events, oldest first, page by page."""
+    events: list[dict[str, Any]] = []
+    while True:
+        page = _call(http, "GET", _path(task_id, "/events"), task_id, params={"offset": len(events)})
+        events.extend(page["items"])
+        if page.get("next_offset") is None or not page["items"]:
+            return events
 
 
 def _definition_path(definition_id: str, suffix: str = "") -> str:
@@ -199,11 +229,11 @@ def describe(task: dict[str, Any], events: list[dict[str, Any]]) -> str:
         lines.append(f"error:   {task['error']}")
     if events:
         lines.append(f"last events ({len(events)}):")
-        lines.extend(f"  {_event_line(e)}" for e in events)
+        lines.extend(f"  {event_line(e)}" for e in events)
     return "\n".join(lines)
 
 
-def _event_line(event: dict[str, Any]) -> str:
+def event_line(event: dict[str, Any]) -> str:
     old, new = event.get("old_status"), event.get("new_status")
     change = f"{old} -> {new}" if old and new and old != new else (f"-> {new}" if new and not old else "")
     data = event.get("data") or {}

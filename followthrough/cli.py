@@ -7,12 +7,11 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from followthrough import api_client, cli_definitions, key_commands
+from followthrough import api_client, cli_definitions, cli_tasks, key_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
@@ -143,19 +142,10 @@ def _client_command(run: Callable[[argparse.Namespace, httpx.Client], str]) -> C
     return command
 
 
-def _read_body(args: argparse.Namespace) -> str | None:
-    if args.body_file is None:
-        return args.body
-    try:
-        return sys.stdin.read() if args.body_file == "-" else Path(args.body_file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise api_client.ApiFailure(f"cannot read --body-file {args.body_file}: {err}") from err
-
-
 @_client_command
 def _approve(args: argparse.Namespace, http: httpx.Client) -> str:
     answer = api_client.approve(http, args.task_id, comment=args.comment, subject=args.subject,
-                                body=_read_body(args))
+                                body=cli_tasks.read_body(args))
     return api_client.decision_line("approved", answer)
 
 
@@ -173,6 +163,9 @@ def _show(args: argparse.Namespace, http: httpx.Client) -> str:
     return api_client.describe(task, events[-args.events:] if args.events > 0 else [])
 
 
+_tasks = _client_command(cli_tasks.tasks)
+_types = _client_command(cli_tasks.types)
+_status = _client_command(cli_tasks.status)
 _definitions = _client_command(cli_definitions.definitions)
 _schedules = _client_command(cli_definitions.schedules)
 
@@ -182,9 +175,14 @@ COMMANDS = {
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "api": (_run_api, "run the HTTP API against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "migrate": (_run_migrate, "bring the mirror database to the newest schema"),
+    # approve, reject and show: the same as `tasks approve`, `tasks reject` and `tasks show`
     "approve": (_approve, "approve a task waiting for a decision, through the HTTP API", _approve_arguments),
     "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),
     "show": (_show, "show a task's status, draft and last events, through the HTTP API", _show_arguments),
+    "tasks": (_tasks, "create, list, show and decide tasks, through the HTTP API", cli_tasks.tasks_arguments),
+    "types": (_types, "the task types the engine runs, through the HTTP API", cli_tasks.types_arguments),
+    "status": (_status, "how many tasks are in each status, and the oldest waiting approval, through the HTTP API",
+               cli_tasks.status_arguments),
     "keys": (key_commands.run, "create, list and revoke API keys", key_commands.add_arguments),
     "definitions": (_definitions, "list, show, run or delete task definitions, through the HTTP API",
                     cli_definitions.definitions_arguments),

@@ -87,7 +87,9 @@ class Task(SQLModel, table=True):
 
 class TaskEvent(SQLModel, table=True):
     __tablename__ = "task_events"
-    __table_args__ = (Index("ix_task_events_task_order", "task_id", "occurred_at", "seq"),)
+    # recorded_at: when the mirror wrote the event; the live streams read new events in its order.
+    __table_args__ = (Index("ix_task_events_task_order", "task_id", "occurred_at", "seq"),
+                      Index("ix_task_events_recorded", "recorded_at"))
 
     # Deterministic per workflow run and step, so a retried write is recognised.
     id: str = Field(primary_key=True, max_length=128)

@@ -4,7 +4,9 @@ No front-end build step and no JavaScript needed: one page lists the caller's
 queue (the same query as ``GET /approvals?approver=…``), each task with its
 draft in editable fields and Approve / Reject (or, for a manual task, Mark done)
 buttons; each form posts to ``/ui/tasks/{id}/decide``, which decides through the
-same path as the JSON API and redirects back to the inbox.
+same path as the JSON API and redirects back to the inbox. Where JavaScript runs, a few
+lines listen to ``/api/v1/events/stream`` (same origin, so the sign-in cookie goes along):
+a task decided elsewhere leaves the list at once, and a new request refreshes it.
 
 A person signs in with their API key (it needs the approver role): the page
 keeps it in an HttpOnly, SameSite=Strict cookie, so no other site can post a
@@ -73,7 +75,7 @@ _PAGE = _ENV.from_string("""\
 .task h2{margin:.1rem 0 .4rem;font-size:1.2rem}.meta{color:#555;font-size:.9rem}
 input[type=text],textarea{width:100%;box-sizing:border-box;font:inherit}textarea.body{min-height:10rem}
 textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin-right:.5rem}
-.flash{background:#e8f5e9;border:1px solid #81c784;padding:.6rem;border-radius:4px}
+.flash,.news{background:#e8f5e9;border:1px solid #81c784;padding:.6rem;border-radius:4px}
 .error{background:#fdecea;border:1px solid #e57373;padding:.6rem;border-radius:4px;color:#a00}
 .flag{background:#fff3cd;padding:0 .3rem;border-radius:3px}.whoami{float:right;font-size:.9rem}</style>
 </head>
@@ -104,7 +106,8 @@ textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin
 <button type="submit">Show my inbox</button>
 </form>
 {% else %}
-<p class="meta">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision{% if tenant_id %}
+<p class="meta" id="count">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision
+{%- if tenant_id %}
  in tenant {{ tenant_id }}{% endif %}{% if truncated %} (the oldest {{ items|length }} shown){% endif %}.</p>
 {% for item in items %}
 <section class="task" id="task-{{ item.task.id }}" data-task-id="{{ item.task.id }}">
@@ -148,6 +151,8 @@ approvals: {{ item.approved }} of {{ item.approval.required }} taken
 {% else %}
 <p>Nothing awaits your decision.</p>
 {% endfor %}
+<p class="news" id="news" hidden>New tasks await your decision: <a href="">show them</a>.</p>
+<script src="/ui/live.js" defer data-tenant-id="{{ tenant_id or '' }}"></script>
 {% endif %}
 </body>
 </html>
@@ -255,6 +260,38 @@ async def _caller(request: Request, settings: Settings, named: str | None) -> _C
 def _inbox_url(actor: str, tenant_id: str | None, **extra: str) -> str:
     params = {"as": actor} | ({"tenant_id": tenant_id} if tenant_id else {}) | extra
     return f"/ui?{urlencode(params)}"
+
+
+# Live updates, where JavaScript runs (the page works without): a task decided elsewhere leaves the list; a
+# new request reloads the page, unless a form on it is being filled in, when a link offers to.
+_LIVE = """\
+(function () {
+  if (!window.EventSource) { return; }
+  var tenant = document.currentScript.getAttribute("data-tenant-id");
+  var source = new EventSource("/api/v1/events/stream" + (tenant ? "?tenant_id=" + encodeURIComponent(tenant) : ""));
+  var typing = false;
+  document.addEventListener("input", function () { typing = true; });
+  source.onopen = function () { document.body.setAttribute("data-live", "on"); };
+  source.addEventListener("task_event", function (message) {
+    var event = JSON.parse(message.data);
+    var card = document.getElementById("task-" + event.task_id);
+    if (event.old_status === "awaiting_approval" && card) {
+      card.remove();
+      var left = document.querySelectorAll("section.task").length;
+      document.getElementById("count").textContent = left ? left + (left === 1 ? " task" : " tasks") +
+        " awaiting your decision." : "Nothing awaits your decision.";
+    } else if (event.new_status === "awaiting_approval" || event.type === "TASK_APPROVAL_ESCALATED" ||
+               (event.type === "TASK_APPROVAL_RECORDED" && card)) {
+      if (typing) { document.getElementById("news").hidden = false; } else { window.location.reload(); }
+    }
+  });
+})();
+"""
+
+
+@router.get("/ui/live.js")
+async def live_script() -> Response:
+    return Response(_LIVE, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/ui", response_class=HTMLResponse)

@@ -3,7 +3,7 @@
 import logging
 from collections import Counter
 from functools import partial
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -26,6 +26,7 @@ from api.schemas import (
     TaskListPublic,
     TaskPublic,
     TaskRunPublic,
+    TaskStatsPublic,
 )
 from api.task_creation import TaskCreator
 from api.task_creation import invalid as _invalid
@@ -33,7 +34,7 @@ from api.task_queries import TaskFilter, TaskOrder, list_tasks
 from api.views import event_public, task_public
 from followthrough.principals import Role
 from followthrough.lifecycle import TaskStatus
-from followthrough.tables import Task, TaskEvent, TaskRun
+from followthrough.tables import Approval, Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")
 
@@ -94,6 +95,30 @@ async def list_tasks_route(
     rows, total = await list_tasks(session, where, order, limit, offset)
     return TaskListPublic(items=[task_public(settings, r) for r in rows], total=total, limit=limit, offset=offset,
                           next_offset=next_offset(offset, limit, total))
+
+
+@router.get("/stats", response_model=TaskStatsPublic, dependencies=[require(Role.VIEWER)])
+async def task_stats(session: SessionDep, principal: PrincipalDep, tenant_id: str | None = None,
+                     type: str | None = None) -> TaskStatsPublic:
+    """How many tasks are in each status, and the approval that has waited longest (the key's tenant)."""
+    tenant = listing_tenant(principal, tenant_id)
+    counted = select(Task.status, func.count()).group_by(Task.status)
+    oldest = (select(Approval.task_id, Approval.requested_at, Task.title, Task.type)
+              .join(Task, Task.id == Approval.task_id)
+              .where(Approval.status == "pending", Task.status == TaskStatus.AWAITING_APPROVAL.value)
+              .order_by(Approval.requested_at, Approval.id).limit(1))
+    if tenant is not None:
+        counted, oldest = counted.where(Task.tenant_id == tenant), oldest.where(Task.tenant_id == tenant)
+    if type is not None:
+        counted, oldest = counted.where(Task.type == type), oldest.where(Task.type == type)
+    counts = {status.value: 0 for status in TaskStatus} | dict((await session.execute(counted)).all())
+    first = (await session.execute(oldest)).first()
+    waiting = None
+    if first is not None:
+        waited = int((datetime.now(timezone.utc) - first.requested_at).total_seconds())
+        waiting = {"task_id": first.task_id, "title": first.title, "type": first.type,
+                   "requested_at": first.requested_at, "waiting_seconds": max(waited, 0)}
+    return TaskStatsPublic(counts=counts, total=sum(counts.values()), oldest_awaiting_approval=waiting)
 
 
 @router.get("/{task_id}", response_model=TaskPublic, dependencies=[require(Role.VIEWER)],

@@ -172,7 +172,7 @@ async def test_inbox_escapes_html_and_shows_only_the_callers_queue(api: Api):
 
         bob = await http.get("/ui", params={"as": "bob", "tenant_id": api.tenant})
         assert bob.status_code == 200
-        assert task_id not in bob.text and "script" not in bob.text
+        assert task_id not in bob.text and "alert" not in bob.text
         assert "Nothing awaits your decision." in bob.text
 
         # bob cannot decide alice's task through the page either: 403, nothing decided.
@@ -196,3 +196,26 @@ async def test_inbox_escapes_html_and_shows_only_the_callers_queue(api: Api):
         again = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "alice", "action": "approve"})
         assert again.status_code == 409, again.text
     await api.until(task_id, "completed")
+
+
+async def test_a_task_decided_elsewhere_leaves_an_open_inbox_and_a_new_one_arrives(api: Api):
+    first, second = await api.waiting(), await api.waiting()
+
+    async with browser_page() as page:
+        await page.goto(api.inbox())
+        await expect(page.locator("section.task")).to_have_count(2)
+        await expect(page.locator("body")).to_have_attribute("data-live", "on")  # the event stream is open
+        loaded = await page.evaluate("performance.timeOrigin")
+
+        decided = await api.http.post(f"/tasks/{first['id']}/approve", json={"actor_id": "alice"})
+        assert decided.status_code == 200, decided.text
+        await expect(page.locator(f"#task-{first['id']}")).to_have_count(0)
+        await expect(page.locator("#count")).to_contain_text("1 task awaiting your decision")
+        assert await page.evaluate("performance.timeOrigin") == loaded  # no reload: the card was taken out
+
+        # A new request for alice reloads the page, which shows it.
+        third = await api.create()
+        await expect(page.locator(f"#task-{third}")).to_have_count(1, timeout=30_000)
+        await expect(page.locator(f"#task-{second['id']}")).to_have_count(1)
+
+    await api.until(first["id"], "completed")

@@ -1,0 +1,204 @@
+"""Live updates over real HTTP: the API under uvicorn with a worker behind it, its server-sent event streams
+read with httpx as a client reads them, on every configured database."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough import api_keys
+from tests.conftest import served_api
+from tests.helpers import eventually, task_body, until_status
+
+
+@dataclass
+class Message:
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+
+class Stream:
+    """One open SSE response, read message by message."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+        self.comments: list[str] = []
+
+    async def next(self, timeout: float = 20) -> Message | None:
+        """The next message; None once the server has closed the stream."""
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(timeout):
+            async for line in self._lines:
+                if line == "":
+                    if "data" in fields:
+                        return Message(fields.get("event", "message"), fields.get("id"), json.loads(fields["data"]))
+                    fields = {}
+                    continue
+                if line.startswith(":"):
+                    self.comments.append(line)
+                    continue
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+        return None
+
+    async def until(self, check: Any, timeout: float = 20) -> list[Message]:
+        """Messages up to and including the first that ``check`` accepts."""
+        seen = []
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.next(timeout)
+                assert message is not None, f"the stream ended before the awaited message; got {seen}"
+                seen.append(message)
+                if check(message):
+                    return seen
+
+
+@dataclass
+class Api:
+    url: str
+    http: httpx.AsyncClient
+    engine: AsyncEngine
+
+    async def create(self, headers: dict[str, str] | None = None, **overrides: Any) -> str:
+        response = await self.http.post("/tasks", json=task_body(**overrides), headers=headers)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def until(self, task_id: str, status: str, headers: dict[str, str] | None = None) -> dict:
+        if headers is None:
+            return await until_status(self, task_id, status)
+        saved = self.http.headers.copy()
+        self.http.headers.update(headers)
+        try:
+            return await until_status(self, task_id, status)
+        finally:
+            self.http.headers = saved
+
+    @asynccontextmanager
+    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Stream]:
+        async with httpx.AsyncClient(base_url=f"{self.url}/api/v1", timeout=httpx.Timeout(30, read=60)) as http:
+            async with http.stream("GET", path, **kwargs) as response:
+                assert response.status_code == 200, (await response.aread()).decode()
+                assert response.headers["content-type"].startswith("text/event-stream")
+                yield Stream(response)
+
+
+@pytest_asyncio.fixture
+async def api(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
+    async with served_api(dev_env, engine, tmp_path, stream_poll_seconds=0.1) as (url, _settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http, engine)
+
+
+@pytest_asyncio.fixture
+async def keyed(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
+    async with served_api(dev_env, engine, tmp_path, stream_poll_seconds=0.1, anonymous_access=False,
+                          stream_max_connections=2) as (url, _settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http, engine)
+
+
+def changes(messages: list[Message]) -> list[tuple[str | None, str | None]]:
+    return [(m.data["old_status"], m.data["new_status"]) for m in messages
+            if m.event == "task_event" and m.data["new_status"]]
+
+
+async def test_a_tasks_stream_sends_its_events_in_order_and_ends_when_it_is_terminal(api: Api):
+    task_id = await api.create()
+    async with api.stream(f"/tasks/{task_id}/stream") as stream:
+        before = await stream.until(lambda m: m.data.get("new_status") == "awaiting_approval")
+        assert before[0].data["type"] == "TASK_CREATED" and before[0].data["task_id"] == task_id
+        assert changes(before) == [(None, "pending"), ("pending", "in_progress"),
+                                   ("in_progress", "awaiting_approval")]
+        assert all(m.id for m in before) and len({m.id for m in before}) == len(before)
+        assert {"id", "task_id", "type", "old_status", "new_status", "stage", "occurred_at"} <= before[-1].data.keys()
+
+        approved = await api.http.post(f"/tasks/{task_id}/approve", json={"comment": "ok"})
+        assert approved.status_code == 200, approved.text
+        after = await stream.until(lambda m: m.event == "end")
+        assert after[-1].data == {"task_id": task_id, "status": "completed"}
+        assert changes(after) == [("awaiting_approval", "in_progress"), ("in_progress", "completed")]
+        assert await stream.next() is None  # the server closed it
+
+    # A stream of a task that has ended replays its events and ends at once.
+    async with api.stream(f"/tasks/{task_id}/stream") as stream:
+        replay = await stream.until(lambda m: m.event == "end")
+        assert [m.data["id"] for m in replay[:-1]] == [m.data["id"] for m in before + after[:-1]]
+
+
+async def test_last_event_id_resumes_after_the_last_event_received(api: Api):
+    task_id = await api.create()
+    async with api.stream(f"/tasks/{task_id}/stream") as stream:
+        before = await stream.until(lambda m: m.data.get("new_status") == "awaiting_approval")
+    assert (await api.http.post(f"/tasks/{task_id}/reject", json={"reason": "no"})).status_code == 200
+    await api.until(task_id, "rejected")
+
+    async with api.stream(f"/tasks/{task_id}/stream", headers={"Last-Event-ID": before[-1].id}) as stream:
+        rest = await stream.until(lambda m: m.event == "end")
+    assert not {m.data["id"] for m in before} & {m.data.get("id") for m in rest}
+    assert changes(rest) == [("awaiting_approval", "rejected")]
+
+    # Resuming on the whole-tenant stream works the same way.
+    async with api.stream("/events/stream", headers={"Last-Event-ID": before[-2].id}) as stream:
+        again = await stream.until(lambda m: m.data["task_id"] == task_id and m.data["new_status"] == "rejected")
+    ours = [m.data["id"] for m in again if m.data["task_id"] == task_id]
+    assert ours[0] == before[-1].data["id"] and ours[-1] == rest[-2].data["id"]
+
+    bad = await api.http.get(f"/tasks/{task_id}/stream", headers={"Last-Event-ID": "nonsense"})
+    assert bad.status_code == 422 and "Last-Event-ID" in bad.json()["detail"]
+    assert (await api.http.get("/tasks/no-such-task/stream")).status_code == 404
+
+
+async def test_the_event_stream_sends_new_events_filtered(api: Api):
+    old = await api.create()
+    await api.until(old, "awaiting_approval")
+    async with api.stream("/events/stream", params={"status": "completed", "type": "invoice_follow_up"}) as stream:
+        task_id = await api.create()
+        await api.until(task_id, "awaiting_approval")
+        assert (await api.http.post(f"/tasks/{task_id}/approve", json={})).status_code == 200
+        done = await stream.until(lambda m: m.data["task_id"] == task_id)
+    # Nothing from before the stream opened, only events into or out of `completed`.
+    assert all(m.data["task_id"] != old for m in done)
+    assert [(m.data["type"], m.data["new_status"]) for m in done] == [("TASK_EXECUTION_COMPLETED", "completed")]
+
+
+async def test_a_key_streams_its_own_tenant_only_and_streams_are_capped(keyed: Api):
+    keys = {}
+    for tenant in ("acme", "globex"):
+        _row, keys[tenant] = await api_keys.create(keyed.engine, tenant_id=f"{tenant}-{id(keyed)}", actor_id="ann",
+                                                   name="ann", roles=["submitter", "approver"])
+    acme, globex = ({"Authorization": f"Bearer {keys[t]}"} for t in ("acme", "globex"))
+    theirs = await keyed.create(headers=globex)
+    assert (await keyed.http.get(f"/tasks/{theirs}/stream", headers=acme)).status_code == 404
+    assert (await keyed.http.get("/events/stream", headers=acme,
+                                 params={"tenant_id": f"globex-{id(keyed)}"})).status_code == 403
+    assert (await keyed.http.get("/events/stream")).status_code == 401
+
+    async with keyed.stream("/events/stream", headers=acme) as stream:
+        async with keyed.stream("/events/stream", headers=globex):
+            await asyncio.sleep(0.3)  # both streams have started
+            over = await keyed.http.get("/events/stream", headers=acme)
+            assert over.status_code == 503 and over.headers["retry-after"] == "5"
+        other = await keyed.create(headers=globex)
+        ours = await keyed.create(headers=acme)
+        await keyed.until(other, "awaiting_approval", headers=globex)
+        seen = await stream.until(lambda m: m.data["task_id"] == ours and m.data["new_status"] == "awaiting_approval")
+    assert {m.data["task_id"] for m in seen} == {ours}
+
+    # Closed streams give their places back: two may be open again.
+    async def open_two() -> bool:
+        async with httpx.AsyncClient(base_url=f"{keyed.url}/api/v1", timeout=30) as http:
+            async with http.stream("GET", "/events/stream", headers=acme) as one, \
+                    http.stream("GET", "/events/stream", headers=globex) as two:
+                return one.status_code == two.status_code == 200
+    await eventually(open_two, bool)

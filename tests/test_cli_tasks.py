@@ -1,0 +1,166 @@
+"""`followthrough tasks …`, `types` and `status` as a person runs them: a separate process talking to the
+API over real HTTP, with a worker behind it on the dev server, on every configured database."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough import api_keys
+from tests.conftest import served_api
+from tests.helpers import free_port, get_task, invoice_payload, until_status
+from tests.test_cli_decisions import cli
+
+
+@dataclass
+class Api:
+    url: str
+    http: httpx.AsyncClient
+    engine: AsyncEngine
+    tenant: str
+
+    async def task(self, task_id: str) -> dict:
+        return await get_task(self, task_id)
+
+    async def until(self, task_id: str, status: str) -> dict:
+        return await until_status(self, task_id, status)
+
+    async def run(self, *args: str, env: dict[str, str] | None = None):  # noqa: ANN201 - a Cli
+        return await cli(*args, "--api", self.url, env=env)
+
+    async def create(self, tmp_path: Path, *extra: str) -> str:
+        payload = tmp_path / f"payload-{uuid.uuid4().hex[:6]}.json"
+        payload.write_text(json.dumps(invoice_payload()), encoding="utf-8")
+        made = await self.run("tasks", "create", "--type", "invoice_follow_up", "--payload", f"@{payload}",
+                              "--title", "Follow up on INV-123", "--mode", "review", "--tenant", self.tenant,
+                              "--subject-ref", f"INVOICE:INV-{uuid.uuid4().hex[:6]}", *extra)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.startswith("created ") and made.stdout.strip().endswith(": pending"), made.stdout
+        return made.stdout.split()[1].rstrip(":")
+
+
+@pytest_asyncio.fixture
+async def api(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
+    async with served_api(dev_env, engine, tmp_path) as (url, _settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http, engine, f"cli-{uuid.uuid4().hex[:8]}")
+
+
+async def test_create_list_show_approve_and_events(api: Api, tmp_path: Path):
+    task_id = await api.create(tmp_path)
+    await api.until(task_id, "awaiting_approval")
+
+    listed = await api.run("tasks", "list", "--tenant", api.tenant, "--status", "awaiting_approval")
+    assert listed.returncode == 0, listed.stderr
+    header, row, footer = listed.stdout.strip().splitlines()
+    assert header.split() == ["ID", "STATUS", "STAGE", "TYPE", "MODE", "CREATED", "TITLE"]
+    assert row.split()[:5] == [task_id, "awaiting_approval", "awaiting_approval", "invoice_follow_up", "review"]
+    assert row.index("awaiting_approval") == header.index("STATUS")  # the columns line up
+    assert footer == "(1-1 of 1)"
+    raw = json.loads((await api.run("tasks", "list", "--tenant", api.tenant, "--json")).stdout)
+    assert [t["id"] for t in raw["items"]] == [task_id] and raw["total"] == 1
+
+    shown = await api.run("tasks", "show", task_id)
+    assert shown.returncode == 0 and "awaiting_approval" in shown.stdout and "TASK_APPROVAL_REQUESTED" in shown.stdout
+    assert json.loads((await api.run("tasks", "show", task_id, "--json")).stdout)["id"] == task_id
+
+    approved = await api.run("tasks", "approve", task_id, "--as", "alice", "--comment", "fine")
+    assert (approved.returncode, approved.stderr) == (0, "")
+    assert approved.stdout.strip() == f"approved {task_id}: in_progress (sending)"
+    await api.until(task_id, "completed")
+
+    events = await api.run("tasks", "events", task_id)
+    assert events.returncode == 0, events.stderr
+    lines = events.stdout.strip().splitlines()
+    assert lines[0].split() == ["WHEN", "EVENT", "STATUS", "ACTOR", "NOTE"]
+    assert [line.split()[2] for line in lines[1:]][:2] == ["TASK_CREATED", "TASK_STATUS_CHANGED"]
+    approval = next(line for line in lines if "TASK_APPROVED" in line)
+    assert "awaiting_approval -> in_progress" in approval and "alice" in approval and "comment: fine" in approval
+    raw_events = json.loads((await api.run("tasks", "events", task_id, "--json")).stdout)
+    assert raw_events[-1]["type"] == "TASK_EXECUTION_COMPLETED"
+
+
+async def test_status_counts_by_status_and_names_the_oldest_waiting_approval(api: Api, tmp_path: Path):
+    waiting = await api.create(tmp_path)
+    later = await api.create(tmp_path)
+    await api.until(waiting, "awaiting_approval")
+    await api.until(later, "awaiting_approval")
+    cancelled = await api.run("tasks", "cancel", later, "--reason", "not needed", "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+
+    stats = json.loads((await api.run("status", "--tenant", api.tenant, "--json")).stdout)
+    assert stats["total"] == 2
+    assert {k: v for k, v in stats["counts"].items() if v} == {"awaiting_approval": 1, "cancelled": 1}
+    assert stats["oldest_awaiting_approval"]["task_id"] == waiting
+
+    readable = await api.run("status", "--tenant", api.tenant)
+    assert readable.returncode == 0, readable.stderr
+    rows = {line.split()[0]: line.split()[1] for line in readable.stdout.splitlines()[1:] if len(line.split()) == 2}
+    assert rows["awaiting_approval"] == "1" and rows["cancelled"] == "1" and rows["total"] == "2"
+    assert rows["completed"] == "0"
+    assert f"oldest waiting approval: {waiting}" in readable.stdout
+
+    empty = await api.run("status", "--tenant", f"{api.tenant}-none")
+    assert "no task is waiting for approval" in empty.stdout
+
+
+async def test_types_lists_the_task_types(api: Api):
+    listed = await api.run("types")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].split() == ["TYPE", "CHANNEL", "MODE", "DESCRIPTION"]
+    assert any(line.startswith("invoice_follow_up ") for line in listed.stdout.splitlines())
+    raw = json.loads((await api.run("types", "--json")).stdout)
+    assert "invoice_follow_up" in {t["name"] for t in raw}
+
+
+async def test_errors_exit_1_from_the_api_and_2_for_usage_or_no_api(api: Api, tmp_path: Path):
+    unknown = await api.run("tasks", "show", "no-such-task")
+    assert unknown.returncode == 1 and "not found" in unknown.stderr and unknown.stdout == ""
+    bad_type = await api.run("tasks", "create", "--type", "no_such_type", "--payload", "{}")
+    assert bad_type.returncode == 1 and "no_such_type" in bad_type.stderr
+    task_id = await api.create(tmp_path)
+    await api.until(task_id, "awaiting_approval")
+    not_failed = await api.run("tasks", "retry", task_id)
+    assert not_failed.returncode == 1 and not_failed.stderr.startswith("followthrough tasks: ")
+
+    for usage in (["tasks", "create", "--type", "x", "--payload", "{not json"],
+                  ["tasks", "create", "--type", "x", "--payload", "@/no/such/file"],
+                  ["tasks", "create", "--type", "x", "--payload", "{}", "--subject-ref", "no-colon"],
+                  ["tasks", "list", "--status", "nonsense"], ["tasks", "approve"]):
+        done = await api.run(*usage)
+        assert done.returncode == 2, (usage, done.stderr)
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    for command in (["tasks", "list"], ["types"], ["status"]):
+        done = await cli(*command, "--api", dead)
+        assert done.returncode == 2 and "cannot reach" in done.stderr and dead in done.stderr
+
+
+async def test_with_a_key_the_commands_see_its_tenant_only(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                           tmp_path: Path):
+    async with served_api(dev_env, engine, tmp_path, anonymous_access=False) as (url, _settings):
+        tenant = f"cli-key-{uuid.uuid4().hex[:8]}"
+        _row, key = await api_keys.create(engine, tenant_id=tenant, actor_id="sam", name="sam",
+                                          roles=["submitter", "approver"])
+        env = {"FOLLOWTHROUGH_API_KEY": key}
+        made = await cli("tasks", "create", "--type", "invoice_follow_up", "--payload",
+                         json.dumps(invoice_payload()), "--mode", "review", "--api", url, env=env)
+        assert made.returncode == 0, made.stderr
+        task_id = made.stdout.split()[1].rstrip(":")
+
+        listed = json.loads((await cli("tasks", "list", "--json", "--api", url, env=env)).stdout)
+        assert [t["id"] for t in listed["items"]] == [task_id] and listed["items"][0]["tenant_id"] == tenant
+        stats = json.loads((await cli("status", "--json", "--api", url, env=env)).stdout)
+        assert stats["total"] == 1
+
+        other = await cli("tasks", "list", "--tenant", "someone-else", "--api", url, env=env)
+        assert other.returncode == 1 and "cannot list" in other.stderr
+        anonymous = await cli("status", "--api", url)
+        assert anonymous.returncode == 1 and "API key is required" in anonymous.stderr
