@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client, cli_definitions, key_commands
+from followthrough import api_client, cli_definitions, key_commands, temporal_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
@@ -186,6 +186,8 @@ COMMANDS = {
     "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),
     "show": (_show, "show a task's status, draft and last events, through the HTTP API", _show_arguments),
     "keys": (key_commands.run, "create, list and revoke API keys", key_commands.add_arguments),
+    "temporal": (temporal_commands.run, "prepare an existing Temporal cluster: `setup` registers the search attributes",
+                 temporal_commands.add_arguments),
     "definitions": (_definitions, "list, show, run or delete task definitions, through the HTTP API",
                     cli_definitions.definitions_arguments),
     "schedules": (_schedules, "show, pause, resume, trigger or delete a definition's schedule, through the HTTP API",
