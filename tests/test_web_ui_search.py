@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
@@ -23,6 +23,8 @@ from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import TEST_CONVERTER
 from tests.helpers import free_port, task_body, until_status
 from tests.test_web_ui_signal import stack_with_ui
+
+
 
 def screenshots(tmp_path: Path) -> Path:
     """docs/images (the README's screenshots) when FOLLOWTHROUGH_UPDATE_SCREENSHOTS is set, else a throwaway folder."""
