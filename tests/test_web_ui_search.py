@@ -25,7 +25,6 @@ from tests.helpers import free_port, task_body, until_status
 from tests.test_web_ui_signal import stack_with_ui
 
 
-
 def screenshots(tmp_path: Path) -> Path:
     """docs/images (the README's screenshots) when FOLLOWTHROUGH_UPDATE_SCREENSHOTS is set, else a throwaway folder."""
     if os.environ.get("FOLLOWTHROUGH_UPDATE_SCREENSHOTS"):
