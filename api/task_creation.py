@@ -24,7 +24,8 @@ from api import idempotency
 from api.limits import check_payload_size
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
-from api.views import task_links
+from api.views import API_PREFIX, task_links
+from followthrough import search_attributes
 from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
 from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
@@ -35,6 +36,7 @@ from followthrough.settings import Settings
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
+from workflows import run_texts
 
 log = logging.getLogger("followthrough.api")
 
@@ -112,14 +114,17 @@ class TaskCreator:
 
     async def start(self, task: TaskInput, workflow_id: str, once: bool = False) -> None:
         """Start the task's workflow; ``once``: never again under this id, even after it has closed."""
-        links = task_links(self.settings, task.task_id, workflow_id)
+        api = f"{self.settings.effective_public_url}{API_PREFIX}"
         await self.temporal.start_workflow(
             "TaskWorkflow", task, id=workflow_id, task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=task.title[:200],
-            static_details=f"**{task.type}** task `{task.task_id}` ({task.mode} mode)\n\n"
-                           f"[Task in the API]({links.self})",
+            static_details=run_texts.start_details(task, api),
+            # Ids and vocabulary only (Temporal keeps search attributes in clear); the workflow keeps
+            # TaskStatus current. The memo tells subtasks where the API is, for their links.
+            search_attributes=search_attributes.typed_for(task),
+            memo={run_texts.API_MEMO: api},
             priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY[Priority(task.priority)]),
         )
 

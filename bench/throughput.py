@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from followthrough.binaries import find_binary  # noqa: E402
+from followthrough.search_attributes import dev_server_arguments  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -182,7 +183,7 @@ async def main() -> None:
     server = subprocess.Popen([
         find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
         "--db-filename", str(data_dir / "temporal.db"), "--log-level", "error",
-        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal", *dev_server_arguments()])
     try:
         wait_port(port)
         address = f"127.0.0.1:{port}"

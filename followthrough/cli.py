@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client, cli_definitions, cli_tasks, key_commands
+from followthrough import api_client, cli_definitions, cli_tasks, key_commands, temporal_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
@@ -184,6 +184,8 @@ COMMANDS = {
     "status": (_status, "how many tasks are in each status, and the oldest waiting approval, through the HTTP API",
                cli_tasks.status_arguments),
     "keys": (key_commands.run, "create, list and revoke API keys", key_commands.add_arguments),
+    "temporal": (temporal_commands.run, "prepare an existing Temporal cluster: `setup` registers the search attributes",
+                 temporal_commands.add_arguments),
     "definitions": (_definitions, "list, show, run or delete task definitions, through the HTTP API",
                     cli_definitions.definitions_arguments),
     "schedules": (_schedules, "show, pause, resume, trigger or delete a definition's schedule, through the HTTP API",

@@ -13,9 +13,8 @@ from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
+from followthrough.search_attributes import dev_server_arguments
 from followthrough.settings import Settings
-
-_SEARCH_ATTRIBUTES: list[str] = []  # registered at start; filled as features need them
 
 
 def temporal_cli() -> str:
@@ -78,8 +77,8 @@ def run_dev(settings: Settings) -> int:
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
         "--log-level", "warn",
     ]
-    for attribute in _SEARCH_ATTRIBUTES:
-        server_cmd += ["--search-attribute", attribute]
+    # The task's search attributes (TaskStatus, TaskType, ...), registered at every start (idempotent).
+    server_cmd += dev_server_arguments()
     # Payloads are encrypted: without configured keys, with one generated once in <data_dir>/codec.key.
     codec = os.environ.get("FOLLOWTHROUGH_CODEC", "local-key")
     if codec != "off":

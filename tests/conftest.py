@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
-from followthrough import tables  # noqa: F401
+from followthrough import search_attributes, tables  # noqa: F401
 from followthrough.binaries import find_binary
 from followthrough.codec import CodecKey, EncryptionCodec, data_converter
 from followthrough.database import create_engine
@@ -92,6 +92,8 @@ def engine(request: pytest.FixtureRequest) -> AsyncEngine:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"), data_converter=TEST_CONVERTER)
+    # The test server refuses upserts of attributes it does not know, like a real cluster.
+    await search_attributes.register(env.client, env.client.namespace)
     yield env
     await env.shutdown()
 
@@ -100,6 +102,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"), data_converter=TEST_CONVERTER,
+        search_attributes=search_attributes.ALL,
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
     yield env
     await env.shutdown()

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-SERVICES = {"postgres", "temporal", "temporal-ui", "migrate", "api", "worker"}
+SERVICES = {"postgres", "temporal", "temporal-ui", "migrate", "temporal-setup", "api", "worker"}
 APP_SERVICES = ("migrate", "api", "worker")
 REQUIRED_APP_ENV = ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_DATABASE_URL", "FOLLOWTHROUGH_CODEC_KEYS")
 
@@ -91,6 +91,7 @@ def test_app_waits_for_migration_and_temporal(compose: dict, name: str) -> None:
     depends_on = compose["services"][name]["depends_on"]
     assert depends_on["migrate"]["condition"] == "service_completed_successfully"
     assert depends_on["temporal"]["condition"] == "service_healthy"
+    assert depends_on["temporal-setup"]["condition"] == "service_completed_successfully"
 
 
 def test_migrate_runs_once_after_postgres(compose: dict) -> None:
@@ -98,6 +99,14 @@ def test_migrate_runs_once_after_postgres(compose: dict) -> None:
     assert migrate["command"] == ["followthrough", "migrate"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert str(migrate.get("restart", "no")) == "no"
+
+
+def test_search_attributes_are_registered_once_temporal_is_up(compose: dict) -> None:
+    setup = compose["services"]["temporal-setup"]
+    assert setup["command"] == ["followthrough", "temporal", "setup"]
+    assert setup["depends_on"]["temporal"]["condition"] == "service_healthy"
+    assert _environment(setup)["FOLLOWTHROUGH_TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert str(setup.get("restart", "no")) == "no"
 
 
 def test_api_listens_on_all_interfaces_and_has_a_healthcheck(compose: dict) -> None:

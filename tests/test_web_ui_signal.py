@@ -17,6 +17,7 @@ from playwright.async_api import async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
+from followthrough import search_attributes
 from followthrough.binaries import find_binary
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import TEST_CONVERTER, Stack, served_api
@@ -33,6 +34,7 @@ async def env_with_ui(ports: tuple[int, int]) -> AsyncIterator[tuple[WorkflowEnv
     ui_port, api_port = ports
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"), ui=True, ui_port=ui_port, data_converter=TEST_CONVERTER,
+        search_attributes=search_attributes.ALL,
         dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{api_port}/codec"])
     yield env, ui_port
     await env.shutdown()

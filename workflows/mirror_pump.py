@@ -59,7 +59,7 @@ class MirrorPump:
                 result_type=MirrorAck,
                 start_to_close_timeout=policies.RECORD_TIMEOUT,
                 retry_policy=policies.RECORD_RETRY,
-                summary=f"Record {len(events)} event(s)",
+                summary=f"Record {len(events)} event{'s' if len(events) != 1 else ''} in the mirror",
             )
             self._sent_snapshot = True
             self._notifying += [asyncio.create_task(_notify(n)) for n in ack.notifications]
@@ -69,7 +69,7 @@ async def _notify(notification: Notification) -> None:
     try:
         await workflow.execute_activity(
             activity_names.NOTIFY, notification, start_to_close_timeout=policies.NOTIFY_TIMEOUT,
-            retry_policy=policies.NOTIFY_RETRY, summary=f"Notify {notification.event}",
+            retry_policy=policies.NOTIFY_RETRY, summary=f"Notify a subscriber of {notification.event}",
         )
     except ActivityError as err:
         # A subscriber that stays down does not change the task's outcome.

@@ -18,7 +18,7 @@ from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough import activity_names, policies
+    from followthrough import activity_names, policies, search_attributes
     from followthrough.contracts import (
         ApprovalDecision,
         CancelRequest,
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         TaskOutcome,
     )
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
+    from workflows import run_texts
     from workflows.mirror_pump import MirrorPump
     from workflows.task_subtasks import TaskSubtasks
     from workflows.task_rules import (
@@ -75,12 +76,17 @@ class TaskWorkflow(TaskSubtasks):
         self._status_before_pause = TaskStatus.PENDING
         self._execution: str | None = None
         self._children_started = False
+        self._indexed = False
+        self._indexed_status: str | None = None
+        self._progress: dict[str, int] | None = None
+        self._approval_deadline: datetime | None = None
 
     # ---- run -------------------------------------------------------------
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskOutcome:
         self._task = task
+        self._index_start()
         self._pump = MirrorPump(task)
         self._pump.start()
         self._flow = asyncio.create_task(self._execute(task))
@@ -127,7 +133,7 @@ class TaskWorkflow(TaskSubtasks):
                 # The draft heartbeats; a cancel stops it (the default cancellation type: the
                 # task is cancelled at once and the activity is told with its next heartbeat).
                 heartbeat_timeout=policies.DRAFT_HEARTBEAT_TIMEOUT,
-                summary="Draft",
+                summary=run_texts.draft_summary(task),
             )
         except ActivityError as err:
             return self._fail("draft", err)
@@ -144,6 +150,7 @@ class TaskWorkflow(TaskSubtasks):
         if drafted.blocked:
             # The drafter found work the engine cannot do: a person does it, as in a manual task.
             mode = TaskMode.MANUAL
+            self._index(search_attributes.MODE, mode.value)
 
         if mode is TaskMode.SUGGEST:
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
@@ -193,11 +200,14 @@ class TaskWorkflow(TaskSubtasks):
         self._approval_id = f"{workflow.info().run_id}:{self._seq}"
         requested, deadline = workflow.now(), workflow.now() + timeout
         # The SLA's steps, each on a durable timer: remind, then escalate, then act at the deadline.
+        person = mode is TaskMode.MANUAL
         for step, after in sla_steps(task.sla, timeout):
-            if await self._decided_within(requested + after - workflow.now(), f"Wait for approval, then {step}"):
+            wait = requested + after - workflow.now()
+            if await self._decided_within(wait, run_texts.approval_wait_summary(wait, step, person=person)):
                 return self._decision
             self._take_sla_step(step, task)
-        if await self._decided_within(deadline - workflow.now(), "Wait for approval"):
+        wait = deadline - workflow.now()
+        if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person)):
             return self._decision
         return deadline_decision(task.sla, mode)
 
@@ -234,7 +244,7 @@ class TaskWorkflow(TaskSubtasks):
                 # A send that has begun finishes or fails before a cancel takes
                 # effect, so a cancelled task never leaves an unknown send behind.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"Send {draft.channel}",
+                summary=run_texts.send_summary(task, draft.channel),
             )
         except ActivityError as err:
             return self._fail("send", err)
@@ -258,10 +268,27 @@ class TaskWorkflow(TaskSubtasks):
             due = self._due_at
             try:
                 await workflow.wait_condition(lambda: self._due_at != due or self._paused is not None,
-                                              timeout=remaining, timeout_summary="Wait until due")
+                                              timeout=remaining, timeout_summary=run_texts.due_wait_summary(due))
             except asyncio.TimeoutError:
                 pass
         self._reschedulable = False
+
+    def _details(self) -> str:
+        """What the open task is doing or waiting for, for the Web UI (its current details)."""
+        assert self._task is not None
+        if self._paused is not None:
+            return run_texts.paused(self._paused, self._status_before_pause)
+        if self._status is TaskStatus.SCHEDULED:
+            due = self._due_at or self._task.due_at
+            return f"Scheduled for {run_texts.when(due)}" if due else "Scheduled"
+        if self._status is TaskStatus.AWAITING_APPROVAL:
+            return run_texts.awaiting(self._task, self._stage, self._allowed(), len(self._approvals),
+                                      self._approval_deadline)
+        if self._stage is Stage.WAITING_ON_SUBTASKS and self._progress is not None:
+            return run_texts.subtasks(self._progress)
+        if self._status is TaskStatus.PENDING:
+            return "Queued"
+        return run_texts.in_progress(self._task, self._stage)
 
     async def _hold(self) -> None:
         """Between steps: wait while the task is paused."""

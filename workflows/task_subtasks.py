@@ -15,9 +15,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
-from followthrough import activity_names, policies
+from followthrough import activity_names, policies, search_attributes
 from followthrough.contracts import PlanRequest, SubtaskPlan, TaskChanges, TaskInput, TaskOutcome
 from followthrough.lifecycle import EventType, Execution, FailurePolicy, Stage, TaskStatus
+from workflows import run_texts
 from workflows.task_events import TaskEventLog
 from workflows.task_rules import subtask_input, subtask_workflow_id
 
@@ -46,7 +47,7 @@ class TaskSubtasks(TaskEventLog):
             plan = await workflow.execute_activity(
                 activity_names.PLAN, PlanRequest(task=task), result_type=SubtaskPlan,
                 start_to_close_timeout=policies.PLAN_TIMEOUT, heartbeat_timeout=policies.PLAN_HEARTBEAT_TIMEOUT,
-                retry_policy=policies.PLAN_RETRY, summary="Plan subtasks",
+                retry_policy=policies.PLAN_RETRY, summary=run_texts.plan_summary(task),
             )
         except ActivityError as err:
             return self._fail("plan", err)
@@ -108,11 +109,16 @@ class TaskSubtasks(TaskEventLog):
 
     async def _run_child(self, child: _Child) -> None:
         try:
+            api = workflow.memo_value(run_texts.API_MEMO, None, type_hint=str)
+            indexed = {"search_attributes": search_attributes.typed_for(child.task),
+                       "memo": {run_texts.API_MEMO: api} if api else None} if self._indexed else {}
             child.outcome = await workflow.execute_child_workflow(
                 "TaskWorkflow", child.task, id=child.workflow_id, result_type=TaskOutcome,
                 # Whatever ends the parent asks its children to cancel, so they record it.
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=child.task.title[:200],
+                static_details=run_texts.subtask_details(child.task, workflow.info().workflow_id, api),
+                **indexed,
             )
         except ChildWorkflowError as err:
             child.outcome = TaskOutcome(status=TaskStatus.FAILED.value, error=str(err.cause or err))

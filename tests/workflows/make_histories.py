@@ -2,7 +2,7 @@
 
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
-    python -m tests.workflows.make_histories v5
+    python -m tests.workflows.make_histories v6
 """
 
 import asyncio
@@ -18,6 +18,7 @@ from sqlalchemy import insert
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from followthrough import search_attributes
 from followthrough.binaries import find_binary
 from followthrough.contracts import (
     ApprovalDecision,
@@ -53,6 +54,7 @@ async def main() -> None:
     await upgrade(engine)
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"))
+    await search_attributes.register(env.client, env.client.namespace)
     settings = make_settings(str(engine.url), tmp)
 
     async def run(name: str, task, drive=None) -> None:
