@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy import update
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -115,6 +116,18 @@ class TaskCreator:
     async def start(self, task: TaskInput, workflow_id: str, once: bool = False) -> None:
         """Start the task's workflow; ``once``: never again under this id, even after it has closed."""
         api = f"{self.settings.effective_public_url}{API_PREFIX}"
+        try:
+            await self._start(task, workflow_id, once, api)
+        except RPCError as err:
+            # The request was valid; Temporal refusing the start's arguments means the cluster is not set up
+            # for followthrough (most often: its search attributes were never registered).
+            if err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
+                log.error("Temporal refused to start task %s: %s", task.task_id, err.message)
+                raise ApiError(503, f"Temporal refused to start the task ({err.message}); is the cluster set up? "
+                                    f"run `followthrough temporal setup`", headers={"Retry-After": "30"}) from err
+            raise
+
+    async def _start(self, task: TaskInput, workflow_id: str, once: bool, api: str) -> None:
         await self.temporal.start_workflow(
             "TaskWorkflow", task, id=workflow_id, task_queue=self.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

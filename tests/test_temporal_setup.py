@@ -64,3 +64,16 @@ def test_setup_without_a_server_says_so():
     refused = setup("127.0.0.1:1")
     assert refused.returncode == 1
     assert "followthrough temporal setup: 127.0.0.1:1 namespace default:" in refused.stderr
+
+
+async def test_a_task_on_a_cluster_not_set_up_is_a_503_that_says_what_to_run(bare_env: WorkflowEnvironment,
+                                                                             sqlite_engine, tmp_path):
+    from tests.conftest import running_stack
+    from tests.helpers import task_body
+
+    async with running_stack(bare_env, sqlite_engine, tmp_path) as stack:
+        refused = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
+        assert refused.status_code == 503 and "followthrough temporal setup" in refused.json()["detail"]
+        assert refused.headers["Retry-After"] == "30"
+        listed = (await stack.http.get(f"/tasks?tenant_id={stack.tenant}")).json()
+        assert listed["total"] == 0  # nothing half-made
