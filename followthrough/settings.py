@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from followthrough.metrics import split_address
@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         if value:
             split_address(value)  # refuses anything but host:port
         return value
+
+    @model_validator(mode="after")
+    def _two_metrics_ports(self) -> "Settings":
+        if self.worker_metrics_address and self.worker_metrics_address == self.worker_app_metrics_address:
+            raise ValueError("FOLLOWTHROUGH_WORKER_METRICS_ADDRESS and FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS "
+                             "must differ: the SDK's exporter and the task metrics each need a port of their own")
+        return self
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
