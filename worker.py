@@ -11,10 +11,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import build_activities
+from followthrough import metrics
 from followthrough.database import create_engine
+from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
 from followthrough.settings import Settings, get_settings
-from followthrough.temporal_client import connect
+from followthrough.temporal_client import connect, metrics_runtime
 from workflows.all import ALL_WORKFLOWS
 
 log = logging.getLogger("followthrough.worker")
@@ -34,6 +36,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
         workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
+        interceptors=[ActivityLogContext()],  # activities' log records name their task and tenant
         # A cancel reaches a running activity with the answer to its next heartbeat: send them
         # at least every 2 s, so a cancelled draft stops within a few seconds.
         max_heartbeat_throttle_interval=timedelta(seconds=2),
@@ -43,7 +46,15 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
     engine = create_engine(settings.effective_database_url)
-    client = await connect(settings)
+    # The SDK's metrics come from the runtime the worker's client was connected with.
+    runtime = metrics_runtime(settings.worker_metrics_address) if settings.worker_metrics_address else None
+    client = await connect(settings, runtime)
+    if runtime:
+        log.info("Temporal SDK metrics at http://%s/metrics", settings.worker_metrics_address)
+    stop_app_metrics = metrics.serve(settings.worker_app_metrics_address, metrics.TASKS) \
+        if settings.worker_app_metrics_address else None
+    if stop_app_metrics:
+        log.info("task metrics at http://%s/metrics", settings.worker_app_metrics_address)
     async with httpx.AsyncClient(follow_redirects=False) as http, guarded_client(settings.outbound_allow) as outbound:
         worker = build_worker(client, settings, engine, http=http, outbound=outbound)
         log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
@@ -52,8 +63,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 await (stop.wait() if stop else asyncio.Event().wait())
         finally:
             await engine.dispose()
+            if stop_app_metrics:
+                stop_app_metrics()
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    from followthrough.logs import configure
+
+    configure(get_settings().log_format, get_settings().log_level)
     asyncio.run(run_worker(get_settings()))

@@ -7,6 +7,7 @@ cuts transactions under load for any database.
 """
 
 import asyncio
+import contextvars
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,7 +32,9 @@ class GroupWriter:
         future: asyncio.Future[MirrorAck] = asyncio.get_running_loop().create_future()
         self._queue.append((batch, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # In a context of its own: it writes for every task, not for the activity that happened to start it
+            # (whose task id would otherwise mark the flusher's log records).
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         return await future
 
     async def _flush(self) -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
-from api import errors
+from api import errors, metrics
 from api.codec_cors import CodecCors
 from api.routes import (approval_links, approvals, bulk_decisions, codec, definitions, health, inbox, schedules,
                         streams, subscriptions, task_decisions, task_types, tasks)
@@ -48,6 +48,11 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(CodecCors, path_prefix=codec.PREFIX, allowed_origin=settings.temporal_ui_url)
     app.add_middleware(LimitBodySize, limit=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    if settings.metrics_enabled:
+        # Outermost, so the answers of the middleware above (400, 413) are counted too. /metrics is a plain
+        # route: no key, no tenant guard, not in the OpenAPI schema (README: Metrics).
+        app.add_middleware(metrics.RequestMetrics)
+        app.add_route(metrics.PATH, metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
     for module in (tasks, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
                    definitions, schedules, streams, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)

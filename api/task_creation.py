@@ -173,6 +173,8 @@ class TaskCreator:
                 await insert_created(conn, task, workflow_id)
         except (DBAPIError, OSError) as err:  # asyncpg reports a refused connection as OSError
             log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
+        log.info("task %s created: %s, %s mode, by %s", task.task_id, task.type, task.mode, actor,
+                 extra={"task_id": task.task_id, "tenant_id": task.tenant_id, "workflow_id": workflow_id})
         return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id,
                            links=task_links(self.settings, task.task_id, workflow_id))
 

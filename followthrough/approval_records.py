@@ -25,6 +25,11 @@ _DECISIONS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+def closing_status(event_type: str) -> str | None:
+    """The status an approval ends with when an event of this type names it; None if it stays open."""
+    return _DECISIONS.get(event_type, (None, None))[1]
+
+
 def approvers_key(approvers: list[str], roles: list[str] | None = None) -> str:
     """"|alice|role:finance|": who may decide, as one string a queue can match with LIKE; "" for anyone."""
     names = approvers + [f"role:{r}" for r in roles or []]

@@ -3,7 +3,7 @@
 import argparse
 import asyncio
 import json
-import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client, cli_definitions, cli_tasks, key_commands, temporal_commands
+from followthrough import api_client, cli_definitions, cli_tasks, key_commands, logs, temporal_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 
@@ -71,7 +71,9 @@ def _run_api() -> int:
     if problem := _codec_problem("api"):
         print(problem, file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
+                log_config=None)
     return 0
 
 
@@ -206,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     fn, _help, *add_arguments = COMMANDS[args.command]
     if add_arguments:  # the API client's commands: their output is for a person, with no log lines
         return fn(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = get_settings()
+    # `dev` is for a person at a terminal: readable lines unless FOLLOWTHROUGH_LOG_FORMAT says otherwise.
+    explicit = "FOLLOWTHROUGH_LOG_FORMAT" in os.environ
+    logs.configure(settings.log_format if explicit or args.command != "dev" else "text", settings.log_level)
     return fn()
 
 

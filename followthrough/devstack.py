@@ -95,6 +95,8 @@ def run_dev(settings: Settings) -> int:
         "FOLLOWTHROUGH_TEMPORAL_UI_URL": f"http://{host}:{ui_port}",
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir),
         "FOLLOWTHROUGH_CODEC": codec,
+        # Readable lines on the terminal, unless asked for JSON.
+        "FOLLOWTHROUGH_LOG_FORMAT": os.environ.get("FOLLOWTHROUGH_LOG_FORMAT", "text"),
     }
     procs: list[tuple[str, subprocess.Popen]] = []
     stopping = False

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from followthrough import approval_records
+from followthrough.task_metrics import Observed
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
 from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
 from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
@@ -121,8 +122,10 @@ def _merged_changes(events: list[MirrorEvent]) -> dict[str, Any]:
     return merged
 
 
-async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list[MirrorAck]:
-    """Append every batch's new events and update their task rows, in the caller's transaction."""
+async def write_group(conn: AsyncConnection, batches: list[MirrorBatch],
+                      observed: Observed | None = None) -> list[MirrorAck]:
+    """Append every batch's new events and update their task rows, in the caller's transaction; what the new
+    events mean for the task metrics goes to ``observed``, for the caller to publish once it has committed."""
     now = datetime.now(timezone.utc)
     # The row may not exist yet if the API's own insert was lost; a run's first batch carries what it needs.
     first = [b for b in batches if b.task is not None]
@@ -147,10 +150,16 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch]) -> list
                                .values(**changes, run_number=batch.run_number))
             if changes.get("status") in TERMINAL_VALUES:
                 await _record_run(conn, batch)
+                if observed is not None:
+                    observed.run_ended(batch, changes["status"])
             if any(e.type in APPROVAL_EVENTS for e in fresh):
                 await approval_records.record(conn, batch, fresh, insert_ignoring_duplicates)
+                if observed is not None:
+                    observed.events_written(batch, fresh)
         acks.append(MirrorAck(written=len(fresh), skipped=len(batch.events) - len(fresh)))
     await _attach_notifications(conn, batches, inserted, acks)
+    if observed is not None:
+        await observed.resolve(conn)
     return acks
 
 
@@ -212,8 +221,11 @@ async def _record_run(conn: AsyncConnection, batch: MirrorBatch) -> None:
 
 
 async def record_batches(engine: AsyncEngine, batches: list[MirrorBatch]) -> list[MirrorAck]:
+    observed = Observed()
     async with engine.begin() as conn:
-        return await write_group(conn, batches)
+        acks = await write_group(conn, batches, observed)
+    observed.publish()  # after the commit: a write rolled back (and retried) counts nothing
+    return acks
 
 
 async def record_batch(engine: AsyncEngine, batch: MirrorBatch) -> MirrorAck:

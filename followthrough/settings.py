@@ -9,9 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from followthrough.metrics import split_address
 from followthrough.outbound import parse_allow
 
 
@@ -155,6 +156,37 @@ class Settings(BaseSettings):
     # whose workflow code is already proven may turn it off for throughput.
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
+
+    # Observability (README: Metrics, Logs). The API serves its metrics at /metrics (no key: scrape it on the
+    # internal network); the worker serves the Temporal SDK's metrics and its own task metrics each on an
+    # address of its own (host:port; empty: not served).
+    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    worker_metrics_address: str = Field("", validation_alias=_env("WORKER_METRICS_ADDRESS"))
+    worker_app_metrics_address: str = Field("", validation_alias=_env("WORKER_APP_METRICS_ADDRESS"))
+    # json: one JSON object per line (for log collectors); text: one readable line per record.
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_env("LOG_FORMAT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    @field_validator("worker_metrics_address", "worker_app_metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        if value:
+            split_address(value)  # refuses anything but host:port
+        return value
+
+    @model_validator(mode="after")
+    def _two_metrics_ports(self) -> "Settings":
+        if self.worker_metrics_address and self.worker_metrics_address == self.worker_app_metrics_address:
+            raise ValueError("FOLLOWTHROUGH_WORKER_METRICS_ADDRESS and FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS "
+                             "must differ: the SDK's exporter and the task metrics each need a port of their own")
+        return self
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object, info: Any) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if info.field_name == "log_format" else value.upper()
 
     @field_validator("outbound_allow")
     @classmethod

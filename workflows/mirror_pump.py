@@ -73,4 +73,6 @@ async def _notify(notification: Notification) -> None:
         )
     except ActivityError as err:
         # A subscriber that stays down does not change the task's outcome.
-        workflow.logger.warning("notification %s to %s gave up: %s", notification.event, notification.url, err)
+        workflow.logger.warning("notification %s to %s gave up: %s", notification.event, notification.url, err,
+                                extra={"task_id": notification.task.get("id"),
+                                       "tenant_id": notification.task.get("tenant_id")})

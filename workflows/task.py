@@ -428,7 +428,9 @@ class TaskWorkflow(TaskSubtasks):
             else:
                 self._require_decidable(verb, decision)
         except (ApplicationError, ValueError) as err:
-            workflow.logger.warning("ignored %s signal: %s", verb, err)
+            task = self._task
+            workflow.logger.warning("ignored %s signal: %s", verb, err, extra={
+                "task_id": task.task_id if task else None, "tenant_id": task.tenant_id if task else None})
             return
         if isinstance(decision, ApprovalDecision):
             self._record_approval(decision)

@@ -1,6 +1,7 @@
 """/tasks/{id}/…: the decisions a person can take on a task (approve, reject, complete, cancel,
 reschedule, pause, resume), and its retry."""
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -40,13 +41,14 @@ from followthrough.principals import Principal, Role
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=NOT_FOUND | CONFLICT)
 
 _UPDATE_TIMEOUT = timedelta(seconds=30)
+log = logging.getLogger("followthrough.api")
 
 
 async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, update: str, arg: Any) -> DecisionAck:
     row = await task_row_or_404(session, task_id)
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
-        return await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=_UPDATE_TIMEOUT)
+        ack = await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=_UPDATE_TIMEOUT)
     except WorkflowUpdateFailedError as err:
         raise update_refused(err) from err
     except RPCError as err:
@@ -57,6 +59,9 @@ async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, upda
             except Exception:  # noqa: BLE001 - best effort; the mirror's status stands
                 pass
         raise decision_failure(err, status) from err
+    log.info("task %s: %s by %s, now %s", row.id, update, getattr(arg, "actor_id", None) or "-", ack.status,
+             extra={"task_id": row.id, "tenant_id": row.tenant_id, "workflow_id": row.workflow_id})
+    return ack
 
 
 def _who(principal: Principal, named: str | None) -> dict[str, Any]:
