@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import PrincipalDep, acting_as, demand, require
@@ -52,16 +52,33 @@ async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, upda
     except WorkflowUpdateFailedError as err:
         raise update_refused(err) from err
     except RPCError as err:
-        status = row.status
-        if err.status == RPCStatusCode.NOT_FOUND:
-            try:  # the mirror may lag a workflow that just closed: ask Temporal how it ended
-                status = (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
-            except Exception:  # noqa: BLE001 - best effort; the mirror's status stands
-                pass
-        raise decision_failure(err, status) from err
+        # An update that raced the workflow's end (NOT_FOUND once closed; aborted as it closed, which the
+        # server reports as UNAVAILABLE) is a decision the task can no longer take: 409 with how it ended.
+        if err.status in _MAYBE_CLOSED:
+            ended = await _ended_as(handle, row.status)
+            if ended is not None:
+                raise ApiError(409, f"task is already {ended}") from err
+        raise decision_failure(err, row.status) from err
     log.info("task %s: %s by %s, now %s", row.id, update, getattr(arg, "actor_id", None) or "-", ack.status,
              extra={"task_id": row.id, "tenant_id": row.tenant_id, "workflow_id": row.workflow_id})
     return ack
+
+
+_MAYBE_CLOSED = {RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
+
+
+async def _ended_as(handle: WorkflowHandle, mirrored: str) -> str | None:
+    """How the task's workflow ended, or None while it runs (the mirror may lag: ask Temporal)."""
+    try:
+        described = await handle.describe(rpc_timeout=timedelta(seconds=5))
+    except RPCError:
+        return None
+    if described.status in (None, WorkflowExecutionStatus.RUNNING):
+        return None
+    try:
+        return (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
+    except Exception:  # noqa: BLE001 - best effort: it ended; the mirror's status says how
+        return mirrored
 
 
 def _who(principal: Principal, named: str | None) -> dict[str, Any]:
