@@ -102,6 +102,7 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="WHEN",
                         help="only runs started (and rows created) since then: an ISO time or an age such as 30m, "
                              "24h, 7d (default: everything Temporal still holds)")
+    parser.add_argument("--tenant", metavar="TENANT", help="only this tenant's tasks")
     parser.add_argument("--repair", action="store_true", help="rewrite the mirror from Temporal where they differ")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -145,7 +146,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         engine = create_engine(settings.effective_database_url)
         try:
             report = await reconcile(client, engine, task_queue=settings.task_queue, since=since,
-                                     repair=args.repair)
+                                     tenant=args.tenant, repair=args.repair)
         finally:
             await engine.dispose()
         print(json.dumps(report.as_json(), indent=2, default=str) if args.json else render(report))

@@ -177,13 +177,15 @@ async def _row_by_id(engine: AsyncEngine, task_id: str) -> Any:
 
 class Reconciler:
     def __init__(self, client: Client, engine: AsyncEngine, *, task_queue: str | None = None,
-                 since: datetime | None = None, settle_seconds: float = 2.0, concurrency: int = 16) -> None:
+                 since: datetime | None = None, tenant: str | None = None, settle_seconds: float = 2.0,
+                 concurrency: int = 16) -> None:
         self.client, self.engine = client, engine
-        self.task_queue, self.since = task_queue, since
+        self.task_queue, self.since, self.tenant = task_queue, since, tenant
         self.settle_seconds = settle_seconds
         self._limit = asyncio.Semaphore(concurrency)
         self.inputs: dict[str, TaskInput] = {}
         self.truths: dict[str, Truth] = {}
+        self.checked: set[str] = set()  # workflows in scope (of the tenant, when one is given)
 
     async def run(self, repair: bool = False) -> Report:
         report = Report(repair=repair)
@@ -192,7 +194,7 @@ class Reconciler:
         found = await asyncio.gather(*(self._check(e, rows.get(wid), report) for wid, e in latest.items()))
         drift = [d for d in found if d is not None]
         drift += await self._orphans(set(latest), report)
-        report.workflows = len(latest)
+        report.workflows = len(self.checked)
         # The mirror trails an open run by a write or two: what still differs after a moment is drift.
         lagging = [d for d in drift if d.kind != ORPHAN_ROW and not self.truths[d.workflow_id].closed]
         if lagging and self.settle_seconds > 0:
@@ -230,11 +232,17 @@ class Reconciler:
                     self.inputs[execution.id] = task
                     row = await _row_by_id(self.engine, task.task_id)
                     if row is None:
+                        if self.tenant and task.tenant_id != self.tenant:
+                            return None
+                        self.checked.add(execution.id)
                         return Drift(MISSING_ROW, execution.id, task.task_id, None, _truth_view(truth),
                                      "no mirror row for this task")
             except Unverifiable as err:
                 report.unverified.append({"workflow_id": execution.id, "reason": str(err)})
                 return None
+        if self.tenant and row.tenant_id != self.tenant:
+            return None
+        self.checked.add(execution.id)
         differences = _differences(row, truth)
         if not differences:
             return None
@@ -246,6 +254,8 @@ class Reconciler:
         statement = select(TASKS).where(TASKS.c.status.not_in(TERMINAL_VALUES))
         if self.since is not None:
             statement = statement.where(TASKS.c.created_at >= self.since)
+        if self.tenant:
+            statement = statement.where(TASKS.c.tenant_id == self.tenant)
         async with self.engine.connect() as conn:
             rows = [r for r in (await conn.execute(statement)).all() if r.workflow_id not in listed]
         drift = []
@@ -333,9 +343,11 @@ def _plain(value: Any) -> Any:
 
 
 async def reconcile(client: Client, engine: AsyncEngine, *, task_queue: str | None = None,
-                    since: datetime | None = None, repair: bool = False, settle_seconds: float = 2.0) -> Report:
+                    since: datetime | None = None, tenant: str | None = None, repair: bool = False,
+                    settle_seconds: float = 2.0) -> Report:
     """Compare the mirror with Temporal (and with ``repair``, rewrite it from Temporal)."""
-    reconciler = Reconciler(client, engine, task_queue=task_queue, since=since, settle_seconds=settle_seconds)
+    reconciler = Reconciler(client, engine, task_queue=task_queue, since=since, tenant=tenant,
+                            settle_seconds=settle_seconds)
     return await reconciler.run(repair=repair)
 
 

@@ -84,7 +84,10 @@ async def test_drift_is_reported_repaired_and_gone(dev_env, engine: AsyncEngine,
             await until_status(stack, task_id, "completed")
         for task_id in (waiting, lost_waiting):
             await until_status(stack, task_id, "awaiting_approval")
-        scope = dict(task_queue=stack.settings.task_queue, since=since, settle_seconds=0.5)
+        # The database is shared with other tests (some write rows for workflows on other Temporal servers):
+        # this test's tenant and time are its scope, as they could be a deployment's.
+        scope = dict(task_queue=stack.settings.task_queue, since=since, tenant=stack.tenant, settle_seconds=0.5)
+        cli_scope = ("--since", since.isoformat(), "--tenant", stack.tenant)
 
         clean = await reconcile(stack.client, engine, **scope)
         assert clean.drift == [] and clean.unverified == [] and clean.workflows == 5
@@ -109,16 +112,16 @@ async def test_drift_is_reported_repaired_and_gone(dev_env, engine: AsyncEngine,
         assert "finished_at missing" in mismatch.detail
 
         # The command line sees the same, as a table and as JSON, and exits 1.
-        code, out, err = await _cli(stack, "--since", since.isoformat())
+        code, out, err = await _cli(stack, *cli_scope)
         assert code == 1, err
         for kind, task_id in expected:
             assert any(kind in line and task_id in line for line in out.splitlines()), out
-        code, out, err = await _cli(stack, "--since", since.isoformat(), "--json")
+        code, out, err = await _cli(stack, *cli_scope, "--json")
         assert code == 1, err
         assert _kinds(json.loads(out)["drift"]) == expected
 
         # --repair rewrites the mirror from Temporal.
-        code, out, err = await _cli(stack, "--since", since.isoformat(), "--repair", "--json")
+        code, out, err = await _cli(stack, *cli_scope, "--repair", "--json")
         assert code == 0, err
         repaired = json.loads(out)
         assert _kinds(repaired["drift"]) == expected and all(d["repaired"] for d in repaired["drift"])
@@ -143,7 +146,7 @@ async def test_drift_is_reported_repaired_and_gone(dev_env, engine: AsyncEngine,
         # Repaired: nothing left, from the library and from the command line.
         again = await reconcile(stack.client, engine, **scope)
         assert again.drift == [] and again.unverified == []
-        code, out, err = await _cli(stack, "--since", since.isoformat())
+        code, out, err = await _cli(stack, *cli_scope)
         assert code == 0, err + out
         assert "0 drift" in out
 
@@ -160,6 +163,6 @@ async def test_repair_without_drift_changes_nothing(dev_env, engine: AsyncEngine
         task_id = await _create(stack, "suggest")
         await until_status(stack, task_id, "completed")
         report = await reconcile(stack.client, engine, task_queue=stack.settings.task_queue, since=since,
-                                 repair=True)
+                                 tenant=stack.tenant, repair=True)
         assert report.drift == [] and report.clean
         assert await _events(engine, task_id, "TASK_RECONCILED") == []
