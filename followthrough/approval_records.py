@@ -64,6 +64,10 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
         if not approval_id or event.type not in _DECISIONS:
             continue
         decision, closes = _DECISIONS[event.type]
+        if not await _exists(conn, approval_id):
+            # Its request is not in the mirror (a row lost and re-created by `followthrough reconcile`):
+            # the decision stays on record in the task's events.
+            continue
         if decision is not None and event.actor_id is not None:
             edited = event.data.get("edited")
             await insert(conn, DECISIONS, [{
@@ -74,6 +78,10 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
         if closes is not None:
             await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)
                                .values(status=closes, decided_at=event.occurred_at))
+
+
+async def _exists(conn: AsyncConnection, approval_id: str) -> bool:
+    return (await conn.execute(select(APPROVALS.c.id).where(APPROVALS.c.id == approval_id))).first() is not None
 
 
 async def _add_approvers(conn: AsyncConnection, approval_id: str, added: list[str]) -> None:

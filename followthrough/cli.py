@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,6 +100,63 @@ def _run_migrate() -> int:
     return 0
 
 
+def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="WHEN",
+                        help="only runs started (and rows created) since then: an ISO time or an age such as 30m, "
+                             "24h, 7d (default: everything Temporal still holds)")
+    parser.add_argument("--tenant", metavar="TENANT", help="only this tenant's tasks")
+    parser.add_argument("--repair", action="store_true", help="rewrite the mirror from Temporal where they differ")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def parse_since(value: str | None) -> datetime | None:
+    from datetime import timedelta, timezone
+
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    """Exit 0: no drift (or all of it repaired); 1: drift left; 2: bad arguments or settings."""
+    from followthrough.database import create_engine
+    from followthrough.reconcile import reconcile, render
+    from followthrough.temporal_client import connect
+
+    try:
+        since = parse_since(args.since)
+    except ValueError:
+        print(f"followthrough reconcile: --since {args.since!r} is neither an ISO time nor an age like 24h",
+              file=sys.stderr)
+        return 2
+    if problem := _codec_problem("reconcile"):
+        print(problem, file=sys.stderr)
+        return 2
+    settings = get_settings()
+
+    async def main() -> int:
+        try:
+            client = await connect(settings)
+        except RuntimeError as err:  # the SDK's connection failure
+            print(f"followthrough reconcile: cannot reach Temporal at {settings.temporal_address}: {err}",
+                  file=sys.stderr)
+            return 2
+        engine = create_engine(settings.effective_database_url)
+        try:
+            report = await reconcile(client, engine, task_queue=settings.task_queue, since=since,
+                                     tenant=args.tenant, repair=args.repair)
+        finally:
+            await engine.dispose()
+        print(json.dumps(report.as_json(), indent=2, default=str) if args.json else render(report))
+        return 0 if report.clean else 1
+
+    return asyncio.run(main())
+
+
 # ---- decisions through the HTTP API -----------------------------------------
 
 def _client_arguments(parser: argparse.ArgumentParser, *, decides: bool = True) -> None:
@@ -177,6 +236,8 @@ COMMANDS = {
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "api": (_run_api, "run the HTTP API against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "migrate": (_run_migrate, "bring the mirror database to the newest schema"),
+    "reconcile": (_reconcile, "compare the mirror with Temporal, report drift, and with --repair rewrite it",
+                  _reconcile_arguments),
     # approve, reject and show: the same as `tasks approve`, `tasks reject` and `tasks show`
     "approve": (_approve, "approve a task waiting for a decision, through the HTTP API", _approve_arguments),
     "reject": (_reject, "reject a task waiting for a decision, through the HTTP API", _reject_arguments),

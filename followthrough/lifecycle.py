@@ -126,3 +126,5 @@ class EventType(StrEnum):
     TASK_SUBTASKS_PLANNED = "TASK_SUBTASKS_PLANNED"
     TASK_SUBTASK_COMPLETED = "TASK_SUBTASK_COMPLETED"
     TASK_SUBTASK_FAILED = "TASK_SUBTASK_FAILED"
+    # `followthrough reconcile --repair` rewrote the row from Temporal; data holds the values before and after.
+    TASK_RECONCILED = "TASK_RECONCILED"

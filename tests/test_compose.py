@@ -5,6 +5,8 @@ The validator is Compose itself, without a Docker engine: `docker compose config
 package). One of them must be installed; this test installs nothing.
 """
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +17,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "temporal", "temporal-ui", "migrate", "temporal-setup", "api", "worker"}
-APP_SERVICES = ("migrate", "api", "worker")
+APP_SERVICES = ("migrate", "temporal-setup", "api", "worker")
+LONG_RUNNING = ("postgres", "temporal", "temporal-ui", "api", "worker")
+ONE_SHOT = ("migrate", "temporal-setup")
+# Variables the file reads from the environment, each with a default; set in a test to see them used.
+OVERRIDES = {"FOLLOWTHROUGH_TASK_QUEUE": "orders-q", "FOLLOWTHROUGH_TEMPORAL_NAMESPACE": "orders",
+             "FOLLOWTHROUGH_CODEC_KEY": "a2V5LWZyb20tdGhlLWVudmlyb25tZW50", "FOLLOWTHROUGH_PUBLIC_URL":
+             "https://tasks.example.com", "API_PORT": "9000", "TEMPORAL_RETENTION": "30d"}
 REQUIRED_APP_ENV = ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_DATABASE_URL", "FOLLOWTHROUGH_CODEC_KEYS")
 
 
@@ -32,7 +40,7 @@ def _compose_command() -> list[str] | None:
     return None
 
 
-def _run_compose(*args: str) -> subprocess.CompletedProcess[str]:
+def _run_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = _compose_command()
     if command is None:
         pytest.fail(
@@ -44,7 +52,16 @@ def _run_compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*command, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
+        # Without the variables the file reads, so the defaults are what is rendered unless a test sets them.
+        env={k: v for k, v in os.environ.items() if k not in OVERRIDES and k != "FOLLOWTHROUGH_DB_PASSWORD"}
+        | (env or {}),
     )
+
+
+def _rendered(env: dict[str, str] | None = None) -> dict:
+    result = _run_compose("config", env=env)
+    assert result.returncode == 0, f"compose config failed:\n{result.stdout}\n{result.stderr}"
+    return yaml.safe_load(result.stdout)["services"]
 
 
 def _environment(service: dict) -> dict[str, str]:
@@ -127,3 +144,98 @@ def test_postgres_init_script_is_mounted(compose: dict) -> None:
     assert mounts, volumes
     source = mounts[0].split(":", 1)[0]
     assert (ROOT / source).is_file(), source
+
+
+# ---- the rendered configuration (`docker-compose config`) ----------------------
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    return _rendered()
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_every_long_running_service_has_a_healthcheck(rendered: dict, name: str) -> None:
+    check = rendered[name].get("healthcheck")
+    assert check and check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+    assert str(rendered[name]["restart"]) == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", ONE_SHOT)
+def test_one_shot_steps_run_once(rendered: dict, name: str) -> None:
+    assert str(rendered[name].get("restart", "no")) == "no"
+    assert "healthcheck" not in rendered[name]
+
+
+def test_temporal_runs_on_postgres_with_its_schema_set_up(rendered: dict) -> None:
+    temporal = rendered["temporal"]
+    assert "auto-setup" in temporal["image"]  # creates or upgrades the schema, then the namespace
+    env = _environment(temporal)
+    assert env["DB"].startswith("postgres") and env["POSTGRES_SEEDS"] == "postgres"
+    assert env["DBNAME"] == "temporal" and env["VISIBILITY_DBNAME"] == "temporal_visibility"
+    assert temporal["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "namespace describe" in " ".join(temporal["healthcheck"]["test"])
+
+
+def test_ui_decodes_payloads_through_the_api(rendered: dict) -> None:
+    ui = rendered["temporal-ui"]
+    env = _environment(ui)
+    assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert env["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8000/codec"
+    assert ui["depends_on"]["temporal"]["condition"] == "service_healthy"
+
+
+def test_search_attributes_are_registered_before_the_app_starts(rendered: dict) -> None:
+    setup = rendered["temporal-setup"]
+    assert setup["command"] == ["followthrough", "temporal", "setup"]
+    assert setup["depends_on"]["temporal"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):
+        depends_on = rendered[name]["depends_on"]
+        assert depends_on["temporal-setup"]["condition"] == "service_completed_successfully", name
+        assert depends_on["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_the_api_starts_on_a_migrated_database(rendered: dict) -> None:
+    assert rendered["migrate"]["command"] == ["followthrough", "migrate"]
+    assert rendered["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert rendered["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_health_is_its_own_poller_on_the_task_queue(rendered: dict) -> None:
+    check = " ".join(rendered["worker"]["healthcheck"]["test"])
+    assert "temporal task-queue describe" in check and "FOLLOWTHROUGH_TASK_QUEUE" in check and "hostname" in check
+
+
+def test_app_images_are_built_from_the_dockerfile(rendered: dict) -> None:
+    assert (ROOT / "Dockerfile").is_file()
+    for name in APP_SERVICES:
+        assert rendered[name]["build"]["context"] == str(ROOT), name
+        assert rendered[name]["image"] == "followthrough:latest", name
+
+
+def test_every_variable_has_a_default() -> None:
+    """The file renders with nothing set; each ${VAR} the file reads is ${VAR:-default}."""
+    text = "\n".join(line for line in COMPOSE_FILE.read_text().splitlines() if not line.lstrip().startswith("#"))
+    bare = [m.group(0) for m in re.finditer(r"(?<!\$)\$\{([A-Z0-9_]+)(?![:A-Z0-9_])", text)]
+    assert bare == [], bare
+
+
+def test_defaults_when_nothing_is_set(rendered: dict) -> None:
+    env = _environment(rendered["worker"])
+    assert env["FOLLOWTHROUGH_TASK_QUEUE"] == "followthrough"
+    assert env["FOLLOWTHROUGH_TEMPORAL_NAMESPACE"] == "default"
+    assert env["FOLLOWTHROUGH_SECRET_CODEC_1"] == ""  # the app refuses to start without a key
+    assert [p["published"] for p in rendered["api"]["ports"]] in ([8000], ["8000"])
+
+
+def test_settings_come_from_the_environment() -> None:
+    services = _rendered(OVERRIDES)
+    for name in APP_SERVICES:
+        env = _environment(services[name])
+        assert env["FOLLOWTHROUGH_TASK_QUEUE"] == "orders-q", name
+        assert env["FOLLOWTHROUGH_TEMPORAL_NAMESPACE"] == "orders", name
+        assert env["FOLLOWTHROUGH_SECRET_CODEC_1"] == OVERRIDES["FOLLOWTHROUGH_CODEC_KEY"], name
+        assert env["FOLLOWTHROUGH_PUBLIC_URL"] == "https://tasks.example.com", name
+    temporal = _environment(services["temporal"])
+    assert temporal["DEFAULT_NAMESPACE"] == "orders" and temporal["DEFAULT_NAMESPACE_RETENTION"] == "30d"
+    assert _environment(services["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"] == "https://tasks.example.com/codec"
+    assert [p["published"] for p in services["api"]["ports"]] in ([9000], ["9000"])
