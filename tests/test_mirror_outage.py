@@ -14,7 +14,6 @@ reconciliation finds no drift.
 import asyncio
 import json
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -72,7 +71,6 @@ async def _emitted(handle: WorkflowHandle, client: Client) -> int:
 
 
 async def test_mirror_database_outage(dev_env, postgres_server: PrivatePostgres, tmp_path: Path, monkeypatch):
-    started = time.monotonic()
     monkeypatch.setenv(f"FOLLOWTHROUGH_SECRET_{SECRET_NAME.upper()}", SECRET)
     postgres_server.create_database("outage")
     engine: AsyncEngine = create_engine(postgres_server.url("outage"))
@@ -86,7 +84,6 @@ async def test_mirror_database_outage(dev_env, postgres_server: PrivatePostgres,
                 await _run(stack, postgres_server, receiver, since)
     finally:
         await engine.dispose()
-    assert time.monotonic() - started < 90
 
 
 async def _run(stack, server: PrivatePostgres, receiver: Receiver, since: datetime) -> None:
