@@ -4,8 +4,10 @@ exactly once per idempotency key."""
 from datetime import timedelta
 
 import httpx
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.attempts import record_failed_attempt
 from activities.errors import permanent, reports_attempt
@@ -15,6 +17,15 @@ from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+
+
+def database_unavailable(err: BaseException) -> bool:
+    """Whether a failure was the database going away (not the receiver, not the request)."""
+    if isinstance(err, DBAPIError):
+        return err.connection_invalidated or isinstance(err, (OperationalError, InterfaceError))
+    # Failing to connect at all surfaces as the driver's own OSError (asyncpg), not wrapped.
+    return isinstance(err, (ConnectionRefusedError, ConnectionResetError)) or \
+        type(err).__module__.startswith("asyncpg")
 
 
 class DeliveryActivities:
@@ -47,6 +58,9 @@ class DeliveryActivities:
             raise permanent(str(err), error_type) from err
         except Exception as err:
             await record_failed_attempt(self._engine, request.task_id, request.run_number, "send", err, True)
+            if database_unavailable(err):
+                raise ApplicationError(f"the database is unavailable: {err}"[:1000],
+                                       type=policies.DATABASE_UNAVAILABLE) from err
             raise
         return SendResult(delivery_id=str(detail.get("message_id") or detail.get("delivery_id") or ""),
                           channel=transport.channel, attempt=info.attempt,

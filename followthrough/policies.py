@@ -45,6 +45,10 @@ SEND_TIMEOUT = timedelta(seconds=30)
 # A send heartbeats too, so a worker that died mid-send is noticed early; a cancel does not
 # stop it (the workflow waits for the send to finish, see workflows/task.py).
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# A send whose attempts all failed only because the database (its delivery record) was away is not a
+# failed task: the workflow waits this long and sends again, with fresh attempts and the same key.
+DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+DATABASE_WAIT = timedelta(seconds=10)
 
 # Planning a task's subtasks: a type's planning function now, possibly a model call later.
 PLAN_TIMEOUT = timedelta(seconds=120)

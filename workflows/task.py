@@ -46,12 +46,15 @@ with workflow.unsafe.imports_passed_through():
         combined,
         deadline_decision,
         decision_data,
+        error_type,
         sla_steps,
     )
 
 # Runs that reach the due wait on this code wait on a condition that a reschedule or a
 # pause can wake; older runs keep the plain timer they started with.
 PAUSABLE_DUE_WAIT = "pausable-due-wait"
+# A send whose attempts failed only because the database was away is retried after a wait.
+SEND_OUTLASTS_OUTAGE = "send-outlasts-database-outage"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -231,25 +234,34 @@ class TaskWorkflow(TaskSubtasks):
     async def _send(self, task: TaskInput, draft: Draft) -> TaskOutcome:
         if self._stage is not Stage.SENDING:
             self._emit(EventType.TASK_EXECUTION_STARTED, stage=Stage.SENDING)
-        try:
-            sent = await workflow.execute_activity(
-                activity_names.SEND,
-                SendRequest(task_id=task.task_id, task_type=task.type, tenant_id=task.tenant_id,
-                            draft=draft, idempotency_key=f"{task.task_id}:send", run_number=task.run_number),
-                result_type=SendResult,
-                start_to_close_timeout=timedelta(seconds=task.send_timeout_seconds) if task.send_timeout_seconds
-                else policies.SEND_TIMEOUT,
-                retry_policy=policies.send_retry(task.send_retry),
-                heartbeat_timeout=policies.SEND_HEARTBEAT_TIMEOUT,
-                # A send that has begun finishes or fails before a cancel takes
-                # effect, so a cancelled task never leaves an unknown send behind.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=run_texts.send_summary(task, draft.channel),
-            )
-        except ActivityError as err:
-            return self._fail("send", err)
-        return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
-                            result={"delivery": asdict(sent), "sent": True}, attempts=sent.attempt)
+        while True:
+            try:
+                sent = await self._send_once(task, draft)
+            except ActivityError as err:
+                # Every attempt failed only because the database was away: no failed task, but a wait and
+                # another send with fresh attempts and the same key (the receiver sees one delivery).
+                if error_type(err) == policies.DATABASE_UNAVAILABLE and workflow.patched(SEND_OUTLASTS_OUTAGE):
+                    await workflow.sleep(policies.DATABASE_WAIT, summary="Wait for the database, then send again")
+                    continue
+                return self._fail("send", err)
+            return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                                result={"delivery": asdict(sent), "sent": True}, attempts=sent.attempt)
+
+    async def _send_once(self, task: TaskInput, draft: Draft) -> SendResult:
+        return await workflow.execute_activity(
+            activity_names.SEND,
+            SendRequest(task_id=task.task_id, task_type=task.type, tenant_id=task.tenant_id,
+                        draft=draft, idempotency_key=f"{task.task_id}:send", run_number=task.run_number),
+            result_type=SendResult,
+            start_to_close_timeout=timedelta(seconds=task.send_timeout_seconds) if task.send_timeout_seconds
+            else policies.SEND_TIMEOUT,
+            retry_policy=policies.send_retry(task.send_retry),
+            heartbeat_timeout=policies.SEND_HEARTBEAT_TIMEOUT,
+            # A send that has begun finishes or fails before a cancel takes
+            # effect, so a cancelled task never leaves an unknown send behind.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=run_texts.send_summary(task, draft.channel),
+        )
 
     # ---- time: the due wait and pauses ------------------------------------
 

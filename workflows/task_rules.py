@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from followthrough.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy, SubtaskSpec, TaskInput
 from followthrough.lifecycle import TaskMode
@@ -48,6 +48,11 @@ def attempt_of(cause: BaseException | None) -> int | None:
         if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
             return detail["attempt"]
     return None
+
+
+def error_type(err: ActivityError) -> str | None:
+    """The type of the ApplicationError an activity failed with, if it failed with one."""
+    return err.cause.type if isinstance(err.cause, ApplicationError) else None
 
 
 def sla_steps(sla: SlaPolicy | None, timeout: timedelta) -> list[tuple[str, timedelta]]:
