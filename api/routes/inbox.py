@@ -18,12 +18,13 @@ asks who they are).
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import func, select
 from temporalio.service import RPCError
 
@@ -62,101 +63,11 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
-_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+_ENV = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
+                   autoescape=select_autoescape(default=True, default_for_string=True))
 _ENV.filters["when"] = _when
 _ENV.filters["format_role"] = lambda role: f"anyone with the role {role}"
-_PAGE = _ENV.from_string("""\
-<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex, nofollow"><title>Inbox{% if actor %} of {{ actor }}{% endif %}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}
-.task{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}
-.task h2{margin:.1rem 0 .4rem;font-size:1.2rem}.meta{color:#555;font-size:.9rem}
-input[type=text],textarea{width:100%;box-sizing:border-box;font:inherit}textarea.body{min-height:10rem}
-textarea.small{min-height:3rem}button{font-size:1rem;padding:.4rem 1.1rem;margin-right:.5rem}
-.flash,.news{background:#e8f5e9;border:1px solid #81c784;padding:.6rem;border-radius:4px}
-.error{background:#fdecea;border:1px solid #e57373;padding:.6rem;border-radius:4px;color:#a00}
-.flag{background:#fff3cd;padding:0 .3rem;border-radius:3px}.whoami{float:right;font-size:.9rem}</style>
-</head>
-<body>
-{% if actor and keyed %}
-<form class="whoami" method="post" action="/ui/logout">Signed in as {{ actor }}
-<button type="submit">Sign out</button></form>
-{% elif actor %}
-<form class="whoami" method="get" action="/ui"><label>Signed in as <input name="as" value="{{ actor }}" size="12"
- maxlength="128"></label>{% if tenant_id %}<input type="hidden" name="tenant_id" value="{{ tenant_id }}">{% endif %}
-<button type="submit">Switch</button></form>
-<h1>Inbox of {{ actor }}</h1>
-{% else %}
-<h1>Inbox</h1>
-{% endif %}
-{% if flash %}<p class="flash" role="status">{{ flash }}</p>{% endif %}
-{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
-{% if not actor and not anonymous %}
-<form method="post" action="/ui/login">
-<p><label for="key">Your API key</label><br>
-<input type="password" id="key" name="key" required maxlength="200" autocomplete="off" autofocus></p>
-<button type="submit">Sign in</button>
-</form>
-{% elif not actor %}
-<form method="get" action="/ui">
-<p><label for="as">Who are you? (your user id)</label><br>
-<input type="text" id="as" name="as" required maxlength="128" autofocus></p>
-<button type="submit">Show my inbox</button>
-</form>
-{% else %}
-<p class="meta" id="count">{{ items|length }} task{{ "" if items|length == 1 else "s" }} awaiting your decision
-{%- if tenant_id %}
- in tenant {{ tenant_id }}{% endif %}{% if truncated %} (the oldest {{ items|length }} shown){% endif %}.</p>
-{% for item in items %}
-<section class="task" id="task-{{ item.task.id }}" data-task-id="{{ item.task.id }}">
-<h2>{{ item.task.title }}</h2>
-<p class="meta">{{ item.task.type }} · mode {{ item.task.mode }} · {{ item.task.stage.replace("_", " ") }}
-{% if item.approval.reason %} · reason: {{ item.approval.reason }}{% endif %}
-{% for flag in item.approval.flags %} <span class="flag">{{ flag }}</span>{% endfor %}<br>
-approvals: {{ item.approved }} of {{ item.approval.required }} taken
-{% if item.approval.approvers or item.approval.approver_roles %} · approvers:
- {{ (item.approval.approvers + item.approval.approver_roles|map("format_role")|list)|join(", ") }}
-{%- else %} · anyone may decide{% endif %}
-· requested {{ item.approval.requested_at|when }}
-{% if item.approval.deadline %} · deadline {{ item.approval.deadline|when }}{% endif %}
-· <a href="{{ item.ui_link }}" target="_blank" rel="noopener noreferrer">open run</a></p>
-{% if item.mine %}
-<p>You have approved this task; it waits for others.</p>
-{% else %}
-<form method="post" action="/ui/tasks/{{ item.task.id }}/decide">
-<input type="hidden" name="as" value="{{ actor }}">
-{% if tenant_id %}<input type="hidden" name="tenant_id" value="{{ tenant_id }}">{% endif %}
-{% if item.manual %}
-<p><label>Result (optional)<br><textarea class="small" name="result" maxlength="4000"></textarea></label></p>
-<p><label>Comment (optional)<br><textarea class="small" name="comment" maxlength="4000"></textarea></label></p>
-<button type="submit" name="action" value="complete">Mark done</button>
-{% else %}
-{% if item.draft is not none %}
-<p><label>Subject<br><input type="text" name="subject" value="{{ item.draft.subject }}" maxlength="1000"></label></p>
-<p><label>Body<br><textarea class="body" name="body" maxlength="100000">
-{{ item.draft.body }}</textarea></label></p>
-{% else %}
-<p class="meta">No draft.</p>
-{% endif %}
-<p><label>Comment (optional)<br><textarea class="small" name="comment" maxlength="4000"></textarea></label></p>
-<p><label>Reason (required to reject)<br><textarea class="small" name="reason" maxlength="4000"></textarea></label></p>
-<button type="submit" name="action" value="approve">Approve</button>
-<button type="submit" name="action" value="reject">Reject</button>
-{% endif %}
-</form>
-{% endif %}
-</section>
-{% else %}
-<p>Nothing awaits your decision.</p>
-{% endfor %}
-<p class="news" id="news" hidden>New tasks await your decision: <a href="">show them</a>.</p>
-<script src="/ui/live.js" defer data-tenant-id="{{ tenant_id or '' }}"></script>
-{% endif %}
-</body>
-</html>
-""")
+_PAGE = _ENV.get_template("inbox.html")
 
 
 @dataclass
