@@ -13,6 +13,7 @@ single ``INSERT … ON CONFLICT DO NOTHING`` on a primary key:
 import asyncio
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +27,11 @@ from followthrough.tables import IdempotencyRecord, TaskDedupe
 DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
 # A request still unanswered after this long is taken to have died with its process.
 ABANDONED_AFTER = timedelta(seconds=60)
+# The same for a request with an Idempotency-Key: sooner, since taking over its key is safe even while the
+# first is alive; both create the one task whose id the key determines (task_id_for_key).
+KEY_ABANDONED_AFTER = timedelta(seconds=15)
+# Task ids derived from Idempotency-Keys live in their own UUID namespace.
+_KEYED_TASKS = uuid.UUID("5d0c6c3e-6f1b-4b8e-9a57-3f0e2f8b1c44")
 KEYS: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 
@@ -81,6 +87,12 @@ class KeyInFlight(Exception):
     """The first request with this key has not finished."""
 
 
+def task_id_for_key(tenant_id: str, key: str) -> str:
+    """The id of the task a request with this Idempotency-Key creates: a repeat that takes over the key of a
+    request that died after starting the task's workflow finds that task instead of starting a second."""
+    return str(uuid.uuid5(_KEYED_TASKS, f"{tenant_id}\n{key}"))
+
+
 def request_hash(body: Any) -> str:
     return _digest(body)
 
@@ -97,7 +109,7 @@ async def begin(engine: AsyncEngine, tenant_id: str, key: str, digest: str, wind
         match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
         # Taken over when expired, or when its first request died without an answer.
         takeover = (KEYS.c.created_at < now - window) | (
-            KEYS.c.status_code.is_(None) & (KEYS.c.created_at < now - ABANDONED_AFTER))
+            KEYS.c.status_code.is_(None) & (KEYS.c.created_at < now - KEY_ABANDONED_AFTER))
         taken = await conn.execute(update(KEYS).where(match, takeover)
                                    .values(request_hash=digest, status_code=None, response=None, created_at=now))
         if taken.rowcount == 1:

@@ -326,6 +326,30 @@ async def test_an_idempotency_key_left_unanswered_by_a_dead_request_is_taken_ove
     assert again.json()["id"] == response.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
 
 
+async def test_a_key_whose_request_died_after_starting_its_task_answers_with_that_task(stack: Stack):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import func, select, update
+
+    from followthrough.tables import IdempotencyRecord, Task
+
+    body = task_body(tenant_id=stack.tenant, mode="suggest")
+    first = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "died-late"})
+    assert first.status_code == 201, first.text
+    records = IdempotencyRecord.__table__
+    async with stack.engine.begin() as conn:  # the process died after starting the workflow, before answering
+        await conn.execute(update(records).where(records.c.tenant_id == stack.tenant, records.c.key == "died-late")
+                           .values(status_code=None, response=None,
+                                   created_at=datetime.now(timezone.utc) - timedelta(seconds=20)))
+    again = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "died-late"})
+    assert again.status_code == 201, again.text
+    assert (again.json()["id"], again.json()["workflow_id"]) == (first.json()["id"], first.json()["workflow_id"])
+    async with stack.engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(Task.__table__)
+                                    .where(Task.__table__.c.tenant_id == stack.tenant))).scalar_one()
+    assert count == 1
+
+
 async def test_a_subject_claimed_by_a_request_that_died_before_starting_its_task_is_taken_over(stack: Stack):
     from datetime import datetime, timedelta, timezone
 
