@@ -120,6 +120,8 @@ async def bench_engine(address: str, n: int, concurrency: int, database_url: str
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir), "FOLLOWTHROUGH_API_PORT": str(api_port),
         "FOLLOWTHROUGH_TASK_QUEUE": f"bench-engine-{uuid.uuid4().hex[:8]}",
         "FOLLOWTHROUGH_WORKFLOW_SANDBOX": str(sandbox).lower(),
+        # As `followthrough dev` runs: payloads encrypted with a key in the data folder, calls without keys.
+        "FOLLOWTHROUGH_CODEC": "local-key", "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true",
     }
     cli = [sys.executable, "-m", "followthrough.cli"]
     subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT)
