@@ -8,21 +8,14 @@ A dev server of its own with the Web UI on a free port and the attributes regist
 
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import async_playwright, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
-from followthrough import search_attributes
-from followthrough.binaries import find_binary
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.conftest import TEST_CONVERTER
-from tests.helpers import free_port, task_body, until_status
-from tests.test_web_ui_signal import stack_with_ui
+from tests.helpers import task_body, until_status
+from tests.test_web_ui_signal import env_with_ui, ports, stack_with_ui  # noqa: F401 - fixtures
 
 
 def screenshots(tmp_path: Path) -> Path:
@@ -32,20 +25,6 @@ def screenshots(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def ports() -> Iterator[tuple[int, int]]:
-    yield free_port(), free_port()
-
-
-@pytest_asyncio.fixture
-async def env_with_ui(ports: tuple[int, int]) -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
-    ui_port, api_port = ports
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_binary("temporal"), ui=True, ui_port=ui_port, data_converter=TEST_CONVERTER,
-        search_attributes=search_attributes.ALL,
-        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{api_port}/codec"])
-    yield env, ui_port
-    await env.shutdown()
 
 
 async def test_the_web_ui_finds_tasks_awaiting_approval(env_with_ui, ports, sqlite_engine: AsyncEngine,
