@@ -15,10 +15,13 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
+from temporalio import activity
 from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import search_attributes
+import worker as worker_module
+from followthrough import activity_names, policies, search_attributes
 from followthrough.binaries import find_binary
 from followthrough.contracts import (
     ApprovalDecision,
@@ -28,6 +31,8 @@ from followthrough.contracts import (
     DefinitionRunInput,
     PauseRequest,
     RescheduleRequest,
+    SendRequest,
+    SendResult,
     SlaPolicy,
     TaskOutcome,
 )
@@ -46,6 +51,23 @@ FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
 async def _awaiting(handle: WorkflowHandle) -> None:
     await eventually(lambda: handle.query("state", result_type=DecisionAck),
                      lambda s: s.status == "awaiting_approval")
+
+
+def _database_away_at_first_send(activities: list) -> list:
+    """The activities, with each task's first send meeting a database outage, failed as
+    activities/delivery.py fails it once its attempts are spent."""
+    send = next(fn for fn in activities if activity._Definition.must_from_callable(fn).name == activity_names.SEND)
+    failed: set[str] = set()
+
+    @activity.defn(name=activity_names.SEND)
+    async def send_after_outage(request: SendRequest) -> SendResult:
+        if request.task_id not in failed:
+            failed.add(request.task_id)
+            raise ApplicationError("the database is unavailable: connection refused",
+                                   type=policies.DATABASE_UNAVAILABLE, non_retryable=True)
+        return await send(request)
+
+    return [send_after_outage if fn is send else fn for fn in activities]
 
 
 async def main() -> None:
@@ -162,6 +184,14 @@ async def main() -> None:
         FOLDER.mkdir(parents=True, exist_ok=True)
         (FOLDER / "definition_run_skipped.json").write_text((await definition_run.fetch_history()).to_json())
         print("saved definition_run_skipped")
+
+    # A send that failed only because the database was away: a wait, then the send again.
+    build_activities = worker_module.build_activities
+    worker_module.build_activities = lambda *args, **kwargs: _database_away_at_first_send(
+        build_activities(*args, **kwargs))
+    async with build_worker(env.client, settings, engine):
+        await run("send_waited_out_database_outage", task_input("autonomous"))
+    worker_module.build_activities = build_activities
 
     # Drafting and planning through a language model (the test suite's OpenAI-compatible server).
     os.environ["FOLLOWTHROUGH_SECRET_HISTORY_LLM"] = "sk-history"

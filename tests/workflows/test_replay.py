@@ -25,7 +25,7 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_histories_are_present():
-    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22  # v1 … v6
+    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22 + 23  # v1 … v7
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
