@@ -14,7 +14,7 @@ event's seq and its id). A client that reconnects with ``Last-Event-ID`` gets th
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -188,14 +188,21 @@ class StreamSlots:
                            headers={"Retry-After": "5"})
 
 
-async def events(request: Request, reader: EventReader, settings: Settings, slots: StreamSlots) -> AsyncIterator[str]:
-    """The stream's body; a one-task stream ends with an ``end`` message once the task is terminal."""
+async def events(request: Request, reader: EventReader, settings: Settings, slots: StreamSlots,
+                 key_live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
+    """The stream's body; a one-task stream ends with an ``end`` message once the task is terminal. A stream
+    opened with a key asks ``key_live`` every ``stream_key_check_seconds`` and ends once the key is revoked."""
     loop = asyncio.get_running_loop()
     slots.open += 1
     try:
         yield f"retry: {_RECONNECT_MS}\n\n"
-        quiet_since = loop.time()
+        quiet_since = key_checked = loop.time()
         while not await request.is_disconnected():
+            if key_live is not None and loop.time() - key_checked >= settings.stream_key_check_seconds:
+                key_checked = loop.time()
+                if not await _still_live(key_live):
+                    yield frame("end", {"reason": "the API key has been revoked"}, None)
+                    return
             try:
                 # The task's status first: its terminal event commits with it, so the read after sees that event.
                 status = await reader.task_status() if reader.scope.task_id is not None else None
@@ -218,3 +225,10 @@ async def events(request: Request, reader: EventReader, settings: Settings, slot
                 await asyncio.sleep(settings.stream_poll_seconds)
     finally:
         slots.open -= 1
+
+
+async def _still_live(key_live: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await key_live()
+    except (DBAPIError, SQLAlchemyError, OSError):
+        return True  # the database is away: the stream's reads wait for it too; check again later

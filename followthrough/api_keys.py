@@ -68,5 +68,12 @@ async def principal_for(conn: AsyncConnection, token: str) -> Principal | None:
     return Principal(tenant_id=row.tenant_id, actor_id=row.actor_id, roles=frozenset(row.roles), key_id=row.id)
 
 
+async def is_live(engine: AsyncEngine, key_id: str) -> bool:
+    """Whether the key still exists unrevoked (an open stream asks this now and then)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(KEYS.c.revoked_at).where(KEYS.c.id == key_id))).first()
+    return row is not None and row.revoked_at is None
+
+
 def _public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "secret_hash"}

@@ -149,6 +149,8 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(0.5, gt=0, le=60, validation_alias=_env("STREAM_POLL_SECONDS"))
     stream_overlap_seconds: float = Field(2.0, ge=0, le=300, validation_alias=_env("STREAM_OVERLAP_SECONDS"))
     stream_keepalive_seconds: float = Field(15.0, gt=0, le=300, validation_alias=_env("STREAM_KEEPALIVE_SECONDS"))
+    # How often an open stream checks that its key has not been revoked meanwhile.
+    stream_key_check_seconds: float = Field(10.0, gt=0, le=300, validation_alias=_env("STREAM_KEY_CHECK_SECONDS"))
     stream_max_connections: int = Field(100, ge=0, validation_alias=_env("STREAM_MAX_CONNECTIONS"))
 
     # The sandbox re-imports workflow code for every run and checks it for

@@ -13,7 +13,8 @@ from api.deps import SettingsDep
 from api.errors import NOT_FOUND, not_found
 from api.tenancy import listing_tenant
 from followthrough.lifecycle import TaskStatus
-from followthrough.principals import Role
+from followthrough import api_keys
+from followthrough.principals import Principal, Role
 from followthrough.settings import Settings
 
 router = APIRouter(tags=["streams"], dependencies=[require(Role.VIEWER)])
@@ -31,13 +32,16 @@ def _reader(request: Request, settings: Settings, scope: streams.Scope) -> strea
     return streams.EventReader(request.app.state.engine, scope, timedelta(seconds=settings.stream_overlap_seconds))
 
 
-def _response(request: Request, reader: streams.EventReader, settings: Settings) -> StreamingResponse:
-    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams),
+def _response(request: Request, reader: streams.EventReader, settings: Settings,
+              principal: Principal) -> StreamingResponse:
+    key_id, engine = principal.key_id, request.app.state.engine
+    key_live = (lambda: api_keys.is_live(engine, key_id)) if key_id else None
+    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams, key_live),
                              media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
 
 
 @router.get("/tasks/{task_id}/stream", response_class=StreamingResponse, responses=_STREAM | NOT_FOUND)
-async def task_stream(task_id: str, request: Request, settings: SettingsDep,
+async def task_stream(task_id: str, request: Request, settings: SettingsDep, principal: PrincipalDep,
                       last_event_id: LastEventId = None) -> StreamingResponse:
     """The task's events as they are mirrored: first all of them so far (or those after `Last-Event-ID`),
     then each new one; after the task reaches a terminal status, an `end` message and the stream closes."""
@@ -46,7 +50,7 @@ async def task_stream(task_id: str, request: Request, settings: SettingsDep,
         raise not_found("task", task_id)
     if last_event_id:
         reader.resume(last_event_id)
-    return _response(request, reader, settings)
+    return _response(request, reader, settings, principal)
 
 
 @router.get("/events/stream", response_class=StreamingResponse, responses=_STREAM)
@@ -66,4 +70,4 @@ async def event_stream(
         reader.resume(last_event_id)
     else:
         await reader.start_at_now()
-    return _response(request, reader, settings)
+    return _response(request, reader, settings, principal)

@@ -207,3 +207,19 @@ async def test_a_key_streams_its_own_tenant_only_and_streams_are_capped(keyed: A
                     http.stream("GET", "/events/stream", headers=globex) as two:
                 return one.status_code == two.status_code == 200
     await eventually(open_two, bool)
+
+
+async def test_an_open_stream_ends_once_its_key_is_revoked(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                           tmp_path: Path):
+    async with served_api(dev_env, engine, tmp_path, stream_poll_seconds=0.1, anonymous_access=False,
+                          stream_key_check_seconds=0.2) as (url, _settings), httpx.AsyncClient() as http:
+        api = Api(url, http, engine)
+        row, key = await api_keys.create(engine, tenant_id=f"acme-{id(api)}", actor_id="ann", name="ann",
+                                         roles=["viewer"])
+        async with api.stream("/events/stream", headers={"Authorization": f"Bearer {key}"}) as stream:
+            await asyncio.sleep(0.5)  # a few key checks pass while the key is live
+            assert stream.response.is_closed is False
+            assert await api_keys.revoke(engine, row["id"])
+            end = await stream.next(timeout=10)
+            assert end is not None and end.event == "end" and "revoked" in end.data["reason"]
+            assert await stream.next(timeout=10) is None  # and the server closed it
