@@ -103,6 +103,20 @@ def check_depth(subtasks: list[SubtaskIn], depth: int = 0) -> None:
         raise ValueError(f"subtasks nest at most {MAX_DEPTH} levels deep")
 
 
+def outbound_urls(subtasks: list[SubtaskIn]) -> dict[str, str]:
+    """The URLs these subtasks (and those they list in turn) will call, by their place in the parent's payload,
+    so that the API refuses a forbidden one when the parent is created, not only when the subtask connects."""
+    from followthrough.tasktypes import get_type
+
+    urls = {}
+    for position, item in enumerate(subtasks):
+        task_type = get_type(item.type)
+        payload = task_type.payload_model.model_validate(item.payload)
+        for name, url in task_type.outbound_urls(payload).items():
+            urls[f"subtasks.{position}.payload.{name}"] = url
+    return urls
+
+
 def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_seconds: int) -> SubtaskSpec:
     """A checked subtask with its type's defaults filled in."""
     from followthrough.tasktypes import get_type

@@ -103,6 +103,17 @@ async def test_reminder_and_report_webhook_targets_are_checked_at_the_api_too(gu
         assert error["loc"] == loc and "169.254.169.254 is a cloud metadata address" in error["msg"], error
 
 
+async def test_targets_inside_listed_subtasks_are_checked_at_the_api_too(guarded: Stack):
+    hook = {"type": "webhook", "payload": {"url": "http://10.1.2.3/hook", "secret": "hooks", "event": "x.y"}}
+    inner = {"type": "group", "payload": {"subtasks": [{"type": "email", "payload": {
+        "to": ["ada@acme.example"], "subject": "Hi", "body": "Hi"}}, hook]}}
+    response = await guarded.http.post("/tasks", json=task_body(type="group", payload={"subtasks": [inner]}))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "payload", "subtasks", "0", "payload", "subtasks", "1", "payload", "url"], error
+    assert "10.1.2.3 is a private address" in error["msg"], error
+
+
 async def test_a_name_resolving_to_loopback_passes_the_api_and_is_refused_when_connecting(guarded: Stack,
                                                                                           receiver: Receiver):
     task_id = await create(guarded, "http_request", {"url": local(receiver, "/notes")}, mode="autonomous")
