@@ -24,6 +24,8 @@ class CrmRequest:
 @dataclass
 class Crm:
     token: str
+    port: int = 0  # 0: any free port
+    echo: bool = False  # print each request as it comes
     requests: list[CrmRequest] = field(default_factory=list)
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     opportunities: list[dict[str, Any]] = field(default_factory=list)
@@ -33,7 +35,7 @@ class Crm:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
 
@@ -52,6 +54,8 @@ class Crm:
     def handle(self, request: CrmRequest) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests.append(request)
+            if self.echo:
+                print(request.method, request.raw_path, json.dumps(request.body), flush=True)
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 return 401, {"error": "invalid or missing bearer token"}
             if self.script:
@@ -118,3 +122,18 @@ def _handler(crm: Crm) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+if __name__ == "__main__":  # the README's connector example: python -m tests.crm_server --port 8124 --token …
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A small CRM that keeps what it receives, for trying connectors.")
+    parser.add_argument("--port", type=int, default=8124)
+    parser.add_argument("--token", required=True, help="the bearer token it accepts")
+    args = parser.parse_args()
+    crm = Crm(token=args.token, port=args.port, echo=True)
+    print(f"CRM at {crm.url}; Ctrl-C stops it", flush=True)
+    try:
+        crm._server.serve_forever()
+    except KeyboardInterrupt:
+        print(json.dumps({"contacts": crm.contacts, "opportunities": crm.opportunities}, indent=2))
