@@ -130,3 +130,7 @@ def test_the_command_lists_connectors_or_names_the_bad_file(tmp_path, monkeypatc
     write(tmp_path, GOOD.replace("method: post", "method: FETCH"), "notes.yaml")
     assert cli.main(["connectors"]) == 1
     assert "notes.yaml: actions.add_note.method" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    assert cli.main(["connectors", "--dir", str(other)]) == 0  # --dir instead of the setting
+    assert "notes.add_note" not in capsys.readouterr().out
