@@ -126,3 +126,17 @@ async def test_fetch_through_the_guard_refuses_loopback_unless_allowed(site):
             await fetch_page(client, site.url.replace("127.0.0.1", "localhost"))
     assert raised.value.refused and not raised.value.retryable
     assert "a loopback address" in str(raised.value) and site.requests == []
+
+
+def test_a_tenants_allowed_hosts_apply_to_the_page_url_only():
+    from followthrough.contracts import Draft
+    from followthrough.guardrails import GuardrailFacts
+    from followthrough.tasktypes.extract import PageHost
+
+    params, facts = {"allowed_hosts": ["shop.example.com"]}, GuardrailFacts()
+    check = PageHost().check
+    assert check(None, Draft(channel="extract", subject="", body="", data={"url": "https://shop.example.com/a"}),
+                 params, facts) is None
+    assert check(None, Draft(channel="extract", subject="", body="", data={"url": "https://evil.example.net/"}),
+                 params, facts) == "target host 'evil.example.net' is not in the allowed hosts"
+    assert check(None, Draft(channel="extract", subject="", body="", data={"html": "<p>"}), params, facts) is None

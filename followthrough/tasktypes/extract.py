@@ -7,12 +7,14 @@ is created (a 422), the page and the data when it runs (followthrough/extraction
 """
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from followthrough import extraction
 from followthrough.contracts import Draft, RetrySpec
+from followthrough.guardrails import GuardrailFacts
 from followthrough.extraction import FieldSpec
 from followthrough.guardrails import TargetHosts
 from followthrough.lifecycle import TaskMode
@@ -68,6 +70,14 @@ class ExtractPayload(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class PageHost(TargetHosts):
+    """TargetHosts for the page's URL; HTML given in the payload is fetched from nowhere."""
+
+    def check(self, payload: BaseModel, draft: Draft, params: dict[str, Any], facts: GuardrailFacts) -> str | None:
+        return super().check(payload, draft, params, facts) if draft.data.get("url") else None
+
+
 async def draft(payload: ExtractPayload, _ctx: DraftContext) -> Draft:
     source = payload.url or f"the given HTML ({len(payload.html or '')} characters)"
     lines = [f"Extract {', '.join(payload.fields)} from {source}", ""]
@@ -87,7 +97,7 @@ TASK_TYPE = TaskType(
     payload_model=ExtractPayload,
     channel="extract",
     draft=draft,
-    guardrails=(TargetHosts(),),
+    guardrails=(PageHost(),),
     outbound_urls=lambda payload: {"url": payload.url} if payload.url else {},
     guardrail_defaults=lambda _settings: {"allowed_hosts": None},
     # Reading a page changes nothing anywhere.
