@@ -13,6 +13,7 @@ Errors are ``ExtractionError`` (the page or the data is wrong: retrying cannot h
 (``retryable`` says whether a later attempt may succeed; ``refused`` that the SSRF guard refused the target).
 """
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from bs4 import BeautifulSoup, Tag
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from referencing.exceptions import Unresolvable
 
 from followthrough.outbound import OutboundRefused
 
@@ -95,12 +97,25 @@ class _Fields(BaseModel):
 
 
 def check_schema(schema: dict[str, Any]) -> None:
-    """Raise ValueError when ``schema`` is not a valid JSON Schema (draft 2020-12)."""
+    """Raise ValueError when ``schema`` is not a valid JSON Schema (draft 2020-12) or refers outside itself."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as err:
         where = "/".join(map(str, err.absolute_path))
         raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {err.message}") from None
+    # A schema is checked where it runs, fetching nothing: only references inside it (#/$defs/...).
+    outside = sorted({ref for ref in _refs(schema) if not ref.startswith("#")})
+    if outside:
+        raise ValueError(f"only local $ref (#/...) are supported, not {', '.join(map(repr, outside))}")
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [v for k, v in node.items() if k in ("$ref", "$dynamicRef") and isinstance(v, str)]
+        return own + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
 
 
 # ---- the pure part --------------------------------------------------------------
@@ -162,7 +177,11 @@ def coerce(text: str, kind: str, field: str) -> Any:
 
 def check_against(data: dict[str, Any], schema: dict[str, Any]) -> None:
     """Raise ExtractionError listing every way ``data`` violates ``schema``, each naming its field."""
-    errors = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    try:
+        errors = sorted(Draft202012Validator(schema).iter_errors(data),
+                        key=lambda e: list(map(str, e.absolute_path)))
+    except Unresolvable as err:  # a local $ref to nothing (#/$defs/missing)
+        raise ExtractionError(f"the schema cannot be used: {err}") from err
     if not errors:
         return
     problems = []
@@ -252,7 +271,8 @@ async def extract(client: httpx.AsyncClient | None, fields: dict[str, FieldSpec]
         page = await fetch_page(client, url, timeout=timeout, max_bytes=max_bytes)
         html = page.html
     assert html is not None
-    data = extract_fields(html, fields)
+    # Parsing a large page takes a while: off the event loop, so the caller's heartbeats keep going.
+    data = await asyncio.to_thread(extract_fields, html, fields)
     if schema is not None:
         check_against(data, schema)
     return data, page

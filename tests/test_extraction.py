@@ -140,3 +140,11 @@ def test_a_tenants_allowed_hosts_apply_to_the_page_url_only():
     assert check(None, Draft(channel="extract", subject="", body="", data={"url": "https://evil.example.net/"}),
                  params, facts) == "target host 'evil.example.net' is not in the allowed hosts"
     assert check(None, Draft(channel="extract", subject="", body="", data={"html": "<p>"}), params, facts) is None
+
+
+def test_a_schema_refers_only_inside_itself():
+    check_schema({"$defs": {"price": {"type": "number"}}, "properties": {"price": {"$ref": "#/$defs/price"}}})
+    with pytest.raises(ValueError, match="only local \\$ref .* not 'https://schemas.example.com/p.json'"):
+        check_schema({"properties": {"price": {"$ref": "https://schemas.example.com/p.json"}}})
+    with pytest.raises(ExtractionError, match="the schema cannot be used"):
+        check_against({"price": 1}, {"properties": {"price": {"$ref": "#/$defs/missing"}}})
