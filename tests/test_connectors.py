@@ -85,6 +85,13 @@ def test_a_bad_file_is_refused_naming_the_file_and_the_part(tmp_path, change, me
     assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value), str(raised.value)
 
 
+def test_header_auth_is_a_secret_in_a_named_header(tmp_path):
+    spec = load_file(write(tmp_path, GOOD.replace("{type: basic, secret: notes_password, username: bot}",
+                                                  "{type: header, secret: notes_key, header: X-Notes-Key}")))
+    assert spec.auth.model_dump(exclude_none=True) == {"type": "api_key", "secret": "notes_key",
+                                                       "header": "X-Notes-Key"}
+
+
 def test_files_that_are_not_connectors_are_refused(tmp_path):
     with pytest.raises(ConnectorError, match="not valid YAML"):
         load_file(write(tmp_path, "name: [unclosed"))
