@@ -11,7 +11,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import build_activities
-from followthrough import metrics
+from followthrough import connectors, metrics
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
@@ -26,6 +26,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
                  http: httpx.AsyncClient | None = None, outbound: httpx.AsyncClient | None = None) -> Worker:
     """The worker. ``http`` is shared by the calls to configured endpoints (the LLM), ``outbound`` by the
     requests tasks and subscriptions aim (guarded against internal addresses): one pool each per process."""
+    connectors.install(settings)  # the connectors' actions, as these settings see them, are task types too
     http = http or httpx.AsyncClient(follow_redirects=False)
     outbound = outbound or guarded_client(settings.outbound_allow)
     return Worker(

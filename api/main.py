@@ -15,6 +15,7 @@ from api.streams import StreamSlots
 from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
+from followthrough import connectors
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -25,6 +26,8 @@ log = logging.getLogger("followthrough.api")
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
     """Build the app; tests pass their own Temporal client, production connects in the lifespan."""
     settings = settings or get_settings()
+    # Task creation validates connector actions' payloads against these settings' connectors.
+    connectors.install(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

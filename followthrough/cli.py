@@ -85,6 +85,25 @@ def _run_dev() -> int:
     return run_dev(get_settings())
 
 
+def _connectors(args: argparse.Namespace) -> int:
+    """Check the connector files (shipped, and FOLLOWTHROUGH_CONNECTORS_DIR or --dir) and list their actions."""
+    from followthrough.connectors import ConnectorError, describe, load
+
+    settings = get_settings()
+    try:
+        specs = load(args.dir or settings.connectors_dir, settings.connector_base_urls)
+    except ConnectorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(describe(specs))
+    return 0
+
+
+def _connectors_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, help="a folder of connector files to check instead of "
+                                                 "FOLLOWTHROUGH_CONNECTORS_DIR")
+
+
 def _run_migrate() -> int:
     from followthrough.database import create_engine
     from followthrough.migrate import upgrade
@@ -236,6 +255,8 @@ COMMANDS = {
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "api": (_run_api, "run the HTTP API against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "migrate": (_run_migrate, "bring the mirror database to the newest schema"),
+    "connectors": (_connectors, "check the connector files and list each connector's actions (task types)",
+                   _connectors_arguments),
     "reconcile": (_reconcile, "compare the mirror with Temporal, report drift, and with --repair rewrite it",
                   _reconcile_arguments),
     # approve, reject and show: the same as `tasks approve`, `tasks reject` and `tasks show`

@@ -25,6 +25,10 @@ LLM_NOT_CONFIGURED = "LlmNotConfigured"
 INVALID_PLAN = "InvalidPlan"
 NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_REFUSED, OUTBOUND_REFUSED, LLM_REFUSED,
                  LLM_NOT_CONFIGURED, INVALID_PLAN]
+# An extract task's page lacks a required field, a value has the wrong type, or the object fails its schema.
+# Raised non-retryable by the send activity itself (as every PermanentDeliveryError is), so the policies'
+# lists above, which workflows already carry, stay as they were.
+EXTRACTION_FAILED = "ExtractionFailed"
 # Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)
 # and LlmAnswerInvalid (an answer that is not the JSON asked for: the next sample may be).
 

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
 
     secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
 
+    # Connectors (followthrough/connectors/): a folder of connector files loaded beside the shipped ones, and
+    # base URLs per connector for this deployment, e.g. {"crm": "https://crm.internal/api/v1"}.
+    connectors_dir: Path | None = Field(None, validation_alias=_env("CONNECTORS_DIR"))
+    connector_base_urls: dict[str, str] = Field(default_factory=dict, validation_alias=_env("CONNECTOR_BASE_URLS"))
+
     # Encrypted payloads (followthrough/codec.py). Keys are named secrets holding 32 bytes in base64, as a JSON
     # list of secret names or {"id": ..., "secret": ...}; the first encrypts, all decrypt. `on` refuses to start
     # without keys; `local-key` (what `followthrough dev` uses) falls back to <data_dir>/codec.key; `off` stores

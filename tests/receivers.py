@@ -63,7 +63,8 @@ class Receiver:
                 data = (answer(received) if callable(answer) else answer).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    if not any(name.lower() == "content-type" for name in extra):
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("X-Request-Id", f"req-{len(receiver.requests)}")
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in extra.items():

@@ -244,7 +244,11 @@ class TaskWorkflow(TaskSubtasks):
                     await workflow.sleep(policies.DATABASE_WAIT, summary="Wait for the database, then send again")
                     continue
                 return self._fail("send", err)
+            # What a transport puts in `event_data` (an extraction's object) goes on the completed event too: event
+            # data, not a command, so older histories replay unchanged.
+            event_data = sent.detail.get("event_data")
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
+                                data=dict(event_data) if isinstance(event_data, dict) else None,
                                 result={"delivery": asdict(sent), "sent": True}, attempts=sent.attempt)
 
     async def _send_once(self, task: TaskInput, draft: Draft) -> SendResult:

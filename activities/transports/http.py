@@ -188,7 +188,8 @@ class HttpTransport:
 
         async def attempt(claimed: Claim) -> dict[str, Any]:
             auth_headers, secrets = _auth(data.get("auth") or {}, ctx)
-            ours = auth_headers | {"Idempotency-Key": ctx.idempotency_key}
+            # A connector may name the header its API reads the key from.
+            ours = auth_headers | {str(data.get("idempotency_header") or "Idempotency-Key"): ctx.idempotency_key}
             # Ours win over a same-named header in the request, whatever its case.
             taken = {name.lower() for name in ours}
             headers = {k: str(v) for k, v in (data.get("headers") or {}).items() if k.lower() not in taken} | ours

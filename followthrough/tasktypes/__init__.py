@@ -2,6 +2,8 @@
 
 Every module in this package that defines ``TASK_TYPE`` is a task type: adding
 a type means adding such a module (see invoice_follow_up.py for the shape).
+Each action of a connector is one too: the API and the worker add them at start
+(followthrough/connectors/, ``install``).
 """
 
 import importlib
