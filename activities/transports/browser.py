@@ -29,13 +29,14 @@ class BrowserTransport:
             raise PermanentDeliveryError(f"the browser steps are invalid: {err}") from err
         first = str(draft.data.get("url") or payload.steps[0].url)  # type: ignore[union-attr]
 
-        async def attempt(_claimed: Claim) -> dict[str, Any]:
+        async def attempt(claimed: Claim) -> dict[str, Any]:
             guard = RequestGuard(OutboundPolicy.from_entries(ctx.settings.outbound_allow))
             run = RunContext(engine=ctx.engine, secrets=ctx.secrets, task_id=ctx.task_id, tenant_id=ctx.tenant_id,
                              chromium=ctx.settings.chromium_path)
             # The run's own timeout ends it a little before the activity's, so its failure is the one reported.
             timeout = min(payload.timeout_seconds, max(1.0, ctx.timeout_seconds - 5))
-            return await run_steps(payload, run, guard, timeout) | {"duplicate": False}
+            return {"delivery_id": claimed.delivery_id} | await run_steps(payload, run, guard, timeout) \
+                | {"duplicate": False}
 
         return await deliver_once(ctx, self.channel, f"browser {first}", attempt)
 

@@ -82,7 +82,9 @@ async def test_a_form_filled_submitted_and_read_with_artifacts_served(api: httpx
     task = await ended(api, task_id)
     assert task["status"] == "completed", task
     assert site.posted == [{"name": ["Ann"], "email": ["ann@example.com"]}]
-    detail = task["result"]["delivery"]["detail"]
+    delivery = task["result"]["delivery"]
+    assert delivery["channel"] == "browser" and delivery["delivery_id"] and delivery["attempt"] == 1
+    detail = delivery["detail"]
     assert detail["extracted"] == {"thanks": "Thanks, Ann", "price": "42.50", "skus": ["A-1", "B-2", "C-3"]}
     assert detail["title"] == "Catalogue" and detail["refused_requests"] == []
     assert "ann@example.com" not in str(task)  # the secret's value is nowhere in the task
