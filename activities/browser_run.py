@@ -38,6 +38,8 @@ MAX_SCREENSHOTS_BYTES = 20 * 1024 * 1024
 MAX_DATA_BYTES = 64 * 1024
 MAX_TOTAL_DATA_BYTES = 256 * 1024
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# Playwright's words for a page or browser that is gone.
+_LOST_SIGNS = ("has been closed", "Target crashed", "Page crashed")
 # The attribute (or, without one, the visible text) of the matching elements.
 _READ_ONE = "(e, attr) => attr ? e.getAttribute(attr) : e.innerText.trim()"
 _READ_ALL = "(els, [attr, max]) => els.slice(0, max).map(e => attr ? e.getAttribute(attr) : e.innerText.trim())"
@@ -101,7 +103,7 @@ class _Run:
             # Playwright's first line, without the API call it names ("Page.goto: ").
             first = err.message.splitlines()[0] if err.message else type(err).__name__
             message = self.redact(re.sub(r"^\w+\.\w+: ", "", first))
-            if self.lost() or "has been closed" in message or "crash" in message.lower():
+            if self.lost() or any(sign in message for sign in _LOST_SIGNS):
                 raise BrowserFailure(f"{where}: the browser crashed or closed: {message}") from err
             if step.action == "navigate" and "net::ERR_" in message:
                 # The guard or its proxy refused the page or a redirect's next hop (a refused document loads
@@ -119,11 +121,13 @@ class _Run:
     async def _navigate(self, _index: int, step: Any) -> None:
         if (reason := await self.guard.refusal(step.url)) is not None:
             raise StepRefused(f"{step.url} {reason}")
+        refused_before = len(self.guard.refused)
         response = await self.page.goto(step.url, wait_until=step.wait_until, timeout=step.timeout_ms)
         if response is None:  # the same document (a fragment): nothing was fetched
             return
         self.status = response.status
-        if response.status == 403 and REFUSED_HEADER.lower() in await response.all_headers():
+        if response.status == 403 and len(self.guard.refused) > refused_before \
+                and REFUSED_HEADER.lower() in await response.all_headers():
             raise StepRefused(self._last_refusal())  # the proxy refused a redirect's next hop
         if response.status >= 400:
             message = f"{response.url} answered {response.status} {response.status_text}".rstrip()

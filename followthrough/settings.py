@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     outbound_allow: list[str] = Field(default_factory=list, validation_alias=_env("OUTBOUND_ALLOW"))
     # The Chromium that browser tasks run in (Debian's package; nothing is downloaded at run time).
     chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("CHROMIUM_PATH"))
+    # Browser tasks running at once per worker process (each is a Chromium); the others wait their turn.
+    browser_max_concurrent: int = Field(4, ge=1, le=100, validation_alias=_env("BROWSER_MAX_CONCURRENT"))
 
     secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
 

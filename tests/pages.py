@@ -1,6 +1,7 @@
 """Real web pages on a loopback address for browser tasks to drive: a form that posts back, a page whose
 content appears late, a catalogue to extract from, a page that makes the browser fetch another address,
-redirects and a missing page. Every request is recorded."""
+redirects, a page that shows whether two browsers load it at once, and a missing page. Every request is
+recorded."""
 
 import html
 import threading
@@ -47,6 +48,10 @@ class Pages:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.paths: list[str] = []
         self.posted: list[dict[str, list[str]]] = []
+        # /hold: each request waits (up to a few seconds) for a second one to be in flight at the same time.
+        self.holding: list[str] = []
+        self._held = threading.Condition()
+        self._in_flight = 0
         self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
@@ -83,6 +88,9 @@ class Pages:
                         self._send(200, CATALOGUE)
                     case "/probe":
                         self._send(200, probe(query["target"][0]))
+                    case "/hold":
+                        pages._hold()
+                        self._send(200, "<title>Held</title><p>ok</p>")
                     case "/redirect":
                         self._send(302, "", {"Location": query["to"][0]})
                     case _ if parts.path.startswith("/items/") or parts.path == "/secret":
@@ -103,6 +111,15 @@ class Pages:
                 pass
 
         return Handler
+
+    def _hold(self) -> None:
+        with self._held:
+            self.holding.append("start")
+            self._in_flight += 1
+            self._held.notify_all()
+            self._held.wait_for(lambda: self._in_flight >= 2, timeout=3)
+            self._in_flight -= 1
+            self.holding.append("end")
 
     def __enter__(self) -> "Pages":
         self._thread.start()

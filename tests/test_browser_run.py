@@ -2,20 +2,26 @@
 what each step does, how failures are named and classified, the SSRF guard on every request the page
 makes, and artifacts overwritten (not duplicated) by a second attempt. On every configured database."""
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.browser_guard import RequestGuard
 from activities.browser_run import BrowserFailure, RunContext, StepFailed, StepRefused, run_steps
+from activities.transports.base import DeliveryContext
+from activities.transports.browser import TRANSPORT
+from followthrough.contracts import Draft
 from followthrough.outbound import OutboundPolicy
 from followthrough.secrets import SecretStore
 from followthrough.tables import TaskArtifact
 from followthrough.tasktypes.browser import BrowserPayload
+from tests.conftest import make_settings
 from tests.helpers import free_port
 from tests.pages import Pages
 
@@ -168,3 +174,21 @@ async def test_a_second_attempt_overwrites_the_first_ones_artifacts(engine: Asyn
         count = (await conn.execute(select(func.count()).select_from(TaskArtifact.__table__)  # type: ignore
                                     .where(TaskArtifact.task_id == ctx.task_id))).scalar_one()
     assert count == 2
+
+
+async def test_a_worker_runs_at_most_its_limit_of_browsers_at_once(engine: AsyncEngine, site: Pages, tmp_path: Path):
+    settings = make_settings("sqlite://", tmp_path, browser_max_concurrent=1)
+
+    draft = Draft(channel="browser", subject="", body="",
+                  data={"steps": [{"action": "navigate", "url": f"{site.url}/hold"}]})
+    async with httpx.AsyncClient() as http:
+        def deliveries(task_id: str) -> DeliveryContext:
+            return DeliveryContext(settings=settings, engine=engine, http=http, secrets=SecretStore(),
+                                   task_id=task_id, task_type="browser", tenant_id="browser-tests",
+                                   idempotency_key=f"{task_id}:send", attempt=1, timeout_seconds=60)
+
+        first, second = await asyncio.gather(*(TRANSPORT.deliver(draft, deliveries(str(uuid.uuid4())))
+                                               for _ in "ab"))
+    assert first["title"] == second["title"] == "Held"
+    # /hold lets a request go at once when a second arrives meanwhile: with one browser, none ever did.
+    assert site.holding == ["start", "end", "start", "end"]
