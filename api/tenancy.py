@@ -1,6 +1,6 @@
 """Tenant isolation: a key sees and touches its own tenant's objects only.
 
-Every route with a task, definition or subscription id in its path passes the
+Every route with a task, definition, subscription or artifact id in its path passes the
 guard below first (it is an app-wide dependency, so it runs before a body is
 even validated): an object of another tenant is answered exactly like one that
 does not exist, 404, so ids leak nothing. Lists and bulk selections narrow
@@ -15,13 +15,14 @@ from sqlalchemy import Table, select
 from api.auth import principal_of
 from api.errors import ApiError, not_found
 from followthrough.principals import Principal
-from followthrough.tables import Subscription, Task, TaskDefinition
+from followthrough.tables import Subscription, Task, TaskArtifact, TaskDefinition
 
 # Path parameter → (what it names, its table).
 _OWNED: dict[str, tuple[str, Table]] = {
     "task_id": ("task", Task.__table__),  # type: ignore[attr-defined]
     "definition_id": ("definition", TaskDefinition.__table__),  # type: ignore[attr-defined]
     "subscription_id": ("subscription", Subscription.__table__),  # type: ignore[attr-defined]
+    "artifact_id": ("artifact", TaskArtifact.__table__),  # type: ignore[attr-defined]
 }
 
 

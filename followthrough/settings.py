@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # unless this names the target: addresses or networks (CIDR) and host names ("*.corp" for every name under
     # corp), e.g. ["10.0.0.0/8", "127.0.0.1", "crm.internal"].
     outbound_allow: list[str] = Field(default_factory=list, validation_alias=_env("OUTBOUND_ALLOW"))
+    # The Chromium that browser tasks run in (Debian's package; nothing is downloaded at run time).
+    chromium_path: Path = Field(Path("/usr/bin/chromium"), validation_alias=_env("CHROMIUM_PATH"))
+    # Browser tasks running at once per worker process (each is a Chromium); the others wait their turn.
+    browser_max_concurrent: int = Field(4, ge=1, le=100, validation_alias=_env("BROWSER_MAX_CONCURRENT"))
 
     secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
 

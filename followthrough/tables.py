@@ -7,7 +7,7 @@ They never enter workflow code.
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -317,3 +317,26 @@ class RateBucket(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=160)
     tokens: float
     refilled_at: float
+
+
+class TaskArtifact(SQLModel, table=True):
+    """What a task produced besides its result: a browser task's screenshots (bytes) and extracted values (JSON).
+
+    Keyed by (task, step, name): a retried attempt overwrites its artifacts instead of adding copies."""
+
+    __tablename__ = "task_artifacts"
+    __table_args__ = (UniqueConstraint("task_id", "step_index", "name", name="uq_task_artifacts_step_name"),)
+
+    # Derived from (task, step, name), so every attempt writes the same id.
+    id: str = Field(primary_key=True, max_length=36)
+    task_id: str = Field(max_length=36, index=True)
+    tenant_id: str = Field(max_length=128)
+    step_index: int
+    name: str = Field(max_length=64)
+    # screenshot (content holds the image) or data (data holds the JSON value).
+    kind: str = Field(max_length=16)
+    content_type: str = Field(max_length=100)
+    size: int
+    content: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    data: Any = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = _when(nullable=False)

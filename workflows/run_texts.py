@@ -25,8 +25,9 @@ _WORK = {
     "campaign": "campaign",
     "group": "group of subtasks",
     "project": "project",
+    "browser": "browser steps",
 }
-_CHANNELS = {"http": "HTTP", "email": "email", "webhook": "webhook"}
+_CHANNELS = {"http": "HTTP", "email": "email", "webhook": "webhook", "browser": "Chromium"}
 
 
 def work(task_type: str) -> str:

@@ -7,6 +7,7 @@ subscription id in its path is walked without this test changing.
 """
 
 import re
+import uuid
 
 import httpx
 
@@ -14,7 +15,7 @@ from tests.api.test_keys_and_roles import bearer, keyed, make_key  # noqa: F401 
 from tests.conftest import Stack
 from tests.helpers import eventually, task_body
 
-OWNED = {"task_id", "definition_id", "subscription_id"}
+OWNED = {"task_id", "definition_id", "subscription_id", "artifact_id"}
 
 
 async def _own_objects(stack: Stack, key: str) -> dict[str, str]:
@@ -31,8 +32,10 @@ async def _own_objects(stack: Stack, key: str) -> dict[str, str]:
     assert subscription.status_code == 201, subscription.text
     await eventually(lambda: stack.http.get(f"/tasks/{task_id}/approval", headers=bearer(key)),
                      lambda r: r.status_code == 200)
+    # An invoice task has no artifacts: the task's own guard answers first (the artifact's is tested with real
+    # artifacts in tests/api/test_browser_tasks.py).
     return {"task_id": task_id, "definition_id": definition.json()["id"],
-            "subscription_id": subscription.json()["id"]}
+            "subscription_id": subscription.json()["id"], "artifact_id": str(uuid.uuid4())}
 
 
 async def test_another_tenants_key_finds_nothing_and_changes_nothing(keyed: Stack, engine):  # noqa: F811
@@ -56,7 +59,8 @@ async def test_another_tenants_key_finds_nothing_and_changes_nothing(keyed: Stac
     assert len(walked) >= 20, walked  # tasks, decisions, approvals, links, definitions, runs, schedules, subscriptions
     assert {"POST /api/v1/tasks/{task_id}/approve", "DELETE /api/v1/definitions/{definition_id}",
             "POST /api/v1/definitions/{definition_id}/schedule/trigger",
-            "DELETE /api/v1/subscriptions/{subscription_id}"} <= set(walked)
+            "DELETE /api/v1/subscriptions/{subscription_id}", "GET /api/v1/tasks/{task_id}/artifacts",
+            "GET /api/v1/tasks/{task_id}/artifacts/{artifact_id}"} <= set(walked)
 
     # The same ids unknown outright answer the same way: nothing tells the two apart.
     missing = await keyed.http.get("/tasks/00000000-0000-0000-0000-000000000000", headers=bearer(key_b))
