@@ -182,6 +182,7 @@ async def count(http: httpx.AsyncClient, tenant: str, status: str | None = None)
 
 async def warm_up(http: httpx.AsyncClient) -> None:
     """One task through the engine so the measured ones find every process hot."""
-    (await http.post("/tasks", json=task_body(0, "bench-warmup"))).raise_for_status()
-    while await count(http, "bench-warmup", "completed") < 1:
+    tenant = f"bench-warmup-{uuid.uuid4().hex[:8]}"  # its own, so a database used before holds no duplicate
+    (await http.post("/tasks", json=task_body(0, tenant))).raise_for_status()
+    while await count(http, tenant, "completed") < 1:
         await asyncio.sleep(0.25)
