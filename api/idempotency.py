@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.database import write_transaction
 from followthrough.mirror import TASKS, insert_ignoring_duplicates
 from followthrough.tables import IdempotencyRecord, TaskDedupe
 
@@ -50,7 +49,7 @@ def dedupe_key(tenant_id: str, task_type: str, subject_ref_type: str | None, sub
 async def claim_subject(engine: AsyncEngine, key: str, task_id: str, window: timedelta) -> str | None:
     """Claim ``key`` for ``task_id``; None when claimed, else the id of the task holding it."""
     now = datetime.now(timezone.utc)
-    async with write_transaction(engine) as conn:
+    async with engine.begin() as conn:
         if await insert_ignoring_duplicates(conn, DEDUPE, [{"key": key, "task_id": task_id, "created_at": now}]):
             return None
         # An expired claim is taken over; only one concurrent request can match the old timestamp.
@@ -70,7 +69,7 @@ async def claim_subject(engine: AsyncEngine, key: str, task_id: str, window: tim
 
 
 async def release_subject(engine: AsyncEngine, key: str, task_id: str) -> None:
-    async with write_transaction(engine) as conn:
+    async with engine.begin() as conn:
         await conn.execute(delete(DEDUPE).where(DEDUPE.c.key == key, DEDUPE.c.task_id == task_id))
 
 

@@ -29,7 +29,6 @@ from api.views import API_PREFIX, task_links
 from followthrough import search_attributes
 from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
 from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
-from followthrough.database import write_transaction
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
@@ -170,7 +169,7 @@ class TaskCreator:
         # The workflow is the source of truth and writes this row itself if this
         # insert is lost, so a mirror failure here does not fail the request.
         try:
-            async with write_transaction(self.engine) as conn:
+            async with self.engine.begin() as conn:
                 await insert_created(conn, task, workflow_id)
         except (DBAPIError, OSError) as err:  # asyncpg reports a refused connection as OSError
             log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)

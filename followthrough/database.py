@@ -1,14 +1,10 @@
 """Async engines for the mirror: SQLite by default, PostgreSQL via asyncpg."""
 
-import asyncio
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
 def is_sqlite(url: str) -> bool:
@@ -39,25 +35,3 @@ def create_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-# One lock per event loop and SQLite engine (an asyncio.Lock belongs to one loop).
-_SQLITE_WRITERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Lock]]" = \
-    weakref.WeakKeyDictionary()
-
-
-@asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """``engine.begin()`` for a short write on a hot path (task creation). SQLite lets one writer in at a
-    time and makes the others retry after sleeps that grow to 100 ms, so a burst of concurrent writes from
-    one process spends seconds asleep (measured: 300 creations at once, the subject claim alone took 2.8 s
-    at the median); queued on a lock instead they go one after another, each in about a millisecond.
-    PostgreSQL writers wait on row locks as they should: no lock there. Never nest these."""
-    if engine.dialect.name != "sqlite":
-        async with engine.begin() as conn:
-            yield conn
-        return
-    locks = _SQLITE_WRITERS.setdefault(asyncio.get_running_loop(), {})
-    lock = locks.setdefault(id(engine.sync_engine), asyncio.Lock())
-    async with lock, engine.begin() as conn:
-        yield conn
