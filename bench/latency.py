@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -44,6 +44,7 @@ from followthrough.database import create_engine  # noqa: E402
 from followthrough.tables import Task, TaskEvent  # noqa: E402
 
 CREATE_TARGET_MS, APPROVE_TARGET_MS = 100, 300
+_RPC_TIMEOUT = timedelta(seconds=60)  # as patient as the engine side's HTTP client
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -61,14 +62,22 @@ def row(name: str, ms: list[float], target: float | None = None) -> str:
             + verdict)
 
 
-async def open_loop(rate: float, duration: float, job: Callable[[int], Awaitable[None]]) -> None:
-    """Start job(i) at i / rate seconds from now, for duration seconds, and wait for all of them."""
+async def open_loop(rate: float, duration: float, job: Callable[[int], Awaitable[None]], errors: Counter) -> None:
+    """Start job(i) at i / rate seconds from now, for duration seconds, and wait for all of them; a job
+    that raises is counted in ``errors`` by its exception's name."""
     start, jobs = time.perf_counter(), []
+
+    async def counted(i: int) -> None:
+        try:
+            await job(i)
+        except Exception as err:  # noqa: BLE001 - reported with the results
+            errors[f"error {type(err).__name__}"] += 1
+
     for i in range(int(rate * duration)):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        jobs.append(asyncio.create_task(job(i)))
+        jobs.append(asyncio.create_task(counted(i)))
     await asyncio.gather(*jobs)
 
 
@@ -97,15 +106,15 @@ async def bare_side(server: stack.Server, rate: float, duration: float, approve_
                 await handle.result()
                 return
             await asyncio.sleep(max(0.0, began + approve_after - time.perf_counter()))
-            while not await handle.query("drafted", result_type=bool):
+            while not await handle.query("drafted", result_type=bool, rpc_timeout=_RPC_TIMEOUT):
                 await asyncio.sleep(0.05)
             approved_at, began = time.time(), time.perf_counter()
-            await handle.execute_update("approve", result_type=str)
+            await handle.execute_update("approve", result_type=str, rpc_timeout=_RPC_TIMEOUT)
             out.approve_ms.append(1000 * (time.perf_counter() - began))
             sent = datetime.fromisoformat(await handle.result()).timestamp()
             out.approve_to_sent_ms.append(1000 * (sent - approved_at))
 
-        await open_loop(rate, duration, one)
+        await open_loop(rate, duration, one, out.codes)
     return out
 
 
@@ -181,7 +190,7 @@ async def engine_side(server: stack.Server, rate: float, duration: float, approv
                     sent = await watch.wait_for(task_id, "TASK_EXECUTION_COMPLETED")
                     out.approve_to_sent_ms.append(1000 * (stamp(sent["occurred_at"]) - approved_at))
 
-            await asyncio.wait_for(open_loop(rate, duration, one), duration + 120)
+            await asyncio.wait_for(open_loop(rate, duration, one, out.codes), duration + 120)
             n = int(rate * duration)
             deadline = time.monotonic() + 120
             while await stack.count(http, tenant, "completed") < n and time.monotonic() < deadline:
@@ -247,6 +256,8 @@ async def main() -> None:
     print(row("mirror lag: occurred -> recorded", recorded_ms))
     print(row("mirror lag: occurred -> seen on /events/stream", seen_ms))
     print("\n  " + ", ".join(f"{k}: {v}" for k, v in sorted(engine.codes.items())))
+    if bare and bare.codes:
+        print("  bare: " + ", ".join(f"{k}: {v}" for k, v in sorted(bare.codes.items())))
 
 
 if __name__ == "__main__":
