@@ -3,7 +3,10 @@
 BareWorkflow runs the same two activities as a task (draft, send) and nothing
 else. BareLocalWorkflow also runs the three local activities an autonomous
 task uses for its mirror writes, as no-ops: the same number of activities as
-the engine's workflow, with none of their work.
+the engine's workflow, with none of their work. BareApprovalWorkflow drafts, waits
+for an ``approve`` update as a review task does, then sends; it returns the
+workflow time at which the send completed, the moment the engine records as its
+TASK_EXECUTION_COMPLETED event's ``occurred_at``.
 
 Run as a worker process: python bench/bare.py ADDRESS TASK_QUEUE
 """
@@ -64,9 +67,36 @@ class BareLocalWorkflow:
         return sent
 
 
+@workflow.defn(name="BareApprovalWorkflow")
+class BareApprovalWorkflow:
+    def __init__(self) -> None:
+        self._approved = False
+        self._drafted = False
+
+    @workflow.run
+    async def run(self, payload: dict) -> str:
+        retry = RetryPolicy(maximum_attempts=5)
+        draft = await workflow.execute_activity("bare_draft", payload, result_type=dict,
+                                                start_to_close_timeout=timedelta(seconds=60), retry_policy=retry)
+        self._drafted = True
+        await workflow.wait_condition(lambda: self._approved)
+        await workflow.execute_activity("bare_send", draft, result_type=str,
+                                        start_to_close_timeout=timedelta(seconds=30), retry_policy=retry)
+        return workflow.now().isoformat()
+
+    @workflow.query
+    def drafted(self) -> bool:
+        return self._drafted
+
+    @workflow.update
+    async def approve(self) -> str:
+        self._approved = True
+        return "approved"
+
+
 async def main(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
-    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow, BareLocalWorkflow],
+    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow, BareLocalWorkflow, BareApprovalWorkflow],
                       activities=[bare_draft, bare_send, bare_record], max_concurrent_activities=200):
         await asyncio.Event().wait()
 

@@ -1,0 +1,188 @@
+"""What every benchmark starts: a Temporal dev server of its own, the bare-baseline worker, and the
+engine (API and worker processes, as `followthrough dev` runs them), plus CPU accounting and the small
+helpers they share. Each starter is a context manager that stops what it started."""
+
+import asyncio
+import compileall
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from followthrough.binaries import find_binary  # noqa: E402
+from followthrough.search_attributes import dev_server_arguments  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU spent by named processes between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids, self.spent = pids, {}
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        self.spent = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def payload(i: int) -> dict:
+    """An invoice_follow_up payload (the bare workflows take the same)."""
+    return {"customer_name": f"Customer {i}", "customer_email": f"ap{i}@example.com",
+            "invoice_number": f"INV-{i}", "invoice_amount": 100 + i, "currency": "USD",
+            "due_date": "2026-01-01", "days_overdue": 5}
+
+
+def task_body(i: int, tenant: str, mode: str = "autonomous") -> dict:
+    return {"type": "invoice_follow_up", "mode": mode, "tenant_id": tenant, "subject_ref_type": "INVOICE",
+            "subject_ref_id": f"INV-{i}", "payload": payload(i)}
+
+
+def compile_sources() -> None:
+    """Installed packages ship bytecode; a source checkout run with PYTHONDONTWRITEBYTECODE would
+    recompile the workflow module in the sandbox on every run, so compile once up front as an install would."""
+    compileall.compile_dir(str(ROOT), quiet=1, rx=re.compile(r"[/\\](\.venv|\.git|tests)[/\\]"))
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def data_folder() -> Path:
+    return Path(tempfile.mkdtemp(prefix="followthrough-bench-"))
+
+
+@dataclass
+class Server:
+    address: str
+    pid: int
+
+
+@contextmanager
+def dev_server(data_dir: Path) -> Iterator[Server]:
+    """The bundled Temporal dev server, as `followthrough dev` starts it (WAL SQLite, search attributes)."""
+    port = free_port()
+    server = subprocess.Popen([
+        find_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless",
+        "--db-filename", str(data_dir / "temporal.db"), "--log-level", "error",
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal", *dev_server_arguments()])
+    try:
+        wait_port(port)
+        yield Server(f"127.0.0.1:{port}", server.pid)
+    finally:
+        stop(server)
+
+
+@dataclass
+class BareWorker:
+    task_queue: str
+    pid: int
+
+
+@contextmanager
+def bare_worker(address: str) -> Iterator[BareWorker]:
+    """A worker process for bench/bare.py's workflows on a fresh task queue."""
+    queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    worker = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), address, queue])
+    try:
+        yield BareWorker(queue, worker.pid)
+    finally:
+        stop(worker)
+
+
+@dataclass
+class Engine:
+    api_url: str  # .../api/v1
+    api_pid: int
+    worker_pids: list[int]
+    env: dict[str, str]
+
+
+@contextmanager
+def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sandbox: bool = True,
+           **settings: str) -> Iterator[Engine]:
+    """The API and worker processes on a fresh task queue, migrated database, settings as `followthrough dev`
+    uses them (payloads encrypted with a key in the data folder, calls without keys) plus ``settings``
+    (FOLLOWTHROUGH_* names)."""
+    api_port = free_port()
+    env = os.environ | {
+        "FOLLOWTHROUGH_TEMPORAL_ADDRESS": address, "FOLLOWTHROUGH_DATABASE_URL": database_url,
+        "FOLLOWTHROUGH_DATA_DIR": str(data_dir), "FOLLOWTHROUGH_API_PORT": str(api_port),
+        "FOLLOWTHROUGH_TASK_QUEUE": f"bench-engine-{uuid.uuid4().hex[:8]}",
+        "FOLLOWTHROUGH_WORKFLOW_SANDBOX": str(sandbox).lower(),
+        "FOLLOWTHROUGH_CODEC": "local-key", "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true",
+    } | settings
+    cli = [sys.executable, "-m", "followthrough.cli"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT)
+    procs = [subprocess.Popen([*cli, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL)]
+    procs += [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+              for _ in range(workers)]
+    try:
+        wait_port(api_port)
+        yield Engine(f"http://127.0.0.1:{api_port}/api/v1", procs[0].pid, [p.pid for p in procs[1:]], env)
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+async def count(http: httpx.AsyncClient, tenant: str, status: str | None = None) -> int:
+    """Tasks of a tenant in the mirror, as the API lists them."""
+    params = {"tenant_id": tenant, "limit": 1} | ({"status": status} if status else {})
+    response = await http.get("/tasks", params=params)
+    response.raise_for_status()
+    return response.json()["total"]
+
+
+async def warm_up(http: httpx.AsyncClient) -> None:
+    """One task through the engine so the measured ones find every process hot."""
+    tenant = f"bench-warmup-{uuid.uuid4().hex[:8]}"  # its own, so a database used before holds no duplicate
+    (await http.post("/tasks", json=task_body(0, tenant))).raise_for_status()
+    while await count(http, tenant, "completed") < 1:
+        await asyncio.sleep(0.25)
