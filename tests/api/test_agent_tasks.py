@@ -236,3 +236,21 @@ async def test_an_agent_definition_fills_its_prompt_from_variables(astack, llm):
     task = await until_status(astack, run.json()["id"], "completed")
     assert task["title"] == "Check INV-9" and task["result"]["max_turns"] == 3
     assert llm.messages(0)[-1]["content"] == "Check invoice INV-9 for ACME."
+
+
+async def test_a_tool_that_keeps_failing_is_reported_to_the_model(astack, llm, receiver):
+    for _ in range(4):  # every attempt the tool's retry policy allows
+        receiver.answer(503, '{"error": "down"}')
+    receiver.answer(404, '{"error": "no such order"}')
+    llm.call_tools(("http_request", {"url": f"{receiver.url}/orders/1"}))
+    llm.call_tools(("http_request", {"url": f"{receiver.url}/orders/2"}))
+    llm.answer("The order service is down.")
+    task_id = await create(astack, {"prompt": "Look orders 1 and 2 up.", "allowed_tools": ["http_request"]})
+    task = await until_status(astack, task_id, "completed", timeout=60)
+    transcript = task["result"]["transcript"]
+    assert transcript[2]["content"].startswith("the tool failed: GET") and "503" in transcript[2]["content"]
+    # A 4xx is no failure of the tool: it is the answer the model reads.
+    assert json.loads(transcript[4]["content"])["status"] == 404
+    assert len(receiver.requests) == 5
+    calls = await events(astack, task_id, "TASK_AGENT_TOOL_CALLED")
+    assert [c["outcome"] for c in calls] == ["failed", "ok"]
