@@ -22,6 +22,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType
 
 from followthrough import activity_names, policies
 from followthrough.agent_tools import TOOLS
@@ -33,6 +34,9 @@ from workflows.task_events import TaskEventLog
 # What the model and the history see of one tool's output, and of text in events.
 TOOL_OUTPUT_LIMIT = 4000
 EVENT_TEXT_LIMIT = 1000
+# Calls past this many in one turn are refused: with max_turns (at most 50) it bounds the transcript, which
+# every turn's activity carries, to about 50 × 8 × 4,000 characters of tool output.
+MAX_CALLS_PER_TURN = 8
 
 
 def cut(text: str, limit: int) -> str:
@@ -84,7 +88,9 @@ class AgentLoop(TaskEventLog):
             stats["model"] = said.model
             stats["prompt_tokens"] += said.prompt_tokens or 0
             stats["completion_tokens"] += said.completion_tokens or 0
-            calls = said.message.get("tool_calls") or []
+            # Every call gets an id its result can name, whatever the endpoint gave.
+            calls = [c | {"id": c.get("id") or f"call_{turn}_{n}"}
+                     for n, c in enumerate(said.message.get("tool_calls") or [], 1)]
             messages.append({"role": "assistant", "content": said.message.get("content"),
                              **({"tool_calls": calls} if calls else {})})
             self._emit(EventType.TASK_AGENT_TURN, data={
@@ -101,8 +107,7 @@ class AgentLoop(TaskEventLog):
                 stats["tool_calls"] += 1
                 stats["tool_calls_by_tool"][name] = stats["tool_calls_by_tool"].get(name, 0) + 1
                 stats["refused"] += outcome == "refused"
-                messages.append({"role": "tool", "tool_call_id": call.get("id") or f"call_{turn}_{index}",
-                                 "content": output})
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": output})
         ended = "answer" if answer is not None else "max_turns"
         result = {
             "ended_by": ended, "answer": answer, "turns": stats["turns"], "max_turns": max_turns,
@@ -127,7 +132,9 @@ class AgentLoop(TaskEventLog):
         tool = TOOLS.get(name)
         arguments: dict[str, Any] = {}
         refusal = None
-        if tool is None:
+        if index > MAX_CALLS_PER_TURN:
+            refusal = f"refused: at most {MAX_CALLS_PER_TURN} tool calls are run per turn"
+        elif tool is None:
             refusal = f"refused: there is no tool {name!r}"
         elif name not in allowed:
             refusal = f"refused: the tool {name!r} is not allowed for this task; allowed: {', '.join(allowed) or 'none'}"
@@ -155,6 +162,10 @@ class AgentLoop(TaskEventLog):
                 result_type=ToolCallResult, start_to_close_timeout=policies.TOOL_TIMEOUT,
                 heartbeat_timeout=policies.TOOL_HEARTBEAT_TIMEOUT, retry_policy=policies.TOOL_RETRY,
                 summary=tool.summary(arguments),
+                # A risky call that has begun finishes before a cancel takes effect (like a task's send), so a
+                # cancelled task never leaves an unknown effect behind.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED if tool.risky(arguments)
+                else ActivityCancellationType.TRY_CANCEL,
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):

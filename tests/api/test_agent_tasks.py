@@ -254,3 +254,14 @@ async def test_a_tool_that_keeps_failing_is_reported_to_the_model(astack, llm, r
     assert len(receiver.requests) == 5
     calls = await events(astack, task_id, "TASK_AGENT_TOOL_CALLED")
     assert [c["outcome"] for c in calls] == ["failed", "ok"]
+
+
+async def test_an_agent_waiting_on_a_risky_call_can_be_cancelled(astack, llm, receiver):
+    llm.call_tools(("http_request", {"method": "DELETE", "url": f"{receiver.url}/orders/1"}))
+    task_id = await create(astack, {"prompt": "Delete order 1.", "allowed_tools": ["http_request"]})
+    await pending_approval(astack, task_id)
+    cancelled = await astack.http.post(f"/tasks/{task_id}/cancel", json={"reason": "not today"})
+    assert cancelled.status_code == 200, cancelled.text
+    await until_status(astack, task_id, "cancelled")
+    assert (await astack.http.get(f"/tasks/{task_id}/approval")).json()["status"] == "cancelled"
+    assert receiver.requests == [] and len(llm.requests) == 1
