@@ -98,8 +98,8 @@ class AgentActivities:
             data["json"] = args["json"]
         draft = Draft(channel="http", subject=f"{data['method']} {data['url']}", body="", data=data)
         try:
-            result = await heartbeating(self._transports["http"].deliver(draft, self._delivery(request, self._outbound)),
-                                        finish_on_cancel=True)
+            ctx = self._delivery(request, self._outbound)
+            result = await heartbeating(self._transports["http"].deliver(draft, ctx), finish_on_cancel=True)
         except PermanentDeliveryError as err:
             # Refused by the SSRF guard or the request itself: the model hears why, the task goes on.
             return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})

@@ -2,7 +2,8 @@
 
 It records every request and answers ``POST /v1/chat/completions`` as
 scripted: each request takes the next scripted answer (a JSON draft, tool
-calls, a final text answer or an error), then the default draft. Use it as a context manager; ``url`` is the base URL to configure.
+calls, a final text answer or an error), then the default draft. Use it as
+a context manager; ``url`` is the base URL to configure.
 """
 
 import json

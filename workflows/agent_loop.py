@@ -137,7 +137,8 @@ class AgentLoop(TaskEventLog):
         elif tool is None:
             refusal = f"refused: there is no tool {name!r}"
         elif name not in allowed:
-            refusal = f"refused: the tool {name!r} is not allowed for this task; allowed: {', '.join(allowed) or 'none'}"
+            refusal = (f"refused: the tool {name!r} is not allowed for this task; "
+                       f"allowed: {', '.join(allowed) or 'none'}")
         else:
             try:
                 arguments = tool.check(raw)

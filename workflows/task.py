@@ -197,7 +197,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                               reason: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
-        reason = reason or ("manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode"))
+        if reason is None:
+            reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         if blocked:
             reason = f"blocked: {blocked}"
         self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
