@@ -8,7 +8,7 @@ from fastapi.responses import Response
 
 from api.auth import require
 from api.deps import SessionDep
-from api.errors import NOT_FOUND, ApiError
+from api.errors import CONFLICT, NOT_FOUND, ApiError
 from api.lookups import task_row_or_404
 from followthrough.agent_report import MEDIA_TYPES, agent_report, render_agent_report
 from followthrough.principals import Role
@@ -16,7 +16,13 @@ from followthrough.principals import Role
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.get("/{task_id}/report", dependencies=[require(Role.VIEWER)], responses=NOT_FOUND,
+REPORT = {200: {"description": "The report, in the format asked for (409: not an agent task)",
+                "content": {"application/json": {"schema": {"type": "object"}},
+                            "text/markdown": {"schema": {"type": "string"}},
+                            "text/html": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{task_id}/report", dependencies=[require(Role.VIEWER)], responses=REPORT | NOT_FOUND | CONFLICT,
             response_class=Response)
 async def get_agent_report(task_id: str, session: SessionDep,
                            format: Literal["json", "markdown", "html"] = Query("markdown")) -> Response:
