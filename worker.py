@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
 from followthrough import connectors, metrics
@@ -20,6 +20,10 @@ from followthrough.temporal_client import connect, metrics_runtime
 from workflows.all import ALL_WORKFLOWS
 
 log = logging.getLogger("followthrough.worker")
+
+# Deterministic libraries the workflows use only through pydantic (the agent loop checks email addresses in tool
+# calls): passed through, so a run does not import them anew inside the sandbox.
+SANDBOX = SandboxRestrictions.default.with_passthrough_modules("email_validator", "idna")
 
 
 def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_queue: str | None = None,
@@ -36,7 +40,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
         activities=build_activities(settings, engine, http, client, outbound),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
-        workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX) if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
         interceptors=[ActivityLogContext()],  # activities' log records name their task and tenant
         # A cancel reaches a running activity with the answer to its next heartbeat: send them
         # at least every 2 s, so a cancelled draft stops within a few seconds.

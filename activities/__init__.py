@@ -5,6 +5,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from activities.agent import AgentActivities
 from activities.definitions import DefinitionActivities
 from activities.delivery import DeliveryActivities
 from activities.drafting import DraftingActivities
@@ -31,4 +32,5 @@ def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncC
         MirrorActivities(engine).record,
         PlanningActivities(settings).plan,
         DefinitionActivities(settings, engine, temporal).run,
+        *AgentActivities(settings, engine, http, outbound, secrets, temporal, transports).all(),
     ]

@@ -9,8 +9,8 @@ from temporalio.client import Client
 
 from api import errors, metrics
 from api.codec_cors import CodecCors
-from api.routes import (approval_links, approvals, artifacts, bulk_decisions, codec, definitions, health, inbox,
-                        schedules, streams, subscriptions, task_decisions, task_types, tasks)
+from api.routes import (agent_reports, approval_links, approvals, artifacts, bulk_decisions, codec, definitions,
+                        health, inbox, schedules, streams, subscriptions, task_decisions, task_types, tasks)
 from api.streams import StreamSlots
 from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.tenancy import tenant_guard
@@ -56,8 +56,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         # route: no key, no tenant guard, not in the OpenAPI schema (README: Metrics).
         app.add_middleware(metrics.RequestMetrics)
         app.add_route(metrics.PATH, metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
-    for module in (tasks, artifacts, task_decisions, bulk_decisions, approvals, approval_links, task_types, subscriptions,
-                   definitions, schedules, streams, health):
+    for module in (tasks, artifacts, agent_reports, task_decisions, bulk_decisions, approvals, approval_links,
+                   task_types, subscriptions, definitions, schedules, streams, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode

@@ -8,3 +8,5 @@ RECORD = "record_task_events"
 NOTIFY = "notify_subscriber"
 PLAN = "plan_subtasks"
 RUN_DEFINITION = "run_definition"
+AGENT_TURN = "agent_llm_turn"
+# Each agent tool runs as its own activity, named in followthrough/agent_tools.py (agent_tool_<name>).

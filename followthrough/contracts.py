@@ -353,3 +353,49 @@ class DefinitionRunResult:
     outcome: str
     task_id: str | None = None
     detail: str | None = None
+
+
+@dataclass
+class AgentTurnRequest:
+    """One turn of an agent task: the transcript so far and the tools on offer (OpenAI shapes)."""
+
+    task_id: str
+    tenant_id: str
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    model: str | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class AgentTurnResult:
+    # The assistant message: role, content (text or None) and tool_calls (id, type, function name/arguments).
+    message: dict[str, Any]
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class ToolCallRequest:
+    task_id: str
+    tenant_id: str
+    tool: str
+    # Checked and normalised by the tool's registry entry (followthrough/agent_tools.py).
+    arguments: dict[str, Any]
+    # Stable per task, run, turn and call, so a retried tool call is recognised as the same one.
+    idempotency_key: str
+    run_number: int = 1
+    # The task types create_subtask may create (the agent's payload says).
+    subtask_types: list[str] = field(default_factory=list)
+    # The agent task's own input, for subtasks it creates (tenant, source, approvers).
+    created_by: str | None = None
+
+
+@dataclass
+class ToolCallResult:
+    # What the model is told (already truncated), and what the task records besides.
+    output: str
+    detail: dict[str, Any] = field(default_factory=dict)

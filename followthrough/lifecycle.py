@@ -40,6 +40,9 @@ class Stage(StrEnum):
     PLANNING = "planning"
     WAITING_ON_SUBTASKS = "waiting_on_subtasks"
     SENDING = "sending"
+    # An agent task: asking the model for its next step, or running a tool it asked for.
+    THINKING = "thinking"
+    USING_TOOL = "using_tool"
     DONE = "done"
 
 
@@ -126,5 +129,8 @@ class EventType(StrEnum):
     TASK_SUBTASKS_PLANNED = "TASK_SUBTASKS_PLANNED"
     TASK_SUBTASK_COMPLETED = "TASK_SUBTASK_COMPLETED"
     TASK_SUBTASK_FAILED = "TASK_SUBTASK_FAILED"
+    # An agent task's model answered one turn; one of its tool calls ended (ran, refused, rejected or failed).
+    TASK_AGENT_TURN = "TASK_AGENT_TURN"
+    TASK_AGENT_TOOL_CALLED = "TASK_AGENT_TOOL_CALLED"
     # `followthrough reconcile --repair` rewrote the row from Temporal; data holds the values before and after.
     TASK_RECONCILED = "TASK_RECONCILED"

@@ -109,3 +109,20 @@ DEFINITION_RUN_RETRY = RetryPolicy(
     maximum_attempts=20,
     non_retryable_error_types=NON_RETRYABLE,
 )
+
+# An agent task's turn: one model call, with room like a draft's; the same retries (a refused request or a
+# missing key is final, a timeout, 429 or 5xx is tried again).
+AGENT_TURN_TIMEOUT = DRAFT_TIMEOUT
+AGENT_TURN_HEARTBEAT_TIMEOUT = DRAFT_HEARTBEAT_TIMEOUT
+AGENT_TURN_RETRY = DRAFT_RETRY
+# An agent's tool call: room for the longest HTTP request (60 s) and recording it. Few attempts: a tool
+# that keeps failing is reported to the model, which can try something else.
+TOOL_TIMEOUT = timedelta(seconds=75)
+TOOL_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=4,
+    non_retryable_error_types=NON_RETRYABLE,
+)

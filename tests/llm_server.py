@@ -1,8 +1,9 @@
 """A small OpenAI-compatible chat completions server on 127.0.0.1, for tests.
 
 It records every request and answers ``POST /v1/chat/completions`` as
-scripted: each request takes the next scripted answer, then the default
-draft. Use it as a context manager; ``url`` is the base URL to configure.
+scripted: each request takes the next scripted answer (a JSON draft, tool
+calls, a final text answer or an error), then the default draft. Use it as
+a context manager; ``url`` is the base URL to configure.
 """
 
 import json
@@ -26,13 +27,15 @@ class Answer:
     delay: float = 0.0
 
 
-def completion(content: str, model: str = DEFAULT_MODEL, prompt_tokens: int = 321, completion_tokens: int = 54,
-               finish_reason: str = "stop") -> str:
+def completion(content: str | None, model: str = DEFAULT_MODEL, prompt_tokens: int = 321, completion_tokens: int = 54,
+               finish_reason: str = "stop", tool_calls: list[dict[str, Any]] | None = None) -> str:
     """A chat completion response body, as OpenAI's API shapes it."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return json.dumps({
         "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     })
@@ -59,6 +62,21 @@ class FakeLlm:
         text = content if isinstance(content, str) else json.dumps(content)
         self._script.append(Answer(200, completion(text, **({"model": self.model} | usage))))
 
+    def call_tools(self, *calls: tuple[str, dict[str, Any] | str], content: str | None = None,
+                   **usage: Any) -> None:
+        """Answer the next request by asking for tool calls: (name, arguments) each; arguments given as a
+        string are sent as they are (to script malformed JSON)."""
+        numbered = len(self._script)
+        tool_calls = [{"id": f"call_{numbered}_{n}", "type": "function",
+                       "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+                      for n, (name, args) in enumerate(calls, 1)]
+        self._script.append(Answer(200, completion(content, **({"model": self.model} | usage),
+                                                   finish_reason="tool_calls", tool_calls=tool_calls)))
+
+    def answer(self, text: str, **usage: Any) -> None:
+        """Answer the next request with a final text message (no tool calls)."""
+        self._script.append(Answer(200, completion(text, **({"model": self.model} | usage))))
+
     def draft(self, subject: str = "Invoice INV-123 is overdue", body: str = "Dear ACME Corp,\n\nPlease pay.",
               confidence: float | None = 0.93, **usage: Any) -> None:
         answer: dict[str, Any] = {"subject": subject, "body": body}
@@ -83,12 +101,12 @@ class FakeLlm:
 
     # ---- what was asked ---------------------------------------------------------
 
-    def messages(self, index: int = -1) -> list[dict[str, str]]:
+    def messages(self, index: int = -1) -> list[dict[str, Any]]:
         return self.requests[index].json()["messages"]
 
     def prompt(self, index: int = -1) -> str:
         """The text of every message of one request, joined."""
-        return "\n".join(m["content"] for m in self.messages(index))
+        return "\n".join(m["content"] or "" for m in self.messages(index))
 
     # ---- the server -------------------------------------------------------------
 

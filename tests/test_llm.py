@@ -28,7 +28,7 @@ from followthrough.llm import (
     complete_json,
     llm_config,
 )
-from followthrough.llm.client import parse_json_object, retry_after
+from followthrough.llm.client import complete_with_tools, parse_json_object, retry_after
 from followthrough.llm.drafting import confidence
 from followthrough.llm.planning import InvalidPlan, plan_subtasks
 from followthrough.secrets import SecretStore
@@ -310,3 +310,23 @@ async def test_the_activity_heartbeats_while_it_waits_and_a_cancel_stops_the_cal
     env.on_heartbeat = lambda *details: env.cancel()
     with pytest.raises(asyncio.CancelledError):
         await env.run(activities.draft, DraftRequest(task=task_input()))
+
+
+async def test_a_completion_with_tools_returns_the_message_and_its_calls(llm, http):
+    llm.call_tools(("lookup", {"id": 7}), content="Looking.", prompt_tokens=11, completion_tokens=3)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    message, usage = await complete_with_tools(http, LlmConfig(base_url=llm.url, model="m", temperature=0.1), "",
+                                               [{"role": "user", "content": "hi"}], tools)
+    assert message["content"] == "Looking." and (usage.prompt_tokens, usage.completion_tokens) == (11, 3)
+    [call] = message["tool_calls"]
+    assert call["function"] == {"name": "lookup", "arguments": '{"id": 7}'} and call["id"]
+    sent = llm.requests[0].json()
+    assert sent["tools"] == tools and sent["temperature"] == 0.1 and "response_format" not in sent
+
+
+@pytest.mark.parametrize("message", ['{"role": "assistant", "content": null}',
+                                     '{"role": "assistant", "content": null, "tool_calls": [{"id": "x"}]}'])
+async def test_a_completion_with_neither_text_nor_well_formed_calls_is_invalid(llm, http, message):
+    llm.raw(200, '{"choices": [{"message": %s, "finish_reason": "stop"}]}' % message)
+    with pytest.raises(LlmAnswerInvalid):
+        await complete_with_tools(http, LlmConfig(base_url=llm.url, model="m"), "", [], [])

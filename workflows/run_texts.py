@@ -26,6 +26,7 @@ _WORK = {
     "group": "group of subtasks",
     "project": "project",
     "browser": "browser steps",
+    "agent": "agent task",
 }
 _CHANNELS = {"http": "HTTP", "email": "email", "webhook": "webhook", "browser": "Chromium"}
 
@@ -128,6 +129,10 @@ def in_progress(task: TaskInput, stage: Stage) -> str:
         return "Planning the subtasks"
     if stage is Stage.SENDING:
         return f"Sending the {work(task.type)}"
+    if stage is Stage.THINKING:
+        return "Asking the model for its next step"
+    if stage is Stage.USING_TOOL:
+        return "Running a tool the model asked for"
     return "In progress"
 
 

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from workflows import run_texts
+    from workflows.agent_loop import AgentLoop
     from workflows.mirror_pump import MirrorPump
     from workflows.task_subtasks import TaskSubtasks
     from workflows.task_rules import (
@@ -53,12 +54,14 @@ with workflow.unsafe.imports_passed_through():
 # Runs that reach the due wait on this code wait on a condition that a reschedule or a
 # pause can wake; older runs keep the plain timer they started with.
 PAUSABLE_DUE_WAIT = "pausable-due-wait"
+# Tasks of this type run the agent loop (workflows/agent_loop.py); no older run has one.
+AGENT = "agent"
 # A send whose attempts failed only because the database was away is retried after a wait.
 SEND_OUTLASTS_OUTAGE = "send-outlasts-database-outage"
 
 
 @workflow.defn(name="TaskWorkflow")
-class TaskWorkflow(TaskSubtasks):
+class TaskWorkflow(AgentLoop, TaskSubtasks):
     def __init__(self) -> None:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
@@ -127,6 +130,8 @@ class TaskWorkflow(TaskSubtasks):
         await self._hold()
         if task.decompose:
             return await self._run_subtasks(task)
+        if task.type == AGENT:
+            return await self._run_agent(task)
         self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.IN_PROGRESS, Stage.DRAFTING,
                    changes=TaskChanges(started_at=workflow.now(), workflow_run_id=workflow.info().run_id))
         try:
@@ -188,11 +193,12 @@ class TaskWorkflow(TaskSubtasks):
                                     result={"done_by": decision.actor_id, "comment": decision.comment})
         return await self._send(task, draft)
 
-    async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str],
-                              blocked: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
+    async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str], blocked: str | None = None,
+                              reason: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
-        reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
+        if reason is None:
+            reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         if blocked:
             reason = f"blocked: {blocked}"
         self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,

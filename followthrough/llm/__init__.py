@@ -15,8 +15,9 @@ from followthrough.llm.client import (
     LlmUsage,
     api_key,
     complete_json,
+    complete_with_tools,
     llm_config,
 )
 
 __all__ = ["LlmAnswerInvalid", "LlmConfig", "LlmError", "LlmNotConfigured", "LlmRefused", "LlmUnavailable",
-           "LlmUsage", "api_key", "complete_json", "llm_config"]
+           "LlmUsage", "api_key", "complete_json", "complete_with_tools", "llm_config"]

@@ -101,12 +101,11 @@ class LlmUsage:
     latency_ms: float
 
 
-async def complete_json(http: httpx.AsyncClient, config: LlmConfig, key: str, messages: list[dict[str, str]],
-                        timeout_seconds: float | None = None) -> tuple[dict[str, Any], LlmUsage]:
-    """One chat completion; the JSON object the model answered and what it cost."""
+async def _chat(http: httpx.AsyncClient, config: LlmConfig, key: str, body: dict[str, Any],
+                timeout_seconds: float | None) -> tuple[dict[str, Any], dict[str, Any], LlmUsage]:
+    """One chat completion request: the first choice, and what it cost; failures as LlmError."""
     url = f"{config.base_url}/chat/completions"
-    body: dict[str, Any] = {"model": config.model, "messages": messages,
-                            "response_format": {"type": "json_object"}}
+    body = {"model": config.model} | body
     if config.temperature is not None:
         body["temperature"] = config.temperature
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -130,17 +129,59 @@ async def complete_json(http: httpx.AsyncClient, config: LlmConfig, key: str, me
     try:
         data = response.json()
         choice = data["choices"][0]
-        content = choice["message"]["content"]
+        if not isinstance(choice["message"], dict):
+            raise TypeError("message is not an object")
     except (ValueError, KeyError, IndexError, TypeError) as err:
         raise LlmAnswerInvalid(f"LLM answer is not a chat completion: {response.text[:200]!r}") from err
     if choice.get("finish_reason") == "length":
         raise LlmAnswerInvalid("LLM answer was cut off at the token limit")
-    if not isinstance(content, str):
-        raise LlmAnswerInvalid("LLM answer has no text content")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return parse_json_object(content), LlmUsage(
+    return choice, data, LlmUsage(
         model=str(data.get("model") or config.model), prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")), latency_ms=latency_ms)
+
+
+async def complete_json(http: httpx.AsyncClient, config: LlmConfig, key: str, messages: list[dict[str, str]],
+                        timeout_seconds: float | None = None) -> tuple[dict[str, Any], LlmUsage]:
+    """One chat completion; the JSON object the model answered and what it cost."""
+    choice, data, usage = await _chat(http, config, key, {"messages": messages,
+                                                           "response_format": {"type": "json_object"}},
+                                       timeout_seconds)
+    if "content" not in choice["message"]:
+        raise LlmAnswerInvalid(f"LLM answer is not a chat completion: {str(data)[:200]!r}")
+    content = choice["message"]["content"]
+    if not isinstance(content, str):
+        raise LlmAnswerInvalid("LLM answer has no text content")
+    return parse_json_object(content), usage
+
+
+async def complete_with_tools(http: httpx.AsyncClient, config: LlmConfig, key: str, messages: list[dict[str, Any]],
+                              tools: list[dict[str, Any]],
+                              timeout_seconds: float | None = None) -> tuple[dict[str, Any], LlmUsage]:
+    """One chat completion offering ``tools`` (OpenAI function tools): the assistant message (its
+    ``content`` and any ``tool_calls``) and what it cost."""
+    body: dict[str, Any] = {"messages": messages}
+    if tools:
+        body["tools"] = tools
+    choice, _data, usage = await _chat(http, config, key, body, timeout_seconds)
+    message = choice["message"]
+    content = message.get("content")
+    calls = message.get("tool_calls") or []
+    if content is not None and not isinstance(content, str) or not isinstance(calls, list):
+        raise LlmAnswerInvalid("LLM answer's message is malformed")
+    checked = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise LlmAnswerInvalid(f"LLM answer has a malformed tool call: {str(call)[:200]!r}")
+        arguments = function.get("arguments")
+        checked.append({"id": str(call.get("id") or ""), "type": "function",
+                        "function": {"name": function["name"],
+                                     "arguments": arguments if isinstance(arguments, str) else
+                                     json.dumps(arguments if arguments is not None else {})}})
+    if not checked and not content:
+        raise LlmAnswerInvalid("LLM answer has neither text nor tool calls")
+    return {"role": "assistant", "content": content, "tool_calls": checked}, usage
 
 
 FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")

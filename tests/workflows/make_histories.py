@@ -2,7 +2,7 @@
 
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
-    python -m tests.workflows.make_histories v6
+    python -m tests.workflows.make_histories v7
 """
 
 import asyncio
@@ -25,6 +25,7 @@ from followthrough import activity_names, policies, search_attributes
 from followthrough.binaries import find_binary
 from followthrough.contracts import (
     ApprovalDecision,
+    Rejection,
     CancelRequest,
     Completion,
     DecisionAck,
@@ -42,6 +43,7 @@ from followthrough.tables import Subscription
 from tests.conftest import make_settings
 from tests.helpers import eventually, invoice_payload, task_input
 from tests.llm_server import FakeLlm
+from tests.receivers import Receiver
 from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -215,6 +217,31 @@ async def main() -> None:
             await run("project_planned_completed", task_input(
                 "autonomous", type="project", title="Q4 notes", subject_ref_id=None, decompose=True,
                 payload={"goal": "Tell Ana about Q4", "allowed_types": ["email"]}))
+
+            # Agent tasks: tool calls run, refused, approved and rejected, then an answer; and one cut off at
+            # max_turns.
+            async def approve_then_reject(handle: WorkflowHandle) -> None:
+                await _awaiting(handle)
+                await handle.execute_update("approve", ApprovalDecision(actor_id="alice"), result_type=DecisionAck)
+                await _awaiting(handle)
+                await handle.execute_update("reject", Rejection(actor_id="alice", reason="no deletes"),
+                                            result_type=DecisionAck)
+
+            with Receiver() as receiver:
+                orders = f"{receiver.url}/orders/7"
+                llm.call_tools(("http_request", {"url": orders}), ("run_shell", {"cmd": "ls"}))
+                llm.call_tools(("http_request", {"method": "POST", "url": f"{orders}/notes", "json": {"n": 1}}),
+                               ("draft_email", {"to": ["ana@pilot.example"], "subject": "Q4", "body": "Hi"}))
+                llm.call_tools(("http_request", {"method": "DELETE", "url": orders}))
+                llm.answer("Order 7 has shipped.")
+                await run("agent_answered_after_approval_and_rejection", task_input(
+                    "autonomous", type="agent", title="Order 7", subject_ref_id=None, approvers=["alice"],
+                    payload={"prompt": "Has order 7 shipped?", "allowed_tools": ["http_request", "draft_email"],
+                             "max_turns": 5}), approve_then_reject)
+                llm.call_tools(("http_request", {"url": orders}))
+                await run("agent_stopped_at_max_turns", task_input(
+                    "autonomous", type="agent", title="Order 7", subject_ref_id=None,
+                    payload={"prompt": "Has order 7 shipped?", "allowed_tools": ["http_request"], "max_turns": 1}))
     await env.shutdown()
     await engine.dispose()
 

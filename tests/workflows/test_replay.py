@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
 from tests.conftest import TEST_CONVERTER
 from tests.workflows.unpatched_change import UnpatchedChange
+from worker import SANDBOX
 from workflows.all import ALL_WORKFLOWS
 
 # One folder per released behaviour: every one must keep replaying.
@@ -25,13 +27,14 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_histories_are_present():
-    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22 + 23  # v1 … v7
+    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22 + 25  # v1 … v7
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_saved_history_replays(path: Path):
     # Recorded before payloads were encrypted: a worker with the codec still reads them.
-    await Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER).replay_workflow(_history(path))
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
+                   workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(_history(path))
 
 
 @pytest.mark.parametrize("name", ["autonomous_completed", "review_approved_with_edit"])
