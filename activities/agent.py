@@ -53,7 +53,8 @@ class AgentActivities:
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         """The turn activity and one activity per registered tool."""
         handlers = {"http_request": self._http_request, "draft_email": self._draft_email,
-                    "send_email": self._send_email, "create_subtask": self._create_subtask}
+                    "send_email": self._send_email, "create_subtask": self._create_subtask,
+                    "fetch_and_extract": self._fetch_and_extract}
         missing = set(TOOLS) - set(handlers)
         if missing:
             raise RuntimeError(f"registered tools without an activity: {', '.join(sorted(missing))}")
@@ -106,6 +107,18 @@ class AgentActivities:
         answer = {k: result.get(k) for k in ("status", "headers", "body", "body_truncated")}
         return ToolCallResult(output=_json(answer), detail={k: result.get(k) for k in (
             "status", "duration_ms", "delivery_id", "duplicate")})
+
+    async def _fetch_and_extract(self, request: ToolCallRequest) -> ToolCallResult:
+        # The extract task's own channel (activities/transports/extract.py): the SSRF guard on every hop,
+        # size and content-type limits; a timeout or a 5xx is retried, anything else goes back to the model.
+        draft = Draft(channel="extract", subject="extract", body="", data=request.arguments)
+        try:
+            result = await heartbeating(self._transports["extract"].deliver(draft, self._delivery(request,
+                                                                                                   self._outbound)))
+        except PermanentDeliveryError as err:
+            return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})
+        return ToolCallResult(output=_json(result["data"]),
+                              detail={k: result.get(k) for k in ("url", "status", "bytes")})
 
     async def _draft_email(self, request: ToolCallRequest) -> ToolCallResult:
         args = request.arguments

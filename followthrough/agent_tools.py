@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
+from followthrough.tasktypes.extract import ExtractPayload
 from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, http_url
 
 # Agents never create agents: a loop that spawns loops has no bound.
@@ -131,8 +132,15 @@ TOOLS: dict[str, AgentTool] = {tool.name: tool for tool in (
         risky=lambda _args: False,
         summary=lambda args: f"tool create_subtask {args.get('type', '')}: {args.get('title', '')}"[:200],
     ),
-    # ---- fetch_and_extract: added here at merge time, backed by followthrough/extraction.py ----
-    # (fetch a URL or take HTML, extract fields by CSS selectors, validate against a JSON schema).
+    AgentTool(
+        name="fetch_and_extract",
+        description="Fetch a web page (GET, `url`) or take `html`, pick fields out of it by CSS selectors "
+                    "(`fields`: name -> {selector, attribute, all, type, required}) and check the object against "
+                    "an optional JSON Schema (`schema`); answers with the object, or with what is missing.",
+        arguments=ExtractPayload, activity=_activity("fetch_and_extract"),
+        risky=lambda _args: False,  # a GET changes nothing
+        summary=lambda args: f"tool fetch_and_extract {args.get('url') or 'given HTML'}"[:200],
+    ),
 )}
 
 

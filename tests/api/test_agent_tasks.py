@@ -265,3 +265,21 @@ async def test_an_agent_waiting_on_a_risky_call_can_be_cancelled(astack, llm, re
     await until_status(astack, task_id, "cancelled")
     assert (await astack.http.get(f"/tasks/{task_id}/approval")).json()["status"] == "cancelled"
     assert receiver.requests == [] and len(llm.requests) == 1
+
+
+async def test_an_agent_fetches_a_page_and_extracts_fields(astack, llm, receiver):
+    receiver.answer(200, '<html><body><h1>Widget Pro</h1><span class="price">$89.90</span></body></html>',
+                    headers={"Content-Type": "text/html"})
+    fields = {"name": {"selector": "h1"}, "price": {"selector": ".price", "type": "number"}}
+    llm.call_tools(("fetch_and_extract", {"url": f"{receiver.url}/widget", "fields": fields,
+                                          "schema": {"type": "object", "required": ["name", "price"]}}),
+                   ("fetch_and_extract", {"html": "<p>no price here</p>", "fields": fields}))
+    llm.answer("Widget Pro costs 89.90.")
+    task_id = await create(astack, {"prompt": "What does the widget cost?", "allowed_tools": ["fetch_and_extract"]})
+    task = await until_status(astack, task_id, "completed")
+    transcript = task["result"]["transcript"]
+    assert json.loads(transcript[2]["content"]) == {"name": "Widget Pro", "price": 89.9}
+    assert transcript[3]["content"].startswith("error: field 'name'"), transcript[3]
+    assert [r.path for r in receiver.requests] == ["/widget"]
+    ran = await summaries_of(astack, astack.client.get_workflow_handle(task["workflow_id"]))
+    assert f"tool fetch_and_extract {receiver.url}/widget" in ran and "tool fetch_and_extract given HTML" in ran
