@@ -190,13 +190,18 @@ async def engine_side(server: stack.Server, rate: float, duration: float, approv
                     sent = await watch.wait_for(task_id, "TASK_EXECUTION_COMPLETED")
                     out.approve_to_sent_ms.append(1000 * (stamp(sent["occurred_at"]) - approved_at))
 
-            await asyncio.wait_for(open_loop(rate, duration, one, out.codes), duration + 120)
+            loop = asyncio.create_task(open_loop(rate, duration, one, out.codes))
+            if not (await asyncio.wait([loop], timeout=duration + 300))[0]:
+                # Saturated: report what finished rather than nothing.
+                loop.cancel()
+                out.codes["requests unfinished after the load + 300 s (saturated)"] += 1
             n = int(rate * duration)
             deadline = time.monotonic() + 120
             while await stack.count(http, tenant, "completed") < n and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2 * float(engine.env.get("FOLLOWTHROUGH_STREAM_POLL_SECONDS", "0.5")))
             watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
             completed = await stack.count(http, tenant, "completed")
             out.codes[f"completed {completed} of {n}"] += 1
     # Events the API itself wrote (TASK_CREATED, in the request) are not the worker's: left out.

@@ -26,15 +26,14 @@ class BrowserBusy(Exception):
     """Every browser of this worker stayed busy: retried (perhaps on another worker)."""
 
 
-# One limit per event loop (a worker has one; tests start several).
-_LIMITS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+# One limit per event loop and size: a worker has one of each; tests start several workers, on one loop or many.
+_LIMITS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def _slots(size: int) -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    if loop not in _LIMITS:
-        _LIMITS[loop] = asyncio.Semaphore(size)
-    return _LIMITS[loop]
+    limits = _LIMITS.setdefault(asyncio.get_running_loop(), {})
+    return limits.setdefault(size, asyncio.Semaphore(size))
 
 
 class BrowserTransport:
