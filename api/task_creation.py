@@ -41,6 +41,16 @@ from workflows import run_texts
 
 log = logging.getLogger("followthrough.api")
 
+# After these the start may have happened or not: the server may have started the workflow and its answer
+# been lost (a deadline passed, the connection dropped). The workflow's id says which.
+_UNCONFIRMED = frozenset({RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED,
+                          RPCStatusCode.UNKNOWN})
+_RETRY_SOON = {"Retry-After": "5"}
+
+
+class StartUnconfirmed(Exception):
+    """Temporal did not answer whether the workflow started."""
+
 
 def invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
@@ -125,7 +135,20 @@ class TaskCreator:
                 log.error("Temporal refused to start task %s: %s", task.task_id, err.message)
                 raise ApiError(503, f"Temporal refused to start the task ({err.message}); is the cluster set up? "
                                     f"run `followthrough temporal setup`", headers={"Retry-After": "30"}) from err
+            if err.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+                raise ApiError(503, f"Temporal is too busy to start the task now ({err.message}); retry shortly",
+                               headers=_RETRY_SOON) from err
+            if err.status in _UNCONFIRMED:
+                raise StartUnconfirmed(err.message) from err
             raise
+
+    async def _started(self, workflow_id: str) -> bool | None:
+        """Whether a workflow with this id exists (ids name one task, so it is this task's); None: cannot tell."""
+        try:
+            await self.temporal.get_workflow_handle(workflow_id).describe(rpc_timeout=timedelta(seconds=5))
+        except RPCError as err:
+            return False if err.status == RPCStatusCode.NOT_FOUND else None
+        return True
 
     async def _start(self, task: TaskInput, workflow_id: str, once: bool, api: str) -> None:
         await self.temporal.start_workflow(
@@ -162,6 +185,21 @@ class TaskCreator:
                     await idempotency.release_subject(self.engine, key, task.task_id)
                 raise
             # The same creation again: the first attempt started the task; its row is written below if lost.
+        except StartUnconfirmed as err:
+            started = await self._started(workflow_id)
+            if started is None:
+                # Unknown: the subject stays claimed, so a plain retry cannot make a second task; if the workflow
+                # did start, it writes its own mirror row.
+                log.warning("start of task %s unconfirmed: %s", task.task_id, err, extra={"task_id": task.task_id})
+                raise ApiError(503, f"Temporal did not confirm the start of the task ({err}); it may have started: "
+                                    f"retry with the same Idempotency-Key, or look for task {task.task_id}",
+                               headers=_RETRY_SOON, task_id=task.task_id) from None
+            if not started:
+                if key is not None:
+                    await idempotency.release_subject(self.engine, key, task.task_id)
+                raise ApiError(503, f"Temporal did not start the task ({err}); retry shortly",
+                               headers=_RETRY_SOON) from None
+            # It started; only the answer was lost.
         except BaseException:
             if key is not None:
                 await idempotency.release_subject(self.engine, key, task.task_id)
@@ -185,6 +223,9 @@ class TaskCreator:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "a new run of this task has already started") from None
+        except StartUnconfirmed as err:
+            raise ApiError(503, f"Temporal did not confirm the new run's start ({err}); look at the task before "
+                                f"retrying it", headers=_RETRY_SOON) from None
         now = datetime.now(timezone.utc)
         async with self.engine.begin() as conn:
             # Unless the new run has already written, the task reads as pending for it.
