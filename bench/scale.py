@@ -91,6 +91,19 @@ async def settle(pid: int, seconds: float) -> dict[str, int]:
     return scale_stack.memory_kib(pid)
 
 
+RETRIES = {"503": 0}
+
+
+async def create_task(http: httpx.AsyncClient, body: dict) -> None:
+    """POST /tasks as a careful client does: an Idempotency-Key, and on a 503 (the mirror busy past its
+    timeout on an overloaded machine) a retry after the Retry-After the API names."""
+    key = uuid.uuid4().hex
+    while (response := await http.post("/tasks", json=body, headers={"Idempotency-Key": key})).status_code == 503:
+        RETRIES["503"] += 1
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    response.raise_for_status()
+
+
 # ---- memory ---------------------------------------------------------------------------------
 
 async def memory_bare(address: str, n: int, concurrency: int, cache: int, settle_s: float) -> dict:
@@ -135,10 +148,9 @@ async def memory_engine(address: str, n: int, concurrency: int, database_url: st
             start = time.perf_counter()
 
             async def create(i: int) -> None:
-                response = await http.post("/tasks", json={
+                await create_task(http, {
                     "type": "invoice_follow_up", "mode": "review", "tenant_id": tenant,
                     "subject_ref_type": "INVOICE", "subject_ref_id": f"INV-{i}", "payload": payload(i)})
-                response.raise_for_status()
 
             async def waiting() -> int:
                 response = await http.get("/tasks", params={"tenant_id": tenant, "status": "awaiting_approval",
@@ -258,7 +270,8 @@ def plan_statements() -> list[tuple[str, object]]:
         ("tenant + open statuses", open_.apply(select(Task)).order_by(*_ORDER_BY[TaskOrder.NEWEST]).limit(50)),
         ("tenant + type, newest", by_type.apply(select(Task)).order_by(*_ORDER_BY[TaskOrder.NEWEST]).limit(50)),
         ("count, tenant + type", by_type.apply(select(func.count()).select_from(Task))),
-        ("tenant + awaiting, priority", awaiting.apply(select(Task)).order_by(*_ORDER_BY[TaskOrder.PRIORITY]).limit(50)),
+        ("tenant + awaiting, priority",
+         awaiting.apply(select(Task)).order_by(*_ORDER_BY[TaskOrder.PRIORITY]).limit(50)),
         ("failed, newest", failed.apply(select(Task)).order_by(*_ORDER_BY[TaskOrder.NEWEST]).limit(50)),
         ("stats, tenant", select(Task.status, func.count()).where(Task.tenant_id == "tenant-3").group_by(Task.status)),
         ("stats, oldest approval", select(Approval.task_id, Approval.requested_at, Task.title, Task.type)
@@ -351,10 +364,9 @@ async def part_timers(args: argparse.Namespace, data_dir: Path, database_url: st
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{procs['port']}/api/v1", limits=limits,
                                          timeout=120) as http:
                 async def create(i: int) -> None:
-                    response = await http.post("/tasks", json={
+                    await create_task(http, {
                         "type": "invoice_follow_up", "mode": "review", "tenant_id": tenant, "due_at": due.isoformat(),
                         "subject_ref_type": "INVOICE", "subject_ref_id": f"INV-{i}", "payload": payload(i)})
-                    response.raise_for_status()
 
                 async def count(status: str) -> int:
                     response = await http.get("/tasks", params={"tenant_id": tenant, "status": status, "limit": 1})
@@ -422,6 +434,8 @@ async def main() -> None:
             await fresh_mirror(database_url)
         await {"memory": part_memory, "queries": part_queries, "timers": part_timers}[part](args, data_dir,
                                                                                            database_url)
+        if RETRIES["503"]:
+            print(f"({RETRIES['503']} creations answered 503 and were retried after Retry-After)")
         print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n", flush=True)
 
 
