@@ -40,6 +40,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
         activities=build_activities(settings, engine, http, client, outbound),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_activities,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX) if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
         interceptors=[ActivityLogContext()],  # activities' log records name their task and tenant
         # A cancel reaches a running activity with the answer to its next heartbeat: send them

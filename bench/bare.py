@@ -6,18 +6,21 @@ task uses for its mirror writes, as no-ops: the same number of activities as
 the engine's workflow, with none of their work. BareApprovalWorkflow drafts, waits
 for an ``approve`` update as a review task does, then sends; it returns the
 workflow time at which the send completed, the moment the engine records as its
-TASK_EXECUTION_COMPLETED event's ``occurred_at``.
+TASK_EXECUTION_COMPLETED event's ``occurred_at``. BareWaitWorkflow drafts, marks
+itself awaiting approval and waits for an ``approve`` signal: the baseline for
+many tasks waiting at once (bench/scale.py).
 
 Run as a worker process: python bench/bare.py ADDRESS TASK_QUEUE
 """
 
 import asyncio
+import os
 import sys
 from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
 
@@ -94,10 +97,32 @@ class BareApprovalWorkflow:
         return "approved"
 
 
+@workflow.defn(name="BareWaitWorkflow")
+class BareWaitWorkflow:
+    def __init__(self) -> None:
+        self.approved = False
+
+    @workflow.signal
+    def approve(self) -> None:
+        self.approved = True
+
+    @workflow.run
+    async def run(self, payload: dict) -> str:
+        draft = await workflow.execute_activity("bare_draft", payload, result_type=dict,
+                                                start_to_close_timeout=timedelta(seconds=60),
+                                                retry_policy=RetryPolicy(maximum_attempts=5))
+        workflow.upsert_search_attributes(TypedSearchAttributes(
+            [SearchAttributePair(SearchAttributeKey.for_keyword("TaskStatus"), "awaiting_approval")]))
+        await workflow.wait_condition(lambda: self.approved, timeout=timedelta(days=1))
+        return draft["subject"]
+
+
 async def main(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
-    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow, BareLocalWorkflow, BareApprovalWorkflow],
-                      activities=[bare_draft, bare_send, bare_record], max_concurrent_activities=200):
+    async with Worker(client, task_queue=task_queue,
+                      workflows=[BareWorkflow, BareLocalWorkflow, BareApprovalWorkflow, BareWaitWorkflow],
+                      activities=[bare_draft, bare_send, bare_record], max_concurrent_activities=200,
+                      max_cached_workflows=int(os.environ.get("BARE_MAX_CACHED_WORKFLOWS", "1000"))):
         await asyncio.Event().wait()
 
 

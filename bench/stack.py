@@ -50,6 +50,29 @@ class CpuMeter:
         self.spent = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
 
 
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of a process, in KiB (Linux /proc)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+async def run_bounded(n: int, concurrency: int, job) -> None:
+    """``job(i)`` for i in 0..n-1, ``concurrency`` at a time."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def runner() -> None:
+        while not queue.empty():
+            await job(queue.get_nowait())
+
+    await asyncio.gather(*[runner() for _ in range(concurrency)])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,10 +149,11 @@ class BareWorker:
 
 
 @contextmanager
-def bare_worker(address: str) -> Iterator[BareWorker]:
+def bare_worker(address: str, env: dict[str, str] | None = None) -> Iterator[BareWorker]:
     """A worker process for bench/bare.py's workflows on a fresh task queue."""
     queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
-    worker = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), address, queue])
+    worker = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare.py"), address, queue],
+                              env=env or os.environ)
     try:
         yield BareWorker(queue, worker.pid)
     finally:
@@ -146,10 +170,10 @@ class Engine:
 
 @contextmanager
 def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sandbox: bool = True,
-           **settings: str) -> Iterator[Engine]:
-    """The API and worker processes on a fresh task queue, migrated database, settings as `followthrough dev`
-    uses them (payloads encrypted with a key in the data folder, calls without keys) plus ``settings``
-    (FOLLOWTHROUGH_* names)."""
+           migrate: bool = True, **settings: str) -> Iterator[Engine]:
+    """The API and worker processes on a fresh task queue, the database migrated (unless ``migrate`` is off:
+    a benchmark that set the schema itself), settings as `followthrough dev` uses them (payloads encrypted
+    with a key in the data folder, calls without keys) plus ``settings`` (FOLLOWTHROUGH_* names)."""
     api_port = free_port()
     env = os.environ | {
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": address, "FOLLOWTHROUGH_DATABASE_URL": database_url,
@@ -159,7 +183,8 @@ def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sa
         "FOLLOWTHROUGH_CODEC": "local-key", "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true",
     } | settings
     cli = [sys.executable, "-m", "followthrough.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT)
+    if migrate:
+        subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     procs = [subprocess.Popen([*cli, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL)]
     procs += [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)

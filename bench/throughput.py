@@ -23,18 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import stack  # noqa: E402
 
 
-async def run_bounded(n: int, concurrency: int, job) -> None:
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-
-    async def runner() -> None:
-        while not queue.empty():
-            await job(queue.get_nowait())
-
-    await asyncio.gather(*[runner() for _ in range(concurrency)])
-
-
 async def bench_bare(server: stack.Server, n: int, concurrency: int,
                      workflow_name: str) -> tuple[float, dict[str, float]]:
     with stack.bare_worker(server.address) as worker:
@@ -49,7 +37,7 @@ async def bench_bare(server: stack.Server, n: int, concurrency: int,
         async def one(i: int) -> None:
             await client.execute_workflow(workflow_name, stack.payload(i), id=f"{queue}-{i}", task_queue=queue)
 
-        await run_bounded(n, concurrency, one)
+        await stack.run_bounded(n, concurrency, one)
         rate = n / (time.perf_counter() - start)
         meter.stop()
         return rate, meter.spent
@@ -70,7 +58,7 @@ async def bench_engine(server: stack.Server, n: int, concurrency: int, database_
             await stack.warm_up(http)
             meter.start()
             start = time.perf_counter()
-            await run_bounded(n, concurrency, create)
+            await stack.run_bounded(n, concurrency, create)
             while (done := await stack.count(http, tenant, "completed")) < n:
                 await asyncio.sleep(0.25)
             rate = done / (time.perf_counter() - start)

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     # whose workflow code is already proven may turn it off for throughput.
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
+    # Runs kept in the worker's memory between workflow tasks (the SDK's sticky cache). Bigger saves
+    # replays; each cached run costs memory (README: Benchmarks, Scale). 0 keeps none.
+    worker_max_cached_workflows: int = Field(1000, ge=0, validation_alias=_env("WORKER_MAX_CACHED_WORKFLOWS"))
 
     # Observability (README: Metrics, Logs). The API serves its metrics at /metrics (no key: scrape it on the
     # internal network); the worker serves the Temporal SDK's metrics and its own task metrics each on an

@@ -37,9 +37,15 @@ def _when(nullable: bool = True, index: bool = False) -> Any:
 
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
+    # One index per filter the lists use, each ending in created_at so a page comes in order
+    # (measured on 100,000 tasks: README, Benchmarks, Scale).
     __table_args__ = (
         Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
         Index("ix_tasks_tenant_status_created", "tenant_id", "status", "created_at"),
+        Index("ix_tasks_tenant_type_created", "tenant_id", "type", "created_at"),
+        Index("ix_tasks_tenant_owner_created", "tenant_id", "owner_id", "created_at"),
+        Index("ix_tasks_created", "created_at", "id"),
+        Index("ix_tasks_status_created", "status", "created_at"),
         Index("ix_tasks_subject", "subject_ref_type", "subject_ref_id"),
     )
 
@@ -227,7 +233,8 @@ class Approval(SQLModel, table=True):
     """One request for a decision on a task: who may decide, how many must approve, by when."""
 
     __tablename__ = "approvals"
-    __table_args__ = (Index("ix_approvals_status_requested", "status", "requested_at"),)
+    __table_args__ = (Index("ix_approvals_status_requested", "status", "requested_at"),
+                      Index("ix_approvals_tenant_status_requested", "tenant_id", "status", "requested_at"))
 
     id: str = Field(primary_key=True, max_length=128)  # the id of its TASK_APPROVAL_REQUESTED event
     task_id: str = Field(foreign_key="tasks.id", max_length=36, index=True)
