@@ -1,15 +1,15 @@
 """indexes for the list queries at scale: newest across tenants, a tenant's tasks by type or owner,
 a status across tenants, and a tenant's approval queue (measured in bench/scale.py)
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-22
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
