@@ -72,9 +72,24 @@ def _statuses(value: int | list[int] | None) -> list[int] | None:
     return statuses
 
 
-class ActionSpec(BaseModel):
+class _Sending(BaseModel):
+    """What a connector and each of its actions may both set: extra headers and the tasks' default mode."""
+
     model_config = ConfigDict(extra="forbid")
 
+    # The fields are declared by the subclasses, each with its own default.
+    @field_validator("headers", check_fields=False)
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _headers(value)
+
+    @field_validator("default_mode", mode="before", check_fields=False)
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return TaskMode.parse(value) if isinstance(value, str) else value
+
+
+class ActionSpec(_Sending):
     description: str | None = Field(None, max_length=500)
     method: str
     path: str = Field(min_length=1, max_length=1000)
@@ -109,19 +124,8 @@ class ActionSpec(BaseModel):
     def _expected(cls, value: Any) -> Any:
         return _statuses(value)
 
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _headers(value)
 
-    @field_validator("default_mode", mode="before")
-    @classmethod
-    def _mode(cls, value: Any) -> Any:
-        return TaskMode.parse(value) if isinstance(value, str) else value
-
-
-class ConnectorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ConnectorSpec(_Sending):
 
     name: str = Field(pattern=NAME)
     description: str | None = Field(None, max_length=500)
@@ -158,16 +162,6 @@ class ConnectorSpec(BaseModel):
             raise ValueError("the base URL is no template (set it per deployment with "
                              "FOLLOWTHROUGH_CONNECTOR_BASE_URLS)")
         return http_url(value.strip()).rstrip("/")
-
-    @field_validator("headers")
-    @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _headers(value)
-
-    @field_validator("default_mode", mode="before")
-    @classmethod
-    def _mode(cls, value: Any) -> Any:
-        return TaskMode.parse(value) if isinstance(value, str) else value
 
     @field_validator("idempotency_header")
     @classmethod
