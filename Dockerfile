@@ -12,6 +12,11 @@ RUN groupadd --system --gid 10001 followthrough \
     && useradd --system --uid 10001 --gid followthrough --create-home \
        --home-dir /home/followthrough --shell /usr/sbin/nologin followthrough
 
+# Debian's Chromium for browser tasks (the worker drives it with Playwright; nothing is downloaded at run time).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends chromium \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 COPY . .
 RUN pip install . \
