@@ -9,10 +9,13 @@ a context manager; ``url`` is the base URL to configure.
 import json
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from tests.receivers import Received
 
@@ -148,3 +151,15 @@ class FakeLlm:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# The API key the engine must send, kept as the secret `llm_key` (settings: llm_api_key_secret="llm_key").
+KEY = f"sk-test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLlm]:
+    """A running FakeLlm, with KEY available to the worker as the secret `llm_key`."""
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_KEY", KEY)
+    with FakeLlm(model="fake-gpt-1-0613") as running:
+        yield running

@@ -14,18 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, until_status
-from tests.llm_server import FakeLlm
+from tests.llm_server import KEY, FakeLlm, llm  # noqa: F401 - llm is a fixture
 from tests.receivers import Receiver
 from tests.workflows.test_run_texts import summaries
-
-KEY = f"sk-test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLlm]:
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_KEY", KEY)
-    with FakeLlm(model="fake-gpt-1-0613") as running:
-        yield running
 
 
 @pytest.fixture

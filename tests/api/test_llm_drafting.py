@@ -2,27 +2,16 @@
 server on 127.0.0.1 (tests/llm_server.py)."""
 
 import json
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Stack, running_stack
 from tests.helpers import outbox_rows, task_body, until_status
-from tests.llm_server import FakeLlm
-
-KEY = f"sk-test-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLlm]:
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_KEY", KEY)
-    with FakeLlm(model="fake-gpt-1-0613") as running:
-        yield running
+from tests.llm_server import KEY, FakeLlm, llm  # noqa: F401 - llm is a fixture
 
 
 @pytest_asyncio.fixture
