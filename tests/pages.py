@@ -61,6 +61,18 @@ class Pages:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def sign_up_steps(self) -> list[dict]:
+        """Browser steps filling the form (the email from the secret `signup_email`), submitting it and
+        reading the thanks."""
+        return [
+            {"action": "navigate", "url": f"{self.url}/form"},
+            {"action": "type", "selector": "#name", "text": "Ann"},
+            {"action": "type", "selector": "#email", "secret": "signup_email"},
+            {"action": "click", "selector": "#submit"},
+            {"action": "wait", "selector": "#thanks"},
+            {"action": "extract", "selector": "#thanks", "name": "thanks"},
+        ]
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         pages = self
 

@@ -67,12 +67,7 @@ async def test_a_form_filled_from_a_secret_submitted_and_read_back(engine: Async
     secrets = SecretStore(environ={"FOLLOWTHROUGH_SECRET_SIGNUP_EMAIL": "ann@example.com"})
     ctx = context(engine, secrets=secrets)
     result = await run(engine, [
-        {"action": "navigate", "url": f"{site.url}/form"},
-        {"action": "type", "selector": "#name", "text": "Ann"},
-        {"action": "type", "selector": "#email", "secret": "signup_email"},
-        {"action": "click", "selector": "#submit"},
-        {"action": "wait", "selector": "#thanks"},
-        {"action": "extract", "selector": "#thanks", "name": "thanks"},
+        *site.sign_up_steps(),
         {"action": "screenshot", "name": "after", "full_page": True},
     ], ctx)
     assert site.posted == [{"name": ["Ann"], "email": ["ann@example.com"]}]

@@ -66,12 +66,7 @@ async def test_a_form_filled_submitted_and_read_with_artifacts_served(api: httpx
                                                                       monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("FOLLOWTHROUGH_SECRET_SIGNUP_EMAIL", "ann@example.com")
     task_id = await create(api, [
-        {"action": "navigate", "url": f"{site.url}/form"},
-        {"action": "type", "selector": "#name", "text": "Ann"},
-        {"action": "type", "selector": "#email", "secret": "signup_email"},
-        {"action": "click", "selector": "#submit"},
-        {"action": "wait", "selector": "#thanks"},
-        {"action": "extract", "selector": "#thanks", "name": "thanks"},
+        *site.sign_up_steps(),
         {"action": "navigate", "url": f"{site.url}/delayed"},
         {"action": "wait", "selector": "#late", "timeout_ms": 5000},
         {"action": "navigate", "url": f"{site.url}/catalogue"},
