@@ -113,6 +113,8 @@ class AgentActivities:
         """The agent's own list and its tenant's (FOLLOWTHROUGH_GUARDRAILS agent.allowed_hosts); None: not set."""
         tenant = self._settings.guardrail_params(request.tenant_id, "agent", {"allowed_hosts": None})
         listed = tenant.get("allowed_hosts")
+        if isinstance(listed, str):
+            listed = [listed]
         return [request.bounds.allowed_hosts if request.bounds else None,
                 None if listed is None else [str(h) for h in listed]]
 
