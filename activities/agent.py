@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -30,6 +31,7 @@ from followthrough import activity_names, allowed_hosts, policies
 from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
 from followthrough.contracts import AgentTurnRequest, AgentTurnResult, Draft, ToolCallRequest, ToolCallResult
 from followthrough.lifecycle import TaskMode
+from followthrough.mirror import TASKS
 from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
@@ -190,6 +192,7 @@ class AgentActivities:
 
     async def _create_subtask(self, request: ToolCallRequest) -> ToolCallResult:
         # Imported here: the API's creation path is only needed by the worker, not by the workflow sandbox.
+        from api import limits
         from api.errors import ApiError
         from api.schemas import TaskCreate
         from api.task_creation import TaskCreator
@@ -221,11 +224,15 @@ class AgentActivities:
             if bounds.approvers or bounds.approver_roles:
                 fields["approval"] = {"approvers": bounds.approvers, "required": bounds.approvals_required,
                                       "roles": bounds.approver_roles}
+        task_id = str(uuid.uuid5(_SUBTASK_IDS, request.idempotency_key))
         try:
             body = TaskCreate.model_validate(fields)
+            # The tenant's creation rate and cap on tasks in flight count it like a POST /tasks (not again when
+            # a retried call finds the task it created).
+            if not await self._exists(task_id):
+                await limits.admit(self._settings, self._engine, {request.tenant_id: 1})
             created = await TaskCreator(self._settings, self._temporal, self._engine).create(
-                body, request.created_by or "agent",
-                task_id=str(uuid.uuid5(_SUBTASK_IDS, request.idempotency_key)))
+                body, request.created_by or "agent", task_id=task_id)
         except RequestValidationError as err:
             return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable_encoder(err.errors()))}",
                                   detail={"error": "invalid"})
@@ -236,6 +243,10 @@ class AgentActivities:
         return ToolCallResult(output=_json({"task_id": created.id, "status": "started", "mode": body.mode}),
                               detail={"task_id": created.id, "workflow_id": created.workflow_id,
                                       "mode": body.mode})
+
+    async def _exists(self, task_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == task_id))).first() is not None
 
     def _subtask_hosts(self, request: ToolCallRequest, task_type: Any, payload: dict[str, Any]) -> ToolCallResult | None:
         """A refusal when the subtask would reach a host outside the agent's lists, or is of a type whose

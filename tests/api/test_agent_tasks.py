@@ -423,3 +423,20 @@ async def test_an_agents_allowed_hosts_are_checked_and_decomposing_subtasks_refu
         nested = await astack.http.post("/tasks", json={"type": "agent", "payload": {
             "prompt": "x", "subtask_types": [kind]}})
         assert nested.status_code == 422 and f"may not create {kind}" in nested.text, nested.text
+
+
+async def test_an_agents_subtasks_count_against_its_tenants_limits(dev_env, engine, tmp_path, llm, receiver):
+    llm.call_tools(("create_subtask", {"type": "http_request", "title": "Ping", "mode": "suggest",
+                                       "payload": {"method": "GET", "url": f"{receiver.url}/ping"}}))
+    llm.answer("Could not.")
+    async with running_stack(dev_env, engine, tmp_path, llm_base_url=llm.url, llm_model="fake-gpt-1",
+                             llm_api_key_secret="llm_key", llm_timeout_seconds=10,
+                             max_tasks_in_flight=1) as capped:
+        # The agent itself is the tenant's one task in flight: the subtask would be a second.
+        task_id = await create(capped, {"prompt": "Ping.", "allowed_tools": ["create_subtask"],
+                                        "subtask_types": ["http_request"]})
+        await pending_approval(capped, task_id)
+        assert (await capped.http.post(f"/tasks/{task_id}/approve", json={})).status_code == 200
+        task = await until_status(capped, task_id, "completed")
+        assert "tasks in flight" in task["result"]["transcript"][2]["content"]
+        assert await subtasks_of(capped, task_id) == []
