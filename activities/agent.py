@@ -29,13 +29,15 @@ from activities.heartbeat import heartbeating
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
 from followthrough import activity_names, allowed_hosts, policies
 from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
-from followthrough.contracts import AgentTurnRequest, AgentTurnResult, Draft, ToolCallRequest, ToolCallResult
+from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
+                                     ToolCallResult)
 from followthrough.lifecycle import TaskMode
 from followthrough.mirror import TASKS
 from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+from followthrough.tasktypes.base import DraftContext, TaskType
 
 # Every answer the model may read: statuses 2xx-4xx come back to it; 5xx and timeouts are retried first.
 _ANSWERED = list(range(200, 500))
@@ -209,8 +211,6 @@ class AgentActivities:
             task_type = get_type(args["type"])
         except UnknownTaskType as err:
             return ToolCallResult(output=f"error: {err}", detail={"error": "invalid"})
-        if (refused := self._subtask_hosts(request, task_type, args["payload"])) is not None:
-            return refused
         # The subtask acts no more freely than its agent: a mode no looser than the agent's (a call scheduled
         # before the agent passed its bounds: review), the agent's approvers, deadline and priority.
         bounds = request.bounds
@@ -225,14 +225,18 @@ class AgentActivities:
                 fields["approval"] = {"approvers": bounds.approvers, "required": bounds.approvals_required,
                                       "roles": bounds.approver_roles}
         task_id = str(uuid.uuid5(_SUBTASK_IDS, request.idempotency_key))
+        creator = TaskCreator(self._settings, self._temporal, self._engine)
+        actor = request.created_by or "agent"
         try:
             body = TaskCreate.model_validate(fields)
+            if (refused := await self._subtask_hosts(request, task_type, creator.build(body, actor,
+                                                                                       task_id=task_id))):
+                return refused
             # The tenant's creation rate and cap on tasks in flight count it like a POST /tasks (not again when
             # a retried call finds the task it created).
             if not await self._exists(task_id):
                 await limits.admit(self._settings, self._engine, {request.tenant_id: 1})
-            created = await TaskCreator(self._settings, self._temporal, self._engine).create(
-                body, request.created_by or "agent", task_id=task_id)
+            created = await creator.create(body, actor, task_id=task_id)
         except RequestValidationError as err:
             return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable_encoder(err.errors()))}",
                                   detail={"error": "invalid"})
@@ -248,23 +252,27 @@ class AgentActivities:
         async with self._engine.connect() as conn:
             return (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == task_id))).first() is not None
 
-    def _subtask_hosts(self, request: ToolCallRequest, task_type: Any, payload: dict[str, Any]) -> ToolCallResult | None:
-        """A refusal when the subtask would reach a host outside the agent's lists, or is of a type whose
-        requests go on to hosts its payload does not name."""
+    async def _subtask_hosts(self, request: ToolCallRequest, task_type: TaskType,
+                             task: TaskInput) -> ToolCallResult | None:
+        """A refusal when the subtask (built, not started) would reach a host outside the agent's lists, or is
+        of a type whose requests go on to hosts its payload does not name."""
         lists = self._host_lists(request)
         if all(hosts is None for hosts in lists):
             return None
         if task_type.name in SUBTASK_TYPES_UNBOUNDED_HOSTS:
-            reason = (f"this agent is held to allowed hosts, and a {task_type.name} task can go on to others "
+            reason = (f"this agent is held to allowed hosts, and {task_type.name} tasks can go on to others "
                       f"(redirects, navigation)")
             return ToolCallResult(output=f"refused: {reason}", detail={"refused": True, "error": reason})
-        try:
-            checked = task_type.payload_model.model_validate(payload)
-        except ValueError:
-            return None  # the creation below answers what is wrong with it
-        for url in task_type.outbound_urls(checked).values():
-            if (refused := self._refusal(request, url)) is not None:
-                return refused
+        payload = task_type.payload_model.model_validate(task.payload)
+        urls = list(task_type.outbound_urls(payload).values())
+        if task_type.channel == "http" and not urls:
+            # A connector's action: its URL (the operator's base URL and the action's path) is in its draft.
+            draft = await task_type.draft(payload, DraftContext(self._settings, task, self._engine))
+            urls = [str(draft.data.get("url") or "")]
+        for url in urls:
+            reason = allowed_hosts.refusal(url, *lists) if url else "its URL could not be read"
+            if reason is not None:
+                return ToolCallResult(output=f"refused: {reason}", detail={"refused": True, "error": reason})
         return None
 
 

@@ -26,8 +26,9 @@ from temporalio.workflow import ActivityCancellationType
 
 from followthrough import activity_names, policies
 from followthrough.agent_tools import TOOLS, AgentTool, out_of_bounds
-from followthrough.contracts import (AgentBounds, AgentTurnRequest, AgentTurnResult, ApprovalDecision, Completion, Draft, Rejection,
-                                     TaskChanges, TaskInput, TaskOutcome, ToolCallRequest, ToolCallResult)
+from followthrough.contracts import (AgentBounds, AgentTurnRequest, AgentTurnResult, ApprovalDecision, Completion,
+                                     Draft, Rejection, TaskChanges, TaskInput, TaskOutcome, ToolCallRequest,
+                                     ToolCallResult)
 from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
 from workflows.task_events import TaskEventLog
 

@@ -440,3 +440,33 @@ async def test_an_agents_subtasks_count_against_its_tenants_limits(dev_env, engi
         task = await until_status(capped, task_id, "completed")
         assert "tasks in flight" in task["result"]["transcript"][2]["content"]
         assert await subtasks_of(capped, task_id) == []
+
+
+async def test_an_agent_held_to_hosts_creates_no_connector_task_for_another_host(dev_env, engine, tmp_path, llm,
+                                                                                 receiver):
+    """A connector's host is the operator's base URL, not in the payload: its drafted URL is what is checked."""
+    with Receiver() as crm:
+        _, port = _host_port(crm.url)
+        llm.call_tools(("create_subtask", {"type": "crm.create_contact", "title": "Ada", "payload": {
+            "first_name": "Ada", "email": "ada@example.com"}}),
+                       ("create_subtask", {"type": "extract", "title": "Page", "payload": {
+                           "url": f"{receiver.url}/page", "fields": {"h": {"selector": "h1"}}}}))
+        llm.answer("Could not.")
+        async with running_stack(dev_env, engine, tmp_path, llm_base_url=llm.url, llm_model="fake-gpt-1",
+                                 llm_api_key_secret="llm_key", llm_timeout_seconds=10,
+                                 outbound_allow=["127.0.0.1/32", "localhost"],
+                                 connector_base_urls={"crm": f"http://localhost:{port}"}) as running:
+            task_id = await create(running, {"prompt": "Add Ada.", "allowed_tools": ["create_subtask"],
+                                             "allowed_hosts": ["127.0.0.1"],
+                                             "subtask_types": ["crm.create_contact", "extract"]})
+            for _ in range(2):
+                approval = await pending_approval(running, task_id)
+                assert (await running.http.post(f"/tasks/{task_id}/approve", json={})).status_code == 200
+                await eventually(lambda: _approval(running, task_id),
+                                 lambda a, seen=approval["id"]: a and a["id"] != seen or a["status"] != "pending",
+                                 timeout=20)
+            task = await until_status(running, task_id, "completed")
+            transcript = task["result"]["transcript"]
+            assert transcript[2]["content"].startswith("refused: localhost is not one of this agent's allowed hosts")
+            assert transcript[3]["content"].startswith("refused: this agent is held to allowed hosts, and extract tasks")
+            assert await subtasks_of(running, task_id) == [] and crm.requests == [] and receiver.requests == []
