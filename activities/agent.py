@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -26,12 +27,17 @@ from temporalio.client import Client
 from activities.errors import llm_failure, permanent, reports_attempt
 from activities.heartbeat import heartbeating
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
-from followthrough import activity_names, policies
-from followthrough.agent_tools import TOOLS
-from followthrough.contracts import AgentTurnRequest, AgentTurnResult, Draft, ToolCallRequest, ToolCallResult
+from followthrough import activity_names, allowed_hosts, policies
+from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
+from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
+                                     ToolCallResult)
+from followthrough.lifecycle import TaskMode
+from followthrough.mirror import TASKS
+from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+from followthrough.tasktypes.base import DraftContext, TaskType
 
 # Every answer the model may read: statuses 2xx-4xx come back to it; 5xx and timeouts are retried first.
 _ANSWERED = list(range(200, 500))
@@ -40,6 +46,30 @@ _SUBTASK_IDS = uuid.UUID("9e3c6a52-7d1b-4f0e-a8c4-2b5d9f1e6c37")
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class HostNotAllowed(OutboundRefused):
+    """A request to a host outside the agent's allowed hosts; the transports report it like the SSRF guard's."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        Exception.__init__(self, f"refused: {reason}")
+        self.host, self.address, self.reason = host, None, reason
+
+
+class HostBoundClient:
+    """The outbound client, held to host lists: every request it sends (each redirect hop a transport follows
+    is a request of its own) is refused unless every list allows its host. The SSRF guard still runs below."""
+
+    def __init__(self, client: httpx.AsyncClient, lists: list[list[str] | None]) -> None:
+        self._client, self._lists = client, lists
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        return self._client.build_request(*args, **kwargs)
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if (reason := allowed_hosts.refusal(str(request.url), *self._lists)) is not None:
+            raise HostNotAllowed(request.url.host, reason)
+        return await self._client.send(request, **kwargs)
 
 
 class AgentActivities:
@@ -83,6 +113,26 @@ class AgentActivities:
 
     # ---- tools ------------------------------------------------------------------
 
+    def _host_lists(self, request: ToolCallRequest) -> list[list[str] | None]:
+        """The agent's own list and its tenant's (FOLLOWTHROUGH_GUARDRAILS agent.allowed_hosts); None: not set."""
+        tenant = self._settings.guardrail_params(request.tenant_id, "agent", {"allowed_hosts": None})
+        listed = tenant.get("allowed_hosts")
+        if isinstance(listed, str):
+            listed = [listed]
+        return [request.bounds.allowed_hosts if request.bounds else None,
+                None if listed is None else [str(h) for h in listed]]
+
+    def _bounded(self, request: ToolCallRequest) -> httpx.AsyncClient:
+        lists = self._host_lists(request)
+        if all(hosts is None for hosts in lists):
+            return self._outbound
+        return HostBoundClient(self._outbound, lists)  # type: ignore[return-value] - the part transports use
+
+    def _refusal(self, request: ToolCallRequest, url: str | None) -> ToolCallResult | None:
+        reason = allowed_hosts.refusal(url, *self._host_lists(request)) if url else None
+        return None if reason is None else ToolCallResult(output=f"refused: {reason}",
+                                                          detail={"refused": True, "error": reason})
+
     def _delivery(self, request: ToolCallRequest, http: httpx.AsyncClient) -> DeliveryContext:
         info = activity.info()
         timeout = (info.start_to_close_timeout or timedelta(seconds=30)).total_seconds()
@@ -98,8 +148,10 @@ class AgentActivities:
         if args.get("json") is not None:
             data["json"] = args["json"]
         draft = Draft(channel="http", subject=f"{data['method']} {data['url']}", body="", data=data)
+        if (refused := self._refusal(request, args["url"])) is not None:
+            return refused
         try:
-            ctx = self._delivery(request, self._outbound)
+            ctx = self._delivery(request, self._bounded(request))
             result = await heartbeating(self._transports["http"].deliver(draft, ctx), finish_on_cancel=True)
         except PermanentDeliveryError as err:
             # Refused by the SSRF guard or the request itself: the model hears why, the task goes on.
@@ -112,9 +164,11 @@ class AgentActivities:
         # The extract task's own channel (activities/transports/extract.py): the SSRF guard on every hop,
         # size and content-type limits; a timeout or a 5xx is retried, anything else goes back to the model.
         draft = Draft(channel="extract", subject="extract", body="", data=request.arguments)
+        if (refused := self._refusal(request, request.arguments.get("url"))) is not None:
+            return refused
         try:
-            result = await heartbeating(self._transports["extract"].deliver(draft, self._delivery(request,
-                                                                                                   self._outbound)))
+            result = await heartbeating(self._transports["extract"].deliver(draft, self._delivery(
+                request, self._bounded(request))))
         except PermanentDeliveryError as err:
             return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})
         return ToolCallResult(output=_json(result["data"]),
@@ -140,24 +194,49 @@ class AgentActivities:
 
     async def _create_subtask(self, request: ToolCallRequest) -> ToolCallResult:
         # Imported here: the API's creation path is only needed by the worker, not by the workflow sandbox.
+        from api import limits
         from api.errors import ApiError
         from api.schemas import TaskCreate
         from api.task_creation import TaskCreator
+        from followthrough.tasktypes import UnknownTaskType, get_type
 
         args = request.arguments
-        if args["type"] not in request.subtask_types:
-            allowed = ", ".join(request.subtask_types) or "none"
+        if args["type"] not in request.subtask_types or args["type"] in SUBTASK_TYPES_REFUSED:
+            allowed = ", ".join(t for t in request.subtask_types if t not in SUBTASK_TYPES_REFUSED) or "none"
             return ToolCallResult(output=f"refused: this agent may not create {args['type']!r} tasks; allowed: "
                                          f"{allowed}", detail={"refused": True})
         if self._temporal is None:
             raise permanent("create_subtask needs a Temporal client", policies.DELIVERY_REFUSED)
         try:
-            body = TaskCreate.model_validate({"type": args["type"], "title": args["title"], "payload": args["payload"],
-                                              "mode": args.get("mode"), "tenant_id": request.tenant_id,
-                                              "source": f"agent:{request.task_id}"})
-            created = await TaskCreator(self._settings, self._temporal, self._engine).create(
-                body, request.created_by or "agent",
-                task_id=str(uuid.uuid5(_SUBTASK_IDS, request.idempotency_key)))
+            task_type = get_type(args["type"])
+        except UnknownTaskType as err:
+            return ToolCallResult(output=f"error: {err}", detail={"error": "invalid"})
+        # The subtask acts no more freely than its agent: a mode no looser than the agent's (a call scheduled
+        # before the agent passed its bounds: review), the agent's approvers, deadline and priority.
+        bounds = request.bounds
+        ceiling = TaskMode.parse(bounds.mode) if bounds else TaskMode.REVIEW
+        asked = TaskMode.parse(args["mode"]) if args.get("mode") else task_type.default_mode
+        fields: dict[str, Any] = {"type": args["type"], "title": args["title"], "payload": args["payload"],
+                                  "mode": asked.no_looser_than(ceiling).value, "tenant_id": request.tenant_id,
+                                  "source": f"agent:{request.task_id}"}
+        if bounds is not None:
+            fields |= {"priority": bounds.priority, "approval_timeout_seconds": bounds.approval_timeout_seconds}
+            if bounds.approvers or bounds.approver_roles:
+                fields["approval"] = {"approvers": bounds.approvers, "required": bounds.approvals_required,
+                                      "roles": bounds.approver_roles}
+        task_id = str(uuid.uuid5(_SUBTASK_IDS, request.idempotency_key))
+        creator = TaskCreator(self._settings, self._temporal, self._engine)
+        actor = request.created_by or "agent"
+        try:
+            body = TaskCreate.model_validate(fields)
+            if (refused := await self._subtask_hosts(request, task_type, creator.build(body, actor,
+                                                                                       task_id=task_id))):
+                return refused
+            # The tenant's creation rate and cap on tasks in flight count it like a POST /tasks (not again when
+            # a retried call finds the task it created).
+            if not await self._exists(task_id):
+                await limits.admit(self._settings, self._engine, {request.tenant_id: 1})
+            created = await creator.create(body, actor, task_id=task_id)
         except RequestValidationError as err:
             return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable_encoder(err.errors()))}",
                                   detail={"error": "invalid"})
@@ -165,8 +244,36 @@ class AgentActivities:
             return ToolCallResult(output=f"error: {err.detail}", detail={"error": err.detail})
         except ValueError as err:  # pydantic's ValidationError of the body
             return ToolCallResult(output=f"error: the task is invalid: {err}", detail={"error": "invalid"})
-        return ToolCallResult(output=_json({"task_id": created.id, "status": "started"}),
-                              detail={"task_id": created.id, "workflow_id": created.workflow_id})
+        return ToolCallResult(output=_json({"task_id": created.id, "status": "started", "mode": body.mode}),
+                              detail={"task_id": created.id, "workflow_id": created.workflow_id,
+                                      "mode": body.mode})
+
+    async def _exists(self, task_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == task_id))).first() is not None
+
+    async def _subtask_hosts(self, request: ToolCallRequest, task_type: TaskType,
+                             task: TaskInput) -> ToolCallResult | None:
+        """A refusal when the subtask (built, not started) would reach a host outside the agent's lists, or is
+        of a type whose requests go on to hosts its payload does not name."""
+        lists = self._host_lists(request)
+        if all(hosts is None for hosts in lists):
+            return None
+        if task_type.name in SUBTASK_TYPES_UNBOUNDED_HOSTS:
+            reason = (f"this agent is held to allowed hosts, and {task_type.name} tasks can go on to others "
+                      f"(redirects, navigation)")
+            return ToolCallResult(output=f"refused: {reason}", detail={"refused": True, "error": reason})
+        payload = task_type.payload_model.model_validate(task.payload)
+        urls = list(task_type.outbound_urls(payload).values())
+        if task_type.channel == "http" and not urls:
+            # A connector's action: its URL (the operator's base URL and the action's path) is in its draft.
+            draft = await task_type.draft(payload, DraftContext(self._settings, task, self._engine))
+            urls = [str(draft.data.get("url") or "")]
+        for url in urls:
+            reason = allowed_hosts.refusal(url, *lists) if url else "its URL could not be read"
+            if reason is not None:
+                return ToolCallResult(output=f"refused: {reason}", detail={"refused": True, "error": reason})
+        return None
 
 
 def _tool_activity(name: str, handler: Callable[[ToolCallRequest], Awaitable[ToolCallResult]]):

@@ -1,13 +1,16 @@
 """Planning: split a task into the subtasks its workflow then runs as child tasks."""
 
+from dataclasses import replace
+
 from pydantic import ValidationError
 from temporalio import activity
 
 from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
-from followthrough.contracts import PlanRequest, SubtaskPlan
+from followthrough.contracts import PlanRequest, SubtaskPlan, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
+from followthrough.lifecycle import TaskMode
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
 from followthrough.tasktypes.base import PlanContext
@@ -33,7 +36,21 @@ class PlanningActivities:
             planned = await heartbeating(planner(payload, PlanContext(self._settings, task)))
         except LlmError as err:
             raise llm_failure(err) from err
-        return self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+        checked = self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+        return self._bounded(checked, task) if getattr(planned, "origin", None) is not None else checked
+
+    @staticmethod
+    def _bounded(plan: SubtaskPlan, task: TaskInput) -> SubtaskPlan:
+        """A model's plan (it has an origin: which model, what it cost) runs inside the parent's bounds: no
+        subtask in a looser mode than the parent's, and the parent's approvers where the plan names none."""
+        ceiling = TaskMode.parse(task.mode)
+        bounded = []
+        for spec in plan.subtasks:
+            spec = replace(spec, mode=TaskMode.parse(spec.mode).no_looser_than(ceiling).value)
+            if not spec.approvers and task.approvers:
+                spec = replace(spec, approvers=list(task.approvers), approvals_required=task.approvals_required)
+            bounded.append(spec)
+        return replace(plan, subtasks=bounded)
 
     @staticmethod
     def _checked(planned: SubtaskList, title: str, depth: int, approval_timeout_seconds: int) -> SubtaskPlan:

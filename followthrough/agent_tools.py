@@ -16,11 +16,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
+from followthrough import allowed_hosts
 from followthrough.tasktypes.extract import ExtractPayload
 from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, http_url
 
-# Agents never create agents: a loop that spawns loops has no bound.
-SUBTASK_TYPES_REFUSED = frozenset({"agent"})
+# Agents never create agents: a loop that spawns loops has no bound. Nor tasks that split into subtasks of their
+# own (group, campaign, project): those list their own modes and approvers, past the agent's bounds.
+SUBTASK_TYPES_REFUSED = frozenset({"agent", "group", "campaign", "project"})
+# Types whose requests go on past the URLs in their payload (redirects followed, pages navigated from): an agent
+# held to hosts may not create them, since its list could not follow them there.
+SUBTASK_TYPES_UNBOUNDED_HOSTS = frozenset({"browser", "extract"})
 
 
 class _Args(BaseModel):
@@ -73,6 +78,8 @@ class AgentTool:
     # Whether this call (its checked arguments) must be approved by a person before it runs.
     risky: Callable[[dict[str, Any]], bool]
     summary: Callable[[dict[str, Any]], str]
+    # The URLs the call reaches first, for the agent's host allow-list (the activity checks every hop too).
+    urls: Callable[[dict[str, Any]], list[str]] = lambda _args: []
 
     def openai_schema(self) -> dict[str, Any]:
         schema = self.arguments.model_json_schema(by_alias=True)
@@ -108,6 +115,7 @@ TOOLS: dict[str, AgentTool] = {tool.name: tool for tool in (
         arguments=HttpRequestArgs, activity=_activity("http_request"),
         risky=lambda args: args.get("method", "GET") != "GET",
         summary=lambda args: f"tool http_request {args.get('method', 'GET')} {args.get('url', '')}"[:200],
+        urls=lambda args: [args["url"]],
     ),
     AgentTool(
         name="draft_email",
@@ -127,9 +135,11 @@ TOOLS: dict[str, AgentTool] = {tool.name: tool for tool in (
     AgentTool(
         name="create_subtask",
         description="Create a task of another type (one of the types this agent may create), which then runs "
-                    "on its own; answers with its id.",
+                    "on its own, in a mode no looser than this task's and with its approvers; waits for a "
+                    "person's approval first; answers with its id.",
         arguments=SubtaskArgs, activity=_activity("create_subtask"),
-        risky=lambda _args: False,
+        # It creates work that acts on its own (an email, an HTTP call): a person approves it first.
+        risky=lambda _args: True,
         summary=lambda args: f"tool create_subtask {args.get('type', '')}: {args.get('title', '')}"[:200],
     ),
     AgentTool(
@@ -140,9 +150,22 @@ TOOLS: dict[str, AgentTool] = {tool.name: tool for tool in (
         arguments=ExtractPayload, activity=_activity("fetch_and_extract"),
         risky=lambda _args: False,  # a GET changes nothing
         summary=lambda args: f"tool fetch_and_extract {args.get('url') or 'given HTML'}"[:200],
+        urls=lambda args: [args["url"]] if args.get("url") else [],
     ),
 )}
 
 
 def tool_names() -> list[str]:
     return sorted(TOOLS)
+
+
+def out_of_bounds(payload: dict[str, Any], name: str, arguments: dict[str, Any]) -> str | None:
+    """Why a checked call is outside what the agent's payload allows (its hosts, its subtask types), so it is
+    refused before anyone is asked to approve it; None when it is inside."""
+    if name == "create_subtask" and arguments["type"] not in (payload.get("subtask_types") or []):
+        allowed = ", ".join(payload.get("subtask_types") or []) or "none"
+        return f"refused: this agent may not create {arguments['type']!r} tasks; allowed: {allowed}"
+    for url in TOOLS[name].urls(arguments):
+        if (reason := allowed_hosts.refusal(url, payload.get("allowed_hosts"))) is not None:
+            return f"refused: {reason}"
+    return None

@@ -379,6 +379,20 @@ class AgentTurnResult:
 
 
 @dataclass
+class AgentBounds:
+    """An agent task's limits that its tools carry over: the hosts its HTTP tools may reach (None: no list) and,
+    for the subtasks it creates, the ceiling on their mode and the approvers, deadline and priority they take."""
+
+    mode: str
+    allowed_hosts: list[str] | None = None
+    approvers: list[str] = field(default_factory=list)
+    approvals_required: int = 1
+    approver_roles: list[str] = field(default_factory=list)
+    approval_timeout_seconds: int | None = None
+    priority: str = "normal"
+
+
+@dataclass
 class ToolCallRequest:
     task_id: str
     tenant_id: str
@@ -392,6 +406,9 @@ class ToolCallRequest:
     subtask_types: list[str] = field(default_factory=list)
     # The agent task's own input, for subtasks it creates (tenant, source, approvers).
     created_by: str | None = None
+    # What the agent allows, for its tools to keep to; None: a call scheduled before these existed (a subtask
+    # it creates then waits for approval whatever it asked for).
+    bounds: AgentBounds | None = None
 
 
 @dataclass

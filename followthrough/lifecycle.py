@@ -79,6 +79,20 @@ class TaskMode(StrEnum):
         return mode
 
 
+    @property
+    def looseness(self) -> int:
+        """How much it lets the engine do without a person: manual, suggest and review 0 (a person acts or
+        approves every send), assisted 1 (only when a guardrail flags), autonomous 2."""
+        return _LOOSENESS[self]
+
+    def no_looser_than(self, ceiling: "TaskMode") -> "TaskMode":
+        """This mode, or ``ceiling`` where this one would let more happen without a person."""
+        return self if self.looseness <= ceiling.looseness else ceiling
+
+
+_LOOSENESS = {TaskMode.MANUAL: 0, TaskMode.SUGGEST: 0, TaskMode.REVIEW: 0, TaskMode.ASSISTED: 1,
+              TaskMode.AUTONOMOUS: 2}
+
 _MODE_ALIASES: dict[str, TaskMode] = {m.value: m for m in TaskMode} | {
     "suggestion": TaskMode.SUGGEST,
     "semi_automated": TaskMode.REVIEW,

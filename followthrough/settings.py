@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     invoice_amount_limit: float = Field(10_000, validation_alias=_env("INVOICE_AMOUNT_LIMIT"))
     # Per-tenant guardrail parameters, overriding a type's defaults:
     # {"<tenant>": {"<task type>": {"amount_limit": 5000, "allowed_domains": ["acme.com"]}}}
+    # {"<tenant>": {"agent": {"allowed_hosts": [...]}}} holds the tenant's agents' HTTP tools and subtask URLs
+    # to those hosts (followthrough/allowed_hosts.py); an agent's payload can narrow it, never widen it.
     guardrails: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict,
                                                              validation_alias=_env("GUARDRAILS"))
 

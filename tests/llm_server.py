@@ -76,6 +76,20 @@ class FakeLlm:
         self._script.append(Answer(200, completion(content, **({"model": self.model} | usage),
                                                    finish_reason="tool_calls", tool_calls=tool_calls)))
 
+    def call_tools_from(self, decide: Callable[[list[dict[str, Any]]], list[tuple[str, dict[str, Any]]]]) -> None:
+        """Answer the next request by asking for the tool calls ``decide`` picks from the messages it was sent:
+        a model that does what the text it read (a fetched page, say) tells it to."""
+        numbered = len(self._script)
+
+        def body(received: Received) -> str:
+            calls = decide(received.json()["messages"])
+            tool_calls = [{"id": f"call_{numbered}_{n}", "type": "function",
+                           "function": {"name": name, "arguments": json.dumps(args)}}
+                          for n, (name, args) in enumerate(calls, 1)]
+            return completion(None, model=self.model, finish_reason="tool_calls", tool_calls=tool_calls)
+
+        self._script.append(Answer(200, body))
+
     def answer(self, text: str, **usage: Any) -> None:
         """Answer the next request with a final text message (no tool calls)."""
         self._script.append(Answer(200, completion(text, **({"model": self.model} | usage))))

@@ -25,9 +25,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ActivityCancellationType
 
 from followthrough import activity_names, policies
-from followthrough.agent_tools import TOOLS
-from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, ApprovalDecision, Completion, Draft, Rejection,
-                                     TaskChanges, TaskInput, TaskOutcome, ToolCallRequest, ToolCallResult)
+from followthrough.agent_tools import TOOLS, AgentTool, out_of_bounds
+from followthrough.contracts import (AgentBounds, AgentTurnRequest, AgentTurnResult, ApprovalDecision, Completion,
+                                     Draft, Rejection, TaskChanges, TaskInput, TaskOutcome, ToolCallRequest,
+                                     ToolCallResult)
 from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
 from workflows.task_events import TaskEventLog
 
@@ -37,6 +38,9 @@ EVENT_TEXT_LIMIT = 1000
 # Calls past this many in one turn are refused: with max_turns (at most 50) it bounds the transcript, which
 # every turn's activity carries, to about 50 × 8 × 4,000 characters of tool output.
 MAX_CALLS_PER_TURN = 8
+# Runs from here on refuse calls outside the agent's hosts and subtask types before anyone is asked, and treat
+# create_subtask as risky; histories recorded before replay as they ran.
+TOOL_BOUNDS = "agent-tool-bounds"
 
 
 def cut(text: str, limit: int) -> str:
@@ -144,10 +148,14 @@ class AgentLoop(TaskEventLog):
                 arguments = tool.check(raw)
             except ValueError as err:
                 refusal = f"refused: {err}"
+            else:
+                if workflow.patched(TOOL_BOUNDS):
+                    refusal = out_of_bounds(task.payload, name, arguments)
         if refusal is not None or tool is None:
             return self._tool_ended(event | {"arguments": cut(raw, EVENT_TEXT_LIMIT)}, "refused", refusal or "")
         event["arguments"] = arguments
-        if tool.risky(arguments):
+        risky = self._risky(tool, arguments)
+        if risky:
             refusal = await self._approve_tool(task, tool.summary(arguments), name, arguments)
             if refusal is not None:
                 return self._tool_ended(event, "rejected", refusal)
@@ -159,13 +167,13 @@ class AgentLoop(TaskEventLog):
                 ToolCallRequest(task_id=task.task_id, tenant_id=task.tenant_id, tool=name, arguments=arguments,
                                 idempotency_key=f"{task.task_id}:{task.run_number}:agent:{turn}:{index}",
                                 run_number=task.run_number, subtask_types=list(task.payload.get("subtask_types") or []),
-                                created_by=task.created_by),
+                                created_by=task.created_by, bounds=_bounds(task)),
                 result_type=ToolCallResult, start_to_close_timeout=policies.TOOL_TIMEOUT,
                 heartbeat_timeout=policies.TOOL_HEARTBEAT_TIMEOUT, retry_policy=policies.TOOL_RETRY,
                 summary=tool.summary(arguments),
                 # A risky call that has begun finishes before a cancel takes effect (like a task's send), so a
                 # cancelled task never leaves an unknown effect behind.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED if tool.risky(arguments)
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED if risky
                 else ActivityCancellationType.TRY_CANCEL,
             )
         except ActivityError as err:
@@ -174,6 +182,12 @@ class AgentLoop(TaskEventLog):
             message = err.cause.message if isinstance(err.cause, ApplicationError) else str(err.cause or err)
             return self._tool_ended(event, "failed", f"the tool failed: {message}")
         return self._tool_ended(event | {"detail": done.detail}, "ok", done.output)
+
+    @staticmethod
+    def _risky(tool: AgentTool, arguments: dict[str, Any]) -> bool:
+        if tool.name == "create_subtask" and not workflow.patched(TOOL_BOUNDS):
+            return False  # a history from before subtasks were approved first
+        return tool.risky(arguments)
 
     def _tool_ended(self, event: dict[str, Any], outcome: str, output: str) -> tuple[str, str]:
         output = cut(output, TOOL_OUTPUT_LIMIT)
@@ -206,3 +220,11 @@ class AgentLoop(TaskEventLog):
         self._emit(EventType.TASK_EXPIRED, TaskStatus.IN_PROGRESS, Stage.THINKING,
                    data={"timeout_seconds": task.approval_timeout_seconds} | approval)
         return "rejected: no one approved this call before the deadline"
+
+
+def _bounds(task: TaskInput) -> AgentBounds:
+    hosts = task.payload.get("allowed_hosts")
+    return AgentBounds(mode=task.mode, allowed_hosts=None if hosts is None else list(hosts),
+                       approvers=list(task.approvers), approvals_required=task.approvals_required,
+                       approver_roles=list(task.approver_roles), approval_timeout_seconds=task.approval_timeout_seconds,
+                       priority=task.priority)

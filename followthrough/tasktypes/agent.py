@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from followthrough import allowed_hosts
 from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, TOOLS
 from followthrough.contracts import Draft
 from followthrough.lifecycle import TaskMode
@@ -27,7 +28,14 @@ class AgentPayload(BaseModel):
     allowed_tools: list[str] = Field(default_factory=list, max_length=20,
                                      description="The tools it may call; others are refused.")
     subtask_types: list[str] = Field(default_factory=list, max_length=20,
-                                     description="The task types create_subtask may create.")
+                                     description="The task types create_subtask may create; its subtasks run in "
+                                                 "a mode no looser than this task's, with its approvers.")
+    allowed_hosts: list[str] | None = Field(
+        None, max_length=100,
+        description="The hosts http_request and fetch_and_extract may reach (every redirect too), and the "
+                    "subtasks' URLs: host names, *.example.com wildcards or IP addresses; [] none. Default: any "
+                    "host the SSRF guard and the tenant's list (FOLLOWTHROUGH_GUARDRAILS agent.allowed_hosts) "
+                    "allow. Narrows only: a host must be on both lists.")
     model: str | None = Field(None, max_length=200, description="Default: the configured LLM model.")
     max_turns: int = Field(10, ge=1, le=MAX_TURNS, description="Model calls at most; then it ends unanswered.")
     temperature: float | None = Field(None, ge=0, le=2)
@@ -45,8 +53,14 @@ class AgentPayload(BaseModel):
     def _subtask_types(cls, value: list[str]) -> list[str]:
         refused = sorted(set(value) & SUBTASK_TYPES_REFUSED)
         if refused:
-            raise ValueError(f"an agent may not create {', '.join(refused)} tasks")
+            raise ValueError(f"an agent may not create {', '.join(refused)} tasks (agents, and tasks that split "
+                             f"into subtasks of their own); list types that do one thing each")
         return list(dict.fromkeys(value))
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else allowed_hosts.parse(value)
 
 
 async def draft(payload: AgentPayload, _ctx: DraftContext) -> Draft:

@@ -3,7 +3,7 @@ server of tests/llm_server.py. The plan's subtasks run as child tasks; a plan na
 project does not allow fails the project with the reason; without an LLM a project is refused."""
 
 from tests.api.test_llm_drafting import create, events, lstack, llm  # noqa: F401 - fixtures
-from tests.helpers import until_status
+from tests.helpers import eventually, outbox_rows, until_status
 
 GOAL = {"goal": "Tell both pilot customers that the Q4 pricing changes on 1 December",
         "allowed_types": ["email"], "execution": "sequential"}
@@ -47,3 +47,24 @@ async def test_a_plan_outside_the_allowed_types_fails_the_project(lstack, llm): 
 async def test_a_project_needs_an_llm(stack):
     refused = await stack.http.post("/tasks", json={"type": "project", "title": "Q4", "payload": GOAL})
     assert refused.status_code == 422 and "FOLLOWTHROUGH_LLM_BASE_URL" in str(refused.json()["detail"])
+
+
+async def test_a_planned_subtask_runs_no_looser_than_its_project(lstack, llm):  # noqa: F811
+    """The model picks each subtask's mode; it never gets a looser one than the project's, and the subtasks take
+    the project's approvers."""
+    llm.reply({"subtasks": [_email("ana@pilot-one.example") | {"mode": "autonomous"},
+                            _email("bo@pilot-two.example") | {"mode": "assisted"}]})
+    llm.draft(subject="Q4 pricing for Pilot One", body="Dear Ana, ...", confidence=0.99)
+    llm.draft(subject="Q4 pricing for Pilot Two", body="Dear Bo, ...", confidence=0.99)
+    parent = await create(lstack, type="project", title="Q4 pricing notes", mode="review",
+                          approval={"approvers": ["alice"]}, payload=GOAL | {"execution": "parallel"})
+    children = await eventually(
+        lambda: lstack.http.get(f"/tasks/{parent}/subtasks"),
+        lambda r: r.json()["total"] == 2 and all(c["status"] == "awaiting_approval" for c in r.json()["items"]),
+        timeout=30)
+    items = children.json()["items"]
+    assert [c["mode"] for c in items] == ["review", "review"]
+    for child in items:
+        approval = (await lstack.http.get(f"/tasks/{child['id']}/approval")).json()
+        assert approval["approvers"] == ["alice"]
+    assert await outbox_rows(lstack.engine, items[0]["id"]) == []

@@ -1,0 +1,64 @@
+"""Host allow-lists: the hosts an agent's HTTP tools may reach (its payload's ``allowed_hosts``, and a tenant's
+``FOLLOWTHROUGH_GUARDRAILS`` ``{"<tenant>": {"agent": {"allowed_hosts": [...]}}}``).
+
+A list only narrows: a host must be on every list that is set, and the SSRF guard (followthrough/outbound.py)
+still decides on the addresses a name resolves to. Entries are host names (``api.example.com``), wildcards for
+subdomains (``*.example.com``, which does not match ``example.com`` itself) or IP addresses, matched against
+the URL's host as written. Pure: the agent loop's workflow code checks calls with it.
+"""
+
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+HOW_TO = "list host names (api.example.com), subdomain wildcards (*.example.com) or IP addresses"
+
+
+def _normal(host: str) -> str:
+    host = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def parse(entries: Iterable[str]) -> list[str]:
+    """The entries, normalised; ValueError names the first that is not a host."""
+    hosts: list[str] = []
+    for raw in entries:
+        entry = _normal(str(raw))
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            label = entry.removeprefix("*.")
+            if not label or not all(part and len(part) <= 63 and part.replace("-", "").replace("_", "").isalnum()
+                                    for part in label.split(".")):
+                raise ValueError(f"{raw!r} is not a host; {HOW_TO}") from None
+        hosts.append(entry)
+    return list(dict.fromkeys(hosts))
+
+
+def allows(entries: Iterable[str], host: str) -> bool:
+    host = _normal(host)
+    for entry in entries:
+        entry = _normal(entry)
+        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
+            return True
+    return False
+
+
+def host_of(url: str) -> str:
+    try:
+        return urlsplit(str(url)).hostname or ""
+    except ValueError:
+        return ""
+
+
+def refusal(url: str, *lists: list[str] | None) -> str | None:
+    """Why ``url`` is outside the lists that are set (None: no list), or None when every one allows it."""
+    host = host_of(url)
+    for hosts in lists:
+        if hosts is not None and not allows(hosts, host):
+            listed = ", ".join(hosts) or "none"
+            return f"{host or url} is not one of this agent's allowed hosts ({listed})"
+    return None
