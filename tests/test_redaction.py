@@ -15,6 +15,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import reports_attempt
 from followthrough import redaction
+from followthrough.llm.client import LlmConfig, LlmNotConfigured, api_key
 from followthrough.logs import JsonFormatter, TextFormatter
 from followthrough.secrets import SecretStore
 from followthrough.task_secrets import (TaskSecrets, TaskSecretsFileInvalid, TaskSecretUnavailable,
@@ -103,3 +104,14 @@ def test_escaped_forms_of_a_value_are_redacted_too():
     for form in (value, repr(value), repr(value.encode()), json.dumps(value)):
         assert "[redacted]" in redaction.redact(f"got {form}")
         assert value.split("\n")[1] not in redaction.redact(f"got {form}")
+
+
+def test_an_llm_key_a_header_cannot_carry_is_refused_without_its_value(monkeypatch: pytest.MonkeyPatch):
+    value = f"sk-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_NL", value + "\n")
+    config = LlmConfig(base_url="http://127.0.0.1:9", model="m", api_key_secret="llm_nl")
+    with pytest.raises(LlmNotConfigured) as refused:
+        api_key(config, SecretStore())
+    assert "'llm_nl'" in str(refused.value) and value not in str(refused.value)
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_NL", value)
+    assert api_key(config, SecretStore()) == value

@@ -75,6 +75,12 @@ async def test_a_submitter_cannot_send_an_operator_secret_anywhere(keyed: Stack,
         "type": "webhook", "mode": "autonomous", "subject_ref_id": "w",
         "payload": {"url": f"{receiver.url}/hook", "secret": "smtp_pw", "event": "e", "payload": {}}})
     assert hook.status_code == 422 and hook.json()["detail"][0]["loc"] == ["body", "payload", "secret"], hook.text
+    group = await keyed.http.post("/tasks", headers=submitter, json={
+        "type": "group", "subject_ref_id": "g", "payload": {"subtasks": [
+            {"type": "email", "payload": {"to": ["a@example.com"], "subject": "s", "body": "b"}},
+            _http_request(f"{receiver.url}/x", "smtp_pw")]}})
+    assert group.status_code == 422, group.text
+    assert group.json()["detail"][0]["loc"] == ["body", "payload", "subtasks", "1", "payload", "auth", "secret"]
     admin = bearer(await make_key(engine, keyed.tenant, "ada", "admin"))
     subscription = await keyed.http.post("/subscriptions", headers=admin, json={
         "url": f"{receiver.url}/events", "events": ["task.completed"], "secret": "smtp_pw"})
