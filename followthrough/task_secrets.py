@@ -24,7 +24,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,20 +46,20 @@ class TaskSecretError(LookupError):
 
 
 class TaskSecretUnavailable(TaskSecretError):
-    pass
+    """Not the tenant's, not for this host, or its environment variable is not set on this worker."""
 
 
 class TaskSecretUnusable(TaskSecretError):
-    pass
+    """Its value cannot be sent where it is needed (empty, or a line break in a header value)."""
 
 
 class TaskSecretsFileInvalid(ValueError):
-    pass
+    """The file is not the JSON it should be: an operator's error, answered 503 by the API."""
 
 
 @dataclass(frozen=True)
 class Entry:
-    value: str | None
+    value: str | None = field(repr=False)  # never in a log line or a traceback's locals
     env: str | None
     hosts: tuple[str, ...] | None
 

@@ -100,6 +100,10 @@ async def test_unknown_names_and_other_tenants_names_are_refused_alike(keyed: St
     assert [a.status_code for a in answers] == [422, 422]
     assert messages[0].replace("crm_token", "N") == messages[1].replace("no_such_name", "N")
     assert other not in messages[0] and "the-other-tenants-token" not in messages[0]
+    # A broken file is the operator's to fix: a 503 that shows nothing of it, never a 500.
+    keyed.settings.task_secrets_file.write_text('{"broken": "the-other-tenants-token"')
+    broken = await keyed.http.post("/tasks", headers=submitter, json=_http_request(f"{receiver.url}/x", "crm_token"))
+    assert broken.status_code == 503 and "the-other-tenants-token" not in broken.text, broken.text
 
 
 async def test_a_tenants_secret_is_sent_only_to_the_hosts_it_is_bound_to(keyed: Stack, engine: AsyncEngine,
