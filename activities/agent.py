@@ -27,7 +27,7 @@ from temporalio.client import Client
 from activities.errors import llm_failure, permanent, reports_attempt
 from activities.heartbeat import heartbeating
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
-from followthrough import activity_names, allowed_hosts, policies
+from followthrough import activity_names, allowed_hosts, policies, redaction
 from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
 from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
                                      ToolCallResult)
@@ -37,11 +37,18 @@ from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+from followthrough.task_secrets import task_secrets_for
 from followthrough.tasktypes.base import DraftContext, TaskType
 
 # Every answer the model may read: statuses 2xx-4xx come back to it; 5xx and timeouts are retried first.
 _ANSWERED = list(range(200, 500))
 _SUBTASK_IDS = uuid.UUID("9e3c6a52-7d1b-4f0e-a8c4-2b5d9f1e6c37")
+
+
+def _tool_error(err: Exception) -> ToolCallResult:
+    """What the model (and the task's events) hear of a failed tool call: never a secret's value."""
+    text = redaction.redact(str(err))
+    return ToolCallResult(output=f"error: {text}", detail={"error": text})
 
 
 def _json(value: Any) -> str:
@@ -78,6 +85,7 @@ class AgentActivities:
                  transports: dict[str, Transport] | None = None) -> None:
         self._settings, self._engine, self._http, self._outbound = settings, engine, http, outbound
         self._secrets, self._temporal = secrets, temporal
+        self._task_secrets = task_secrets_for(settings)
         self._transports = transports or build_transports()
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
@@ -137,6 +145,7 @@ class AgentActivities:
         info = activity.info()
         timeout = (info.start_to_close_timeout or timedelta(seconds=30)).total_seconds()
         return DeliveryContext(settings=self._settings, engine=self._engine, http=http, secrets=self._secrets,
+                               task_secrets=self._task_secrets,
                                task_id=request.task_id, task_type="agent", tenant_id=request.tenant_id,
                                idempotency_key=request.idempotency_key, attempt=info.attempt,
                                timeout_seconds=max(1.0, timeout - 5))
@@ -155,7 +164,7 @@ class AgentActivities:
             result = await heartbeating(self._transports["http"].deliver(draft, ctx), finish_on_cancel=True)
         except PermanentDeliveryError as err:
             # Refused by the SSRF guard or the request itself: the model hears why, the task goes on.
-            return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})
+            return _tool_error(err)
         answer = {k: result.get(k) for k in ("status", "headers", "body", "body_truncated")}
         return ToolCallResult(output=_json(answer), detail={k: result.get(k) for k in (
             "status", "duration_ms", "delivery_id", "duplicate")})
@@ -170,7 +179,7 @@ class AgentActivities:
             result = await heartbeating(self._transports["extract"].deliver(draft, self._delivery(
                 request, self._bounded(request))))
         except PermanentDeliveryError as err:
-            return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})
+            return _tool_error(err)
         return ToolCallResult(output=_json(result["data"]),
                               detail={k: result.get(k) for k in ("url", "status", "bytes")})
 
@@ -187,7 +196,7 @@ class AgentActivities:
             result = await heartbeating(self._transports["email"].deliver(draft, self._delivery(request, self._http)),
                                         finish_on_cancel=True)
         except (PermanentDeliveryError, SecretNotFound) as err:
-            return ToolCallResult(output=f"error: {err}", detail={"error": str(err)})
+            return _tool_error(err)
         return ToolCallResult(output=_json({"sent": True, "status": result.get("status"),
                                             "recipients": result.get("recipients")}),
                               detail={k: result.get(k) for k in ("message_id", "status", "duplicate")})

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from followthrough import redaction
 from followthrough.contracts import MirrorBatch, MirrorEvent, TaskChanges
 from followthrough.lifecycle import EventType
 from followthrough.mirror import record_batch
@@ -24,7 +25,7 @@ async def record_failed_attempt(engine: AsyncEngine, task_id: str, run_number: i
     event = MirrorEvent(
         id=f"{info.workflow_run_id}:{info.activity_id}:attempt:{info.attempt}", task_id=task_id,
         seq=1000 + info.attempt, type=EventType.TASK_ATTEMPT_FAILED.value, occurred_at=datetime.now(timezone.utc),
-        data={"step": step, "attempt": info.attempt, "error_type": type(err).__name__, "message": str(err)[:1000],
+        data={"step": step, "attempt": info.attempt, "error_type": type(err).__name__, "message": redaction.redact(str(err))[:1000],
               "will_retry": retryable and (info.retry_policy is None or not info.retry_policy.maximum_attempts
                                            or info.attempt < info.retry_policy.maximum_attempts)},
         changes=TaskChanges(attempts=info.attempt),

@@ -25,9 +25,9 @@ from temporalio import activity
 
 from activities.browser_guard import RequestGuard
 from activities.browser_proxy import REFUSED_HEADER, GuardedProxy
-from activities.transports.base import PermanentDeliveryError, TargetRefused
-from followthrough import artifacts
-from followthrough.secrets import SecretNotFound, SecretStore
+from activities.transports.base import PermanentDeliveryError, SecretRefused, TargetRefused
+from followthrough import artifacts, redaction
+from followthrough.task_secrets import TaskSecretError, TaskSecrets
 from followthrough.tasktypes.browser import MAX_ELEMENTS, BrowserPayload, describe
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -62,7 +62,8 @@ class BrowserFailure(Exception):
 @dataclass(frozen=True)
 class RunContext:
     engine: AsyncEngine
-    secrets: SecretStore
+    # The tenant's task secrets; a `type` step's secret is typed only into a page of a host it is bound to.
+    task_secrets: TaskSecrets
     task_id: str
     tenant_id: str
     chromium: Path
@@ -86,8 +87,8 @@ class _Run:
 
     def redact(self, text: str) -> str:
         for value in self.typed_secrets:
-            text = text.replace(value, "[redacted]")
-        return text
+            text = text.replace(value, redaction.REDACTED)
+        return redaction.redact(text)
 
     async def step(self, index: int, step: Any) -> None:
         where = f"step {index} ({describe(step)})"
@@ -115,8 +116,8 @@ class _Run:
             raise StepFailed(f"{where}: {message}") from err
         except (PermanentDeliveryError, BrowserFailure) as err:
             raise type(err)(f"{where}: {err}") from err
-        except SecretNotFound as err:
-            raise StepFailed(f"{where}: {err}") from err
+        except TaskSecretError as err:
+            raise SecretRefused(f"{where}: {err}") from None
 
     async def _navigate(self, _index: int, step: Any) -> None:
         if (reason := await self.guard.refusal(step.url)) is not None:
@@ -149,12 +150,19 @@ class _Run:
         await self.page.click(step.selector, timeout=step.timeout_ms)
 
     async def _type(self, _index: int, step: Any) -> None:
-        if step.secret is not None:
-            text = self.ctx.secrets.get(step.secret)
-            self.typed_secrets.append(text)
-        else:
-            text = step.text
-        await self.page.fill(step.selector, text, timeout=step.timeout_ms)
+        if step.secret is None:
+            await self.page.fill(step.selector, step.text, timeout=step.timeout_ms)
+            return
+        # A secret goes only into a document of a host it is bound to, whatever redirects led there: the element
+        # is found first, its frame's host checked, and the value filled into that element (a handle that a
+        # navigation meanwhile would detach, so the value cannot land in the next page).
+        element = await self.page.wait_for_selector(step.selector, state="attached", timeout=step.timeout_ms)
+        frame = await element.owner_frame() if element is not None else None
+        if element is None or frame is None:
+            raise StepFailed(f"{step.selector!r} matched no element to type into")
+        text = self.ctx.task_secrets.resolve(self.ctx.tenant_id, step.secret, urlsplit(frame.url).hostname)
+        self.typed_secrets.append(text)
+        await element.fill(text, timeout=step.timeout_ms)
 
     async def _wait(self, _index: int, step: Any) -> None:
         if step.selector is not None:

@@ -17,6 +17,7 @@ from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+from followthrough.task_secrets import task_secrets_for
 
 
 def database_unavailable(err: BaseException) -> bool:
@@ -32,6 +33,7 @@ class DeliveryActivities:
     def __init__(self, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, secrets: SecretStore,
                  transports: dict[str, Transport] | None = None) -> None:
         self._settings, self._engine, self._http, self._secrets = settings, engine, http, secrets
+        self._task_secrets = task_secrets_for(settings)
         self._transports = transports or build_transports()
 
     @activity.defn(name=activity_names.SEND)
@@ -44,6 +46,7 @@ class DeliveryActivities:
         timeout = info.start_to_close_timeout or timedelta(seconds=30)
         ctx = DeliveryContext(
             settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
+            task_secrets=self._task_secrets,
             task_id=request.task_id, task_type=request.task_type, tenant_id=request.tenant_id,
             idempotency_key=request.idempotency_key, attempt=info.attempt,
             # Leave the activity a moment to record the outcome before Temporal's own timeout.

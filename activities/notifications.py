@@ -14,12 +14,14 @@ from followthrough.approval_links import links_for
 from followthrough.contracts import Draft, Notification
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
+from followthrough.task_secrets import task_secrets_for
 
 
 class NotificationActivities:
     def __init__(self, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, secrets: SecretStore,
                  webhook: Transport) -> None:
         self._settings, self._engine, self._http, self._secrets = settings, engine, http, secrets
+        self._task_secrets = task_secrets_for(settings)
         self._webhook = webhook
 
     @activity.defn(name=activity_names.NOTIFY)
@@ -37,6 +39,7 @@ class NotificationActivities:
         info = activity.info()
         ctx = DeliveryContext(
             settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
+            task_secrets=self._task_secrets,
             task_id=task["id"], task_type=task["type"], tenant_id=task["tenant_id"],
             # One delivery per event and subscriber, however often this is retried.
             idempotency_key=f"notify:{notification.event_id}:{notification.subscription_id}",

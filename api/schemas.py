@@ -376,7 +376,8 @@ class SubscriptionCreate(StorableBody):
                          "task.approval_escalated"]] = Field(
         default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
     secret: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$",
-                        description="Name of the secret that signs deliveries (FOLLOWTHROUGH_SECRET_<NAME>).")
+                        description="Name of the tenant's task secret that signs deliveries "
+                                    "(FOLLOWTHROUGH_TASK_SECRETS_FILE).")
     description: str | None = Field(None, max_length=500)
 
 

@@ -34,6 +34,7 @@ from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy
 from followthrough.settings import Settings
+from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
@@ -68,6 +69,7 @@ def refuse_raw_credentials(payload: dict[str, Any]) -> None:
 class TaskCreator:
     def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
         self.settings, self.temporal, self.engine = settings, temporal, engine
+        self.task_secrets = task_secrets_for(settings)
         self.window = timedelta(seconds=settings.idempotency_window_seconds)
 
     def build(self, body: TaskCreate, actor: str, origin: TaskOrigin | None = None,
@@ -92,6 +94,7 @@ class TaskCreator:
         for name, url in task_type.outbound_urls(payload).items():
             if (refusal := policy.refusal_for_url(url)) is not None:
                 raise invalid(("payload", *name.split(".")), refusal, "outbound_refused")
+        self._check_secrets(task_type, payload, body.tenant_id)
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
         return TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,
@@ -109,6 +112,23 @@ class TaskCreator:
             sla=self._sla(body, task_type),
             decompose=task_type.plan is not None, origin=origin,
         )
+
+    def _check_secrets(self, task_type: TaskType, payload: Any, tenant_id: str) -> None:
+        """422 for a task secret the tenant has not (or not for the URL it goes to); the same words whether the
+        name exists elsewhere or not at all, so a submitter learns nothing about other names or tenants."""
+        refs = task_type.secret_refs(payload)
+        if not refs:
+            return
+        try:
+            problems = [(path, refusal) for path, (name, url) in refs.items()
+                        if (refusal := self.task_secrets.refusal(tenant_id, name, url)) is not None]
+        except TaskSecretsFileInvalid as err:
+            log.error("the task secrets file is invalid: %s", err)
+            raise ApiError(503, "the task secrets file is invalid; an operator must fix it",
+                           headers={"Retry-After": "30"}) from None
+        if problems:
+            raise RequestValidationError([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
+                                           "msg": refusal, "input": None} for path, refusal in problems])
 
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:
         if body.sla is None:

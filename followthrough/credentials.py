@@ -13,8 +13,8 @@ CREDENTIAL_NAMES = frozenset({
     "password", "passwd", "api_key", "apikey", "access_token", "refresh_token", "client_secret", "private_key",
     "secret_key", "secret_value", "bearer_token",
 })
-HOW_TO_REFERENCE = ("put the credential in a named secret (environment variable FOLLOWTHROUGH_SECRET_<NAME> on "
-                    "the worker, or an entry in the JSON file named by FOLLOWTHROUGH_SECRETS_FILE) and reference it "
+HOW_TO_REFERENCE = ("put the credential in a task secret of your tenant (an operator adds it, bound to the hosts it "
+                    "may go to, in the file named by FOLLOWTHROUGH_TASK_SECRETS_FILE) and reference it "
                     "by name where the type takes one (e.g. \"auth\": {\"type\": \"bearer\", \"secret\": "
                     "\"crm_token\"}); payloads are kept in the task's history, so they must never hold a credential")
 _MAX_DEPTH = 32

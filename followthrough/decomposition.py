@@ -117,6 +117,19 @@ def outbound_urls(subtasks: list[SubtaskIn]) -> dict[str, str]:
     return urls
 
 
+def secret_refs(subtasks: list[SubtaskIn]) -> dict[str, tuple[str, str | None]]:
+    """The task secrets these subtasks (at any depth) name, by their place in the parent's payload."""
+    from followthrough.tasktypes import get_type
+
+    refs = {}
+    for position, item in enumerate(subtasks):
+        task_type = get_type(item.type)
+        payload = task_type.payload_model.model_validate(item.payload)
+        for name, ref in task_type.secret_refs(payload).items():
+            refs[f"subtasks.{position}.payload.{name}"] = ref
+    return refs
+
+
 def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_seconds: int) -> SubtaskSpec:
     """A checked subtask with its type's defaults filled in."""
     from followthrough.tasktypes import get_type

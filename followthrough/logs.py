@@ -22,6 +22,8 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from followthrough import redaction
+
 FIELDS = ("task_id", "tenant_id", "workflow_id", "run_id", "activity")
 _bound: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("followthrough_log_fields", default={})
 
@@ -72,7 +74,8 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = self.formatException(record.exc_info)
         elif record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # Never a secret value this process resolved (followthrough/redaction.py), whoever logged it.
+        return redaction.redact(json.dumps(line, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -85,6 +88,9 @@ class TextFormatter(logging.Formatter):
         text = super().formatMessage(record)
         fields = task_fields(record)
         return f"{text} [{' '.join(f'{k}={v}' for k, v in fields.items())}]" if fields else text
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redaction.redact(super().format(record))  # the traceback too
 
 
 def formatter(log_format: str) -> logging.Formatter:

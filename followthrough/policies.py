@@ -29,6 +29,9 @@ NON_RETRYABLE = [INVALID_PAYLOAD, TEMPLATE_ERROR, UNKNOWN_TASK_TYPE, DELIVERY_RE
 # Raised non-retryable by the send activity itself (as every PermanentDeliveryError is), so the policies'
 # lists above, which workflows already carry, stay as they were.
 EXTRACTION_FAILED = "ExtractionFailed"
+# A task named a secret its tenant has not (or not for that host), or one whose value cannot be sent; raised
+# non-retryable by the activity itself, like EXTRACTION_FAILED.
+SECRET_REFUSED = "SecretRefused"
 # Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)
 # and LlmAnswerInvalid (an answer that is not the JSON asked for: the next sample may be).
 

@@ -1,8 +1,9 @@
-"""Named secrets, resolved only inside activities.
+"""The operator's named secrets (codec keys, the approval-link key, the SMTP password, the LLM key), resolved
+only by operator code. Secrets a task may send live apart, per tenant: followthrough/task_secrets.py.
 
-Payloads name a secret (``"secret": "crm_token"``); the value never enters a
-payload, a workflow history or the mirror. A secret ``crm_token`` is read from
-the environment variable ``FOLLOWTHROUGH_SECRET_CRM_TOKEN``, or else from the
+Settings name a secret (``FOLLOWTHROUGH_SMTP_PASSWORD_SECRET=smtp``); the value never enters a
+payload, a workflow history or the mirror. A secret ``smtp`` is read from
+the environment variable ``FOLLOWTHROUGH_SECRET_SMTP``, or else from the
 JSON object in the file named by ``FOLLOWTHROUGH_SECRETS_FILE``.
 """
 
@@ -10,6 +11,8 @@ import json
 import os
 import re
 from pathlib import Path
+
+from followthrough import redaction
 
 SECRET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 
@@ -32,9 +35,9 @@ class SecretStore:
     def get(self, name: str) -> str:
         value = self._environ.get(f"FOLLOWTHROUGH_SECRET_{_env_suffix(name)}")
         if value is not None:
-            return value
+            return redaction.remember(value)
         if self._file is not None and self._file.exists():
             stored = json.loads(self._file.read_text()).get(name)
             if isinstance(stored, str):
-                return stored
+                return redaction.remember(stored)
         raise SecretNotFound(name)

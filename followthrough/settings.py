@@ -89,7 +89,12 @@ class Settings(BaseSettings):
     # Browser tasks running at once per worker process (each is a Chromium); the others wait their turn.
     browser_max_concurrent: int = Field(4, ge=1, le=100, validation_alias=_env("BROWSER_MAX_CONCURRENT"))
 
-    secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"))
+    secrets_file: Path | None = Field(None, validation_alias=_env("SECRETS_FILE"),
+                                      description="JSON object of the operator's secrets (never a task's).")
+    task_secrets_file: Path | None = Field(
+        None, validation_alias=_env("TASK_SECRETS_FILE"),
+        description="JSON file of the secrets tasks may send, per tenant, each optionally bound to hosts "
+                    "(followthrough/task_secrets.py); the API reads it too, to refuse unknown names.")
 
     # Connectors (followthrough/connectors/): a folder of connector files loaded beside the shipped ones, and
     # base URLs per connector for this deployment, e.g. {"crm": "https://crm.internal/api/v1"}.

@@ -1,10 +1,12 @@
 """Builders and small waits shared by the tests."""
 
 import asyncio
+import json
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -95,3 +97,17 @@ def with_activities(activities: list, *replacements: Any) -> list:
 
     names = {_Definition.must_from_callable(r).name for r in replacements}
     return [a for a in activities if _Definition.must_from_callable(a).name not in names] + list(replacements)
+
+
+def add_task_secret(settings: Any, tenant: str, name: str, value: str | None = None, *,
+                    hosts: list[str] | None = None, env: str | None = None) -> None:
+    """Give ``tenant``'s tasks the secret ``name`` in the settings' task-secrets file (or the file given),
+    bound to ``hosts``."""
+    path = settings if isinstance(settings, Path) else settings.task_secrets_file
+    assert path is not None, "these settings name no task secrets file"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    entry: dict[str, Any] = {"value": value} if env is None else {"env": env}
+    if hosts is not None:
+        entry["hosts"] = hosts
+    current.setdefault(tenant, {})[name] = entry
+    path.write_text(json.dumps(current))

@@ -3,6 +3,7 @@ what each step does, how failures are named and classified, the SSRF guard on ev
 makes, and artifacts overwritten (not duplicated) by a second attempt. On every configured database."""
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from followthrough.contracts import Draft
 from followthrough.outbound import OutboundPolicy
 from followthrough.secrets import SecretStore
 from followthrough.tables import TaskArtifact
+from followthrough.task_secrets import TaskSecrets
 from followthrough.tasktypes.browser import BrowserPayload
 from tests.conftest import make_settings
 from tests.helpers import free_port
@@ -44,8 +46,8 @@ def internal() -> Iterator[Pages]:
 
 
 def context(engine: AsyncEngine, task_id: str | None = None, chromium: Path = CHROMIUM,
-            secrets: SecretStore | None = None) -> RunContext:
-    return RunContext(engine=engine, secrets=secrets or SecretStore(environ={}), task_id=task_id or str(uuid.uuid4()),
+            secrets: TaskSecrets | None = None) -> RunContext:
+    return RunContext(engine=engine, task_secrets=secrets or TaskSecrets(None), task_id=task_id or str(uuid.uuid4()),
                       tenant_id="browser-tests", chromium=chromium)
 
 
@@ -63,8 +65,11 @@ async def artifact_rows(engine: AsyncEngine, task_id: str) -> list[TaskArtifact]
     return [TaskArtifact.model_validate(dict(r._mapping)) for r in rows]
 
 
-async def test_a_form_filled_from_a_secret_submitted_and_read_back(engine: AsyncEngine, site: Pages):
-    secrets = SecretStore(environ={"FOLLOWTHROUGH_SECRET_SIGNUP_EMAIL": "ann@example.com"})
+async def test_a_form_filled_from_a_secret_submitted_and_read_back(engine: AsyncEngine, site: Pages,
+                                                                   tmp_path: Path):
+    (tmp_path / "task-secrets.json").write_text(json.dumps({"browser-tests": {"signup_email": {
+        "value": "ann@example.com", "hosts": ["127.0.0.1"]}}}))
+    secrets = TaskSecrets(tmp_path / "task-secrets.json")
     ctx = context(engine, secrets=secrets)
     result = await run(engine, [
         *site.sign_up_steps(),

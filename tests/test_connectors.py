@@ -61,7 +61,7 @@ def test_a_valid_file_loads_into_an_action_with_a_payload_from_its_variables(tmp
      "actions.add_note.variables: 'colour' is not used by any of the action's templates"),
     (lambda s: s.replace("auth: {type: basic, secret: notes_password, username: bot}",
                          "auth: {type: basic, username: bot, password: hunter2}"),
-     "literal credentials are not accepted (auth.password): put the credential in a named secret"),
+     "literal credentials are not accepted (auth.password): put the credential in a task secret"),
     (lambda s: s.replace("auth:", "headers: {Authorization: Bearer abc}\nauth:"),
      "header 'Authorization' carries a credential"),
     (lambda s: s.replace("base_url: https://", "api_key: abc123\nbase_url: https://"),

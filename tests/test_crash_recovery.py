@@ -17,7 +17,7 @@ from api.main import create_app
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import TEST_CODEC_ENV, make_settings
-from tests.helpers import eventually
+from tests.helpers import add_task_secret, eventually
 from tests.receivers import Receiver
 
 TASKS = 20
@@ -31,11 +31,12 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen:
 
 async def test_worker_killed_mid_send_still_delivers_each_task_once(dev_env, engine, tmp_path: Path):
     settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
+    add_task_secret(settings, "crash", "crash_hook", SECRET)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "FOLLOWTHROUGH_TASK_QUEUE": settings.task_queue,
         "FOLLOWTHROUGH_DATABASE_URL": settings.database_url,
-        "FOLLOWTHROUGH_SECRET_CRASH_HOOK": SECRET,
+        "FOLLOWTHROUGH_TASK_SECRETS_FILE": str(settings.task_secrets_file),
         "FOLLOWTHROUGH_OUTBOUND_ALLOW": json.dumps(settings.outbound_allow),  # the receiver is on 127.0.0.1
     } | TEST_CODEC_ENV
     app = create_app(settings, temporal=dev_env.client)

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,16 +15,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.delivery import DeliveryActivities
-from activities.transports.base import DeliveryContext, PermanentDeliveryError
+from activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused
 from activities.transports.http import TRANSPORT as HTTP
 from activities.transports.http import TransientDeliveryError
 from activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough import signing
 from followthrough.contracts import Draft, SendRequest
 from followthrough.database import session_factory
-from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from followthrough.tables import Delivery
+from followthrough.task_secrets import TaskSecrets
 from tests.receivers import Received, Receiver
 
 @pytest.fixture
@@ -38,11 +40,18 @@ async def http_client():
         yield client
 
 
-def context(engine, http, attempt: int = 1, timeout: float = 5.0) -> DeliveryContext:
+def tenant_secrets(path: Path, **values: str) -> TaskSecrets:
+    """Task secrets of the tenant "t" the contexts below act for."""
+    path.write_text(json.dumps({"t": values}))
+    return TaskSecrets(path)
+
+
+def context(engine, http, attempt: int = 1, timeout: float = 5.0,
+            task_secrets: TaskSecrets | None = None) -> DeliveryContext:
     task_id = str(uuid.uuid4())
     return DeliveryContext(settings=Settings(), engine=engine, http=http, secrets=SecretStore(), task_id=task_id,
                            task_type="http_request", tenant_id="t", idempotency_key=f"{task_id}:send",
-                           attempt=attempt, timeout_seconds=timeout)
+                           attempt=attempt, timeout_seconds=timeout, task_secrets=task_secrets or TaskSecrets(None))
 
 
 def http_draft(url: str, **data) -> Draft:
@@ -144,12 +153,11 @@ def _echo_credentials(request: Received) -> str:
     ({"type": "api_key", "secret": "crm_token", "header": "X-Token"}, "x-token", "{value}"),
     ({"type": "basic", "secret": "crm_token", "username": "svc"}, "authorization", "basic"),
 ])
-async def test_secrets_come_from_the_environment_and_never_reach_the_result(
-        engine, http_client, receiver, monkeypatch, auth, header, expected):
+async def test_secrets_come_from_the_tenants_task_secrets_and_never_reach_the_result(
+        engine, http_client, receiver, tmp_path, auth, header, expected):
     value = f"sk-{uuid.uuid4().hex}"
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN", value)
     receiver.answer(200, _echo_credentials)  # a careless receiver that echoes credentials
-    ctx = context(engine, http_client)
+    ctx = context(engine, http_client, task_secrets=tenant_secrets(tmp_path / "ts.json", crm_token=value))
     draft = http_draft(receiver.url, auth=auth)
     result = await HTTP.deliver(draft, ctx)
 
@@ -183,7 +191,8 @@ async def test_send_activity_maps_outcomes_to_retryable_or_not(engine, http_clie
     assert not unavailable.value.non_retryable and unavailable.value.type == "TransientDeliveryError"
     with pytest.raises(ApplicationError) as missing:
         await env.run(send, request(http_draft(receiver.url, auth={"type": "bearer", "secret": "nowhere"})))
-    assert missing.value.non_retryable and "FOLLOWTHROUGH_SECRET_NOWHERE" in missing.value.message
+    assert missing.value.non_retryable and missing.value.type == "SecretRefused"
+    assert "the task secret 'nowhere' is not available to tenant 't'" in missing.value.message
     sent = await env.run(send, request(http_draft(receiver.url)))
     assert sent.channel == "http" and sent.delivery_id and sent.detail["status"] == 200
     assert len(receiver.requests) == 3
@@ -197,10 +206,9 @@ def webhook_draft(url: str, secret: str = "hook_secret") -> Draft:
         "url": url, "secret": secret, "event": "invoice.overdue", "payload": {"invoice": "INV-1", "amount": 12.5}})
 
 
-async def test_webhook_is_signed_verifiable_and_stable_across_retries(engine, http_client, receiver, monkeypatch):
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_HOOK_SECRET", "whsec-test-1")
+async def test_webhook_is_signed_verifiable_and_stable_across_retries(engine, http_client, receiver, tmp_path):
     receiver.answer(503)
-    ctx = context(engine, http_client)
+    ctx = context(engine, http_client, task_secrets=tenant_secrets(tmp_path / "ts.json", hook_secret="whsec-test-1"))
     draft = webhook_draft(f"{receiver.url}/hooks")
     with pytest.raises(TransientDeliveryError):
         await WEBHOOK.deliver(draft, ctx)
@@ -229,14 +237,21 @@ async def test_webhook_is_signed_verifiable_and_stable_across_retries(engine, ht
     assert (row.channel, row.status, row.attempts, row.target) == ("webhook", "delivered", 2, f"{receiver.url}/hooks")
 
 
-async def test_webhook_refused_and_missing_secret_are_permanent(engine, http_client, receiver, monkeypatch):
-    with pytest.raises(SecretNotFound):
-        await WEBHOOK.deliver(webhook_draft(receiver.url, secret="absent"), context(engine, http_client))
+async def test_webhook_refused_and_missing_secret_are_permanent(engine, http_client, receiver, tmp_path,
+                                                               monkeypatch):
+    secrets = tenant_secrets(tmp_path / "ts.json", hook_secret="whsec-test-2")
+    with pytest.raises(SecretRefused):
+        await WEBHOOK.deliver(webhook_draft(receiver.url, secret="absent"), context(engine, http_client,
+                                                                                    task_secrets=secrets))
+    # An operator secret of that name is not a task's to use.
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_OPERATOR_KEY", "whsec-operator")
+    with pytest.raises(SecretRefused):
+        await WEBHOOK.deliver(webhook_draft(receiver.url, secret="operator_key"), context(engine, http_client,
+                                                                                          task_secrets=secrets))
     assert receiver.requests == []
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_HOOK_SECRET", "whsec-test-2")
     receiver.answer(410, "unsubscribed")
     with pytest.raises(PermanentDeliveryError, match="410"):
-        await WEBHOOK.deliver(webhook_draft(receiver.url), context(engine, http_client))
+        await WEBHOOK.deliver(webhook_draft(receiver.url), context(engine, http_client, task_secrets=secrets))
     with pytest.raises(PermanentDeliveryError):
         await WEBHOOK.deliver(Draft(channel="webhook", subject="", body="", data={"url": receiver.url}),
                               context(engine, http_client))

@@ -28,7 +28,7 @@ from followthrough.migrate import upgrade
 from followthrough.mirror import EVENTS, TASKS
 from followthrough.reconcile import reconcile
 from tests.conftest import running_stack
-from tests.helpers import eventually
+from tests.helpers import add_task_secret, eventually
 from tests.private_postgres import PrivatePostgres, postgres_server  # noqa: F401 - the fixture
 from tests.receivers import Receiver
 
@@ -71,8 +71,7 @@ async def _emitted(handle: WorkflowHandle, client: Client) -> int:
     return total
 
 
-async def test_mirror_database_outage(dev_env, postgres_server: PrivatePostgres, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv(f"FOLLOWTHROUGH_SECRET_{SECRET_NAME.upper()}", SECRET)
+async def test_mirror_database_outage(dev_env, postgres_server: PrivatePostgres, tmp_path: Path):
     postgres_server.create_database("outage")
     engine: AsyncEngine = create_engine(postgres_server.url("outage"))
     await upgrade(engine)
@@ -82,6 +81,7 @@ async def test_mirror_database_outage(dev_env, postgres_server: PrivatePostgres,
             for _ in range(AUTONOMOUS):
                 receiver.answer(200, delay=1.0)  # slow answers: sends are in flight when the database dies
             async with running_stack(dev_env, engine, tmp_path) as stack:
+                add_task_secret(stack.settings, stack.tenant, SECRET_NAME, SECRET)
                 await _run(stack, postgres_server, receiver, since)
     finally:
         await engine.dispose()

@@ -1,6 +1,6 @@
 """What every transport gets and may raise."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -10,6 +10,7 @@ from followthrough import policies
 from followthrough.contracts import Draft
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
+from followthrough.task_secrets import TaskSecrets
 
 
 class PermanentDeliveryError(Exception):
@@ -17,6 +18,12 @@ class PermanentDeliveryError(Exception):
 
     # The type of the non-retryable ApplicationError the activity raises for it.
     error_type = policies.DELIVERY_REFUSED
+
+
+class SecretRefused(PermanentDeliveryError):
+    """The task named a secret its tenant has not, or not for this host, or whose value cannot be sent."""
+
+    error_type = policies.SECRET_REFUSED
 
 
 class TargetRefused(PermanentDeliveryError):
@@ -30,6 +37,7 @@ class DeliveryContext:
     settings: Settings
     engine: AsyncEngine
     http: httpx.AsyncClient
+    # The operator's secrets, for operator settings only (the SMTP password); never for a name a task gives.
     secrets: SecretStore
     task_id: str
     task_type: str
@@ -39,6 +47,11 @@ class DeliveryContext:
     idempotency_key: str
     attempt: int
     timeout_seconds: float
+    # What a task's payload or connector names (auth, signing, typed secrets): the task's tenant's, host-bound.
+    task_secrets: TaskSecrets = field(default_factory=lambda: TaskSecrets(None))
+
+    def task_secret(self, name: str, host: str | None, *, header: bool = False) -> str:
+        return self.task_secrets.resolve(self.tenant_id, name, host, header=header)
 
 
 class Transport(Protocol):

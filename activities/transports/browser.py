@@ -50,7 +50,8 @@ class BrowserTransport:
 
         async def attempt(claimed: Claim) -> dict[str, Any]:
             guard = RequestGuard(OutboundPolicy.from_entries(ctx.settings.outbound_allow))
-            run = RunContext(engine=ctx.engine, secrets=ctx.secrets, task_id=ctx.task_id, tenant_id=ctx.tenant_id,
+            run = RunContext(engine=ctx.engine, task_secrets=ctx.task_secrets, task_id=ctx.task_id,
+                             tenant_id=ctx.tenant_id,
                              chromium=ctx.settings.chromium_path)
             async with _slots(ctx.settings.browser_max_concurrent):
                 # The run's own timeout ends it a little before the activity's (less the wait for a slot),

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Table, select, update
 
-from activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused
+from activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused, TargetRefused
+from followthrough import redaction
 from followthrough.contracts import Draft
 from followthrough.outbound import OutboundRefused
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Delivery
+from followthrough.task_secrets import TaskSecretError
 
 log = logging.getLogger("followthrough.delivery")
 
@@ -93,7 +95,7 @@ async def deliver_once(ctx: DeliveryContext, channel: str, target: str,
     except Exception as err:
         try:  # the row explains the last failure; recording it must not hide the error itself
             await _record(ctx, claimed.delivery_id, response_status=getattr(err, "status", None),
-                          detail={"error": str(err), "attempt": ctx.attempt})
+                          detail={"error": redaction.redact(str(err)), "attempt": ctx.attempt})
         except Exception:
             log.exception("could not record the failed attempt of delivery %s", claimed.delivery_id)
         raise
@@ -104,10 +106,12 @@ async def deliver_once(ctx: DeliveryContext, channel: str, target: str,
 
 
 def redact(text: str, secrets: list[str]) -> str:
+    """``text`` without these values (forms a receiver may echo back: the base64 of basic auth) nor any other
+    secret this process resolved."""
     for value in secrets:
         if value:
-            text = text.replace(value, "[redacted]")
-    return text
+            text = text.replace(value, redaction.REDACTED)
+    return redaction.redact(text)
 
 
 async def exchange(ctx: DeliveryContext, request: httpx.Request, expected: set[int] | None,
@@ -156,20 +160,24 @@ def check_url(url: Any) -> str:
     return str(url)
 
 
-def _auth(auth: dict[str, Any], ctx: DeliveryContext) -> tuple[dict[str, str], list[str]]:
-    """Headers for the auth block, and the values to keep out of results; secrets are read only here."""
+def _auth(auth: dict[str, Any], ctx: DeliveryContext, host: str) -> tuple[dict[str, str], list[str]]:
+    """Headers for the auth block, and the values to keep out of results; secrets are read only here, from the
+    task's tenant's secrets, for the host the request goes to (redirects are not followed)."""
     kind = auth.get("type") or "none"
     if kind == "none":
         return {}, []
     if not auth.get("secret"):
         raise PermanentDeliveryError(f"auth type {kind!r} needs the name of a secret")
-    value = ctx.secrets.get(str(auth["secret"]))
+    try:
+        value = ctx.task_secret(str(auth["secret"]), host, header=kind != "basic")
+    except TaskSecretError as err:
+        raise SecretRefused(str(err)) from None
     if kind == "bearer":
         return {"Authorization": f"Bearer {value}"}, [value]
     if kind == "api_key":
         return {auth.get("header") or "X-API-Key": value}, [value]
     if kind == "basic":
-        token = base64.b64encode(f"{auth.get('username', '')}:{value}".encode()).decode()
+        token = redaction.remember(base64.b64encode(f"{auth.get('username', '')}:{value}".encode()).decode())
         return {"Authorization": f"Basic {token}"}, [value, token]
     raise PermanentDeliveryError(f"unknown auth type {kind!r}")
 
@@ -187,7 +195,7 @@ class HttpTransport:
         expected = set(data.get("expected_statuses") or [])
 
         async def attempt(claimed: Claim) -> dict[str, Any]:
-            auth_headers, secrets = _auth(data.get("auth") or {}, ctx)
+            auth_headers, secrets = _auth(data.get("auth") or {}, ctx, httpx.URL(url).host)
             # A connector may name the header its API reads the key from.
             ours = auth_headers | {str(data.get("idempotency_header") or "Idempotency-Key"): ctx.idempotency_key}
             # Ours win over a same-named header in the request, whatever its case.

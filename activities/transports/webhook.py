@@ -8,10 +8,13 @@ delivery row, so every retry sends the same event and a receiver can drop repeat
 import json
 from typing import Any
 
-from activities.transports.base import DeliveryContext, PermanentDeliveryError
+import httpx
+
+from activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused
 from activities.transports.http import Claim, check_url, deliver_once, exchange
 from followthrough import signing
 from followthrough.contracts import Draft
+from followthrough.task_secrets import TaskSecretError
 
 USER_AGENT = "followthrough-webhooks/1"
 
@@ -29,7 +32,11 @@ class WebhookTransport:
             raise PermanentDeliveryError("a webhook payload must be a JSON object")
 
         async def attempt(claimed: Claim) -> dict[str, Any]:
-            secret = ctx.secrets.get(secret_name)
+            # The tenant's task secret, for the receiver's host (redirects are not followed).
+            try:
+                secret = ctx.task_secret(secret_name, httpx.URL(url).host)
+            except TaskSecretError as err:
+                raise SecretRefused(str(err)) from None
             # Built once per attempt and signed as these exact bytes: re-serialising could change them.
             body = json.dumps({"id": claimed.delivery_id, "event": event,
                                "created_at": claimed.created_at.isoformat(), "data": payload},

@@ -9,13 +9,14 @@ from sqlalchemy import func, select
 
 from api.auth import PrincipalDep, require
 from api.deps import SessionDep, SettingsDep
-from api.errors import NOT_FOUND, not_found
+from api.errors import NOT_FOUND, ApiError, not_found
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.tenancy import listing_tenant, tenant_for
 from api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
 from followthrough.outbound import OutboundPolicy
 from followthrough.principals import Role
 from followthrough.tables import Subscription
+from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
 
 router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"],
                    responses=NOT_FOUND)
@@ -28,7 +29,17 @@ async def create_subscription(body: SubscriptionCreate, session: SessionDep,
     if (refusal := OutboundPolicy.from_entries(settings.outbound_allow).refusal_for_url(body.url)) is not None:
         raise RequestValidationError([{"type": "outbound_refused", "loc": ("body", "url"), "msg": refusal,
                                        "input": str(body.url)}])
-    row = Subscription(id=str(uuid.uuid4()), tenant_id=tenant_for(principal, body), url=str(body.url),
+    tenant = tenant_for(principal, body)
+    # The signing secret is one of the tenant's task secrets, for the subscription's host (like a webhook task's).
+    try:
+        refusal = task_secrets_for(settings).refusal(tenant, body.secret, str(body.url))
+    except TaskSecretsFileInvalid:
+        raise ApiError(503, "the task secrets file is invalid; an operator must fix it",
+                       headers={"Retry-After": "30"}) from None
+    if refusal is not None:
+        raise RequestValidationError([{"type": "secret_unavailable", "loc": ("body", "secret"), "msg": refusal,
+                                       "input": body.secret}])
+    row = Subscription(id=str(uuid.uuid4()), tenant_id=tenant, url=str(body.url),
                        events=body.events, secret=body.secret, description=body.description, active=True,
                        created_at=datetime.now(timezone.utc))
     session.add(row)

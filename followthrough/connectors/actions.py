@@ -107,6 +107,8 @@ def task_type(spec: ConnectorSpec, name: str, action: ActionSpec) -> TaskType:
         channel="http",
         draft=draft,
         guardrails=(TargetHosts(),),
+        # The connector's credential is the task's tenant's secret, for the connector's host.
+        secret_refs=lambda _payload: {"auth.secret": (spec.auth.secret, spec.base_url)} if spec.auth.secret else {},
         guardrail_defaults=lambda _settings: {"allowed_hosts": None},
         default_mode=action.default_mode or spec.default_mode,
         # As http_request: soon, with 4xx answers never retried (activities/transports/http.py).

@@ -23,8 +23,9 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 # variable is not given.
 WHOLE_VARIABLE = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
-IN_A_SECRET = ("put the credential in a named secret (FOLLOWTHROUGH_SECRET_<NAME> on the worker, or an entry in "
-               "FOLLOWTHROUGH_SECRETS_FILE) and name the secret in `auth`, e.g. {type: bearer, secret: crm_token}")
+IN_A_SECRET = ("put the credential in a task secret of each tenant that uses the connector (an entry in "
+               "FOLLOWTHROUGH_TASK_SECRETS_FILE, bound to the connector's host) and name the secret in `auth`, "
+               "e.g. {type: bearer, secret: crm_token}")
 
 VariableType = Literal["string", "integer", "number", "boolean", "array", "object"]
 

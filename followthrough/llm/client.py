@@ -20,6 +20,7 @@ import httpx
 
 from followthrough import policies
 from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.task_secrets import header_safe
 from followthrough.settings import Settings
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -88,9 +89,14 @@ def api_key(config: LlmConfig, secrets: SecretStore) -> str:
     if not config.api_key_secret:
         return ""
     try:
-        return secrets.get(config.api_key_secret)
+        key = secrets.get(config.api_key_secret)
     except SecretNotFound as err:
         raise LlmNotConfigured(f"LLM API key: {err}") from err
+    if not header_safe(key):  # httpx would refuse it quoting the value; say what is wrong instead
+        raise LlmNotConfigured(f"LLM API key: the secret {config.api_key_secret!r} cannot be sent in an HTTP "
+                               f"header: it has a line break, a control or non-ASCII character, or surrounding "
+                               f"whitespace (often a trailing newline); store the value without it")
+    return key
 
 
 @dataclass

@@ -77,6 +77,10 @@ class TaskType:
     # The URLs its payload sends to, by dotted field path ("webhook.url"), for the SSRF guard's early check when a task is created
     # (followthrough/outbound.py); the guard checks again, on the resolved addresses, when it connects.
     outbound_urls: Callable[[Any], dict[str, str]] = field(default=lambda _payload: {})
+    # The task secrets its payload names, by dotted field path: (secret name, the URL it is sent to, or None
+    # where only the run knows, as for a browser page). The API refuses a name the task's tenant has not (or
+    # not for that URL's host); the worker checks again against the host it actually sends to.
+    secret_refs: Callable[[Any], dict[str, tuple[str, str | None]]] = field(default=lambda _payload: {})
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

@@ -164,6 +164,9 @@ TASK_TYPE = TaskType(
     # The first navigation's host (draft data `url`), against a tenant's allowed_hosts when it sets one.
     guardrails=(TargetHosts(),),
     outbound_urls=navigations,
+    # The host a secret is typed on is the page's at that step, which redirects decide: checked at run time.
+    secret_refs=lambda payload: {f"steps.{i}.secret": (s.secret, None) for i, s in enumerate(payload.steps)
+                                 if isinstance(s, TypeStep) and s.secret},
     guardrail_defaults=lambda _settings: {"allowed_hosts": None},
     default_mode=TaskMode.AUTONOMOUS,
     # A crashed browser or an unreachable site is worth a few more tries; a missing element is not retried.

@@ -7,7 +7,7 @@ them (all together or one after another) and completes with their outcomes.
 from pydantic import ConfigDict, Field, model_validator
 
 from followthrough.contracts import Draft
-from followthrough.decomposition import SubtaskList, check_depth, outbound_urls
+from followthrough.decomposition import SubtaskList, check_depth, outbound_urls, secret_refs
 from followthrough.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
 
@@ -43,4 +43,5 @@ TASK_TYPE = TaskType(
     plan=plan,
     default_mode=TaskMode.AUTONOMOUS,
     outbound_urls=lambda payload: outbound_urls(payload.subtasks),
+    secret_refs=lambda payload: secret_refs(payload.subtasks),
 )

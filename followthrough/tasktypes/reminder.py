@@ -86,5 +86,7 @@ TASK_TYPE = TaskType(
     draft=draft,
     guardrails=(RecipientDomains(), OnChannel("webhook", TargetHosts())),
     outbound_urls=lambda payload: {"webhook.url": str(payload.webhook.url)} if payload.webhook else {},
+    secret_refs=lambda payload: ({"webhook.secret": (payload.webhook.secret, str(payload.webhook.url))}
+                                 if payload.webhook else {}),
     default_mode=TaskMode.AUTONOMOUS,
 )

@@ -151,5 +151,8 @@ TASK_TYPE = TaskType(
     guardrails=(RecipientDomains(), TargetHosts()),
     outbound_urls=lambda payload: ({"deliver.webhook.url": str(payload.deliver.webhook.url)}
                                    if payload.deliver and payload.deliver.webhook else {}),
+    secret_refs=lambda payload: ({"deliver.webhook.secret": (payload.deliver.webhook.secret,
+                                                             str(payload.deliver.webhook.url))}
+                                 if payload.deliver and payload.deliver.webhook else {}),
     default_mode=TaskMode.AUTONOMOUS,
 )

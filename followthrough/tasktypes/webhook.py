@@ -50,6 +50,7 @@ TASK_TYPE = TaskType(
     draft=draft,
     guardrails=(TargetHosts(),),
     outbound_urls=lambda payload: {"url": payload.url},
+    secret_refs=lambda payload: {"secret": (payload.secret, str(payload.url))},
     # No allowed_hosts list: any host (a tenant may set one in FOLLOWTHROUGH_GUARDRAILS).
     guardrail_defaults=lambda _settings: {"allowed_hosts": None},
     default_mode=TaskMode.AUTONOMOUS,

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.api.test_keys_and_roles import bearer, keyed, make_key  # noqa: F401 - keyed is a fixture
 from tests.conftest import Stack, served_api
-from tests.helpers import eventually
+from tests.helpers import add_task_secret, eventually
 from tests.pages import Pages
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -63,8 +63,10 @@ def png_size(image: bytes) -> tuple[int, int]:
 
 
 async def test_a_form_filled_submitted_and_read_with_artifacts_served(api: httpx.AsyncClient, site: Pages,
-                                                                      monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_SIGNUP_EMAIL", "ann@example.com")
+                                                                      tmp_path: Path):
+    # For the tenant `create` uses, in the task-secrets file of the settings `api` runs with (tests/conftest.py).
+    add_task_secret(tmp_path / "task-secrets.json", "browser-e2e", "signup_email", "ann@example.com",
+                    hosts=["127.0.0.1"])
     task_id = await create(api, [
         *site.sign_up_steps(),
         {"action": "navigate", "url": f"{site.url}/delayed"},

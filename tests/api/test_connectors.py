@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Stack, running_stack
 from tests.crm_server import Crm
-from tests.helpers import until_status
+from tests.helpers import add_task_secret, until_status
 from tests.receivers import Receiver
 
 TOKEN = f"crm-{uuid.uuid4().hex}"
@@ -27,10 +27,10 @@ def crm() -> Iterator[Crm]:
 
 
 @pytest_asyncio.fixture
-async def cstack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path, crm: Crm,
-                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN", TOKEN)
+async def cstack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path, crm: Crm) -> AsyncIterator[Stack]:
     async with running_stack(dev_env, engine, tmp_path, connector_base_urls={"crm": crm.url}) as running:
+        # The tenant's own token, for the CRM's host only.
+        add_task_secret(running.settings, running.tenant, "crm_token", TOKEN, hosts=["127.0.0.1"])
         yield running
 
 
@@ -134,12 +134,23 @@ async def test_a_missing_extra_or_mistyped_variable_is_a_422(cstack, crm, payloa
     assert crm.requests == []
 
 
-async def test_a_missing_secret_fails_the_task_without_a_request(cstack, crm, monkeypatch):
-    monkeypatch.delenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN")
-    task = await run(cstack, "crm.create_contact", {"first_name": "Ada", "email": "ada@example.com"}, "failed")
-    assert "secret 'crm_token' is not configured" in task["error"] and "FOLLOWTHROUGH_SECRET_CRM_TOKEN" in task["error"]
-    events = (await cstack.http.get(f"/tasks/{task['id']}/events")).json()["items"]
-    assert (events[-1]["data"]["error_type"], events[-1]["data"]["attempts"]) == ("DeliveryRefused", 1)
+async def test_a_missing_secret_is_refused_at_creation_and_at_the_send(cstack, crm):
+    body = {"type": "crm.create_contact", "tenant_id": f"{cstack.tenant}-other", "mode": "autonomous",
+            "payload": {"first_name": "Ada", "email": "ada@example.com"}}
+    refused = await cstack.http.post("/tasks", json=body)  # a tenant without the connector's secret
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "payload", "auth", "secret"] and "'crm_token'" in error["msg"]
+
+    # Removed after the task was created (it waits for approval): the send fails, once, with no request.
+    task_id = await create(cstack, "crm.create_contact", {"first_name": "Ada", "email": "ada@example.com"})
+    await until_status(cstack, task_id, "awaiting_approval")
+    cstack.settings.task_secrets_file.write_text("{}")
+    assert (await cstack.http.post(f"/tasks/{task_id}/approve", json={})).status_code == 200
+    task = await until_status(cstack, task_id, "failed")
+    assert "the task secret 'crm_token' is not available" in task["error"]
+    events = (await cstack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+    assert (events[-1]["data"]["error_type"], events[-1]["data"]["attempts"]) == ("SecretRefused", 1)
     assert crm.requests == []
 
 
@@ -156,8 +167,8 @@ async def test_an_unexpected_status_fails_and_only_5xx_is_retried(cstack, crm):
     assert keys == [f"{task['id']}:send"] * 2
 
 
-async def test_a_wrong_token_is_a_401_that_fails_the_task(cstack, crm, monkeypatch):
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN", "not-the-token")
+async def test_a_wrong_token_is_a_401_that_fails_the_task(cstack, crm):
+    add_task_secret(cstack.settings, cstack.tenant, "crm_token", "not-the-token")
     task = await run(cstack, "crm.add_tag", {"contact_id": "c-1", "tags": ["vip"]}, "failed")
     assert "401" in task["error"] and "invalid or missing bearer token" in task["error"]
     assert "not-the-token" not in json.dumps(task)
@@ -199,14 +210,13 @@ actions:
 
 
 @pytest_asyncio.fixture
-async def shop(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Stack, Receiver]]:
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_SHOP_KEY", "shop-key-1")
+async def shop(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[tuple[Stack, Receiver]]:
     folder = tmp_path / "connectors"
     folder.mkdir()
     with Receiver() as receiver:
         (folder / "shop.yaml").write_text(SHOP.format(url=receiver.url + "/api"))
         async with running_stack(dev_env, engine, tmp_path, connectors_dir=folder) as running:
+            add_task_secret(running.settings, running.tenant, "shop_key", "shop-key-1")
             yield running, receiver
 
 

@@ -27,7 +27,7 @@ from api.main import create_app
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from tests.conftest import make_settings, served_api
-from tests.helpers import task_body
+from tests.helpers import add_task_secret, task_body
 
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 10}
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
@@ -92,7 +92,8 @@ async def test_no_operation_answers_a_server_error_or_off_schema(dev_env: Workfl
 
 async def fuzz_stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> None:
     schema = api_schema(tmp_path)
-    async with served_api(dev_env, engine, tmp_path) as (base_url, _settings):
+    async with served_api(dev_env, engine, tmp_path) as (base_url, settings):
+        add_task_secret(settings, "default", "s", "whsec-fuzz")  # the subscription's signing secret
         async with httpx.AsyncClient(base_url=f"{base_url}/api/v1") as http:
             task = await http.post("/tasks", json=task_body())
             definition = await http.post("/definitions", json={

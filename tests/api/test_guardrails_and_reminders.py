@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from followthrough import signing
 from tests.conftest import running_stack
-from tests.helpers import eventually, invoice_payload, task_body
+from tests.helpers import add_task_secret, eventually, invoice_payload, task_body
 from tests.receivers import Receiver
 
 STRICT = "strict-tenant"
@@ -72,8 +72,8 @@ async def test_recipients_outside_the_tenants_domains_are_flagged(guarded):
 
 
 @pytest.fixture
-def hook(monkeypatch):
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_OWNER_HOOK", "owner-secret")
+def hook(stack):
+    add_task_secret(stack.settings, stack.tenant, "owner_hook", "owner-secret")
     with Receiver() as running:
         yield running
 

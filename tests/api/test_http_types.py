@@ -15,7 +15,7 @@ from followthrough import signing
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import Stack, running_stack
-from tests.helpers import eventually
+from tests.helpers import add_task_secret, eventually
 from tests.receivers import Receiver
 
 GUARDED_TENANT = "guarded"
@@ -29,8 +29,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest_asyncio.fixture
 async def hstack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
-    """The `stack` of conftest, with a secrets file and a tenant whose webhooks may reach one host only."""
-    async with running_stack(dev_env, engine, tmp_path, secrets_file=tmp_path / "secrets.json", guardrails={
+    """The `stack` of conftest, with a tenant whose webhooks may reach one host only."""
+    async with running_stack(dev_env, engine, tmp_path, guardrails={
             GUARDED_TENANT: {"webhook": {"allowed_hosts": ["hooks.example.com"]}}}) as running:
         yield running
 
@@ -53,9 +53,9 @@ async def deliveries(engine: AsyncEngine, task_id: str) -> list[Delivery]:
         return list((await session.execute(select(Delivery).where(Delivery.task_id == task_id))).scalars())
 
 
-async def test_http_request_with_a_bearer_secret_is_reviewed_then_sent(hstack, receiver, monkeypatch):
+async def test_http_request_with_a_bearer_secret_is_reviewed_then_sent(hstack, receiver):
     value = f"sk-{uuid.uuid4().hex}"
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CRM_TOKEN", value)
+    add_task_secret(hstack.settings, hstack.tenant, "crm_token", value, hosts=["127.0.0.1"])
     receiver.answer(201, '{"id": "note-7"}')
     task_id = await create(hstack, "http_request", {
         "method": "POST", "url": f"{receiver.url}/notes", "json": {"text": "Call ACME about INV-123"},
@@ -103,7 +103,7 @@ async def test_a_400_fails_the_task_with_the_status_in_the_error(hstack, receive
 
 
 async def test_a_webhook_arrives_signed_and_verifiable(hstack, receiver):
-    hstack.settings.secrets_file.write_text(json.dumps({"acme_hooks": "whsec-from-file"}))
+    add_task_secret(hstack.settings, hstack.tenant, "acme_hooks", "whsec-from-file")
     task_id = await create(hstack, "webhook", {"url": f"{receiver.url}/hooks", "secret": "acme_hooks",
                                                "event": "invoice.paid", "payload": {"invoice": "INV-9"}})
     task = await until_status(hstack, task_id, "completed")  # webhook defaults to autonomous
@@ -119,6 +119,7 @@ async def test_a_webhook_arrives_signed_and_verifiable(hstack, receiver):
 
 async def test_a_webhook_to_a_host_outside_the_tenants_list_waits_for_approval(hstack, receiver):
     hstack.tenant = GUARDED_TENANT
+    add_task_secret(hstack.settings, GUARDED_TENANT, "acme_hooks", "whsec-guarded")
     task_id = await create(hstack, "webhook", {"url": f"{receiver.url}/hooks", "secret": "acme_hooks",
                                                "event": "invoice.paid"})
     await until_status(hstack, task_id, "awaiting_approval")
@@ -143,7 +144,7 @@ async def test_a_raw_credential_is_refused_with_directions_to_secrets(hstack, ty
     assert response.status_code == 422, response.text
     [error] = response.json()["detail"]
     assert error["loc"] == loc
-    assert "FOLLOWTHROUGH_SECRET_<NAME>" in error["msg"] and "reference it by name" in error["msg"]
+    assert "FOLLOWTHROUGH_TASK_SECRETS_FILE" in error["msg"] and "reference it by name" in error["msg"]
 
 
 @pytest.mark.parametrize("type_, payload, loc", [

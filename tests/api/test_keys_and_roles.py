@@ -203,7 +203,7 @@ async def test_a_credential_pasted_into_any_payload_is_refused_with_directions(s
         refused = await stack.http.post("/tasks", json=body)
         assert refused.status_code == 422, refused.text
         [error] = refused.json()["detail"]
-        assert error["loc"] == where and "FOLLOWTHROUGH_SECRET_<NAME>" in error["msg"]
+        assert error["loc"] == where and "FOLLOWTHROUGH_TASK_SECRETS_FILE" in error["msg"]
         assert "hunter2" not in refused.text and "sk-live-123" not in refused.text
     definition = await stack.http.post("/definitions", json={
         "name": "with-a-password", "type": "email", "tenant_id": stack.tenant,

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api_keys import create as create_key
 from tests.conftest import running_stack
-from tests.helpers import eventually, invoice_payload, task_body, until_status
+from tests.helpers import add_task_secret, eventually, invoice_payload, task_body, until_status
 
 
 def tenant() -> str:
@@ -90,6 +90,7 @@ async def test_every_list_clamps_its_page_to_the_maximum(dev_env: WorkflowEnviro
             "tenant_id": stack.tenant, "name": "d", "type": "email",
             "payload": {"to": ["a@b.example"], "subject": "s", "body": "b"}})
         assert definition.status_code == 201, definition.text
+        add_task_secret(stack.settings, stack.tenant, "s", "whsec-limits")
         subscription = await stack.http.post("/subscriptions", json={"tenant_id": stack.tenant,
                                                                      "url": "http://hooks.example/x", "secret": "s"})
         assert subscription.status_code == 201, subscription.text

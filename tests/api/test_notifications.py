@@ -7,7 +7,7 @@ import pytest
 
 from followthrough import signing
 from tests.conftest import Stack
-from tests.helpers import eventually, task_body
+from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver
 
 SECRET_NAME = "notify_secret"
@@ -15,8 +15,8 @@ SECRET = "s3cr3t-for-notifications"
 
 
 @pytest.fixture
-def receiver(monkeypatch):
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_NOTIFY_SECRET", SECRET)
+def receiver(stack: Stack):
+    add_task_secret(stack.settings, stack.tenant, SECRET_NAME, SECRET, hosts=["127.0.0.1"])
     with Receiver() as running:
         yield running
 

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 from tests.conftest import Stack
-from tests.helpers import eventually, outbox_rows, task_body, until_status
+from tests.helpers import add_task_secret, eventually, outbox_rows, task_body, until_status
 
 
 async def create(stack: Stack, body: dict) -> str:
@@ -85,13 +85,13 @@ async def test_report_is_listed_among_task_types(stack: Stack):
     assert types["report"]["payload_schema"]["required"] == ["kind", "start", "end"]
 
 
-async def test_report_delivered_to_a_webhook_arrives_signed(stack: Stack, monkeypatch):
+async def test_report_delivered_to_a_webhook_arrives_signed(stack: Stack):
     import asyncio
 
     from followthrough import signing
     from tests.receivers import Receiver
 
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_REPORT_HOOK", "report-secret")
+    add_task_secret(stack.settings, stack.tenant, "report_hook", "report-secret")
     with Receiver() as receiver:
         await until_status(stack, await create(stack, task_body(mode="suggest")), "completed")
         report_id = await create(stack, report_body(

@@ -17,15 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import Stack, running_stack
-from tests.helpers import eventually, task_body
+from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver
 
 HINT = "allow it with FOLLOWTHROUGH_OUTBOUND_ALLOW"
 
 
 @pytest.fixture
-def receiver(monkeypatch) -> Iterator[Receiver]:
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_HOOKS", "whsec-ssrf")
+def receiver() -> Iterator[Receiver]:
     with Receiver() as running:
         yield running
 
@@ -34,6 +33,7 @@ def receiver(monkeypatch) -> Iterator[Receiver]:
 async def guarded(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
     """A stack with nothing internal allowed: the guard's defaults."""
     async with running_stack(dev_env, engine, tmp_path, outbound_allow=[]) as running:
+        add_task_secret(running.settings, running.tenant, "hooks", "whsec-ssrf")
         yield running
 
 

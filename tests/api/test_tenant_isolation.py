@@ -13,7 +13,7 @@ import httpx
 
 from tests.api.test_keys_and_roles import bearer, keyed, make_key  # noqa: F401 - keyed is a fixture
 from tests.conftest import Stack
-from tests.helpers import eventually, task_body
+from tests.helpers import add_task_secret, eventually, task_body
 
 OWNED = {"task_id", "definition_id", "subscription_id", "artifact_id"}
 
@@ -42,6 +42,7 @@ async def test_another_tenants_key_finds_nothing_and_changes_nothing(keyed: Stac
     tenant_a = keyed.tenant
     key_a = await make_key(engine, tenant_a, "ann", "admin")
     key_b = await make_key(engine, f"{tenant_a}-b", "bob", "admin", "finance")
+    add_task_secret(keyed.settings, tenant_a, "hook_secret", "whsec-tenant-a")  # the subscription signs with it
     ids = await _own_objects(keyed, key_a)
 
     schema = (await keyed.http.get("http://testserver/openapi.json")).json()

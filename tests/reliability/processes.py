@@ -24,6 +24,7 @@ def process_env(settings: Settings, temporal_address: str, **extra: str) -> dict
         "FOLLOWTHROUGH_OUTBOUND_ALLOW": json.dumps(settings.outbound_allow),  # receivers are on 127.0.0.1
         "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true",
         "FOLLOWTHROUGH_LOG_LEVEL": "WARNING",
+        "FOLLOWTHROUGH_TASK_SECRETS_FILE": str(settings.task_secrets_file or ""),
     } | TEST_CODEC_ENV
     return env | extra
 

@@ -20,7 +20,7 @@ from followthrough.binaries import find_binary
 from followthrough.reconcile import reconcile
 from followthrough.search_attributes import dev_server_arguments
 from tests.conftest import TEST_CONVERTER, make_settings
-from tests.helpers import eventually, free_port
+from tests.helpers import add_task_secret, eventually, free_port
 from tests.receivers import Receiver
 from tests.reliability.processes import kill, process_env, start
 
@@ -70,13 +70,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 async def test_tasks_continue_across_a_dev_server_restart(mirror_engine: AsyncEngine, tmp_path: Path,
-                                                          receiver: Receiver, monkeypatch):
+                                                          receiver: Receiver):
     server = DevServer(tmp_path / "temporal.db", tmp_path / "temporal.log")
     await server.start()
     settings = make_settings(mirror_engine.url.render_as_string(hide_password=False), tmp_path)
     tenant = f"restart-{uuid.uuid4().hex[:8]}"
-    env = process_env(settings, server.address, FOLLOWTHROUGH_SECRET_RESTART_HOOK="restart-secret")
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_RESTART_HOOK", "restart-secret")
+    add_task_secret(settings, tenant, "restart_hook", "restart-secret")  # read by the worker and the API
+    env = process_env(settings, server.address)
     client = await Client.connect(server.address, data_converter=TEST_CONVERTER)
     app = create_app(settings, temporal=client)
     worker = start("worker", env, tmp_path / "worker.log")

@@ -21,6 +21,7 @@ from followthrough.mirror import EVENTS, TASKS
 from followthrough.reconcile import reconcile
 from followthrough.tables import Delivery
 from tests.conftest import make_settings
+from tests.helpers import add_task_secret
 from tests.receivers import Receiver
 from tests.reliability.processes import kill, process_env, start
 from tests.test_email_transport import start_smtp
@@ -88,8 +89,7 @@ async def _statuses(engine: AsyncEngine, ids: list[str]) -> dict[str, str]:
     return {r.id: r.status for r in rows}
 
 
-async def test_worker_killed_repeatedly_across_fifty_tasks(dev_env, mirror_engine: AsyncEngine, tmp_path: Path,
-                                                           monkeypatch):
+async def test_worker_killed_repeatedly_across_fifty_tasks(dev_env, mirror_engine: AsyncEngine, tmp_path: Path):
     rng = random.Random(SEED)
     loop = asyncio.get_running_loop()
     controller, smtp = start_smtp()
@@ -97,9 +97,9 @@ async def test_worker_killed_repeatedly_across_fifty_tasks(dev_env, mirror_engin
                              smtp_host="127.0.0.1", smtp_port=smtp.port, mail_from="tasks@followthrough.example")
     tenant = f"chaos-{uuid.uuid4().hex[:8]}"
     env = process_env(settings, dev_env.client.service_client.config.target_host,
-                      FOLLOWTHROUGH_SECRET_CHAOS_HOOK="chaos-secret", FOLLOWTHROUGH_SMTP_HOST="127.0.0.1",
+                      FOLLOWTHROUGH_SMTP_HOST="127.0.0.1",
                       FOLLOWTHROUGH_SMTP_PORT=str(smtp.port), FOLLOWTHROUGH_MAIL_FROM="tasks@followthrough.example")
-    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_CHAOS_HOOK", "chaos-secret")  # the API checks the secret exists
+    add_task_secret(settings, tenant, "chaos_hook", "chaos-secret")  # the worker and the API read the file
     app = create_app(settings, temporal=dev_env.client)
     log = tmp_path / "worker.log"
     kinds = [kind for kind, count in KINDS.items() for _ in range(count)]

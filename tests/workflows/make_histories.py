@@ -41,7 +41,7 @@ from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.tables import Subscription
 from tests.conftest import make_settings
-from tests.helpers import eventually, invoice_payload, task_input
+from tests.helpers import add_task_secret, eventually, invoice_payload, task_input
 from tests.llm_server import FakeLlm
 from tests.receivers import Receiver
 from worker import build_worker
@@ -125,7 +125,7 @@ async def main() -> None:
         await run("two_of_two_approved", task_input("review", approvers=["alice", "bob"], approvals_required=2),
                   approve_twice)
         # A subscriber that never answers: the notification is retried, then given up on.
-        os.environ["FOLLOWTHROUGH_SECRET_HISTORY_HOOK"] = "history-secret"
+        add_task_secret(settings, "notified", "history_hook", "history-secret")
         async with engine.begin() as conn:
             await conn.execute(insert(Subscription.__table__).values(
                 id=str(uuid.uuid4()), tenant_id="notified", url="http://127.0.0.1:9/hook", events=["task.completed"],

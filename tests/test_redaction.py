@@ -1,0 +1,117 @@
+"""Secret values kept out of error texts: the activity's ApplicationError and every cause Temporal stores, the
+worker's log lines, the task-secrets file's checks."""
+
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.errors import reports_attempt
+from followthrough import redaction
+from followthrough.llm.client import LlmConfig, LlmNotConfigured, api_key
+from followthrough.logs import JsonFormatter, TextFormatter
+from followthrough.secrets import SecretStore
+from followthrough.task_secrets import (TaskSecrets, TaskSecretsFileInvalid, TaskSecretUnavailable,
+                                        TaskSecretUnusable)
+
+
+def _chain(err: BaseException | None) -> list[BaseException]:
+    found = []
+    while err is not None:
+        found.append(err)
+        err = err.__cause__ or err.__context__
+    return found
+
+
+async def test_an_activity_error_and_its_causes_hold_no_secret_value(tmp_path: Path):
+    value = f"sk-{uuid.uuid4().hex}\n"
+    (tmp_path / "t.json").write_text(json.dumps({"acme": {"k": value}}))
+    resolved = TaskSecrets(tmp_path / "t.json").resolve("acme", "k", "api.example")
+    assert resolved == value
+
+    @activity.defn(name="leaky")
+    @reports_attempt
+    async def leaky() -> None:
+        try:  # what httpx (h11) says of a header value it refuses
+            raise httpx.LocalProtocolError(f"Illegal header value {('Bearer ' + value).encode()!r}")
+        except httpx.LocalProtocolError as err:
+            raise RuntimeError(f"send failed: {err}") from err
+
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(leaky)
+    texts = [str(e) for e in _chain(raised.value)]
+    assert len(texts) == 2 and all("[redacted]" in text for text in texts), texts
+    for text in texts:
+        assert value.strip() not in text
+    assert [e.type for e in _chain(raised.value)] == ["RuntimeError", "LocalProtocolError"]
+
+
+def test_log_lines_hold_no_secret_value(monkeypatch: pytest.MonkeyPatch):
+    value = f"pw-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LOG_PW", value)
+    SecretStore(environ=None).get("log_pw")  # an operator secret: remembered too
+    try:
+        raise ValueError(f"login refused for {value!r}")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "tried %s", (value,), sys.exc_info())
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert value not in line and "[redacted]" in line
+
+
+def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"acme": {
+        "crm": {"value": "crm-value-1", "hosts": ["api.crm.example", "*.hooks.example"]},
+        "from_env": {"env": "ACME_FROM_ENV"}, "spaced": " padded-value", "nowhere": {"value": "v-1234", "hosts": []}}}))
+    store = TaskSecrets(path, environ={"ACME_FROM_ENV": "env-value-1"})
+    assert store.resolve("acme", "crm", "API.crm.example") == "crm-value-1"
+    assert store.resolve("acme", "crm", "a.hooks.example", header=True) == "crm-value-1"
+    assert store.resolve("acme", "from_env", "anywhere.example") == "env-value-1"
+    for tenant, name, host in [("acme", "crm", "hooks.example"), ("acme", "crm", "evil.example"),
+                               ("other", "crm", "api.crm.example"), ("acme", "nowhere", "x.example"),
+                               ("acme", "missing", "x.example")]:
+        with pytest.raises(TaskSecretUnavailable):
+            store.resolve(tenant, name, host)
+    with pytest.raises(TaskSecretUnusable) as unusable:
+        store.resolve("acme", "spaced", "x.example", header=True)
+    assert "padded-value" not in str(unusable.value)
+    assert store.refusal("acme", "crm", "https://api.crm.example/v1") is None
+    assert store.refusal("acme", "crm", "https://evil.example/") == store.refusal("acme", "crm", "https://evil.example/")
+    assert "evil.example" in store.refusal("acme", "crm", "https://evil.example/")
+    assert store.refusal("acme", "from_env", None) is None  # names only: no value needed
+    assert TaskSecrets(path, environ={}).refusal("acme", "from_env", None) is None
+    with pytest.raises(TaskSecretUnavailable, match="ACME_FROM_ENV"):
+        TaskSecrets(path, environ={}).resolve("acme", "from_env", "x.example")
+    path.write_text(json.dumps({"acme": {"crm": {"value": "v", "env": "E"}}}))
+    with pytest.raises(TaskSecretsFileInvalid):
+        store.refusal("acme", "crm")
+    path.write_text("{not json")
+    with pytest.raises(TaskSecretsFileInvalid) as invalid:
+        store.refusal("acme", "crm")
+    assert "not json" not in str(invalid.value)
+
+
+def test_escaped_forms_of_a_value_are_redacted_too():
+    value = redaction.remember(f"ab\"c\n{uuid.uuid4().hex}")
+    for form in (value, repr(value), repr(value.encode()), json.dumps(value)):
+        assert "[redacted]" in redaction.redact(f"got {form}")
+        assert value.split("\n")[1] not in redaction.redact(f"got {form}")
+
+
+def test_an_llm_key_a_header_cannot_carry_is_refused_without_its_value(monkeypatch: pytest.MonkeyPatch):
+    value = f"sk-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_NL", value + "\n")
+    config = LlmConfig(base_url="http://127.0.0.1:9", model="m", api_key_secret="llm_nl")
+    with pytest.raises(LlmNotConfigured) as refused:
+        api_key(config, SecretStore())
+    assert "'llm_nl'" in str(refused.value) and value not in str(refused.value)
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LLM_NL", value)
+    assert api_key(config, SecretStore()) == value
