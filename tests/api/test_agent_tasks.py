@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Stack, running_stack
-from tests.helpers import eventually, get_task, outbox_rows, until_status
+from tests.helpers import add_task_secret, eventually, get_task, outbox_rows, until_status
 from tests.llm_server import KEY, FakeLlm, llm  # noqa: F401 - llm is a fixture
 from tests.receivers import Receiver
 from tests.workflows.test_run_texts import summaries
@@ -456,6 +456,8 @@ async def test_an_agent_held_to_hosts_creates_no_connector_task_for_another_host
                                  llm_api_key_secret="llm_key", llm_timeout_seconds=10,
                                  outbound_allow=["127.0.0.1/32", "localhost"],
                                  connector_base_urls={"crm": f"http://localhost:{port}"}) as running:
+            # The tenant has the connector's secret, so only the agent's host list can refuse the subtask.
+            add_task_secret(running.settings, running.tenant, "crm_token", "crm-token-1", hosts=["localhost"])
             task_id = await create(running, {"prompt": "Add Ada.", "allowed_tools": ["create_subtask"],
                                              "allowed_hosts": ["127.0.0.1"],
                                              "subtask_types": ["crm.create_contact", "extract"]})
