@@ -95,3 +95,19 @@ def with_activities(activities: list, *replacements: Any) -> list:
 
     names = {_Definition.must_from_callable(r).name for r in replacements}
     return [a for a in activities if _Definition.must_from_callable(a).name not in names] + list(replacements)
+
+
+# ---- the /ui inbox's forms ----------------------------------------------------
+
+def form_token(html: str) -> str:
+    """The CSRF token an inbox page's forms carry."""
+    import re
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page carries no form token"
+    return found.group(1)
+
+
+async def sign_in(browser: Any, key: str, **headers: str) -> Any:
+    """Sign in to the inbox as a browser does: open the sign-in page, post its form with the key."""
+    page = await browser.get("/ui")
+    return await browser.post("/ui/login", data={"key": key, "csrf": form_token(page.text)}, headers=headers)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import served_api
-from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
+from tests.helpers import eventually, form_token, get_task, outbox_rows, task_body, until_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -175,8 +175,14 @@ async def test_inbox_escapes_html_and_shows_only_the_callers_queue(api: Api):
         assert task_id not in bob.text and "alert" not in bob.text
         assert "Nothing awaits your decision." in bob.text
 
+        # A form without the page's token is refused, whoever it names: 403, nothing decided.
+        token = form_token(bob.text)
+        for forged in ({"as": "alice", "action": "approve"}, {"as": "alice", "action": "approve", "csrf": "x" * 43}):
+            refused = await http.post(f"/ui/tasks/{task_id}/decide", data=forged)
+            assert refused.status_code == 403 and "security token" in refused.text, refused.text
         # bob cannot decide alice's task through the page either: 403, nothing decided.
-        refused = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "bob", "action": "approve"})
+        refused = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "bob", "action": "approve",
+                                                                        "csrf": token})
         assert refused.status_code == 403, refused.text
         assert "bob may not decide" in refused.text and "<script>" not in refused.text
 
@@ -190,10 +196,11 @@ async def test_inbox_escapes_html_and_shows_only_the_callers_queue(api: Api):
         assert "<i>x</i>" not in flashed.text and "&lt;i&gt;x&lt;/i&gt;" in flashed.text
 
         approved = await http.post(f"/ui/tasks/{task_id}/decide",
-                                   data={"as": "alice", "action": "approve", "tenant_id": api.tenant})
+                                   data={"as": "alice", "action": "approve", "tenant_id": api.tenant, "csrf": token})
         assert approved.status_code == 303
         assert approved.headers["location"].startswith("/ui?as=alice&tenant_id=")
-        again = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "alice", "action": "approve"})
+        again = await http.post(f"/ui/tasks/{task_id}/decide", data={"as": "alice", "action": "approve",
+                                                                      "csrf": token})
         assert again.status_code == 409, again.text
     await api.until(task_id, "completed")
 
