@@ -330,7 +330,7 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep) ->
         await inbox_sessions.end(engine, previous)  # a new sign-in never keeps an id the browser held before
     session_id = await inbox_sessions.create(engine, principal.key_id, settings.inbox_session_seconds)
     response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
-    _clear_sign_in(response)
+    response.delete_cookie(_OLD_KEY_COOKIE, path="/")
     response.set_cookie(SESSION_COOKIE, session_id, max_age=settings.inbox_session_seconds, httponly=True,
                         samesite="strict", path=_COOKIE_PATH, secure=_secure(settings))
     return response

@@ -306,3 +306,56 @@ async def test_an_approval_link_page_posts_its_form_with_this_servers_origin(api
         assert (await answer.value).status == 200, await (await answer.value).text()
         await expect(page.locator("h1")).to_have_text("Approved")
     await api.until(task["id"], "completed")
+
+
+async def test_sign_in_decide_and_sign_out_with_a_key(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                      tmp_path: Path):
+    """Without anonymous access: a person signs in with a key, the live page follows its session's events,
+    decides, signs out; the browser never holds the key, and the session is worth nothing after."""
+    from followthrough import api_keys
+
+    async with served_api(dev_env, engine, tmp_path, anonymous_access=False) as (url, _):
+        tenant = f"keyed-{url.rsplit(':', 1)[1]}"
+        _, submitter = await api_keys.create(engine, tenant_id=tenant, actor_id="sam", name="sam",
+                                             roles=["submitter", "viewer"])
+        _, alice = await api_keys.create(engine, tenant_id=tenant, actor_id="alice", name="alice",
+                                         roles=["approver"])
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30,
+                                     headers={"Authorization": f"Bearer {submitter}"}) as http:
+            api = Api(url, http, engine, tenant)
+            first, second = await api.waiting(), await api.waiting()
+
+            async with browser_page() as page:
+                await page.goto(f"{url}/ui")
+                await page.locator("#key").fill(alice)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page.locator(".whoami")).to_contain_text("Signed in as alice")
+                await expect(page.locator("section.task")).to_have_count(2)
+                await expect(page.locator("body")).to_have_attribute("data-live", "on")  # /ui/events, by session
+                cookies = {c["name"]: c for c in await page.context.cookies()}
+                assert cookies["followthrough_session"]["path"] == "/ui" and cookies["followthrough_session"]["httpOnly"]
+                assert all(alice not in c["value"] for c in cookies.values())
+
+                # Decided elsewhere: the open page drops the card, its stream authorised by the session.
+                decided = await api.http.post(f"/tasks/{first['id']}/approve", json={},
+                                              headers={"Authorization": f"Bearer {alice}"})
+                assert decided.status_code == 200, decided.text
+                await expect(page.locator(f"#task-{first['id']}")).to_have_count(0)
+
+                await page.locator(f"#task-{second['id']}").get_by_role("button", name="Approve").click()
+                await page.wait_for_url("**/ui?*outcome=approved*")
+                await expect(page.locator(".flash")).to_contain_text(f"You approved task {second['id']}")
+
+                session = {c["name"]: c["value"] for c in await page.context.cookies()}["followthrough_session"]
+                await page.get_by_role("button", name="Sign out").click()
+                await expect(page.locator("#key")).to_be_visible()
+                assert "followthrough_session" not in {c["name"] for c in await page.context.cookies()}
+
+        async with httpx.AsyncClient(base_url=url, cookies={"followthrough_session": session}) as replay:
+            assert (await replay.get("/ui")).status_code == 401
+            assert (await replay.get("/api/v1/tasks")).status_code == 401
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30,
+                                     headers={"Authorization": f"Bearer {submitter}"}) as http:
+            api = Api(url, http, engine, tenant)
+            await api.until(first["id"], "completed")
+            await api.until(second["id"], "completed")
