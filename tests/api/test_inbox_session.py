@@ -25,6 +25,16 @@ async def keyed(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Pat
         yield running
 
 
+class _AsKey:
+    """What until_status needs (``.http.get``), with a key on every call."""
+
+    def __init__(self, stack: Stack, key: str) -> None:
+        self.http, self._stack, self._key = self, stack, key
+
+    async def get(self, url: str, **kwargs):  # noqa: ANN201
+        return await self._stack.http.get(url, headers=bearer(self._key), **kwargs)
+
+
 def browser_for(stack: Stack) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=stack.http._transport, base_url="http://testserver")
 
@@ -34,10 +44,7 @@ async def waiting_task(stack: Stack, submitter: str) -> str:
         tenant_id=stack.tenant, approval={"approvers": ["fiona"]}))
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
-
-    class _Keyed:
-        http = type("H", (), {"get": lambda self, url, **kw: stack.http.get(url, headers=bearer(submitter), **kw)})()
-    await until_status(_Keyed, task_id, "awaiting_approval")
+    await until_status(_AsKey(stack, submitter), task_id, "awaiting_approval")
     await eventually(lambda: stack.http.get(f"/tasks/{task_id}/approval", headers=bearer(submitter)),
                      lambda r: r.status_code == 200 and r.json()["status"] == "pending")
     return task_id
@@ -46,6 +53,7 @@ async def waiting_task(stack: Stack, submitter: str) -> str:
 async def test_the_inbox_cookie_is_no_api_credential(keyed: Stack, engine: AsyncEngine):
     finance = await make_key(engine, keyed.tenant, "fiona", "approver", "viewer")
     async with browser_for(keyed) as browser:
+        assert (await browser.get("/ui/events")).status_code == 401  # the live page's stream needs a session
         signed_in = await sign_in(browser, finance)
         assert signed_in.status_code == 303, signed_in.text
         cookie = signed_in.headers["set-cookie"]
@@ -131,9 +139,7 @@ async def test_decisions_and_sign_out_need_the_sessions_token(keyed: Stack, engi
                                  cookies={SESSION_COOKIE: session}) as replay:
         page = await replay.get("/ui")
         assert page.status_code == 401 and 'name="key"' in page.text
-    await until_status(type("S", (), {"http": type("H", (), {
-        "get": lambda self, url, **kw: keyed.http.get(url, headers=bearer(submitter), **kw)})()}), task_id,
-        "completed")
+    await until_status(_AsKey(keyed, submitter), task_id, "completed")
 
 
 async def test_a_session_ends_when_it_expires_or_its_key_is_revoked(keyed: Stack, engine: AsyncEngine):
@@ -177,3 +183,17 @@ async def test_every_answer_carries_the_security_headers(keyed: Stack, engine: A
                    await keyed.http.get("/healthz")):
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+async def test_a_dev_servers_json_api_refuses_what_another_site_posts(stack: Stack):
+    """Under anonymous access the JSON API needs no key, so a page of another site could post to it from the
+    browser of whoever runs the dev server: refused by its Origin; clients that name none are served."""
+    missing = "00000000-0000-0000-0000-000000000000"
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Referer": "http://127.0.0.1:9/x"}):
+        refused = await stack.http.post(f"/tasks/{missing}/cancel", json={}, headers=headers)
+        assert refused.status_code == 403, (headers, refused.text)
+        assert "another site" in refused.json()["detail"]
+    assert (await stack.http.post(f"/tasks/{missing}/cancel", json={})).status_code == 404
+    same = await stack.http.post(f"/tasks/{missing}/cancel", json={}, headers={"Origin": "http://testserver"})
+    assert same.status_code == 404
