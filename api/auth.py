@@ -12,8 +12,6 @@ from api.errors import ApiError
 from followthrough.api_keys import principal_for
 from followthrough.principals import ROLE_NAME, Principal, Role, anonymous
 
-# The inbox page keeps the key a person signed in with in this cookie (HttpOnly, SameSite=Strict).
-KEY_COOKIE = "followthrough_key"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -40,7 +38,9 @@ async def principal_of(request: Request) -> Principal:
 
 async def _principal(request: Request, authorization: str | None, x_api_key: str | None, x_actor_id: str | None,
                      x_actor_roles: str | None) -> Principal:
-    token = x_api_key or _bearer(authorization) or request.cookies.get(KEY_COOKIE)
+    # Never a cookie: the inbox's session cookie is good under /ui only (api/routes/inbox.py), so no page
+    # of another site can make a browser call this API as the person signed in.
+    token = x_api_key or _bearer(authorization)
     if token:
         async with request.app.state.engine.connect() as conn:
             principal = await principal_for(conn, token)

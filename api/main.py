@@ -13,9 +13,11 @@ from api.routes import (agent_reports, approval_links, approvals, artifacts, bul
                         health, inbox, schedules, streams, subscriptions, task_decisions, task_types, tasks)
 from api.streams import StreamSlots
 from api.middleware import LimitBodySize, RefuseNulInUrl
+from api.same_origin import RefuseCrossSiteRequests
+from api.security_headers import SecurityHeaders
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
-from followthrough import connectors
+from followthrough import connectors, logs
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     settings = settings or get_settings()
     # Task creation validates connector actions' payloads against these settings' connectors.
     connectors.install(settings)
+    logs.redact_access_log()  # however uvicorn is started and configured: link tokens stay out of its log
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.temporal = temporal or await connect(settings)
         # The codec endpoints use the very codec the API's Temporal client encrypts with.
         app.state.codec = app.state.temporal.data_converter.payload_codec
+        logs.redact_access_log()  # again, after uvicorn's own logging config ran
         try:
             yield
         finally:
@@ -51,6 +55,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(CodecCors, path_prefix=codec.PREFIX, allowed_origin=settings.temporal_ui_url)
     app.add_middleware(LimitBodySize, limit=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(RefuseCrossSiteRequests, public_url=settings.effective_public_url, exempt_prefix=codec.PREFIX)
+    # Outside the rest, so every answer carries them, the 400s, 403s and 413s above included.
+    app.add_middleware(SecurityHeaders)
     if settings.metrics_enabled:
         # Outermost, so the answers of the middleware above (400, 413) are counted too. /metrics is a plain
         # route: no key, no tenant guard, not in the OpenAPI schema (README: Metrics).

@@ -68,6 +68,14 @@ async def principal_for(conn: AsyncConnection, token: str) -> Principal | None:
     return Principal(tenant_id=row.tenant_id, actor_id=row.actor_id, roles=frozenset(row.roles), key_id=row.id)
 
 
+async def principal_by_id(conn: AsyncConnection, key_id: str) -> Principal | None:
+    """The principal of a live key known by its id (an inbox session names its key so)."""
+    row = (await conn.execute(select(KEYS).where(KEYS.c.id == key_id))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(tenant_id=row.tenant_id, actor_id=row.actor_id, roles=frozenset(row.roles), key_id=row.id)
+
+
 async def is_live(engine: AsyncEngine, key_id: str) -> bool:
     """Whether the key still exists unrevoked (an open stream asks this now and then)."""
     async with engine.connect() as conn:

@@ -13,6 +13,7 @@ A record names its task by whichever of these is known, first found first:
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -108,9 +109,50 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    redact_access_log()
     # Temporal's loggers would append their details to the message as a dict; they are fields here.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
+
+
+# ---- credentials in logged URLs ----------------------------------------------
+
+# An approval link's token is the credential that decides (it sits in the path); clients sometimes put a
+# key in the query string. A URL in a record keeps its shape, with those parts replaced.
+_LINK_TOKEN = re.compile(r"(/approval-links/)[^/?#\s\"]+")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:token|key|api_key|apikey|access_token|secret|password|signature|sig)=)"
+                           r"[^&#\s\"]*")
+REDACTED = "[redacted]"
+
+
+def redact_url(text: str) -> str:
+    return _QUERY_SECRET.sub(rf"\g<1>{REDACTED}", _LINK_TOKEN.sub(rf"\g<1>{REDACTED}", text))
+
+
+class RedactUrlSecrets(logging.Filter):
+    """Rewrites the URLs in a record's message and arguments (uvicorn's access log passes the path as one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_url(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact_url(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+# The loggers that write request URLs: uvicorn's access log, and httpx's "HTTP Request: <method> <url>".
+URL_LOGGERS = ("uvicorn.access", "httpx")
+
+
+def redact_access_log() -> None:
+    """Put the filter on the loggers above, once each (on the logger itself, so every handler, whatever
+    logging configuration uvicorn was given, sees the redacted record)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrlSecrets) for f in logger.filters):
+            logger.addFilter(RedactUrlSecrets())
 
 
 # ---- the worker's side: which task an activity works for --------------------

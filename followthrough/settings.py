@@ -124,6 +124,12 @@ class Settings(BaseSettings):
                                       description="Name of the secret that signs approval links.")
     approval_link_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, validation_alias=_env("APPROVAL_LINK_TTL_SECONDS"))
 
+    # The /ui inbox's sign-in: a server-side session (README: Security, The inbox's sign-in).
+    inbox_session_seconds: int = Field(8 * 3600, gt=0, le=30 * 24 * 3600,
+                                       validation_alias=_env("INBOX_SESSION_SECONDS"),
+                                       description="How long an inbox sign-in lasts before the person signs in "
+                                                   "again (it also ends at sign-out or when the key is revoked).")
+
     # LLM drafting and planning through an OpenAI-compatible chat completions endpoint. Without a base URL
     # every type drafts from its templates. The API key is named, never given: see followthrough/secrets.py.
     llm_base_url: str = Field("", validation_alias=_env("LLM_BASE_URL"),

@@ -206,6 +206,18 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _when()
 
 
+class InboxSession(SQLModel, table=True):
+    """A person signed in to the /ui inbox: the key they signed in with, until when. Only a SHA-256 of the
+    session id is kept (the browser holds the id), so the table hands nobody a session."""
+
+    __tablename__ = "inbox_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    key_id: str = Field(max_length=32, index=True)
+    created_at: datetime = _when(nullable=False)
+    expires_at: datetime = _when(nullable=False, index=True)
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """The first answer to a request carrying an Idempotency-Key, replayed for repeats."""
 

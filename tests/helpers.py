@@ -111,3 +111,19 @@ def add_task_secret(settings: Any, tenant: str, name: str, value: str | None = N
         entry["hosts"] = hosts
     current.setdefault(tenant, {})[name] = entry
     path.write_text(json.dumps(current))
+
+
+# ---- the /ui inbox's forms ----------------------------------------------------
+
+def form_token(html: str) -> str:
+    """The CSRF token an inbox page's forms carry."""
+    import re
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page carries no form token"
+    return found.group(1)
+
+
+async def sign_in(browser: Any, key: str, **headers: str) -> Any:
+    """Sign in to the inbox as a browser does: open the sign-in page, post its form with the key."""
+    page = await browser.get("/ui")
+    return await browser.post("/ui/login", data={"key": key, "csrf": form_token(page.text)}, headers=headers)

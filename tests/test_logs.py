@@ -124,3 +124,40 @@ def test_configure_puts_one_handler_on_the_root_logger():
         root.setLevel(saved[1])
         workflow.logger.workflow_info_on_message = True
         activity.logger.activity_info_on_message = True
+
+
+async def test_access_log_never_holds_a_link_token_or_a_key_in_a_url(dev_env, sqlite_engine, tmp_path: Path):
+    """uvicorn's access log, as `followthrough api` writes it: an approval link's token (the credential that
+    decides) and a key sent in a query string are redacted from the logged path."""
+    import asyncio
+
+    import httpx
+    import uvicorn
+
+    from api.main import create_app
+    from tests.conftest import make_settings
+    from tests.helpers import free_port
+
+    settings = make_settings(sqlite_engine.url.render_as_string(hide_password=False), tmp_path)
+    port = free_port()
+    # The default log config, as a plain `uvicorn api.main:app` would have it, with the access log on.
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=dev_env.client), host="127.0.0.1",
+                                           port=port, log_level="info"))
+    token = "eyJ0YXNrIjoiYWJjIn0.c2lnbmF0dXJlLXRoYXQtZGVjaWRlcw"
+    with _Capture("uvicorn.access") as capture:
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(20):
+                while not server.started:
+                    await asyncio.sleep(0.02)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                await http.get(f"/api/v1/approval-links/{token}")
+                await http.post(f"/api/v1/approval-links/{token}?x=1", data={"comment": "ok"})
+                await http.get("/api/v1/tasks", params={"api_key": "ftk_abc_s3cr3t", "status": "pending"})
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, timeout=30)
+    logged = "\n".join(line["message"] for line in capture.lines())
+    assert "/api/v1/approval-links/[redacted]" in logged and "/api/v1/approval-links/[redacted]?x=1" in logged
+    assert "api_key=[redacted]" in logged and "status=pending" in logged
+    assert token not in logged and "s3cr3t" not in logged

@@ -31,7 +31,8 @@ from followthrough.tables import Approval, ApprovalLinkUse, Task
 router = APIRouter(tags=["approval links"], responses=NOT_FOUND | CONFLICT)
 
 _MAX_TEXT = 4000
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow"}
+# same-origin, not no-referrer: the form's POST must carry this server's Origin (api/same_origin.py).
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin", "X-Robots-Tag": "noindex, nofollow"}
 
 _PAGE = Environment(autoescape=select_autoescape(default=True, default_for_string=True)).from_string("""\
 <!doctype html>

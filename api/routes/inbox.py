@@ -5,36 +5,40 @@ queue (the same query as ``GET /approvals?approver=…``), each task with its
 draft in editable fields and Approve / Reject (or, for a manual task, Mark done)
 buttons; each form posts to ``/ui/tasks/{id}/decide``, which decides through the
 same path as the JSON API and redirects back to the inbox. Where JavaScript runs, a few
-lines listen to ``/api/v1/events/stream`` (same origin, so the sign-in cookie goes along):
-a task decided elsewhere leaves the list at once, and a new request refreshes it.
+lines (``/ui/live.js``) listen to ``/ui/events``: a task decided elsewhere leaves the list at once, and a
+new request refreshes it.
 
-A person signs in with their API key (it needs the approver role): the page
-keeps it in an HttpOnly, SameSite=Strict cookie, so no other site can post a
-decision with it. With anonymous access (dev on 127.0.0.1) the caller names
-themself with ``?as=<user id>`` (else the ``X-Actor-Id`` header, else the page
-asks who they are).
+A person signs in with their API key (it needs the approver role). The key is checked and forgotten: the
+browser gets a random session id in an HttpOnly, SameSite=Strict cookie for ``/ui`` only, the database
+keeps its hash (followthrough/inbox_sessions.py), and the JSON API never accepts it. Every form that
+posts carries a CSRF token: the session's, or before sign-in (and under anonymous access) one that must
+match a cookie of its own (double submit); and api/same_origin.py refuses a post another site sends.
+With anonymous access (dev on 127.0.0.1) the caller names themself with ``?as=<user id>`` (else the
+``X-Actor-Id`` header, else the page asks who they are).
 """
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import func, select
 from temporalio.service import RPCError
 
-from api.auth import KEY_COOKIE
+from api import streams
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.routes.approvals import may_decide
 from api.routes.task_decisions import _decide
 from followthrough.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.lifecycle import TaskStatus
+from followthrough import inbox_sessions
 from followthrough.api_keys import principal_for
 from followthrough.naming import temporal_ui_link
 from followthrough.principals import Role
@@ -49,7 +53,15 @@ _MAX_SUBJECT = 1000
 _MAX_BODY = 100_000
 _MAX_FORM = 512 * 1024
 _LIST_LIMIT = 200
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow"}
+# Referrer-Policy (same-origin), CSP and the rest: api/security_headers.py, on every answer.
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
+
+SESSION_COOKIE = "followthrough_session"  # the session id; the table keeps its hash
+FORM_COOKIE = "followthrough_form"  # the double-submit token of forms posted without a session
+_OLD_KEY_COOKIE = "followthrough_key"  # where earlier versions kept the raw key: cleared at sign-in and out
+_COOKIE_PATH = "/ui"  # a browser sends neither cookie to the JSON API
+_BAD_TOKEN = ("This form's security token is missing or out of date, so nothing was done: a form must come "
+              "from a page of this inbox. Reload the inbox and try again.")
 
 # The flash message after a decision: a fixed set, so the query string cannot inject text.
 _OUTCOMES = {
@@ -76,6 +88,7 @@ class _Caller:
     roles: list[str]
     keyed: bool  # signed in with an API key, rather than named under anonymous access
     tenant_id: str | None = None  # a key's tenant; None under anonymous access (every tenant)
+    session_id: str | None = None  # the sign-in session, when keyed
 
 
 @dataclass
@@ -139,30 +152,63 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value[:limit]
 
 
+def _secure(settings: Settings) -> bool:
+    return settings.effective_public_url.startswith("https://")
+
+
+def _form_cookie(request: Request) -> str | None:
+    value = request.cookies.get(FORM_COOKIE)
+    return value if value and 32 <= len(value) <= 128 else None
+
+
+def _expected_token(request: Request, *, signing_in: bool = False) -> str | None:
+    """The token a posted form must carry: its session's, else (sign-in, anonymous access) the form cookie's."""
+    session_id = None if signing_in else request.cookies.get(SESSION_COOKIE)
+    return inbox_sessions.csrf_token(session_id) if session_id else _form_cookie(request)
+
+
+def _token_ok(request: Request, fields: dict[str, list[str]], *, signing_in: bool = False) -> bool:
+    presented = (fields.get("csrf") or [""])[0]
+    return inbox_sessions.same_token(_expected_token(request, signing_in=signing_in), presented)
+
+
 async def _render(request: Request, session: SessionDep, settings: Settings, caller: _Caller | None,
                   tenant_id: str | None, *, flash: str = "", error: str = "", status_code: int = 200) -> HTMLResponse:
     items: list[_Item] = []
     truncated = False
     if caller:
         items, truncated = await _queue(session, settings, caller, tenant_id)
+    new_form_token = None
+    if caller and caller.session_id:
+        csrf = inbox_sessions.csrf_token(caller.session_id)
+    else:
+        csrf = _form_cookie(request) or ""
+        if not csrf:
+            csrf = new_form_token = secrets.token_urlsafe(32)
     html = _PAGE.render(actor=caller.actor if caller else None, keyed=bool(caller and caller.keyed),
                         anonymous=settings.anonymous_access, tenant_id=tenant_id, items=items, truncated=truncated,
-                        flash=flash, error=error)
-    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+                        flash=flash, error=error, csrf=csrf)
+    response = HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+    if new_form_token:
+        response.set_cookie(FORM_COOKIE, new_form_token, httponly=True, samesite="strict", path=_COOKIE_PATH,
+                            secure=_secure(settings))
+    if request.cookies.get(SESSION_COOKIE) and not (caller and caller.session_id):
+        response.delete_cookie(SESSION_COOKIE, path=_COOKIE_PATH)  # ended: the sign-in form uses the form cookie
+    return response
 
 
 async def _caller(request: Request, settings: Settings, named: str | None) -> _Caller | str | None:
-    """Who is deciding: the holder of the signed-in key; under anonymous access whoever ``named`` says.
+    """Who is deciding: whoever signed in to this session; under anonymous access whoever ``named`` says.
     A string is why the caller cannot go on; None means nobody has signed in."""
-    token = request.cookies.get(KEY_COOKIE) or request.headers.get("x-api-key")
-    if token:
-        async with request.app.state.engine.connect() as conn:
-            principal = await principal_for(conn, token[:512])
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        principal = await inbox_sessions.principal_for(request.app.state.engine, session_id)
         if principal is None:
-            return "Your key is not valid or has been revoked; sign in again."
+            return "Your sign-in has ended (it expired, you signed out, or its key was revoked); sign in again."
         if not principal.grants(Role.APPROVER):
             return "Your key does not carry the approver role, so it cannot decide tasks."
-        return _Caller(principal.actor_id, sorted(principal.roles), keyed=True, tenant_id=principal.tenant_id)
+        return _Caller(principal.actor_id, sorted(principal.roles), keyed=True, tenant_id=principal.tenant_id,
+                       session_id=session_id)
     if settings.anonymous_access and named:
         return _Caller(named, [], keyed=False)
     return None
@@ -179,7 +225,7 @@ _LIVE = """\
 (function () {
   if (!window.EventSource) { return; }
   var tenant = document.currentScript.getAttribute("data-tenant-id");
-  var source = new EventSource("/api/v1/events/stream" + (tenant ? "?tenant_id=" + encodeURIComponent(tenant) : ""));
+  var source = new EventSource("/ui/events" + (tenant ? "?tenant_id=" + encodeURIComponent(tenant) : ""));
   var typing = false;
   document.addEventListener("input", function () { typing = true; });
   source.onopen = function () { document.body.setAttribute("data-live", "on"); };
@@ -200,9 +246,39 @@ _LIVE = """\
 """
 
 
+_CSS = (Path(__file__).resolve().parent.parent / "templates" / "inbox.css").read_text()
+
+
 @router.get("/ui/live.js")
 async def live_script() -> Response:
     return Response(_LIVE, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/ui/inbox.css")
+async def stylesheet() -> Response:
+    return Response(_CSS, media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/ui/events", response_class=StreamingResponse)
+async def live_events(request: Request, settings: SettingsDep) -> Response:
+    """The live page's event stream: the signed-in key's tenant (under anonymous access, ``tenant_id``'s),
+    until the session ends. The JSON API's stream takes API keys only, never this session."""
+    caller = await _caller(request, settings, "anonymous")
+    if not isinstance(caller, _Caller):
+        return Response(caller or "Sign in first.", status_code=401, media_type="text/plain", headers=_HEADERS)
+    tenant_id = caller.tenant_id if caller.keyed else _clean(request.query_params.get("tenant_id"), 128)
+    request.app.state.streams.check()
+    reader = streams.EventReader(request.app.state.engine, streams.Scope(tenant_id=tenant_id),
+                                 timedelta(seconds=settings.stream_overlap_seconds))
+    await reader.start_at_now()
+    engine, session_id = request.app.state.engine, caller.session_id
+
+    async def session_live() -> bool:
+        return await inbox_sessions.principal_for(engine, session_id or "") is not None
+
+    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams,
+                                            session_live if session_id else None),
+                             media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
 
 
 @router.get("/ui", response_class=HTMLResponse)
@@ -226,27 +302,54 @@ async def inbox(request: Request, session: SessionDep, settings: SettingsDep) ->
                          status_code=200 if caller or settings.anonymous_access else 401)
 
 
+def _clear_sign_in(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path=_COOKIE_PATH)
+    response.delete_cookie(_OLD_KEY_COOKIE, path="/")
+
+
 @router.post("/ui/login")
 async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
-    """Form field ``key``: checked, then kept in the cookie the inbox reads."""
+    """Form fields ``key`` and ``csrf`` (the sign-in page's): the key is checked, a session begins, and the
+    browser keeps the session's id, never the key."""
     raw = await request.body()
     fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    if not _token_ok(request, fields, signing_in=True):
+        return await _render(request, session, settings, None, None, status_code=403, error=_BAD_TOKEN)
     key = (fields.get("key") or [""])[0].strip()
     async with request.app.state.engine.connect() as conn:
         principal = await principal_for(conn, key) if key else None
-    if principal is None:
+    if principal is None or principal.key_id is None:
         return await _render(request, session, settings, None, None, status_code=401,
                              error="That key is not valid or has been revoked.")
+    if not principal.grants(Role.APPROVER):
+        return await _render(request, session, settings, None, None, status_code=403,
+                             error="That key does not carry the approver role, so it cannot decide tasks; "
+                                   "sign in with an approver's key.")
+    engine = request.app.state.engine
+    if previous := request.cookies.get(SESSION_COOKIE):
+        await inbox_sessions.end(engine, previous)  # a new sign-in never keeps an id the browser held before
+    session_id = await inbox_sessions.create(engine, principal.key_id, settings.inbox_session_seconds)
     response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
-    response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/",
-                        secure=settings.effective_public_url.startswith("https://"))
+    response.delete_cookie(_OLD_KEY_COOKIE, path="/")
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=settings.inbox_session_seconds, httponly=True,
+                        samesite="strict", path=_COOKIE_PATH, secure=_secure(settings))
     return response
 
 
 @router.post("/ui/logout")
-async def logout() -> Response:
+async def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Form field ``csrf`` (the session's): the session is deleted, so its cookie is worth nothing after."""
+    raw = await request.body()
+    fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        if not _token_ok(request, fields):
+            caller = await _caller(request, settings, None)
+            return await _render(request, session, settings, caller if isinstance(caller, _Caller) else None,
+                                 None, status_code=403, error=_BAD_TOKEN)
+        await inbox_sessions.end(request.app.state.engine, session_id)
     response = RedirectResponse("/ui", status_code=303, headers=_HEADERS)
-    response.delete_cookie(KEY_COOKIE, path="/")
+    _clear_sign_in(response)
     return response
 
 
@@ -297,6 +400,8 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
                              error="Say who you are before deciding." if settings.anonymous_access
                              else "Sign in with your API key before deciding.",
                              status_code=422 if settings.anonymous_access else 401)
+    if not _token_ok(request, fields):
+        return await _render(request, session, settings, caller, tenant_id, error=_BAD_TOKEN, status_code=403)
     actor, who = caller.actor, {"actor_id": caller.actor, "actor_roles": caller.roles}
 
     async def failed(status_code: int, message: str) -> HTMLResponse:

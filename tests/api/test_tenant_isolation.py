@@ -13,7 +13,7 @@ import httpx
 
 from tests.api.test_keys_and_roles import bearer, keyed, make_key  # noqa: F401 - keyed is a fixture
 from tests.conftest import Stack
-from tests.helpers import add_task_secret, eventually, task_body
+from tests.helpers import add_task_secret, eventually, form_token, sign_in, task_body
 
 OWNED = {"task_id", "definition_id", "subscription_id", "artifact_id"}
 
@@ -82,10 +82,11 @@ async def test_another_tenants_key_finds_nothing_and_changes_nothing(keyed: Stac
     assert elsewhere.status_code == 403
 
     async with httpx.AsyncClient(transport=keyed.http._transport, base_url="http://testserver") as browser:
-        assert (await browser.post("/ui/login", data={"key": key_b})).status_code == 303
+        assert (await sign_in(browser, key_b)).status_code == 303
         inbox = await browser.get("/ui")
         assert inbox.status_code == 200 and ids["task_id"] not in inbox.text
-        decided = await browser.post(f"/ui/tasks/{ids['task_id']}/decide", data={"action": "approve"})
+        decided = await browser.post(f"/ui/tasks/{ids['task_id']}/decide",
+                                     data={"action": "approve", "csrf": form_token(inbox.text)})
         assert decided.status_code == 404
 
     # Tenant A still has all of it, untouched.
