@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -306,3 +307,47 @@ async def test_a_link_minted_before_links_named_their_request_is_refused(stack: 
         used = await stack.http.post(f"/approval-links/{token}", data={"reason": "x"})
         assert used.status_code == 410 and "no longer works" in used.text
     assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+
+
+def _form_fields(page: str, task_id: str) -> dict[str, str]:
+    """The hidden fields of the inbox's decision form for a task, as a browser would send them."""
+    form = page[page.index(f'action="/ui/tasks/{task_id}/decide"'):]
+    form = form[:form.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+
+
+async def test_an_inbox_page_left_open_cannot_approve_the_agents_next_tool_call(
+        agent_stack: Stack, llm: FakeLlm, receiver: Receiver):  # noqa: F811
+    stack = agent_stack
+    llm.call_tools(("http_request", {"method": "POST", "url": f"{receiver.url}/notes", "json": {"n": 1}}))
+    llm.call_tools(("http_request", {"method": "DELETE", "url": f"{receiver.url}/invoices/INV-1"}))
+    llm.answer("done")
+    created = await stack.http.post("/tasks", json={
+        "type": "agent", "tenant_id": stack.tenant, "title": "Note INV-1", "approval": {"approvers": ["alice", "bob"]},
+        "payload": {"prompt": "Note that INV-1 is paid.", "allowed_tools": ["http_request"], "max_turns": 4}})
+    task_id = created.json()["id"]
+    first = await _pending(stack, task_id)
+    page = await stack.http.get("http://testserver/ui", params={"as": "alice"})
+    assert page.status_code == 200 and "tool http_request POST" in page.text
+    shown = _form_fields(page.text, task_id)
+    assert shown["approval_id"] == first["id"]
+
+    # Bob approves the POST elsewhere; the agent asks about a DELETE. Alice's page still shows the POST.
+    assert (await stack.http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "bob"})
+            ).status_code == 200
+    second = await _pending(stack, task_id, other_than=first["id"])
+    stale = await stack.http.post(f"http://testserver/ui/tasks/{task_id}/decide",
+                                  data=shown | {"action": "approve"}, headers={"Origin": "http://testserver"})
+    assert stale.status_code == 409 and "no longer open" in stale.text, stale.text
+    assert (await _approval(stack, task_id))["id"] == second["id"]
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    assert [r.method for r in receiver.requests] == ["POST"]
+
+    # The page as it is now decides the request it shows.
+    fresh = _form_fields((await stack.http.get("http://testserver/ui", params={"as": "alice"})).text, task_id)
+    assert fresh["approval_id"] == second["id"]
+    rejected = await stack.http.post(f"http://testserver/ui/tasks/{task_id}/decide", headers={
+        "Origin": "http://testserver"}, data=fresh | {"action": "reject", "reason": "never delete invoices"})
+    assert rejected.status_code == 303, rejected.text
+    await until_status(stack, task_id, "completed")
+    assert [r.method for r in receiver.requests] == ["POST"]
