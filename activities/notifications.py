@@ -31,8 +31,10 @@ class NotificationActivities:
         link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
         payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
         if notification.event == "task.awaiting_approval" and task.get("approvers"):
-            # Each named approver gets signed links to decide from the message itself.
-            payload["approval_links"] = {a: links_for(self._settings, task["id"], a) for a in task["approvers"]}
+            # Each named approver gets signed links to decide from the message itself, bound to this request:
+            # the event is the TASK_APPROVAL_REQUESTED one, whose id is the approval request's.
+            payload["approval_links"] = {a: links_for(self._settings, task["id"], notification.event_id, a)
+                                         for a in task["approvers"]}
         draft = Draft(channel="webhook", subject=notification.event, body="", data={
             "url": notification.url, "secret": notification.secret, "event": notification.event, "payload": payload,
         })

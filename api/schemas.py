@@ -294,14 +294,22 @@ class _Decision(StorableBody):
                                  description="Who decides; defaults to the X-Actor-Id header, else 'anonymous'.")
 
 
+def _approval_id() -> Any:
+    return Field(None, min_length=1, max_length=128, description=(
+        "The approval request this decision is for (`id` of GET /tasks/{id}/approval); when given, the decision "
+        "is refused (409) unless that request is still the open one."))
+
+
 class ApproveBody(_Decision):
     comment: str | None = Field(None, max_length=4000)
     subject: str | None = Field(None, min_length=1, max_length=1000, description="Edited subject, if any.")
     body: str | None = Field(None, min_length=1, max_length=100_000, description="Edited body, if any.")
+    approval_id: str | None = _approval_id()
 
 
 class RejectBody(_Decision):
     reason: str = Field(min_length=1, max_length=4000)
+    approval_id: str | None = _approval_id()
 
 
 class CancelBody(_Decision):

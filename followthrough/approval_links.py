@@ -1,9 +1,13 @@
-"""Signed approval links: a token that lets one person take one decision on one task.
+"""Signed approval links: a token that lets one person take one decision on one approval request.
 
 A token is ``base64url(json) + "." + base64url(hmac_sha256(key, json))``; the JSON
-binds the task id, the approver, the decision (``approve`` or ``reject``), the
-expiry in unix seconds and a random nonce. The nonce makes a link single use:
-whoever inserts it into ``approval_link_uses`` first used it (see the API).
+binds the task id, the approval request (``approval_id``: the id of its
+TASK_APPROVAL_REQUESTED event, ``<run id>:<seq>``, so it names the run and the
+wait within it), the approver, the decision (``approve`` or ``reject``), the
+expiry in unix seconds and a random nonce. The approve and reject tokens of a
+pair share their nonce, so using either spends both: whoever inserts it into
+``approval_link_uses`` first used the pair (see the API). A token without an
+``approval_id`` (minted before links named their request) is OutdatedToken.
 
 The key is the secret named by ``FOLLOWTHROUGH_APPROVAL_LINK_SECRET``; without
 one, a key generated once and kept in ``<data_dir>/approval-link.key`` (0600),
@@ -33,6 +37,10 @@ class InvalidToken(ValueError):
     """Malformed, or not signed with our key: nobody can tell what it was meant to say."""
 
 
+class OutdatedToken(ValueError):
+    """Genuine, but minted before links named the approval request they decide: it decides nothing."""
+
+
 class ExpiredToken(ValueError):
     """Genuine, but past its expiry."""
 
@@ -44,10 +52,11 @@ class ExpiredToken(ValueError):
 @dataclass(frozen=True)
 class ApprovalLink:
     task_id: str
+    approval_id: str
     approver: str
     decision: str
     expires_at: int
-    nonce: str
+    nonce: str  # shared by the approve and reject tokens of one pair
 
 
 def _b64encode(raw: bytes) -> str:
@@ -73,26 +82,32 @@ def signing_key(settings: Settings) -> bytes:
     return generated_key(settings.data_dir / KEY_FILE)
 
 
-def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int) -> str:
+def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int, *, approval_id: str,
+         nonce: str | None = None) -> str:
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
-    link = ApprovalLink(task_id=task_id, approver=approver, decision=decision, expires_at=int(expires_at),
-                        nonce=secrets.token_urlsafe(18))
+    if not approval_id:
+        raise ValueError("a link needs the id of the approval request it decides")
+    link = ApprovalLink(task_id=task_id, approval_id=approval_id, approver=approver, decision=decision,
+                        expires_at=int(expires_at), nonce=nonce or secrets.token_urlsafe(18))
     body = json.dumps(asdict(link), separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64encode(body)}.{_b64encode(_digest(key, body))}"
 
 
-def mint_pair(key: bytes, task_id: str, approver: str, ttl_seconds: int,
+def mint_pair(key: bytes, task_id: str, approval_id: str, approver: str, ttl_seconds: int,
               now: float | None = None) -> tuple[str, str, int]:
-    """An approve and a reject token for ``approver``, and their common expiry."""
+    """An approve and a reject token for ``approver`` on one approval request, with one nonce between them
+    (using either spends both), and their common expiry."""
     expires_at = int(time.time() if now is None else now) + int(ttl_seconds)
-    return (mint(key, task_id, approver, "approve", expires_at),
-            mint(key, task_id, approver, "reject", expires_at), expires_at)
+    nonce = secrets.token_urlsafe(18)
+    return (mint(key, task_id, approver, "approve", expires_at, approval_id=approval_id, nonce=nonce),
+            mint(key, task_id, approver, "reject", expires_at, approval_id=approval_id, nonce=nonce), expires_at)
 
 
-def links_for(settings: Settings, task_id: str, approver: str, ttl_seconds: int | None = None) -> dict[str, str]:
-    """An approver's approve and reject URLs for a task, and when they expire."""
-    approve, reject, expires_at = mint_pair(signing_key(settings), task_id, approver,
+def links_for(settings: Settings, task_id: str, approval_id: str, approver: str,
+              ttl_seconds: int | None = None) -> dict[str, str]:
+    """An approver's approve and reject URLs for one approval request of a task, and when they expire."""
+    approve, reject, expires_at = mint_pair(signing_key(settings), task_id, approval_id, approver,
                                             ttl_seconds or settings.approval_link_ttl_seconds)
     base = f"{settings.effective_public_url}/api/v1/approval-links"
     return {"approve": f"{base}/{approve}", "reject": f"{base}/{reject}",
@@ -100,7 +115,8 @@ def links_for(settings: Settings, task_id: str, approver: str, ttl_seconds: int 
 
 
 def check(key: bytes, token: str, now: float | None = None) -> ApprovalLink:
-    """The link ``token`` carries; InvalidToken when tampered or malformed, ExpiredToken past its expiry."""
+    """The link ``token`` carries; InvalidToken when tampered or malformed, OutdatedToken when it names no
+    approval request, ExpiredToken past its expiry."""
     if not token or len(token) > _MAX_TOKEN or token.count(".") != 1:
         raise InvalidToken("malformed approval link")
     body_part, signature_part = token.split(".")
@@ -110,9 +126,14 @@ def check(key: bytes, token: str, now: float | None = None) -> ApprovalLink:
         raise InvalidToken("the approval link's signature does not match")
     try:
         fields = json.loads(body)
-        link = ApprovalLink(task_id=str(fields["task_id"]), approver=str(fields["approver"]),
-                            decision=str(fields["decision"]), expires_at=int(fields["expires_at"]),
-                            nonce=str(fields["nonce"]))
+    except ValueError as err:
+        raise InvalidToken("malformed approval link") from err
+    if isinstance(fields, dict) and not fields.get("approval_id"):
+        raise OutdatedToken("this approval link was made before links named the request they decide")
+    try:
+        link = ApprovalLink(task_id=str(fields["task_id"]), approval_id=str(fields["approval_id"]),
+                            approver=str(fields["approver"]), decision=str(fields["decision"]),
+                            expires_at=int(fields["expires_at"]), nonce=str(fields["nonce"]))
     except (ValueError, TypeError, KeyError) as err:
         raise InvalidToken("malformed approval link") from err
     if link.decision not in DECISIONS:

@@ -207,6 +207,8 @@ class ApprovalDecision:
     # An approver may edit the draft; None keeps the drafted text.
     subject: str | None = None
     body: str | None = None
+    # The approval request this decision is for (a signed link's); when set, refused unless it is the one open.
+    approval_id: str | None = None
 
 
 @dataclass
@@ -216,6 +218,8 @@ class Rejection:
     # The decider's team roles, checked against the task's approver_roles.
     actor_roles: list[str] = field(default_factory=list)
     reason: str = ""
+    # As for ApprovalDecision: when set, refused unless it names the approval request that is open.
+    approval_id: str | None = None
 
 
 @dataclass

@@ -283,12 +283,16 @@ class ApprovalDecisionRecord(SQLModel, table=True):
 
 
 class ApprovalLinkUse(SQLModel, table=True):
-    """A signed approval link that has been used; the nonce as key makes each link single use."""
+    """A pair of signed approval links that has been used: the nonce (shared by a pair's approve and reject
+    links) as key spends both; the unique (approval_id, approver) spends every pair minted for that approver
+    on that approval request. Rows from before links named their request have no approval_id."""
 
     __tablename__ = "approval_link_uses"
+    __table_args__ = (Index("ux_approval_link_uses_request_approver", "approval_id", "approver", unique=True),)
 
     nonce: str = Field(primary_key=True, max_length=64)
     task_id: str = Field(max_length=36, index=True)
+    approval_id: str | None = Field(default=None, max_length=128)
     approver: str = Field(max_length=128)
     decision: str = Field(max_length=16)  # approve, reject
     used_at: datetime = _when(nullable=False)

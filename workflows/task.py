@@ -478,6 +478,13 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                    type="InvalidTransition")
         if self._decision is not None or self._cancel is not None:
             raise ApplicationError(f"cannot {verb}: a decision has already been taken", type="InvalidTransition")
+        # A decision made for one approval request (a signed link's) never decides another: a retry's run or
+        # an agent's next tool call asks afresh. Only decisions that name a request are checked, so histories
+        # recorded before they could name one replay unchanged.
+        wanted = getattr(decision, "approval_id", None)
+        if wanted is not None and wanted != self._approval_id:
+            raise ApplicationError(f"cannot {verb}: the decision was made for approval request {wanted}, which is "
+                                   "no longer open; decide the open request instead", type="InvalidTransition")
         assert self._task is not None
         users, roles = self._allowed(), self._task.approver_roles
         if (users or roles) and decision.actor_id not in users and not set(decision.actor_roles) & set(roles):

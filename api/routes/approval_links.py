@@ -1,7 +1,10 @@
-"""Signed approval links: minted per approver, opened in a browser, used once.
+"""Signed approval links: minted per approver and approval request, opened in a browser, used once.
 
 GET shows a confirmation page and changes nothing, so mail scanners and link
-previews that fetch the link cannot decide; only the form's POST acts.
+previews that fetch the link cannot decide; only the form's POST acts. A link
+decides only the approval request it was minted for (a retry's run or an
+agent's next tool call asks afresh and needs new links), and using either link
+of a pair spends both.
 """
 
 from datetime import datetime, timezone
@@ -12,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, select_autoescape
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from temporalio.service import RPCError
 
 from api.auth import require
@@ -22,7 +25,7 @@ from api.lookups import task_row_or_404
 from api.routes.task_decisions import _decide
 from followthrough import approval_links
 from followthrough.principals import Role
-from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken
+from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken, OutdatedToken
 from followthrough.contracts import ApprovalDecision, Rejection
 from followthrough.lifecycle import TaskStatus
 from followthrough.mirror import insert_ignoring_duplicates
@@ -123,9 +126,16 @@ async def create_approval_links(task_id: str, body: LinkRequest, session: Sessio
     if task.status != TaskStatus.AWAITING_APPROVAL.value:
         raise ApiError(409, f"task is {task.status}, not awaiting approval")
     approval = await _open_approval(session, task_id)
-    if approval is not None and approval.approvers and body.approver not in approval.approvers:
-        raise ApiError(403, f"{body.approver!r} may not decide this task")
-    return LinksPublic.model_validate(approval_links.links_for(settings, task_id, body.approver, body.ttl_seconds))
+    if approval is None or approval.status != "pending":
+        # The links name the open request; the mirror has not recorded it (yet).
+        raise ApiError(409, "the task's approval request is not on record yet; try again in a moment")
+    if (approval.approvers or approval.approver_roles) and body.approver not in approval.approvers:
+        # A link decides as a user with no team roles, so a request decided by role takes named approvers only.
+        allowed = (f"name one of its approvers: {', '.join(approval.approvers)}" if approval.approvers
+                   else "it is decided by team role, which a link cannot carry")
+        raise ApiError(403, f"{body.approver!r} may not decide this task; {allowed}")
+    return LinksPublic.model_validate(approval_links.links_for(settings, task_id, approval.id, body.approver,
+                                                               body.ttl_seconds))
 
 
 async def _verified(settings: SettingsDep, token: str) -> ApprovalLink | HTMLResponse:
@@ -133,13 +143,42 @@ async def _verified(settings: SettingsDep, token: str) -> ApprovalLink | HTMLRes
         return approval_links.check(approval_links.signing_key(settings), token)
     except ExpiredToken:
         return _page(410, "Link expired", "This approval link has expired. Ask for a new one.", error=True)
+    except OutdatedToken:
+        return _page(410, "Link no longer works", "This approval link was made before links named the approval "
+                     "request they decide, and no longer works. Ask for a new link.", error=True)
     except InvalidToken:
         return _page(401, "Invalid link", "This approval link is not valid: it may have been cut short or altered.",
                      error=True)
 
 
-async def _used(session: SessionDep, nonce: str) -> bool:
-    return await session.get(ApprovalLinkUse, nonce) is not None
+async def _used(session: SessionDep, link: ApprovalLink) -> str | None:
+    """Why the link is spent: its pair has been used, or another pair of its approver on the same request."""
+    rows = (await session.execute(select(ApprovalLinkUse.nonce).where(or_(
+        ApprovalLinkUse.nonce == link.nonce,
+        (ApprovalLinkUse.approval_id == link.approval_id) & (ApprovalLinkUse.approver == link.approver))))
+            ).scalars().all()
+    if not rows:
+        return None
+    if link.nonce in rows:
+        return "This link has already been used."
+    return f"An approval link for {link.approver} on this request has already been used."
+
+
+async def _refusal(session: SessionDep, link: ApprovalLink, task: Task) -> HTMLResponse | None:
+    """The page to answer with when the link cannot decide now; None when it can."""
+    approval = await _open_approval(session, task.id)
+    spent = await _used(session, link)
+    if spent is not None:
+        return _page(409, "Link already used", " ".join(filter(None, [spent, _outcome(task, approval)])),
+                     error=True, task=task)
+    # The latest request is another one: a retry's run or an agent's next tool call asked afresh. (With no
+    # request on record the workflow, which knows the open one, checks the link's.)
+    if approval is not None and approval.id != link.approval_id:
+        return _page(410, "Link out of date", "This link was made for an earlier approval request of this task, "
+                     "which is no longer open; the task has asked again. Ask for a new link.", error=True, task=task)
+    if task.status != TaskStatus.AWAITING_APPROVAL.value:
+        return _page(409, "No decision needed", _outcome(task, approval), error=True, task=task)
+    return None
 
 
 @router.get("/approval-links/{token}", response_class=HTMLResponse)
@@ -152,14 +191,9 @@ async def show_approval_link(token: str, request: Request, session: SessionDep,
     task = await session.get(Task, link.task_id)
     if task is None:
         return _page(404, "Task not found", "The task this link was made for no longer exists.", error=True)
-    if await _used(session, link.nonce):
-        return _page(409, "Link already used",
-                     " ".join(filter(None, ["This link has already been used.",
-                                            _outcome(task, await _open_approval(session, task.id))])),
-                     error=True, task=task)
-    if task.status != TaskStatus.AWAITING_APPROVAL.value:
-        return _page(409, "No decision needed", _outcome(task, await _open_approval(session, task.id)),
-                     error=True, task=task)
+    refusal = await _refusal(session, link, task)
+    if refusal is not None:
+        return refusal
     verb = "Approve" if link.decision == "approve" else "Reject"
     return _page(200, f"{verb} this task?", "Nothing happens until you press the button below.",
                  task=task, link=link, form=True, action=request.url.path)
@@ -188,25 +222,33 @@ async def use_approval_link(token: str, request: Request, session: SessionDep, s
     text = reason if link.decision == "reject" else comment
     if text is not None and (len(text) > _MAX_TEXT or "\x00" in text):
         return _page(422, "Not accepted", f"The text must be at most {_MAX_TEXT} characters.", error=True)
+    task = await session.get(Task, link.task_id)
+    if task is None:
+        return _page(404, "Task not found", "The task this link was made for no longer exists.", error=True)
+    refusal = await _refusal(session, link, task)
+    if refusal is not None:
+        return refusal
     if link.decision == "reject" and reason is None:
-        task = await session.get(Task, link.task_id)
         return _page(422, "A reason is required", "Say why you reject this task.", error=True, task=task,
-                     link=link, form=task is not None, action=request.url.path)
+                     link=link, form=True, action=request.url.path)
 
-    # Whoever inserts the nonce first has used the link; everyone else is told what happened.
+    # Whoever inserts first has used the pair (its nonce) and, with it, every link of this approver on this
+    # request ((approval_id, approver) is unique); everyone else is told what happened.
     conn = await session.connection()
     claimed = await insert_ignoring_duplicates(conn, ApprovalLinkUse.__table__, [dict(
-        nonce=link.nonce, task_id=link.task_id, approver=link.approver, decision=link.decision,
-        used_at=datetime.now(timezone.utc))])
+        nonce=link.nonce, task_id=link.task_id, approval_id=link.approval_id, approver=link.approver,
+        decision=link.decision, used_at=datetime.now(timezone.utc))])
     await session.commit()
     if not claimed:
         task = await _fresh_task(session, link.task_id)
         outcome = _outcome(task, await _open_approval(session, link.task_id)) if task else ""
-        return _page(409, "Link already used", f"This link has already been used. {outcome}".strip(), error=True,
-                     task=task)
+        spent = await _used(session, link) or "This link has already been used."
+        return _page(409, "Link already used", f"{spent} {outcome}".strip(), error=True, task=task)
 
-    arg: Any = (ApprovalDecision(actor_id=link.approver, comment=comment) if link.decision == "approve"
-                else Rejection(actor_id=link.approver, reason=reason or ""))
+    # The workflow refuses the decision unless this request is still the open one, whatever the mirror says.
+    arg: Any = (ApprovalDecision(actor_id=link.approver, comment=comment, approval_id=link.approval_id)
+                if link.decision == "approve"
+                else Rejection(actor_id=link.approver, reason=reason or "", approval_id=link.approval_id))
     try:
         ack = await _decide(session, temporal, link.task_id, link.decision, arg)
     except ApiError as err:

@@ -374,8 +374,9 @@ async def _settled(request: Request, task_id: str, actor: str) -> None:
 @router.post("/ui/tasks/{task_id}/decide", response_class=HTMLResponse)
 async def decide(task_id: str, request: Request, session: SessionDep, settings: SettingsDep,
                  temporal: TemporalDep) -> Response:
-    """Form fields: ``as``, ``action`` (approve, reject, complete), ``subject``, ``body``, ``comment``,
-    ``reason``, ``result``; a decision taken redirects (303) to the inbox with a message."""
+    """Form fields: ``as``, ``action`` (approve, reject, complete), ``approval_id`` (the request the page
+    showed), ``subject``, ``body``, ``comment``, ``reason``, ``result``; a decision taken redirects (303) to the
+    inbox with a message."""
     raw = await request.body()
     if len(raw) > _MAX_FORM:
         return await _render(request, session, settings, None, None, error="The form is too long.", status_code=413)
@@ -403,6 +404,9 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
     if not _token_ok(request, fields):
         return await _render(request, session, settings, caller, tenant_id, error=_BAD_TOKEN, status_code=403)
     actor, who = caller.actor, {"actor_id": caller.actor, "actor_roles": caller.roles}
+    # The request the page showed: the workflow refuses the decision once another one is open (an agent's
+    # next tool call, a retry's run), so a page left open never approves what it did not show.
+    approval_id = _clean(text("approval_id"), 129)
 
     async def failed(status_code: int, message: str) -> HTMLResponse:
         await session.rollback()
@@ -424,11 +428,11 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
             return await failed(422, f"The subject must be at most {_MAX_SUBJECT} characters.")
         if body is not None and len(body) > _MAX_BODY:
             return await failed(422, f"The body must be at most {_MAX_BODY} characters.")
-        arg = ApprovalDecision(**who, comment=comment, subject=subject, body=body)
+        arg = ApprovalDecision(**who, comment=comment, subject=subject, body=body, approval_id=approval_id)
     elif action == "reject":
         if reason is None:
             return await failed(422, f"Say why you reject “{task.title}”: a reason is required to reject.")
-        arg = Rejection(**who, reason=reason)
+        arg = Rejection(**who, reason=reason, approval_id=approval_id)
     elif action == "complete":
         result = _clean(text("result"), _MAX_TEXT)
         arg = Completion(**who, comment=comment, result={"note": result} if result else None)

@@ -90,7 +90,7 @@ def _who(principal: Principal, named: str | None) -> dict[str, Any]:
 async def approve_task(task_id: str, body: ApproveBody, session: SessionDep, temporal: TemporalDep,
                        principal: PrincipalDep) -> DecisionPublic:
     decision = ApprovalDecision(**_who(principal, body.actor_id), comment=body.comment, subject=body.subject,
-                                body=body.body)
+                                body=body.body, approval_id=body.approval_id)
     ack = await _decide(session, temporal, task_id, "approve", decision)
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
@@ -99,7 +99,8 @@ async def approve_task(task_id: str, body: ApproveBody, session: SessionDep, tem
 async def reject_task(task_id: str, body: RejectBody, session: SessionDep, temporal: TemporalDep,
                       principal: PrincipalDep) -> DecisionPublic:
     ack = await _decide(session, temporal, task_id, "reject",
-                        Rejection(**_who(principal, body.actor_id), reason=body.reason))
+                        Rejection(**_who(principal, body.actor_id), reason=body.reason,
+                                  approval_id=body.approval_id))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 

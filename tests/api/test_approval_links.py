@@ -1,14 +1,28 @@
-"""Signed approval links: GET shows a page and changes nothing, POST decides once."""
+"""Signed approval links: GET shows a page and changes nothing, POST decides once, and only the
+approval request the link was made for."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
 import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
 
 from followthrough import approval_links
-from tests.conftest import Stack
+from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, task_body, until_status
+from tests.llm_server import FakeLlm, llm  # noqa: F401 - llm is a fixture
+from tests.receivers import Receiver
 
 
 async def _awaiting(stack: Stack, **fields) -> str:
@@ -66,9 +80,9 @@ async def test_get_shows_the_draft_and_post_approves_once(stack: Stack):
     again = await stack.http.post(approve, data={"comment": "again"})
     assert again.status_code == 409 and "already been used" in again.text
     assert "This task was already approved" in again.text
-    # The reject link of the same pair is unused, but there is nothing left to decide.
+    # The reject link of the same pair is spent with it.
     late = await stack.http.post(_path(links["reject"]), data={"reason": "too late"})
-    assert late.status_code == 409 and "already approved" in late.text
+    assert late.status_code == 409 and "already been used" in late.text and "already approved" in late.text
 
 
 async def test_reject_link_needs_a_reason_and_rejects(stack: Stack):
@@ -98,18 +112,20 @@ async def test_tampered_expired_and_refused_links(stack: Stack):
         assert response.status_code == 401 and "not valid" in response.text
 
     key = approval_links.signing_key(stack.settings)
-    expired = approval_links.mint(key, task_id, "alice", "approve", int(time.time()) - 1)
+    request = (await _approval(stack, task_id))["id"]
+    expired = approval_links.mint(key, task_id, "alice", "approve", int(time.time()) - 1, approval_id=request)
     assert (await stack.http.get(f"/approval-links/{expired}")).status_code == 410
     response = await stack.http.post(f"/approval-links/{expired}", data={})
     assert response.status_code == 410 and "expired" in response.text
     # Signed with another key: refused as tampered.
-    forged = approval_links.mint(b"another key", task_id, "alice", "approve", int(time.time()) + 60)
+    forged = approval_links.mint(b"another key", task_id, "alice", "approve", int(time.time()) + 60,
+                                  approval_id=request)
     assert (await stack.http.post(f"/approval-links/{forged}", data={})).status_code == 401
 
     outsider = await stack.http.post(f"/tasks/{task_id}/approval-links", json={"approver": "mallory"})
     assert outsider.status_code == 403 and "mallory" in outsider.json()["detail"]
     # A link minted past the API for someone not allowed: the workflow's 403 comes through as a page.
-    sneaky = approval_links.mint(key, task_id, "mallory", "approve", int(time.time()) + 60)
+    sneaky = approval_links.mint(key, task_id, "mallory", "approve", int(time.time()) + 60, approval_id=request)
     refused = await stack.http.post(f"/approval-links/{sneaky}", data={})
     assert refused.status_code == 403 and "may not decide" in refused.text
     assert (await stack.http.post("/tasks/nope/approval-links", json={"approver": "alice"})).status_code == 404
@@ -139,9 +155,14 @@ def test_tokens_check_and_the_generated_key_is_private(tmp_path):
     key = approval_links.signing_key(settings)
     assert approval_links.signing_key(settings) == key and len(key) == 32
     assert (tmp_path / "approval-link.key").stat().st_mode & 0o777 == 0o600
-    token = approval_links.mint(key, "t1", "alice", "reject", 2_000_000_000)
+    token = approval_links.mint(key, "t1", "alice", "reject", 2_000_000_000, approval_id="run-1:4")
     link = approval_links.check(key, token, now=1_999_999_999)
-    assert (link.task_id, link.approver, link.decision) == ("t1", "alice", "reject")
+    assert (link.task_id, link.approval_id, link.approver, link.decision) == ("t1", "run-1:4", "alice", "reject")
+    # The two links of a pair share one nonce: using either spends both.
+    approve, reject, _ = approval_links.mint_pair(key, "t1", "run-1:4", "alice", 60, now=1_999_999_000)
+    assert approval_links.check(key, approve, now=0).nonce == approval_links.check(key, reject, now=0).nonce
+    with pytest.raises(ValueError):
+        approval_links.mint(key, "t1", "alice", "approve", 2_000_000_000, approval_id="")
     with pytest.raises(approval_links.ExpiredToken):
         approval_links.check(key, token, now=2_000_000_000)
     with pytest.raises(approval_links.InvalidToken):
@@ -157,3 +178,176 @@ def test_a_named_secret_signs_the_links(tmp_path, monkeypatch):
     settings = Settings(data_dir=tmp_path, approval_link_secret="link_key")
     assert approval_links.signing_key(settings) == b"s3cret"
     assert not (tmp_path / "approval-link.key").exists()
+
+
+# ---- a link decides only the approval request it was made for ------------------------------------------
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+async def _pending(stack: Stack, task_id: str, other_than: str | None = None) -> dict:
+    """The task's open approval request (a new one, when ``other_than`` names the one before)."""
+    async def probe() -> dict | None:
+        response = await stack.http.get(f"/tasks/{task_id}/approval")
+        return response.json() if response.status_code == 200 else None
+    return await eventually(probe, lambda a: a is not None and a["status"] == "pending" and a["id"] != other_than,
+                            timeout=30)
+
+
+async def test_an_unused_link_from_a_failed_run_cannot_decide_its_retry(stack: Stack, receiver: Receiver):
+    receiver.answer(400, '{"error": "unknown customer"}')  # the first run's send is refused: the task fails
+    created = await stack.http.post("/tasks", json={
+        "type": "http_request", "tenant_id": stack.tenant, "subject_ref_id": uuid.uuid4().hex,
+        "payload": {"method": "POST", "url": f"{receiver.url}/notes", "json": {"text": "paid"}},
+        "approval": {"approvers": ["alice", "bob"]}})
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    first = await _pending(stack, task_id)
+    alice, bob = await _links(stack, task_id, "alice"), await _links(stack, task_id, "bob")
+    assert (await stack.http.post(_path(alice["approve"]), data={})).status_code == 200
+    await until_status(stack, task_id, "failed")
+
+    assert (await stack.http.post(f"/tasks/{task_id}/retry")).status_code == 202
+    second = await _pending(stack, task_id, other_than=first["id"])
+    assert second["run_number"] == 2
+    # Bob never used his link; it was made for the first run's request, not this one.
+    page = await stack.http.get(_path(bob["approve"]))
+    assert page.status_code == 410 and "earlier approval request" in page.text and 'method="post"' not in page.text
+    stale = await stack.http.post(_path(bob["approve"]), data={"comment": "from last week's email"})
+    assert stale.status_code == 410 and "earlier approval request" in stale.text and "new link" in stale.text
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    assert len(receiver.requests) == 1
+
+    # A link minted for the open request decides it.
+    fresh = await _links(stack, task_id, "bob")
+    assert (await stack.http.post(_path(fresh["approve"]), data={})).status_code == 200
+    await until_status(stack, task_id, "completed")
+    assert len(receiver.requests) == 2
+
+
+@pytest_asyncio.fixture
+async def agent_stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+                      llm: FakeLlm) -> AsyncIterator[Stack]:  # noqa: F811 - llm is the fixture imported above
+    async with running_stack(dev_env, engine, tmp_path, llm_base_url=llm.url, llm_model="fake-gpt-1",
+                             llm_api_key_secret="llm_key", llm_timeout_seconds=10) as running:
+        yield running
+
+
+async def test_a_link_for_an_agents_tool_call_cannot_approve_its_next_one(
+        agent_stack: Stack, llm: FakeLlm, receiver: Receiver):  # noqa: F811
+    stack = agent_stack
+    llm.call_tools(("http_request", {"method": "POST", "url": f"{receiver.url}/notes", "json": {"n": 1}}))
+    llm.call_tools(("http_request", {"method": "DELETE", "url": f"{receiver.url}/invoices/INV-1"}))
+    llm.answer("done")
+    created = await stack.http.post("/tasks", json={
+        "type": "agent", "tenant_id": stack.tenant, "title": "Note INV-1", "approval": {"approvers": ["alice", "bob"]},
+        "payload": {"prompt": "Note that INV-1 is paid.", "allowed_tools": ["http_request"], "max_turns": 4}})
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+
+    first = await _pending(stack, task_id)
+    alice, bob = await _links(stack, task_id, "alice"), await _links(stack, task_id, "bob")
+    assert (await stack.http.post(_path(alice["approve"]), data={"comment": "the POST is fine"})).status_code == 200
+
+    # The agent's next risky call asks afresh; the links made for the first call decide nothing now.
+    second = await _pending(stack, task_id, other_than=first["id"])
+    assert (await get_task(stack, task_id))["draft"]["subject"].startswith("tool http_request DELETE")
+    stale = await stack.http.post(_path(bob["approve"]), data={})
+    assert stale.status_code == 410 and "earlier approval request" in stale.text
+    spent = await stack.http.post(_path(alice["reject"]), data={"reason": "no"})
+    assert spent.status_code == 409 and "already been used" in spent.text
+    assert [r.method for r in receiver.requests] == ["POST"]
+    assert (await _approval(stack, task_id))["id"] == second["id"]
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+
+    refused = await stack.http.post(_path((await _links(stack, task_id, "bob"))["reject"]),
+                                    data={"reason": "never delete invoices"})
+    assert refused.status_code == 200, refused.text
+    await until_status(stack, task_id, "completed")
+    assert [r.method for r in receiver.requests] == ["POST"]
+
+
+async def test_using_either_link_of_a_pair_spends_both(stack: Stack):
+    task_id = await _awaiting(stack, approval={"approvers": ["alice", "bob"], "required": 2})
+    alice = await _links(stack, task_id, "alice")
+    approved = await stack.http.post(_path(alice["approve"]), data={})
+    assert approved.status_code == 200 and "still waits for more approvals" in approved.text
+    for url in (alice["reject"], alice["approve"]):
+        page = await stack.http.get(_path(url))
+        assert page.status_code == 409 and "already been used" in page.text and 'method="post"' not in page.text
+    late = await stack.http.post(_path(alice["reject"]), data={"reason": "changed my mind"})
+    assert late.status_code == 409 and "already been used" in late.text
+    # Another pair for the same approver and request is spent too: one decision by link per approver.
+    again = await _links(stack, task_id, "alice")
+    assert (await stack.http.post(_path(again["reject"]), data={"reason": "really"})).status_code == 409
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    assert (await stack.http.post(_path((await _links(stack, task_id, "bob"))["approve"]), data={})).status_code == 200
+    await until_status(stack, task_id, "completed")
+
+
+def _legacy_token(key: bytes, **fields) -> str:
+    """A token as links were minted before they named their approval request."""
+    body = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+    digest = hmac.new(key, body, hashlib.sha256).digest()
+    encode = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    return f"{encode(body)}.{encode(digest)}"
+
+
+async def test_a_link_minted_before_links_named_their_request_is_refused(stack: Stack):
+    task_id = await _awaiting(stack, approval={"approvers": ["alice"]})
+    key = approval_links.signing_key(stack.settings)
+    for decision in ("approve", "reject"):
+        token = _legacy_token(key, task_id=task_id, approver="alice", decision=decision,
+                              expires_at=int(time.time()) + 600, nonce=f"old-{decision}")
+        page = await stack.http.get(f"/approval-links/{token}")
+        assert page.status_code == 410 and "no longer works" in page.text and "new link" in page.text
+        used = await stack.http.post(f"/approval-links/{token}", data={"reason": "x"})
+        assert used.status_code == 410 and "no longer works" in used.text
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+
+
+def _form_fields(page: str, task_id: str) -> dict[str, str]:
+    """The hidden fields of the inbox's decision form for a task, as a browser would send them."""
+    form = page[page.index(f'action="/ui/tasks/{task_id}/decide"'):]
+    form = form[:form.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+
+
+async def test_an_inbox_page_left_open_cannot_approve_the_agents_next_tool_call(
+        agent_stack: Stack, llm: FakeLlm, receiver: Receiver):  # noqa: F811
+    stack = agent_stack
+    llm.call_tools(("http_request", {"method": "POST", "url": f"{receiver.url}/notes", "json": {"n": 1}}))
+    llm.call_tools(("http_request", {"method": "DELETE", "url": f"{receiver.url}/invoices/INV-1"}))
+    llm.answer("done")
+    created = await stack.http.post("/tasks", json={
+        "type": "agent", "tenant_id": stack.tenant, "title": "Note INV-1", "approval": {"approvers": ["alice", "bob"]},
+        "payload": {"prompt": "Note that INV-1 is paid.", "allowed_tools": ["http_request"], "max_turns": 4}})
+    task_id = created.json()["id"]
+    first = await _pending(stack, task_id)
+    page = await stack.http.get("http://testserver/ui", params={"as": "alice"})
+    assert page.status_code == 200 and "tool http_request POST" in page.text
+    shown = _form_fields(page.text, task_id)
+    assert shown["approval_id"] == first["id"]
+
+    # Bob approves the POST elsewhere; the agent asks about a DELETE. Alice's page still shows the POST.
+    assert (await stack.http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "bob"})
+            ).status_code == 200
+    second = await _pending(stack, task_id, other_than=first["id"])
+    stale = await stack.http.post(f"http://testserver/ui/tasks/{task_id}/decide",
+                                  data=shown | {"action": "approve"}, headers={"Origin": "http://testserver"})
+    assert stale.status_code == 409 and "no longer open" in stale.text, stale.text
+    assert (await _approval(stack, task_id))["id"] == second["id"]
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    assert [r.method for r in receiver.requests] == ["POST"]
+
+    # The page as it is now decides the request it shows.
+    fresh = _form_fields((await stack.http.get("http://testserver/ui", params={"as": "alice"})).text, task_id)
+    assert fresh["approval_id"] == second["id"]
+    rejected = await stack.http.post(f"http://testserver/ui/tasks/{task_id}/decide", headers={
+        "Origin": "http://testserver"}, data=fresh | {"action": "reject", "reason": "never delete invoices"})
+    assert rejected.status_code == 303, rejected.text
+    await until_status(stack, task_id, "completed")
+    assert [r.method for r in receiver.requests] == ["POST"]

@@ -128,3 +128,17 @@ async def test_sla_is_validated(stack: Stack):
     fine = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="autonomous", sla={
         "remind_after_seconds": 60, "escalate_after_seconds": 120, "escalate_to": ["boss"], "on_deadline": "approve"}))
     assert fine.status_code == 201, fine.text
+
+
+async def test_a_decision_naming_its_approval_request_is_refused_once_another_is_open(stack: Stack):
+    task_id = await _create(stack)
+    await until_status(stack, task_id, "awaiting_approval")
+    current = (await eventually(lambda: _approval(stack, task_id), lambda a: a["status"] == "pending"))["id"]
+    run_id = current.split(":")[0]
+    for verb, body in (("approve", {}), ("reject", {"reason": "no"})):
+        stale = await stack.http.post(f"/tasks/{task_id}/{verb}", json=body | {"approval_id": f"{run_id}:1"})
+        assert stale.status_code == 409 and "no longer open" in stale.json()["detail"], stale.text
+    assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    approved = await stack.http.post(f"/tasks/{task_id}/approve", json={"approvalId": current})
+    assert approved.status_code == 200, approved.text
+    await until_status(stack, task_id, "completed")

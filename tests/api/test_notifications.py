@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from followthrough import signing
+from followthrough import approval_links, signing
 from tests.conftest import Stack
 from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver
@@ -89,6 +89,14 @@ async def test_the_approval_request_carries_signed_links_for_each_approver(stack
     [(_, event)] = await eventually(lambda: asyncio.sleep(0, _events(receiver)), lambda e: len(e) == 1, timeout=20)
     links = event["data"]["approval_links"]
     assert sorted(links) == ["alice", "bob"]
+    # Each pair names this approval request, and its two links share one nonce.
+    request = (await stack.http.get(f"/tasks/{created['id']}/approval")).json()["id"]
+    key = approval_links.signing_key(stack.settings)
+    for pair in links.values():
+        approve_link, reject_link = (approval_links.check(key, pair[d].rsplit("/", 1)[1])
+                                     for d in ("approve", "reject"))
+        assert approve_link.approval_id == reject_link.approval_id == request == event["data"]["event_id"]
+        assert approve_link.nonce == reject_link.nonce
     approve = links["bob"]["approve"].removeprefix("http://testserver/api/v1")
     page = await stack.http.post(approve, content=b"comment=from+the+email",
                                  headers={"content-type": "application/x-www-form-urlencoded"})

@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -26,6 +27,7 @@ from followthrough.contracts import (
     TaskOutcome,
 )
 from followthrough.settings import Settings
+from followthrough.tables import Approval
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
 from worker import build_worker
 from workflows.all import ALL_WORKFLOWS
@@ -185,6 +187,35 @@ async def test_decisions_are_refused_before_approval_is_requested(time_skipping_
             await handle.execute_update("approve", ApprovalDecision(), result_type=DecisionAck)
         assert "not awaiting_approval" in str(refused.value.cause)
         await handle.execute_update("cancel", CancelRequest(), result_type=DecisionAck)
+
+
+async def test_a_decision_for_another_approval_request_is_refused(time_skipping_env, settings, sqlite_engine):
+    env = time_skipping_env
+    task = task_input("review")
+    async with build_worker(env.client, settings, sqlite_engine):
+        handle = await start(env, settings, task)
+        await until_status(handle, "awaiting_approval")
+        run_id = (await handle.describe()).run_id
+        [request] = await eventually(lambda: _approval_ids(sqlite_engine, task.task_id), lambda ids: len(ids) == 1)
+        assert request.startswith(f"{run_id}:")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update("approve", ApprovalDecision(actor_id="alice", approval_id="old-run:4"),
+                                        result_type=DecisionAck)
+        assert "approval request old-run:4, which is no longer open" in str(refused.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("reject", Rejection(reason="no", approval_id=f"{run_id}:999"),
+                                        result_type=DecisionAck)
+        await handle.signal("reject", Rejection(reason="no", approval_id="old-run:4"))  # ignored
+        assert (await state(handle)).status == "awaiting_approval"
+        ack = await handle.execute_update("approve", ApprovalDecision(actor_id="alice", approval_id=request),
+                                          result_type=DecisionAck)
+        assert ack.status != "awaiting_approval"
+        assert (await handle.result()).status == "completed"
+
+
+async def _approval_ids(engine: AsyncEngine, task_id: str) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(Approval.id).where(Approval.task_id == task_id))).scalars())
 
 
 @pytest.mark.parametrize("amount, expected_events", [
