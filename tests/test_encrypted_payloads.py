@@ -21,7 +21,7 @@ from api.main import create_app
 from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
-from tests.conftest import make_settings, served_api
+from tests.conftest import TEST_CODEC, make_settings, served_api
 from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row
 from worker import build_worker
 
@@ -184,14 +184,29 @@ async def test_malformed_bodies_are_422(dev_env, sqlite_engine: AsyncEngine, tmp
     assert answer.status_code == 422
 
 
-async def test_a_key_with_the_viewer_role_is_required(dev_env, sqlite_engine: AsyncEngine, tmp_path: Path):
+async def test_only_a_key_with_the_codec_role_decrypts_or_encrypts(dev_env, sqlite_engine: AsyncEngine,
+                                                                    tmp_path: Path):
+    """The codec keys are global: reading through them is an operator's privilege, not any viewer's (nor a
+    tenant admin's)."""
     app = _app(dev_env, sqlite_engine, tmp_path, anonymous_access=False)
-    body = {"payloads": [_wire(default().payload_converter.to_payloads(["x"])[0])]}
+    [sealed] = await TEST_CODEC.encode(default().payload_converter.to_payloads(["x"]))
+    body = {"payloads": [_wire(sealed)]}
     assert (await _post(app, "/codec/decode", body)).status_code == 401
     assert (await _post(app, "/codec/encode", body)).status_code == 401
-    _row, token = await api_keys.create(sqlite_engine, tenant_id="codec", actor_id="vera", name="v", roles=["viewer"])
-    answer = await _post(app, "/codec/decode", body, Authorization=f"Bearer {token}")
-    assert answer.status_code == 200 and answer.json() == body
+    for role in ("viewer", "submitter", "approver", "admin"):
+        _row, token = await api_keys.create(sqlite_engine, tenant_id="codec", actor_id=f"{role}-user", name=role,
+                                            roles=[role])
+        for path in ("/codec/decode", "/codec/encode"):
+            refused = await _post(app, path, body, Authorization=f"Bearer {token}")
+            assert refused.status_code == 403, (role, path, refused.text)
+            assert "codec role" in refused.json()["detail"]
+    _row, token = await api_keys.create(sqlite_engine, tenant_id="ops", actor_id="olga", name="o", roles=["codec"])
+    decoded = await _post(app, "/codec/decode", body, Authorization=f"Bearer {token}")
+    assert decoded.status_code == 200 and decoded.json() == {"payloads": [_wire(
+        default().payload_converter.to_payloads(["x"])[0])]}
+    encoded = await _post(app, "/codec/encode", decoded.json(), Authorization=f"Bearer {token}")
+    assert encoded.status_code == 200 and encoded.json()["payloads"][0]["metadata"]["encoding"] == \
+        base64.b64encode(ENCODING).decode()
 
 
 async def test_cors_answers_only_the_temporal_ui_origin(dev_env, sqlite_engine: AsyncEngine, tmp_path: Path):
