@@ -67,7 +67,9 @@ async def _through(request: Request, body: CodecPayloads, direction: str) -> Cod
     payloads = _to_proto(body)
     if codec is None:  # FOLLOWTHROUGH_CODEC=off: payloads are stored as they are
         return _from_proto(payloads)
-    run: Callable[[Sequence[Payload]], Awaitable[list[Payload]]] = getattr(codec, direction)
+    # Decoding here only shows payloads, so plain ones are shown as they are stored (EncryptionCodec.reveal).
+    run: Callable[[Sequence[Payload]], Awaitable[list[Payload]]] = getattr(
+        codec, "reveal" if direction == "decode" and hasattr(codec, "reveal") else direction)
     try:
         return _from_proto(await run(payloads))
     except CodecError as err:
