@@ -199,6 +199,38 @@ async def test_a_plain_json_decision_moves_a_task_only_in_the_migration_window(
             await until_status(stack, task_id, "completed", timeout=30)
 
 
+async def test_the_temporal_cli_decides_only_through_the_codec_endpoint(dev_env: WorkflowEnvironment,
+                                                                       sqlite_engine: AsyncEngine, tmp_path: Path):
+    """`temporal workflow signal` as the README shows it: without --codec-endpoint its JSON is refused; with
+    the endpoint and a codec-role key it approves."""
+    address = dev_env.client.service_client.config.target_host
+    async with served_api(dev_env, sqlite_engine, tmp_path, anonymous_access=False) as (url, _settings), \
+            httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=10) as http:
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        _row, submitter = await api_keys.create(sqlite_engine, tenant_id=tenant, actor_id="sam", name="s",
+                                                roles=["submitter"])
+        _row, operator = await api_keys.create(sqlite_engine, tenant_id="ops", actor_id="olga", name="o",
+                                               roles=["codec"])
+        auth = {"Authorization": f"Bearer {submitter}"}
+        created = await http.post("/tasks", json=task_body(approval={"approvers": ["alice"]}), headers=auth)
+        assert created.status_code == 201, created.text
+        task_id, workflow_id = created.json()["id"], created.json()["workflow_id"]
+        await eventually(lambda: http.get(f"/tasks/{task_id}", headers=auth),
+                         lambda r: r.json()["status"] == "awaiting_approval", timeout=20)
+        signal = ["workflow", "signal", "--workflow-id", workflow_id, "--address", address, "--name", "approve",
+                  "--input", '{"actor_id": "alice", "comment": "from the CLI"}']
+
+        await _temporal(*signal)
+        await eventually(lambda: _history(dev_env.client.get_workflow_handle(workflow_id)), _handled_last_signal,
+                         timeout=20)
+        assert (await http.get(f"/tasks/{task_id}", headers=auth)).json()["status"] == "awaiting_approval"
+
+        await _temporal(*signal, "--codec-endpoint", f"{url}/codec", "--codec-auth", f"Bearer {operator}")
+        done = await eventually(lambda: http.get(f"/tasks/{task_id}", headers=auth),
+                                lambda r: r.json()["status"] == "completed", timeout=30)
+        assert done.json()["result"]["sent"] is True
+
+
 async def test_a_plain_json_workflow_start_is_refused(dev_env: WorkflowEnvironment, sqlite_engine: AsyncEngine,
                                                       tmp_path: Path):
     """A run started without the codec (a task forged past the API) fails at once, naming why; it does not
