@@ -28,6 +28,7 @@ from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
 from followthrough.contracts import ApprovalDecision
+from followthrough.mirror import insert_created
 from followthrough.temporal_client import converter_for
 from tests.conftest import TEST_CODEC, Stack, make_settings, served_api
 from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row, until_status
@@ -243,6 +244,22 @@ async def test_a_plain_json_workflow_start_is_refused(dev_env: WorkflowEnvironme
             await dev_env.client.get_workflow_handle(f"task-{task.task_id}").result()
     assert isinstance(failed.value.cause, ApplicationError) and failed.value.cause.type == "UnencryptedPayload"
     assert "FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT" in str(failed.value.cause)
+
+
+async def test_retrying_a_task_whose_run_was_started_in_clear_is_a_409(dev_env: WorkflowEnvironment,
+                                                                       sqlite_engine: AsyncEngine, tmp_path: Path):
+    """A task that failed during the migration window, its run started in clear: a retry reads that run's
+    input, which the API's converter refuses; the answer says so, it is not a 500."""
+    async with _stack(dev_env, sqlite_engine, tmp_path, codec_accept_plaintext=True) as stack:
+        task = task_input(mode="autonomous", tenant_id=stack.tenant, payload=invoice_payload(customer_email="x"))
+        async with sqlite_engine.begin() as conn:  # the row the API wrote when it started the run
+            await insert_created(conn, task, f"task-{task.task_id}")
+        await _plain(dev_env).start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
+                                             task_queue=stack.settings.task_queue)
+        await until_status(stack, task.task_id, "failed", timeout=30)
+        retried = await stack.http.post(f"/tasks/{task.task_id}/retry")
+    assert retried.status_code == 409, retried.text
+    assert "unencrypted" in retried.json()["detail"] and "create a new task" in retried.json()["detail"]
 
 
 async def test_workflows_started_before_encryption_run_in_the_migration_window(
