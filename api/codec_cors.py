@@ -3,7 +3,8 @@
 The UI (a page served from FOLLOWTHROUGH_TEMPORAL_UI_URL) calls ``/codec/decode`` from the
 browser: a preflight OPTIONS first, then the POST with ``Content-Type``, ``X-Namespace`` and,
 when the UI is set to pass its access token, ``Authorization``. With "include cross-origin
-credentials" set in the UI, the inbox page's key cookie goes along, so allow credentials.
+credentials" set in the UI, the inbox page's sign-in cookie goes along (it must be a key with the codec
+role, api/routes/codec.py), so allow credentials.
 Any other origin gets no CORS headers and a 403 preflight; the browser then refuses the call.
 """
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy import update
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
@@ -267,7 +267,11 @@ class TaskCreator:
         handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
         async for event in handle.fetch_history_events():
             payloads = event.workflow_execution_started_event_attributes.input.payloads
-            [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
+            try:
+                [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
+            except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/codec.py)
+                raise ApiError(409, "the task's last run was started with unencrypted input, which this deployment "
+                                    "refuses; create a new task") from None
             return task
         raise ApiError(409, "the task's first run is no longer in Temporal's history; create a new task")
 

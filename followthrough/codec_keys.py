@@ -54,10 +54,11 @@ def codec_for(settings: Settings, store: SecretStore | None = None) -> Encryptio
     """The codec, or None when FOLLOWTHROUGH_CODEC=off; CodecNotConfigured when it is on without keys."""
     if settings.codec == "off":
         return None
+    accept = settings.codec_accept_plaintext
     if settings.codec_keys:
-        return EncryptionCodec(configured_keys(settings, store))
+        return EncryptionCodec(configured_keys(settings, store), accept_plaintext=accept)
     if settings.codec == "local-key":
-        return EncryptionCodec([local_key(settings)])
+        return EncryptionCodec([local_key(settings)], accept_plaintext=accept)
     raise CodecNotConfigured(
         "payload encryption is on but FOLLOWTHROUGH_CODEC_KEYS names no key: set it to a JSON list of secret "
         "names (each secret 32 random bytes in base64), or set FOLLOWTHROUGH_CODEC=off to store payloads "

@@ -82,7 +82,7 @@ def run_dev(settings: Settings) -> int:
     # Payloads are encrypted: without configured keys, with one generated once in <data_dir>/codec.key.
     codec = os.environ.get("FOLLOWTHROUGH_CODEC", "local-key")
     if codec != "off":
-        # The Web UI decodes payloads through the API's /codec endpoints (which need a viewer key
+        # The Web UI decodes payloads through the API's /codec endpoints (which need a codec-role key
         # unless anonymous access is on).
         server_cmd += ["--ui-codec-endpoint", f"{settings.effective_public_url}/codec"]
 

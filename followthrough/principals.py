@@ -21,7 +21,10 @@ class Role(StrEnum):
     VIEWER = "viewer"        # read tasks, events, approvals
     SUBMITTER = "submitter"  # create, cancel and retry tasks
     APPROVER = "approver"    # decide tasks (approve, reject, mark done)
-    ADMIN = "admin"          # everything, including subscriptions
+    ADMIN = "admin"          # everything in its tenant, including subscriptions
+    # Decrypt and encrypt through /codec: the codec keys are global (every tenant's payloads), so this is an
+    # operator's role, which no other role implies (not even admin, whose reach is one tenant).
+    CODEC = "codec"
 
 
 # What each role may do, as the roles it implies.
@@ -29,7 +32,8 @@ _IMPLIES: dict[Role, frozenset[Role]] = {
     Role.VIEWER: frozenset({Role.VIEWER}),
     Role.SUBMITTER: frozenset({Role.VIEWER, Role.SUBMITTER}),
     Role.APPROVER: frozenset({Role.VIEWER, Role.APPROVER}),
-    Role.ADMIN: frozenset(Role),
+    Role.ADMIN: frozenset(Role) - {Role.CODEC},
+    Role.CODEC: frozenset({Role.CODEC}),
 }
 
 _NAMES = frozenset(r.value for r in Role)

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.approval_records import APPROVALS
@@ -143,7 +144,10 @@ async def _input_of(client: Client, handle: WorkflowHandle) -> TaskInput:
     async for event in handle.fetch_history_events():
         if event.event_type == HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             payloads = event.workflow_execution_started_event_attributes.input.payloads
-            [task] = await client.data_converter.decode(payloads, [TaskInput])
+            try:
+                [task] = await client.data_converter.decode(payloads, [TaskInput])
+            except ApplicationError as err:  # started unencrypted, which the codec refuses (followthrough/codec.py)
+                raise Unverifiable(f"the run's input cannot be read: {err}") from None
             return task
         break
     raise Unverifiable("the run's first history event is not its start")

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # payloads in plain JSON.
     codec: Literal["on", "local-key", "off"] = Field("on", validation_alias=_env("CODEC"))
     codec_keys: list[str | CodecKeyRef] = Field(default_factory=list, validation_alias=_env("CODEC_KEYS"))
+    # With the codec on, an unencrypted payload (a plain-JSON signal, update or workflow start from a client
+    # without the key) is refused. true accepts them: only for the migration window of a deployment turning
+    # encryption on, until every run started before has closed (README, "Decisions through Temporal").
+    codec_accept_plaintext: bool = Field(False, validation_alias=_env("CODEC_ACCEPT_PLAINTEXT"))
 
     # Outgoing email. Without a host, messages go to the outbox table only.
     smtp_host: str = Field("", validation_alias=_env("SMTP_HOST"))

@@ -14,7 +14,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from followthrough import search_attributes
-from followthrough.settings import get_settings
+from followthrough.secrets import SecretNotFound
+from followthrough.settings import Settings, get_settings
+from followthrough.temporal_client import converter_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     address = args.address or settings.temporal_address
     namespace = args.namespace or settings.temporal_namespace
     try:
-        added, present = asyncio.run(_setup(address, namespace))
+        converter_for(settings)
+    except (RuntimeError, SecretNotFound, ValueError) as err:  # as `followthrough worker` and `api` refuse
+        print(f"followthrough temporal setup: {err}", file=sys.stderr)
+        return _exit(2)
+    try:
+        added, present = asyncio.run(_setup(settings, address, namespace))
     except (RPCError, RuntimeError) as err:
         print(f"followthrough temporal setup: {address} namespace {namespace}: {err}", file=sys.stderr)
         return _exit(1)
@@ -48,7 +55,8 @@ def _exit(code: int) -> int:
     os._exit(code)
 
 
-async def _setup(address: str, namespace: str) -> tuple[list[str], list[str]]:
-    # Only operator calls: no payloads, so no codec is needed here.
-    client = await Client.connect(address, namespace=namespace)
+async def _setup(settings: Settings, address: str, namespace: str) -> tuple[list[str], list[str]]:
+    # Operator calls only, but connected as every project client is, with the codec: whatever this command
+    # grows to send is encrypted, since the worker refuses unencrypted payloads.
+    client = await Client.connect(address, namespace=namespace, data_converter=converter_for(settings))
     return await search_attributes.register(client, namespace)

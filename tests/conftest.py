@@ -40,8 +40,8 @@ TEST_CODEC_SECRET = "test_codec"
 TEST_CODEC_ENV = {"FOLLOWTHROUGH_SECRET_TEST_CODEC": base64.b64encode(os.urandom(32)).decode(),
                   "FOLLOWTHROUGH_CODEC_KEYS": f'["{TEST_CODEC_SECRET}"]'}
 os.environ["FOLLOWTHROUGH_SECRET_TEST_CODEC"] = TEST_CODEC_ENV["FOLLOWTHROUGH_SECRET_TEST_CODEC"]
-TEST_CODEC = EncryptionCodec([CodecKey(TEST_CODEC_SECRET,
-                                       base64.b64decode(TEST_CODEC_ENV["FOLLOWTHROUGH_SECRET_TEST_CODEC"]))])
+TEST_CODEC_KEY = CodecKey(TEST_CODEC_SECRET, base64.b64decode(TEST_CODEC_ENV["FOLLOWTHROUGH_SECRET_TEST_CODEC"]))
+TEST_CODEC = EncryptionCodec([TEST_CODEC_KEY])  # refuses unencrypted payloads, as production does
 TEST_CONVERTER = data_converter(TEST_CODEC)
 
 

@@ -1,5 +1,5 @@
-"""The payload codec and its keys: encryption, rotation, unknown keys, plain payloads passed
-through, and which settings make which codec (or refuse to)."""
+"""The payload codec and its keys: encryption, rotation, unknown keys, plain payloads refused (or
+accepted in the migration window), and which settings make which codec (or refuse to)."""
 
 import base64
 import os
@@ -11,8 +11,9 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import default
+from temporalio.exceptions import ApplicationError
 
-from followthrough.codec import ENCODING, KEY_ID, CodecError, CodecKey, EncryptionCodec, data_converter
+from followthrough.codec import ENCODING, KEY_ID, REFUSED, CodecError, CodecKey, EncryptionCodec, data_converter
 from followthrough.codec_keys import LOCAL_KEY_FILE, CodecNotConfigured, codec_for
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
@@ -60,11 +61,29 @@ async def test_tampered_or_relabelled_payloads_are_refused():
         await codec.decode([Payload(metadata={"encoding": ENCODING, KEY_ID: b"a"}, data=b"short")])
 
 
-async def test_plain_payloads_pass_through_decode():
-    """What was written before encryption was turned on stays readable."""
-    codec = EncryptionCodec([KEY_A])
+async def test_plain_payloads_are_refused_unless_accepted():
+    """A payload without the encryption is refused: the converter raises a non-retryable error naming the
+    setting; the migration window (accept_plaintext) reads them as they are, and the endpoint shows them."""
     payloads = [plain("old"), default().payload_converter.to_payloads([None])[0]]
-    assert await codec.decode(payloads) == payloads
+    codec = EncryptionCodec([KEY_A])
+    refused = await codec.decode(payloads)
+    assert [p.metadata["encoding"] for p in refused] == [REFUSED, REFUSED]
+    assert all(not p.data for p in refused)
+    with pytest.raises(ApplicationError, match="unencrypted payload.*FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT") as err:
+        await data_converter(codec).decode(payloads)
+    assert err.value.non_retryable and err.value.type == "UnencryptedPayload"
+    assert await codec.reveal(payloads) == payloads
+    accepting = EncryptionCodec([KEY_A], accept_plaintext=True)
+    assert await accepting.decode(payloads) == payloads
+    assert await data_converter(accepting).decode(payloads) == ["old", None]
+    [sealed] = await codec.encode([plain("new")])
+    assert await data_converter(codec).decode([sealed]) == ["new"]
+
+
+def test_the_accept_plaintext_setting_reaches_the_codec(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    assert codec_for(Settings(codec="local-key", data_dir=tmp_path)).accept_plaintext is False
+    monkeypatch.setenv("FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT", "true")
+    assert codec_for(Settings(codec="local-key", data_dir=tmp_path)).accept_plaintext is True
 
 
 async def test_failure_messages_are_encoded():

@@ -23,7 +23,8 @@ ONE_SHOT = ("migrate", "temporal-setup")
 # Variables the file reads from the environment, each with a default; set in a test to see them used.
 OVERRIDES = {"FOLLOWTHROUGH_TASK_QUEUE": "orders-q", "FOLLOWTHROUGH_TEMPORAL_NAMESPACE": "orders",
              "FOLLOWTHROUGH_CODEC_KEY": "a2V5LWZyb20tdGhlLWVudmlyb25tZW50", "FOLLOWTHROUGH_PUBLIC_URL":
-             "https://tasks.example.com", "API_PORT": "9000", "TEMPORAL_RETENTION": "30d"}
+             "https://tasks.example.com", "API_PORT": "9000", "TEMPORAL_RETENTION": "30d",
+             "TEMPORAL_PORT": "17233", "TEMPORAL_UI_PORT": "18233"}
 REQUIRED_APP_ENV = ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_DATABASE_URL", "FOLLOWTHROUGH_CODEC_KEYS")
 
 
@@ -182,6 +183,39 @@ def test_ui_decodes_payloads_through_the_api(rendered: dict) -> None:
     assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
     assert env["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8000/codec"
     assert ui["depends_on"]["temporal"]["condition"] == "service_healthy"
+
+
+def _published(service: dict) -> list[tuple[str, str]]:
+    """(host address, host port) of every port a rendered service publishes, whichever form compose wrote."""
+    found = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            if port.get("published") not in (None, ""):
+                found.append((str(port.get("host_ip") or "0.0.0.0"), str(port["published"])))
+            continue
+        parts = str(port).split(":")
+        if len(parts) == 3:
+            found.append((parts[0], parts[1]))
+        elif len(parts) == 2:
+            found.append(("0.0.0.0", parts[0]))
+    return found
+
+
+@pytest.mark.parametrize("env", [None, OVERRIDES], ids=["defaults", "overrides"])
+def test_temporal_and_its_ui_are_reachable_from_this_host_only(env: dict[str, str] | None) -> None:
+    """Whoever reaches Temporal can decide tasks and read what it holds: the frontend and the Web UI (which
+    has no login) listen on the host's loopback only; the API is the one public door."""
+    services = _rendered(env)
+    for name in ("temporal", "temporal-ui"):
+        published = _published(services[name])
+        assert published, f"{name} publishes no port for the host's own tools"
+        assert {host for host, _port in published} == {"127.0.0.1"}, (name, published)
+    if env:
+        assert _published(services["temporal"]) == [("127.0.0.1", "17233")]
+        assert _published(services["temporal-ui"]) == [("127.0.0.1", "18233")]
+    for name, service in services.items():
+        if name != "api":
+            assert {host for host, _port in _published(service)} <= {"127.0.0.1"}, (name, service.get("ports"))
 
 
 def test_search_attributes_are_registered_before_the_app_starts(rendered: dict) -> None:

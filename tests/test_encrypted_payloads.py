@@ -11,18 +11,27 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.common import RawValue
 from temporalio.converter import default
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
-from tests.conftest import make_settings, served_api
-from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row
+from followthrough.contracts import ApprovalDecision
+from followthrough.mirror import insert_created
+from followthrough.temporal_client import converter_for
+from tests.conftest import TEST_CODEC, Stack, make_settings, served_api
+from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row, until_status
 from worker import build_worker
 
 UI = "http://127.0.0.1:8233"
@@ -114,18 +123,157 @@ async def test_a_canary_in_the_payload_never_reaches_temporal_in_clear(dev_env: 
         assert canary in _readable(shown) and not _encrypted_payloads(json.loads(shown))
 
 
-async def test_workflows_started_before_encryption_still_run_and_read(dev_env: WorkflowEnvironment,
+# ---- decisions through Temporal: unencrypted payloads are refused ----------------------------------
+
+@asynccontextmanager
+async def _stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+                 **overrides: object) -> AsyncIterator[Stack]:
+    """API and worker, the worker connected as `followthrough worker` connects: its converter from the
+    settings (codec keys, FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT)."""
+    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path, **overrides)
+    worker_client = Client(dev_env.client.service_client, namespace=dev_env.client.namespace,
+                           data_converter=converter_for(settings))
+    app = create_app(settings, temporal=dev_env.client)
+    async with build_worker(worker_client, settings, engine), app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver/api/v1") as http:
+        yield Stack(settings, dev_env.client, engine, http)
+
+
+def _plain(dev_env: WorkflowEnvironment) -> Client:
+    """A client without the codec key: Temporal's default (plain JSON) data converter."""
+    return Client(dev_env.client.service_client, namespace=dev_env.client.namespace, data_converter=default())
+
+
+async def _history(handle) -> list:
+    return [event async for event in handle.fetch_history_events()]
+
+
+def _handled_last_signal(events: list) -> bool:
+    """A workflow task completed after the last signal arrived: the worker has seen it."""
+    signaled = [i for i, e in enumerate(events) if e.HasField("workflow_execution_signaled_event_attributes")]
+    return bool(signaled) and any(e.HasField("workflow_task_completed_event_attributes")
+                                  for e in events[signaled[-1]:])
+
+
+async def _awaiting_alice(stack: Stack) -> tuple[str, str]:
+    created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant,
+                                                             approval={"approvers": ["alice"]}))
+    assert created.status_code == 201, created.text
+    await until_status(stack, created.json()["id"], "awaiting_approval")
+    return created.json()["id"], created.json()["workflow_id"]
+
+
+@pytest.mark.parametrize("accept_plaintext", [False, True], ids=["refused", "migration-window"])
+async def test_a_plain_json_decision_moves_a_task_only_in_the_migration_window(
+        dev_env: WorkflowEnvironment, sqlite_engine: AsyncEngine, tmp_path: Path, accept_plaintext: bool):
+    """A client without the codec key signals and updates `approve` naming the task's own approver."""
+    plain = _plain(dev_env)
+    decision = ApprovalDecision(actor_id="alice", comment="sent in plain JSON")
+    async with _stack(dev_env, sqlite_engine, tmp_path, codec_accept_plaintext=accept_plaintext) as stack:
+        by_signal, signal_workflow = await _awaiting_alice(stack)
+        by_update, update_workflow = await _awaiting_alice(stack)
+
+        await plain.get_workflow_handle(signal_workflow).signal("approve", decision)
+        update = plain.get_workflow_handle(update_workflow).execute_update("approve", decision, result_type=RawValue)
+        if accept_plaintext:
+            await update
+            for task_id in (by_signal, by_update):
+                await until_status(stack, task_id, "completed", timeout=30)
+            return
+
+        with pytest.raises(WorkflowUpdateFailedError):
+            await update  # rejected: nothing of it is written to the history
+        signal_history = await eventually(lambda: _history(dev_env.client.get_workflow_handle(signal_workflow)),
+                                          _handled_last_signal, timeout=20)
+        # The signal was dropped, not retried: the workflow task completed and nothing failed.
+        assert not any(e.HasField("workflow_task_failed_event_attributes") for e in signal_history)
+        for task_id in (by_signal, by_update):
+            task = (await stack.http.get(f"/tasks/{task_id}")).json()
+            assert task["status"] == "awaiting_approval", task
+            approval = (await stack.http.get(f"/tasks/{task_id}/approval")).json()
+            assert approval["decisions"] == [], approval
+        # The task is intact: the approver decides through the API as always.
+        for task_id in (by_signal, by_update):
+            approved = await stack.http.post(f"/tasks/{task_id}/approve", json={"actor_id": "alice"},
+                                             headers={"X-Actor-Id": "alice"})
+            assert approved.status_code == 200, approved.text
+            await until_status(stack, task_id, "completed", timeout=30)
+
+
+async def test_the_temporal_cli_decides_only_through_the_codec_endpoint(dev_env: WorkflowEnvironment,
                                                                        sqlite_engine: AsyncEngine, tmp_path: Path):
-    """A run started by a client without the codec (plain payloads) is finished by a worker with it."""
-    settings = make_settings(str(sqlite_engine.url), tmp_path)
-    plain = Client(dev_env.client.service_client, namespace=dev_env.client.namespace, data_converter=default())
-    task = task_input(mode="autonomous", tenant_id=f"t-{uuid.uuid4().hex[:8]}")
-    await plain.start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}", task_queue=settings.task_queue)
-    handle = dev_env.client.get_workflow_handle(f"task-{task.task_id}")
-    async with build_worker(dev_env.client, settings, sqlite_engine):
+    """`temporal workflow signal` as the README shows it: without --codec-endpoint its JSON is refused; with
+    the endpoint and a codec-role key it approves."""
+    address = dev_env.client.service_client.config.target_host
+    async with served_api(dev_env, sqlite_engine, tmp_path, anonymous_access=False) as (url, _settings), \
+            httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=10) as http:
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        _row, submitter = await api_keys.create(sqlite_engine, tenant_id=tenant, actor_id="sam", name="s",
+                                                roles=["submitter"])
+        _row, operator = await api_keys.create(sqlite_engine, tenant_id="ops", actor_id="olga", name="o",
+                                               roles=["codec"])
+        auth = {"Authorization": f"Bearer {submitter}"}
+        created = await http.post("/tasks", json=task_body(approval={"approvers": ["alice"]}), headers=auth)
+        assert created.status_code == 201, created.text
+        task_id, workflow_id = created.json()["id"], created.json()["workflow_id"]
+        await eventually(lambda: http.get(f"/tasks/{task_id}", headers=auth),
+                         lambda r: r.json()["status"] == "awaiting_approval", timeout=20)
+        signal = ["workflow", "signal", "--workflow-id", workflow_id, "--address", address, "--name", "approve",
+                  "--input", '{"actor_id": "alice", "comment": "from the CLI"}']
+
+        await _temporal(*signal)
+        await eventually(lambda: _history(dev_env.client.get_workflow_handle(workflow_id)), _handled_last_signal,
+                         timeout=20)
+        assert (await http.get(f"/tasks/{task_id}", headers=auth)).json()["status"] == "awaiting_approval"
+
+        await _temporal(*signal, "--codec-endpoint", f"{url}/codec", "--codec-auth", f"Bearer {operator}")
+        done = await eventually(lambda: http.get(f"/tasks/{task_id}", headers=auth),
+                                lambda r: r.json()["status"] == "completed", timeout=30)
+        assert done.json()["result"]["sent"] is True
+
+
+async def test_a_plain_json_workflow_start_is_refused(dev_env: WorkflowEnvironment, sqlite_engine: AsyncEngine,
+                                                      tmp_path: Path):
+    """A run started without the codec (a task forged past the API) fails at once, naming why; it does not
+    retry its first workflow task for ever."""
+    async with _stack(dev_env, sqlite_engine, tmp_path) as stack:
+        task = task_input(mode="autonomous", tenant_id=stack.tenant)
+        await _plain(dev_env).start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
+                                             task_queue=stack.settings.task_queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await dev_env.client.get_workflow_handle(f"task-{task.task_id}").result()
+    assert isinstance(failed.value.cause, ApplicationError) and failed.value.cause.type == "UnencryptedPayload"
+    assert "FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT" in str(failed.value.cause)
+
+
+async def test_retrying_a_task_whose_run_was_started_in_clear_is_a_409(dev_env: WorkflowEnvironment,
+                                                                       sqlite_engine: AsyncEngine, tmp_path: Path):
+    """A task that failed during the migration window, its run started in clear: a retry reads that run's
+    input, which the API's converter refuses; the answer says so, it is not a 500."""
+    async with _stack(dev_env, sqlite_engine, tmp_path, codec_accept_plaintext=True) as stack:
+        task = task_input(mode="autonomous", tenant_id=stack.tenant, payload=invoice_payload(customer_email="x"))
+        async with sqlite_engine.begin() as conn:  # the row the API wrote when it started the run
+            await insert_created(conn, task, f"task-{task.task_id}")
+        await _plain(dev_env).start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
+                                             task_queue=stack.settings.task_queue)
+        await until_status(stack, task.task_id, "failed", timeout=30)
+        retried = await stack.http.post(f"/tasks/{task.task_id}/retry")
+    assert retried.status_code == 409, retried.text
+    assert "unencrypted" in retried.json()["detail"] and "create a new task" in retried.json()["detail"]
+
+
+async def test_workflows_started_before_encryption_run_in_the_migration_window(
+        dev_env: WorkflowEnvironment, sqlite_engine: AsyncEngine, tmp_path: Path):
+    """With FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT, a run started by a client without the codec (plain payloads)
+    is finished by a worker with it."""
+    async with _stack(dev_env, sqlite_engine, tmp_path, codec_accept_plaintext=True) as stack:
+        task = task_input(mode="autonomous", tenant_id=f"t-{uuid.uuid4().hex[:8]}")
+        await _plain(dev_env).start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
+                                             task_queue=stack.settings.task_queue)
+        handle = dev_env.client.get_workflow_handle(f"task-{task.task_id}")
         result = await handle.result()
     assert result["status"] == "completed"
-    events = [event async for event in handle.fetch_history_events()]
+    events = await _history(handle)
     started = events[0].workflow_execution_started_event_attributes.input.payloads[0]
     assert started.metadata["encoding"] == b"json/plain"  # the input stayed as it was written
     completed = events[-1].workflow_execution_completed_event_attributes.result.payloads[0]
@@ -184,14 +332,29 @@ async def test_malformed_bodies_are_422(dev_env, sqlite_engine: AsyncEngine, tmp
     assert answer.status_code == 422
 
 
-async def test_a_key_with_the_viewer_role_is_required(dev_env, sqlite_engine: AsyncEngine, tmp_path: Path):
+async def test_only_a_key_with_the_codec_role_decrypts_or_encrypts(dev_env, sqlite_engine: AsyncEngine,
+                                                                    tmp_path: Path):
+    """The codec keys are global: reading through them is an operator's privilege, not any viewer's (nor a
+    tenant admin's)."""
     app = _app(dev_env, sqlite_engine, tmp_path, anonymous_access=False)
-    body = {"payloads": [_wire(default().payload_converter.to_payloads(["x"])[0])]}
+    [sealed] = await TEST_CODEC.encode(default().payload_converter.to_payloads(["x"]))
+    body = {"payloads": [_wire(sealed)]}
     assert (await _post(app, "/codec/decode", body)).status_code == 401
     assert (await _post(app, "/codec/encode", body)).status_code == 401
-    _row, token = await api_keys.create(sqlite_engine, tenant_id="codec", actor_id="vera", name="v", roles=["viewer"])
-    answer = await _post(app, "/codec/decode", body, Authorization=f"Bearer {token}")
-    assert answer.status_code == 200 and answer.json() == body
+    for role in ("viewer", "submitter", "approver", "admin"):
+        _row, token = await api_keys.create(sqlite_engine, tenant_id="codec", actor_id=f"{role}-user", name=role,
+                                            roles=[role])
+        for path in ("/codec/decode", "/codec/encode"):
+            refused = await _post(app, path, body, Authorization=f"Bearer {token}")
+            assert refused.status_code == 403, (role, path, refused.text)
+            assert "codec role" in refused.json()["detail"]
+    _row, token = await api_keys.create(sqlite_engine, tenant_id="ops", actor_id="olga", name="o", roles=["codec"])
+    decoded = await _post(app, "/codec/decode", body, Authorization=f"Bearer {token}")
+    assert decoded.status_code == 200 and decoded.json() == {"payloads": [_wire(
+        default().payload_converter.to_payloads(["x"])[0])]}
+    encoded = await _post(app, "/codec/encode", decoded.json(), Authorization=f"Bearer {token}")
+    assert encoded.status_code == 200 and encoded.json()["payloads"][0]["metadata"]["encoding"] == \
+        base64.b64encode(ENCODING).decode()
 
 
 async def test_cors_answers_only_the_temporal_ui_origin(dev_env, sqlite_engine: AsyncEngine, tmp_path: Path):

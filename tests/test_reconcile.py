@@ -166,3 +166,29 @@ async def test_repair_without_drift_changes_nothing(dev_env, engine: AsyncEngine
                                  tenant=stack.tenant, repair=True)
         assert report.drift == [] and report.clean
         assert await _events(engine, task_id, "TASK_RECONCILED") == []
+
+
+async def test_a_run_started_without_the_codec_is_unverified_not_a_crash(dev_env, engine: AsyncEngine,
+                                                                         tmp_path: Path):
+    """A run forged past the API in plain JSON (the worker refuses it) has no mirror row; reading its input
+    is refused too, so reconcile reports it unverified, never repairs a row from it, and carries on."""
+    from temporalio.client import Client, WorkflowFailureError
+    from temporalio.converter import default
+
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    async with running_stack(dev_env, engine, tmp_path) as stack:
+        plain = Client(dev_env.client.service_client, namespace=dev_env.client.namespace, data_converter=default())
+        forged = task_input(mode="autonomous", tenant_id=stack.tenant)
+        handle = await plain.start_workflow("TaskWorkflow", forged, id=f"task-{forged.task_id}",
+                                            task_queue=stack.settings.task_queue)
+        try:
+            await stack.client.get_workflow_handle(handle.id).result()
+        except WorkflowFailureError:
+            pass  # refused by the worker
+        report = await reconcile(stack.client, engine, task_queue=stack.settings.task_queue, since=since,
+                                 repair=True)
+    assert [u["workflow_id"] for u in report.unverified] == [handle.id]
+    assert "unencrypted" in report.unverified[0]["reason"]
+    assert report.drift == []
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == forged.task_id))).first() is None

@@ -2,6 +2,7 @@
 existing cluster would be): it registers them, a second run finds them all, and a name registered with
 another type is a clear error rather than a half-done setup."""
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough import search_attributes
 from followthrough.binaries import find_binary
+from tests.conftest import TEST_CODEC_ENV
 
 NAMES = sorted(key.name for key in search_attributes.ALL)
 
@@ -27,7 +29,16 @@ async def bare_env() -> AsyncIterator[WorkflowEnvironment]:
 
 def setup(address: str, namespace: str = "default") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "followthrough.cli", "temporal", "setup", "--address", address,
-                           "--namespace", namespace], capture_output=True, text=True, timeout=60)
+                           "--namespace", namespace], capture_output=True, text=True, timeout=60,
+                          env=os.environ | TEST_CODEC_ENV)
+
+
+def test_setup_needs_the_codec_keys_as_the_worker_does():
+    refused = subprocess.run([sys.executable, "-m", "followthrough.cli", "temporal", "setup", "--address",
+                              "127.0.0.1:1"], capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "FOLLOWTHROUGH_CODEC_KEYS"}
+                             | {"FOLLOWTHROUGH_CODEC": "on"})
+    assert refused.returncode == 2 and "FOLLOWTHROUGH_CODEC_KEYS" in refused.stderr
 
 
 async def custom(env: WorkflowEnvironment, namespace: str = "default") -> dict[str, int]:

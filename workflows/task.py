@@ -58,6 +58,8 @@ PAUSABLE_DUE_WAIT = "pausable-due-wait"
 AGENT = "agent"
 # A send whose attempts failed only because the database was away is retried after a wait.
 SEND_OUTLASTS_OUTAGE = "send-outlasts-database-outage"
+# A decision signal without input names no decider and carries no payload the codec could refuse: dropped.
+SIGNAL_NEEDS_DECISION = "decision-signal-needs-input"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -433,11 +435,23 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     @workflow.signal(name="approve")
     def approve_signal(self, decision: ApprovalDecision | None = None) -> None:
+        if decision is None and self._drop_empty_signal("approve"):
+            return
         self._decide_by_signal(decision or ApprovalDecision(), "approve")
 
     @workflow.signal(name="reject")
     def reject_signal(self, rejection: Rejection | None = None) -> None:
+        if rejection is None and self._drop_empty_signal("reject"):
+            return
         self._decide_by_signal(rejection or Rejection(), "reject")
+
+    def _drop_empty_signal(self, verb: str) -> bool:
+        if not workflow.patched(SIGNAL_NEEDS_DECISION):
+            return False  # a run that took such a signal before keeps replaying as it did
+        task = self._task
+        workflow.logger.warning("ignored %s signal: it has no input naming who decides", verb, extra={
+            "task_id": task.task_id if task else None, "tenant_id": task.tenant_id if task else None})
+        return True
 
     @workflow.query(name="state")
     def state(self) -> DecisionAck:

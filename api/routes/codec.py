@@ -3,24 +3,33 @@
 
 The body is ``{"payloads": [{"metadata": {name: base64}, "data": base64}]}``, the JSON form of
 Temporal's Payloads message; the answer has the same shape. Both need an API key with the
-viewer role. Cross-origin calls are answered only for the Temporal UI's origin (api/codec_cors.py).
+``codec`` role: the keys decrypt every tenant's payloads, so only an operator's key may use them. Cross-origin calls are answered only for the Temporal UI's origin (api/codec_cors.py).
 """
 
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from temporalio.api.common.v1 import Payload
 
-from api.auth import require
+from api.auth import PrincipalDep
 from api.errors import ApiError
 from followthrough.codec import CodecError
 from followthrough.principals import Role
 
 PREFIX = "/codec"
-router = APIRouter(prefix=PREFIX, tags=["codec"], dependencies=[require(Role.VIEWER)])
+
+
+async def _operator(principal: PrincipalDep) -> None:
+    if not principal.grants(Role.CODEC):
+        raise ApiError(403, f"the codec endpoints need a key with the codec role (an operator makes one with "
+                            f"`followthrough keys create --role codec ...`); this key has "
+                            f"{', '.join(sorted(principal.roles))}")
+
+
+router = APIRouter(prefix=PREFIX, tags=["codec"], dependencies=[Depends(_operator)])
 
 
 class CodecPayload(BaseModel):
@@ -58,7 +67,9 @@ async def _through(request: Request, body: CodecPayloads, direction: str) -> Cod
     payloads = _to_proto(body)
     if codec is None:  # FOLLOWTHROUGH_CODEC=off: payloads are stored as they are
         return _from_proto(payloads)
-    run: Callable[[Sequence[Payload]], Awaitable[list[Payload]]] = getattr(codec, direction)
+    # Decoding here only shows payloads, so plain ones are shown as they are stored (EncryptionCodec.reveal).
+    run: Callable[[Sequence[Payload]], Awaitable[list[Payload]]] = getattr(
+        codec, "reveal" if direction == "decode" and hasattr(codec, "reveal") else direction)
     try:
         return _from_proto(await run(payloads))
     except CodecError as err:

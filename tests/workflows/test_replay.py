@@ -12,11 +12,15 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-from tests.conftest import TEST_CONVERTER
+from followthrough.codec import EncryptionCodec, data_converter
+from tests.conftest import TEST_CODEC_KEY
 from tests.workflows.unpatched_change import UnpatchedChange
 from worker import SANDBOX
 from workflows.all import ALL_WORKFLOWS
 
+# The histories were recorded in clear, before payloads were encrypted: a worker in the migration window
+# (FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT) reads them; one with the default refuses them.
+REPLAY_CONVERTER = data_converter(EncryptionCodec([TEST_CODEC_KEY], accept_plaintext=True))
 # One folder per released behaviour: every one must keep replaying.
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
@@ -32,8 +36,7 @@ def test_histories_are_present():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_saved_history_replays(path: Path):
-    # Recorded before payloads were encrypted: a worker with the codec still reads them.
-    await Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=REPLAY_CONVERTER,
                    workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(_history(path))
 
 

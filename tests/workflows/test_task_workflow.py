@@ -27,7 +27,7 @@ from followthrough.contracts import (
     TaskOutcome,
 )
 from followthrough.settings import Settings
-from followthrough.tables import Approval
+from followthrough.tables import Approval, ApprovalDecisionRecord
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
 from worker import build_worker
 from workflows.all import ALL_WORKFLOWS
@@ -175,6 +175,25 @@ async def test_approve_signal_works_like_the_update(time_skipping_env, settings,
         await handle.signal("reject", Rejection(reason="too late"))  # ignored: already decided
         assert (await handle.result()).status == "completed"
     assert len(await outbox_rows(sqlite_engine, task.task_id)) == 1
+
+
+async def test_a_decision_signal_without_input_decides_nothing(time_skipping_env, settings, sqlite_engine):
+    """An input-less `approve` carries no payload for the codec to refuse and names no decider: it is dropped,
+    so it cannot approve as "anonymous" a task that any approver may decide."""
+    env = time_skipping_env
+    task = task_input("review")
+    async with build_worker(env.client, settings, sqlite_engine):
+        handle = await start(env, settings, task)
+        await until_status(handle, "awaiting_approval")
+        await handle.signal("approve")
+        await handle.signal("reject")
+        await handle.signal("approve", ApprovalDecision(actor_id="carol"))
+        assert (await handle.result()).status == "completed"
+    async with sqlite_engine.connect() as conn:
+        deciders = (await conn.execute(select(ApprovalDecisionRecord.actor_id, ApprovalDecisionRecord.decision)
+                                       .join(Approval, Approval.id == ApprovalDecisionRecord.approval_id)
+                                       .where(Approval.task_id == task.task_id))).all()
+    assert [tuple(d) for d in deciders] == [("carol", "approve")]
 
 
 async def test_decisions_are_refused_before_approval_is_requested(time_skipping_env, settings, sqlite_engine):
