@@ -1,15 +1,19 @@
 """Planning: split a task into the subtasks its workflow then runs as child tasks."""
 
+from dataclasses import replace
+
 from pydantic import ValidationError
 from temporalio import activity
 
 from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
-from followthrough.contracts import PlanRequest, SubtaskPlan
+from followthrough.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
+from followthrough.lifecycle import TaskMode
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
+from followthrough.submitter_policy import clamp_mode, loosest_mode
 from followthrough.tasktypes.base import PlanContext
 
 
@@ -33,7 +37,18 @@ class PlanningActivities:
             planned = await heartbeating(planner(payload, PlanContext(self._settings, task)))
         except LlmError as err:
             raise llm_failure(err) from err
-        return self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+        plan = self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+        plan.subtasks = [self._within_parent(spec, task) for spec in plan.subtasks]
+        return plan
+
+    def _within_parent(self, spec: SubtaskSpec, parent: TaskInput) -> SubtaskSpec:
+        """Whoever planned it (a payload, a type's defaults, a model), a subtask runs no looser than its parent
+        and its tenant's policy for its type, and without approvers of its own it has its parent's."""
+        mode = clamp_mode(clamp_mode(TaskMode(spec.mode), TaskMode(parent.mode)),
+                          loosest_mode(self._settings, parent.tenant_id, spec.type))
+        approvers = {} if spec.approvers else {"approvers": list(parent.approvers),
+                                               "approvals_required": parent.approvals_required}
+        return replace(spec, mode=mode.value, **approvers)
 
     @staticmethod
     def _checked(planned: SubtaskList, title: str, depth: int, approval_timeout_seconds: int) -> SubtaskPlan:

@@ -34,6 +34,7 @@ from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy
 from followthrough.settings import Settings
+from followthrough.submitter_policy import clamp_mode, loosest_mode, looser, mode_refusal, retry_refusals
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
@@ -93,10 +94,15 @@ class TaskCreator:
             if (refusal := policy.refusal_for_url(url)) is not None:
                 raise invalid(("payload", *name.split(".")), refusal, "outbound_refused")
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
+        if refused := retry_refusals(overrides, task_type.retry):
+            raise RequestValidationError([{"type": "looser_than_policy", "loc": ("body", "retry", name), "msg": msg,
+                                           "input": overrides[name]} for name, msg in refused.items()])
+        mode = self._mode(body, task_type)
+        self._check_subtasks(task_type, payload, mode, body.tenant_id, ("payload",))
         return TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,
             title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
-            mode=(body.mode or task_type.default_mode).value, payload=payload.model_dump(mode="json"),
+            mode=mode.value, payload=payload.model_dump(mode="json"),
             created_at=datetime.now(timezone.utc),
             approval_timeout_seconds=body.approval_timeout_seconds or self.settings.approval_timeout_seconds,
             priority=body.priority.value, tenant_id=body.tenant_id, owner_type=body.owner_type,
@@ -110,10 +116,36 @@ class TaskCreator:
             decompose=task_type.plan is not None, origin=origin,
         )
 
+    def _mode(self, body: TaskCreate, task_type: TaskType) -> TaskMode:
+        """The task's mode: as asked, if no looser than the tenant's policy for its type allows (else 422); by
+        default the type's, tightened to that policy."""
+        limit = loosest_mode(self.settings, body.tenant_id, task_type.name)
+        if body.mode is None:
+            return clamp_mode(task_type.default_mode, limit)
+        if refusal := mode_refusal(body.mode, limit, f"this tenant's policy for {task_type.name} tasks"):
+            raise invalid(("mode",), refusal, "looser_than_policy")
+        return body.mode
+
+    def _check_subtasks(self, task_type: TaskType, payload: Any, mode: TaskMode, tenant_id: str,
+                        where: tuple[str | int, ...]) -> None:
+        """422 for a subtask the payload names in a mode looser than its parent's or than the tenant's policy for
+        its own type; those that take their type's default are tightened when planned (activities/planning.py)."""
+        for loc, type_name, asked, sub_payload in task_type.listed_subtasks(payload):
+            sub_type = get_type(type_name)
+            limit = loosest_mode(self.settings, tenant_id, sub_type.name)
+            limit = mode if looser(limit, mode) else limit
+            if asked is not None and (refusal := mode_refusal(
+                    asked, limit, f"its parent task ({mode.value}) and this tenant's policy for {sub_type.name}")):
+                raise invalid((*where, *loc), refusal, "looser_than_policy")
+            if sub_type.plan is not None:
+                self._check_subtasks(sub_type, sub_type.payload_model.model_validate(sub_payload),
+                                     clamp_mode(asked or sub_type.default_mode, limit), tenant_id,
+                                     (*where, *loc[:-1], "payload"))
+
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:
         if body.sla is None:
             return task_type.sla
-        mode = body.mode or task_type.default_mode
+        mode = self._mode(body, task_type)
         if body.sla.on_deadline == "approve" and mode not in (TaskMode.ASSISTED, TaskMode.AUTONOMOUS):
             raise invalid(("sla", "on_deadline"), f"approve at the deadline needs a mode that may send without a "
                                                    f"person (assisted or autonomous), not {mode.value}")

@@ -77,6 +77,11 @@ class TaskType:
     # The URLs its payload sends to, by dotted field path ("webhook.url"), for the SSRF guard's early check when a task is created
     # (followthrough/outbound.py); the guard checks again, on the resolved addresses, when it connects.
     outbound_urls: Callable[[Any], dict[str, str]] = field(default=lambda _payload: {})
+    # The subtasks its payload names already, so the API can refuse one looser than its parent when the task is
+    # created: (where the subtask's mode is set, under payload; its type; the mode asked for, None for its type's
+    # default; its payload).
+    listed_subtasks: Callable[[Any], list[tuple[tuple[str | int, ...], str, TaskMode | None, dict[str, Any]]]] = \
+        field(default=lambda _payload: [])
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

@@ -43,4 +43,6 @@ TASK_TYPE = TaskType(
     plan=plan,
     default_mode=TaskMode.AUTONOMOUS,
     outbound_urls=lambda payload: outbound_urls(payload.subtasks),
+    listed_subtasks=lambda payload: [(("subtasks", n, "mode"), s.type, s.mode, s.payload)
+                                     for n, s in enumerate(payload.subtasks)],
 )

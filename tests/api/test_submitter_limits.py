@@ -2,7 +2,12 @@
 approves what a guardrail or a block held, and the per-task fields are bounded by the policy they override.
 Through the HTTP API on the dev server."""
 
+import pytest_asyncio
+
+from tests.conftest import running_stack
 from tests.helpers import eventually, invoice_payload, outbox_rows, task_body
+
+STRICT = "strict-modes"
 
 
 async def _events(stack, task_id: str) -> list[dict]:
@@ -26,3 +31,78 @@ async def test_a_deadline_never_approves_what_a_guardrail_flagged(stack):
     expired = next(e for e in await _events(stack, task_id) if e["type"] == "TASK_EXPIRED")
     assert any("above the limit" in r for r in expired["data"]["held_by"])
     assert await outbox_rows(stack.engine, task_id) == []
+
+
+async def test_retries_may_be_tightened_not_loosened(stack):
+    # invoice_follow_up sends with at most 8 attempts, waiting at most 300 s between them.
+    for field, value in (("max_attempts", 100), ("maximum_interval_seconds", 86_400)):
+        response = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, retry={field: value}))
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "retry", field] and "at most the type's" in error["msg"], error
+    fewer = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, retry={
+        "max_attempts": 2, "maximum_interval_seconds": 10, "initial_interval_seconds": 0.5}))
+    assert fewer.status_code == 201, fewer.text
+    await stack.http.post(f"/tasks/{fewer.json()['id']}/cancel")
+
+
+@pytest_asyncio.fixture
+async def limited(dev_env, engine, tmp_path):
+    limits = {"*": {"email": "review"}, STRICT: {"*": "assisted", "invoice_follow_up": "review"}}
+    async with running_stack(dev_env, engine, tmp_path, mode_limits=limits) as running:
+        yield running
+
+
+async def test_a_mode_looser_than_the_tenants_policy_is_refused(limited):
+    refused = await limited.http.post("/tasks", json=task_body(tenant_id=STRICT, mode="autonomous"))
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "mode"]
+    assert "at most review" in error["msg"] and "suggest, review, manual" in error["msg"], error
+    # Another tenant, no entry for the type: any mode.
+    elsewhere = await limited.http.post("/tasks", json=task_body(tenant_id=limited.tenant, mode="autonomous"))
+    assert elsewhere.status_code == 201, elsewhere.text
+    # Without a mode a task takes its type's, tightened to the policy: an autonomous-by-default webhook
+    # runs assisted for this tenant.
+    hook = await limited.http.post("/tasks", json={"type": "webhook", "tenant_id": STRICT, "payload": {
+        "url": "https://hooks.example/in", "secret": "hooks", "event": "x"}})
+    assert hook.status_code == 201, hook.text
+    assert (await limited.http.get(f"/tasks/{hook.json()['id']}")).json()["mode"] == "assisted"
+    for created in (elsewhere, hook):
+        await limited.http.post(f"/tasks/{created.json()['id']}/cancel")
+
+
+async def test_subtasks_listed_looser_than_their_parent_are_refused(limited):
+    email = {"type": "email", "mode": "autonomous", "payload": {"to": ["a@acme.example"], "subject": "Hi",
+                                                                "body": "Hello"}}
+    group = await limited.http.post("/tasks", json=task_body(
+        tenant_id=limited.tenant, type="group", mode="assisted", subject_ref_id=None,
+        payload={"subtasks": [email | {"mode": "review"}, {"type": "group", "payload": {"subtasks": [email]}}]}))
+    assert group.status_code == 422, group.text
+    [error] = group.json()["detail"]
+    assert error["loc"] == ["body", "payload", "subtasks", 1, "payload", "subtasks", 0, "mode"], error
+    assert "looser than its parent task (assisted)" in error["msg"], error
+    campaign = await limited.http.post("/tasks", json={"type": "campaign", "tenant_id": limited.tenant, "payload": {
+        "subject": "Hi", "body": "Hello", "recipients": [{"to": "a@acme.example"}], "message_mode": "assisted"}})
+    assert campaign.status_code == 422, campaign.text
+    assert campaign.json()["detail"][0]["loc"] == ["body", "payload", "message_mode"]
+    assert "at most review" in campaign.json()["detail"][0]["msg"]
+
+
+async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
+    # A review-mode group whose webhook subtask takes its type's default (autonomous): it runs in review, and
+    # naming no approvers of its own it has the parent's.
+    hook = {"type": "webhook", "payload": {"url": "https://hooks.example/in", "secret": "hooks", "event": "x"}}
+    created = await stack.http.post("/tasks", json=task_body(
+        tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None, approval={"approvers": ["cfo"]},
+        payload={"subtasks": [hook]}))
+    assert created.status_code == 201, created.text
+    parent = created.json()["id"]
+    children = await eventually(lambda: stack.http.get(f"/tasks/{parent}/subtasks"),
+                                lambda r: r.json()["items"] and r.json()["items"][0]["status"] == "awaiting_approval",
+                                timeout=20)
+    [child] = children.json()["items"]
+    assert child["mode"] == "review"
+    approval = (await stack.http.get(f"/tasks/{child['id']}/approval")).json()
+    assert approval["approvers"] == ["cfo"], approval
+    await stack.http.post(f"/tasks/{parent}/cancel")
