@@ -47,6 +47,7 @@ class PlanningActivities:
         mode = clamp_mode(clamp_mode(TaskMode(spec.mode), TaskMode(parent.mode)),
                           loosest_mode(self._settings, parent.tenant_id, spec.type))
         approvers = {} if spec.approvers else {"approvers": list(parent.approvers),
+                                               "approver_roles": list(parent.approver_roles),
                                                "approvals_required": parent.approvals_required}
         return replace(spec, mode=mode.value, **approvers)
 

@@ -94,7 +94,7 @@ async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
     # naming no approvers of its own it has the parent's.
     hook = {"type": "webhook", "payload": {"url": "https://hooks.example/in", "secret": "hooks", "event": "x"}}
     created = await stack.http.post("/tasks", json=task_body(
-        tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None, approval={"approvers": ["cfo"]},
+        tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None, approval={"approvers": ["cfo"], "roles": ["finance"]},
         payload={"subtasks": [hook]}))
     assert created.status_code == 201, created.text
     parent = created.json()["id"]
@@ -104,5 +104,7 @@ async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
     [child] = children.json()["items"]
     assert child["mode"] == "review"
     approval = (await stack.http.get(f"/tasks/{child['id']}/approval")).json()
-    assert approval["approvers"] == ["cfo"], approval
+    assert approval["approvers"] == ["cfo"] and approval["approver_roles"] == ["finance"], approval
+    refused = await stack.http.post(f"/tasks/{child['id']}/approve", json={"actor_id": "mallory"})
+    assert refused.status_code == 403, refused.text
     await stack.http.post(f"/tasks/{parent}/cancel")
