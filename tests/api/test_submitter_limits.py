@@ -108,3 +108,19 @@ async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
     refused = await stack.http.post(f"/tasks/{child['id']}/approve", json={"actor_id": "mallory"})
     assert refused.status_code == 403, refused.text
     await stack.http.post(f"/tasks/{parent}/cancel")
+
+
+async def test_a_definitions_settings_are_held_to_the_same_limits(limited):
+    async def run(name: str, **fields) -> list[dict]:
+        definition = await limited.http.post("/definitions", json={
+            "tenant_id": STRICT, "name": f"{name}-{limited.tenant}", "type": "invoice_follow_up",
+            "title": "Follow up", "payload": invoice_payload()} | fields)
+        assert definition.status_code == 201, definition.text  # unscheduled: checked when it runs
+        ran = await limited.http.post(f"/definitions/{definition.json()['id']}/run", json={})
+        assert ran.status_code == 422, ran.text
+        return ran.json()["detail"]
+
+    [retry] = await run("retries", defaults={"retry": {"max_attempts": 50}})
+    assert retry["loc"][-2:] == ["retry", "max_attempts"] and "at most the type's 8" in retry["msg"], retry
+    [mode] = await run("autonomous", mode="autonomous")
+    assert mode["loc"][-1] == "mode" and "at most review" in mode["msg"], mode
