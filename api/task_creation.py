@@ -250,7 +250,10 @@ class TaskCreator:
 
     async def rerun(self, row: Task, actor: str) -> TaskCreated:
         """A new run of a failed task, with the input its first run had."""
-        task = replace(await self._input_of(row), run_number=row.run_number + 1, due_at=None)
+        first = await self._input_of(row)
+        # A new run is held to today's policy: an operator who has tightened the mode since, tightens it here.
+        mode = clamp_mode(TaskMode(first.mode), loosest_mode(self.settings, first.tenant_id, first.type))
+        task = replace(first, run_number=row.run_number + 1, due_at=None, mode=mode.value)
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
@@ -263,6 +266,7 @@ class TaskCreator:
             # Unless the new run has already written, the task reads as pending for it.
             await conn.execute(update(TASKS).where(TASKS.c.id == row.id, TASKS.c.run_number == row.run_number)
                                .values(status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, error=None,
+                                       mode=task.mode,
                                        result=None, finished_at=None, approval_deadline=None,
                                        run_number=task.run_number, updated_at=now))
             await insert_ignoring_duplicates(conn, EVENTS, [{
