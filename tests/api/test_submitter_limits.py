@@ -94,8 +94,8 @@ async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
     # naming no approvers of its own it has the parent's.
     hook = {"type": "webhook", "payload": {"url": "https://hooks.example/in", "secret": "hooks", "event": "x"}}
     created = await stack.http.post("/tasks", json=task_body(
-        tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None, approval={"approvers": ["cfo"], "roles": ["finance"]},
-        payload={"subtasks": [hook]}))
+        tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None,
+        approval={"approvers": ["cfo"], "roles": ["finance"]}, payload={"subtasks": [hook]}))
     assert created.status_code == 201, created.text
     parent = created.json()["id"]
     children = await eventually(lambda: stack.http.get(f"/tasks/{parent}/subtasks"),
