@@ -8,11 +8,12 @@ from temporalio import activity
 from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
 from followthrough import activity_names, policies
-from followthrough.contracts import PlanRequest, SubtaskPlan, TaskInput
+from followthrough.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
 from followthrough.lifecycle import TaskMode
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
+from followthrough.submitter_policy import clamp_mode, loosest_mode
 from followthrough.tasktypes.base import PlanContext
 
 
@@ -36,21 +37,19 @@ class PlanningActivities:
             planned = await heartbeating(planner(payload, PlanContext(self._settings, task)))
         except LlmError as err:
             raise llm_failure(err) from err
-        checked = self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
-        return self._bounded(checked, task) if getattr(planned, "origin", None) is not None else checked
+        plan = self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
+        plan.subtasks = [self._within_parent(spec, task) for spec in plan.subtasks]
+        return plan
 
-    @staticmethod
-    def _bounded(plan: SubtaskPlan, task: TaskInput) -> SubtaskPlan:
-        """A model's plan (it has an origin: which model, what it cost) runs inside the parent's bounds: no
-        subtask in a looser mode than the parent's, and the parent's approvers where the plan names none."""
-        ceiling = TaskMode.parse(task.mode)
-        bounded = []
-        for spec in plan.subtasks:
-            spec = replace(spec, mode=TaskMode.parse(spec.mode).no_looser_than(ceiling).value)
-            if not spec.approvers and task.approvers:
-                spec = replace(spec, approvers=list(task.approvers), approvals_required=task.approvals_required)
-            bounded.append(spec)
-        return replace(plan, subtasks=bounded)
+    def _within_parent(self, spec: SubtaskSpec, parent: TaskInput) -> SubtaskSpec:
+        """Whoever planned it (a payload, a type's defaults, a model), a subtask runs no looser than its parent
+        and its tenant's policy for its type, and without approvers of its own it has its parent's."""
+        mode = clamp_mode(clamp_mode(TaskMode(spec.mode), TaskMode(parent.mode)),
+                          loosest_mode(self._settings, parent.tenant_id, spec.type))
+        approvers = {} if spec.approvers else {"approvers": list(parent.approvers),
+                                               "approver_roles": list(parent.approver_roles),
+                                               "approvals_required": parent.approvals_required}
+        return replace(spec, mode=mode.value, **approvers)
 
     @staticmethod
     def _checked(planned: SubtaskList, title: str, depth: int, approval_timeout_seconds: int) -> SubtaskPlan:

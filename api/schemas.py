@@ -117,7 +117,8 @@ class TaskCreate(StorableBody):
                               description="Defaults to the type and subject.")
     mode: TaskMode | None = Field(None, description="suggest, review, assisted, autonomous or manual "
                                   "(SUGGESTION, ASSISTED, AUTONOMOUS, semi_automated, fully_automated are "
-                                  "accepted too). Defaults to the type's mode.")
+                                  "accepted too). Defaults to the type's mode. No looser than the tenant's policy "
+                                  "for the type allows (FOLLOWTHROUGH_MODE_LIMITS).")
     payload: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     owner_type: str | None = Field(None, max_length=64)
@@ -129,7 +130,8 @@ class TaskCreate(StorableBody):
     tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     approval_timeout_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT,
                                                  description="How long to wait for a decision; default 24 h.")
-    retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending.")
+    retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending: "
+                                        "max_attempts and maximum_interval_seconds at most the type's.")
     approval: ApprovalPolicy | None = Field(None, description="Who may decide, and how many approvals it takes.")
     sla: SlaIn | None = Field(None, description="Reminders, escalation and the deadline's action; "
                                                 "defaults to the type's.")

@@ -35,6 +35,7 @@ from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy
 from followthrough.settings import Settings
 from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
+from followthrough.submitter_policy import clamp_mode, loosest_mode, looser, mode_refusal, retry_refusals
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
@@ -96,10 +97,15 @@ class TaskCreator:
                 raise invalid(("payload", *name.split(".")), refusal, "outbound_refused")
         self._check_secrets(task_type, payload, body.tenant_id)
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
+        if refused := retry_refusals(overrides, task_type.retry):
+            raise RequestValidationError([{"type": "looser_than_policy", "loc": ("body", "retry", name), "msg": msg,
+                                           "input": overrides[name]} for name, msg in refused.items()])
+        mode = self._mode(body, task_type)
+        self._check_subtasks(task_type, payload, mode, body.tenant_id, ("payload",))
         return TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,
             title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
-            mode=(body.mode or task_type.default_mode).value, payload=payload.model_dump(mode="json"),
+            mode=mode.value, payload=payload.model_dump(mode="json"),
             created_at=datetime.now(timezone.utc),
             approval_timeout_seconds=body.approval_timeout_seconds or self.settings.approval_timeout_seconds,
             priority=body.priority.value, tenant_id=body.tenant_id, owner_type=body.owner_type,
@@ -130,10 +136,36 @@ class TaskCreator:
             raise RequestValidationError([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
                                            "msg": refusal, "input": None} for path, refusal in problems])
 
+    def _mode(self, body: TaskCreate, task_type: TaskType) -> TaskMode:
+        """The task's mode: as asked, if no looser than the tenant's policy for its type allows (else 422); by
+        default the type's, tightened to that policy."""
+        limit = loosest_mode(self.settings, body.tenant_id, task_type.name)
+        if body.mode is None:
+            return clamp_mode(task_type.default_mode, limit)
+        if refusal := mode_refusal(body.mode, limit, f"this tenant's policy for {task_type.name} tasks"):
+            raise invalid(("mode",), refusal, "looser_than_policy")
+        return body.mode
+
+    def _check_subtasks(self, task_type: TaskType, payload: Any, mode: TaskMode, tenant_id: str,
+                        where: tuple[str | int, ...]) -> None:
+        """422 for a subtask the payload names in a mode looser than its parent's or than the tenant's policy for
+        its own type; those that take their type's default are tightened when planned (activities/planning.py)."""
+        for loc, type_name, asked, sub_payload in task_type.listed_subtasks(payload):
+            sub_type = get_type(type_name)
+            limit = loosest_mode(self.settings, tenant_id, sub_type.name)
+            limit = mode if looser(limit, mode) else limit
+            if asked is not None and (refusal := mode_refusal(
+                    asked, limit, f"its parent task ({mode.value}) and this tenant's policy for {sub_type.name}")):
+                raise invalid((*where, *loc), refusal, "looser_than_policy")
+            if sub_type.plan is not None:
+                self._check_subtasks(sub_type, sub_type.payload_model.model_validate(sub_payload),
+                                     clamp_mode(asked or sub_type.default_mode, limit), tenant_id,
+                                     (*where, *loc[:-1], "payload"))
+
     def _sla(self, body: TaskCreate, task_type: TaskType) -> SlaPolicy | None:
         if body.sla is None:
             return task_type.sla
-        mode = body.mode or task_type.default_mode
+        mode = self._mode(body, task_type)
         if body.sla.on_deadline == "approve" and mode not in (TaskMode.ASSISTED, TaskMode.AUTONOMOUS):
             raise invalid(("sla", "on_deadline"), f"approve at the deadline needs a mode that may send without a "
                                                    f"person (assisted or autonomous), not {mode.value}")
@@ -238,7 +270,10 @@ class TaskCreator:
 
     async def rerun(self, row: Task, actor: str) -> TaskCreated:
         """A new run of a failed task, with the input its first run had."""
-        task = replace(await self._input_of(row), run_number=row.run_number + 1, due_at=None)
+        first = await self._input_of(row)
+        # A new run is held to today's policy: an operator who has tightened the mode since, tightens it here.
+        mode = clamp_mode(TaskMode(first.mode), loosest_mode(self.settings, first.tenant_id, first.type))
+        task = replace(first, run_number=row.run_number + 1, due_at=None, mode=mode.value)
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
@@ -251,6 +286,7 @@ class TaskCreator:
             # Unless the new run has already written, the task reads as pending for it.
             await conn.execute(update(TASKS).where(TASKS.c.id == row.id, TASKS.c.run_number == row.run_number)
                                .values(status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, error=None,
+                                       mode=task.mode,
                                        result=None, finished_at=None, approval_deadline=None,
                                        run_number=task.run_number, updated_at=now))
             await insert_ignoring_duplicates(conn, EVENTS, [{

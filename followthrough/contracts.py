@@ -52,6 +52,8 @@ class SubtaskSpec:
     sla: SlaPolicy | None = None
     # The subtask's own type plans subtasks in turn.
     decompose: bool = False
+    # Team roles whose holders may decide (a subtask naming no approvers has its parent's).
+    approver_roles: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -81,8 +81,8 @@ class TaskMode(StrEnum):
 
     @property
     def looseness(self) -> int:
-        """How much it lets the engine do without a person: manual, suggest and review 0 (a person acts or
-        approves every send), assisted 1 (only when a guardrail flags), autonomous 2."""
+        """How much it lets the engine do without a person: manual and suggest 0 (a person does the send),
+        review 1 (sends after every approval), assisted 2 (approval only when a guardrail flags), autonomous 3."""
         return _LOOSENESS[self]
 
     def no_looser_than(self, ceiling: "TaskMode") -> "TaskMode":
@@ -90,8 +90,8 @@ class TaskMode(StrEnum):
         return self if self.looseness <= ceiling.looseness else ceiling
 
 
-_LOOSENESS = {TaskMode.MANUAL: 0, TaskMode.SUGGEST: 0, TaskMode.REVIEW: 0, TaskMode.ASSISTED: 1,
-              TaskMode.AUTONOMOUS: 2}
+_LOOSENESS = {TaskMode.MANUAL: 0, TaskMode.SUGGEST: 0, TaskMode.REVIEW: 1, TaskMode.ASSISTED: 2,
+              TaskMode.AUTONOMOUS: 3}
 
 _MODE_ALIASES: dict[str, TaskMode] = {m.value: m for m in TaskMode} | {
     "suggestion": TaskMode.SUGGEST,

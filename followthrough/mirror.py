@@ -142,10 +142,12 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch],
         if fresh:
             changes = _merged_changes(fresh)
             if batch.run_number > 1:
-                # A new run's first write clears what the failed run left, unless the API already did.
+                # A new run's first write clears what the failed run left, unless the API already did; it runs
+                # in the mode it was given (the policy of the day may have tightened it).
+                mode = {"mode": batch.task.mode} if batch.task is not None else {}
                 await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id,
                                                        TASKS.c.run_number < batch.run_number)
-                                   .values(error=None, result=None, finished_at=None, approval_deadline=None))
+                                   .values(error=None, result=None, finished_at=None, approval_deadline=None, **mode))
             await conn.execute(update(TASKS).where(TASKS.c.id == batch.task_id)
                                .values(**changes, run_number=batch.run_number))
             if changes.get("status") in TERMINAL_VALUES:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from followthrough.lifecycle import TaskMode
 from followthrough.metrics import split_address
 from followthrough.outbound import parse_allow
 
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     # to those hosts (followthrough/allowed_hosts.py); an agent's payload can narrow it, never widen it.
     guardrails: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict,
                                                              validation_alias=_env("GUARDRAILS"))
+    # The loosest mode a submitter may ask for (followthrough/submitter_policy.py), per tenant and type, "*" for
+    # any: {"*": {"http_request": "review"}, "acme": {"*": "assisted"}}. Where several entries name a task the
+    # strictest holds; none: autonomous. Subtasks are held to it too, and to their parent's mode.
+    mode_limits: dict[str, dict[str, str]] = Field(
+        default_factory=dict, validation_alias=_env("MODE_LIMITS"),
+        description="Loosest mode per tenant and task type ('*' for any); the strictest match holds.")
 
     # The SSRF guard (followthrough/outbound.py): task requests and notifications reach only public addresses,
     # unless this names the target: addresses or networks (CIDR) and host names ("*.corp" for every name under
@@ -218,6 +225,14 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.lower() if info.field_name == "log_format" else value.upper()
+
+    @field_validator("mode_limits")
+    @classmethod
+    def _mode_limits(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for by_type in value.values():
+            for mode in by_type.values():
+                TaskMode.parse(mode)  # refuses an unknown mode, naming the known ones
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -31,15 +31,15 @@ def test_a_host_is_allowed_only_when_every_list_that_is_set_allows_it():
 
 
 def test_a_mode_is_lowered_to_the_ceiling_never_raised():
-    strict = (TaskMode.MANUAL, TaskMode.SUGGEST, TaskMode.REVIEW)
-    for ceiling in strict:
-        assert TaskMode.AUTONOMOUS.no_looser_than(ceiling) is ceiling
-        assert TaskMode.ASSISTED.no_looser_than(ceiling) is ceiling
-        for mode in strict:
-            assert mode.no_looser_than(ceiling) is mode
+    # One order: manual and suggest (a person sends), review (sends after each approval), assisted, autonomous.
+    order = [TaskMode.MANUAL, TaskMode.REVIEW, TaskMode.ASSISTED, TaskMode.AUTONOMOUS]
+    for i, ceiling in enumerate(order):
+        for j, mode in enumerate(order):
+            assert mode.no_looser_than(ceiling) is (mode if j <= i else ceiling)
+    assert TaskMode.SUGGEST.no_looser_than(TaskMode.MANUAL) is TaskMode.SUGGEST
+    assert TaskMode.MANUAL.no_looser_than(TaskMode.SUGGEST) is TaskMode.MANUAL
+    assert TaskMode.REVIEW.no_looser_than(TaskMode.SUGGEST) is TaskMode.SUGGEST
     assert TaskMode.AUTONOMOUS.no_looser_than(TaskMode.ASSISTED) is TaskMode.ASSISTED
-    assert TaskMode.SUGGEST.no_looser_than(TaskMode.AUTONOMOUS) is TaskMode.SUGGEST
-    assert TaskMode.ASSISTED.no_looser_than(TaskMode.AUTONOMOUS) is TaskMode.ASSISTED
 
 
 def test_calls_outside_the_payload_are_out_of_bounds():

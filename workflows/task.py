@@ -60,6 +60,9 @@ AGENT = "agent"
 SEND_OUTLASTS_OUTAGE = "send-outlasts-database-outage"
 # A decision signal without input names no decider and carries no payload the codec could refuse: dropped.
 SIGNAL_NEEDS_DECISION = "decision-signal-needs-input"
+# A deadline approves only a task nothing held: never one a guardrail flagged or a drafter blocked (those
+# expire). Older runs approved at the deadline whatever the flags, and replay so.
+DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -88,6 +91,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._indexed_status: str | None = None
         self._progress: dict[str, int] | None = None
         self._approval_deadline: datetime | None = None
+        # What held the task when its deadline declined to approve it (guardrail flags, a block).
+        self._held_at_deadline: list[str] = []
 
     # ---- run -------------------------------------------------------------
 
@@ -170,8 +175,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             decision = await self._await_decision(task, mode, drafted.flags, drafted.blocked)
             approval = {"approval_id": self._approval_id}
             if decision is None:
+                held = {"held_by": self._held_at_deadline} if self._held_at_deadline else {}
                 return self._finish(TaskStatus.EXPIRED, EventType.TASK_EXPIRED,
-                                    data={"timeout_seconds": task.approval_timeout_seconds} | approval)
+                                    data={"timeout_seconds": task.approval_timeout_seconds} | approval | held)
             if isinstance(decision, Rejection):
                 return self._finish(TaskStatus.REJECTED, EventType.TASK_REJECTED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
@@ -220,7 +226,13 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         wait = deadline - workflow.now()
         if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person)):
             return self._decision
-        return deadline_decision(task.sla, mode)
+        decision = deadline_decision(task.sla, mode)
+        held = flags + ([f"blocked: {blocked}"] if blocked else [])
+        # Whoever set the SLA (a submitter may) cannot turn a guardrail's hold into a send: a held task expires.
+        if isinstance(decision, ApprovalDecision) and held and workflow.patched(DEADLINE_HONOURS_HOLDS):
+            self._held_at_deadline = held
+            return None
+        return decision
 
     async def _decided_within(self, wait: timedelta, summary: str) -> bool:
         try:

@@ -91,6 +91,8 @@ def subtask_input(parent: TaskInput, index: int, spec: SubtaskSpec, now: datetim
         subject_ref_id=spec.subject_ref_id, source=parent.source, created_by=parent.created_by,
         send_retry=spec.send_retry, send_timeout_seconds=spec.send_timeout_seconds, approvers=spec.approvers,
         approvals_required=spec.approvals_required, sla=spec.sla, decompose=spec.decompose,
+        # Empty in plans recorded before subtasks had roles, so their children's input is what it was.
+        approver_roles=list(spec.approver_roles),
         parent_id=parent.task_id, subtask_index=index, depth=parent.depth + 1,
     )
 

@@ -81,6 +81,11 @@ class TaskType:
     # where only the run knows, as for a browser page). The API refuses a name the task's tenant has not (or
     # not for that URL's host); the worker checks again against the host it actually sends to.
     secret_refs: Callable[[Any], dict[str, tuple[str, str | None]]] = field(default=lambda _payload: {})
+    # The subtasks its payload names already, so the API can refuse one looser than its parent when the task is
+    # created: (where the subtask's mode is set, under payload; its type; the mode asked for, None for its type's
+    # default; its payload).
+    listed_subtasks: Callable[[Any], list[tuple[tuple[str | int, ...], str, TaskMode | None, dict[str, Any]]]] = \
+        field(default=lambda _payload: [])
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

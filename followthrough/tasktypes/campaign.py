@@ -68,4 +68,5 @@ TASK_TYPE = TaskType(
     draft=draft,
     plan=plan,
     default_mode=TaskMode.AUTONOMOUS,
+    listed_subtasks=lambda payload: [(("message_mode",), "email", payload.message_mode, {})],
 )

@@ -44,4 +44,6 @@ TASK_TYPE = TaskType(
     default_mode=TaskMode.AUTONOMOUS,
     outbound_urls=lambda payload: outbound_urls(payload.subtasks),
     secret_refs=lambda payload: secret_refs(payload.subtasks),
+    listed_subtasks=lambda payload: [(("subtasks", n, "mode"), s.type, s.mode, s.payload)
+                                     for n, s in enumerate(payload.subtasks)],
 )

@@ -28,3 +28,16 @@ async def test_blocked_work_waits_for_a_person_and_completes_when_marked_done(ls
     finished = await until_status(lstack, task_id, "completed")
     assert finished["result"] == {"done_by": "dana", "comment": "ordered by phone", "result": {"order": "PO-7781"}}
     assert not [e for e in await events(lstack, task_id) if e["type"] == "TASK_EXECUTION_STARTED"]
+
+
+async def test_a_deadline_never_approves_blocked_work(lstack, llm):  # noqa: F811
+    # Autonomous, approve at the deadline, a 2 s deadline: the block still holds the task for a person, and
+    # the deadline expires it rather than sending anything.
+    llm.reply({"blocked": REASON})
+    task_id = await create(lstack, mode="autonomous", approval_timeout_seconds=2, sla={"on_deadline": "approve"})
+    task = await eventually(lambda: lstack.http.get(f"/tasks/{task_id}"),
+                            lambda r: r.json()["status"] not in ("pending", "in_progress", "awaiting_approval"),
+                            timeout=30)
+    assert task.json()["status"] == "expired", task.text
+    types = [e["type"] for e in await events(lstack, task_id)]
+    assert "TASK_APPROVED" not in types and "TASK_EXECUTION_STARTED" not in types

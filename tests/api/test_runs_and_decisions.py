@@ -147,3 +147,20 @@ async def test_seed_style_patch_maps_onto_cancel_and_complete(scripted):
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert (await stack.http.patch("/tasks/nope", json={"newStatus": "CANCELLED"})).status_code == 404
     assert (await stack.http.patch(f"/tasks/{later['id']}", json={})).status_code == 422
+
+
+async def test_a_new_run_is_held_to_todays_mode_policy(scripted):
+    stack, transport = scripted
+    address = "gone-again@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
+        "customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    # Since the first run the operator allows this tenant no more than review: the new run asks a person.
+    stack.settings.mode_limits = {stack.tenant: {"*": "review"}}
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "awaiting_approval")
+    assert task["run_number"] == 2 and task["mode"] == "review"
+    await stack.http.post(f"/tasks/{created['id']}/cancel")

@@ -103,9 +103,10 @@ def email(to: str, **extra) -> dict:
 
 
 async def test_a_group_runs_its_subtasks_and_shows_progress(stack: Stack):
-    created = await create(stack, type="group", title="Onboard ACME", subject_ref_id=None, payload={
-        "execution": "sequential", "failure_policy": "continue",
-        "subtasks": [email("ada@acme.example"), email("bob@acme.example", mode="suggest")]})
+    # An autonomous subtask needs a parent that allows it: an autonomous group.
+    created = await create(stack, type="group", title="Onboard ACME", mode="autonomous", subject_ref_id=None,
+                           payload={"execution": "sequential", "failure_policy": "continue", "subtasks": [
+                               email("ada@acme.example"), email("bob@acme.example", mode="suggest")]})
     task = await until_status(stack, created["id"], "completed")
     assert task["progress"] == {"done": 2, "failed": 0, "total": 2}
     assert task["parent_id"] is None and task["result"]["total"] == 2

@@ -43,7 +43,8 @@ async def test_reminded_escalated_then_decided_by_the_escalation_approver(time_s
 @pytest.mark.parametrize("mode, on_deadline, status, sent", [
     ("review", "expire", "expired", 0),
     ("review", "reject", "rejected", 0),
-    ("autonomous", "approve", "completed", 1),
+    # An autonomous task waits only because a guardrail held it: the deadline never approves that.
+    ("autonomous", "approve", "expired", 0),
     ("review", "approve", "expired", 0),  # review mode never sends without a person
 ])
 async def test_the_deadline_acts_as_declared(time_skipping_env, settings, sqlite_engine, mode, on_deadline, status,
