@@ -5,7 +5,7 @@ Through the HTTP API on the dev server."""
 import pytest_asyncio
 
 from tests.conftest import running_stack
-from tests.helpers import eventually, invoice_payload, outbox_rows, task_body
+from tests.helpers import add_task_secret, eventually, invoice_payload, outbox_rows, task_body
 
 STRICT = "strict-modes"
 
@@ -64,6 +64,7 @@ async def test_a_mode_looser_than_the_tenants_policy_is_refused(limited):
     assert elsewhere.status_code == 201, elsewhere.text
     # Without a mode a task takes its type's, tightened to the policy: an autonomous-by-default webhook
     # runs assisted for this tenant.
+    add_task_secret(limited.settings, STRICT, "hooks", "hook-key-1", hosts=["hooks.example"])
     hook = await limited.http.post("/tasks", json={"type": "webhook", "tenant_id": STRICT, "payload": {
         "url": "https://hooks.example/in", "secret": "hooks", "event": "x"}})
     assert hook.status_code == 201, hook.text
@@ -93,6 +94,7 @@ async def test_planned_subtasks_run_no_looser_than_their_parent(stack):
     # A review-mode group whose webhook subtask takes its type's default (autonomous): it runs in review, and
     # naming no approvers of its own it has the parent's.
     hook = {"type": "webhook", "payload": {"url": "https://hooks.example/in", "secret": "hooks", "event": "x"}}
+    add_task_secret(stack.settings, stack.tenant, "hooks", "hook-key-1", hosts=["hooks.example"])
     created = await stack.http.post("/tasks", json=task_body(
         tenant_id=stack.tenant, type="group", mode="review", subject_ref_id=None,
         approval={"approvers": ["cfo"], "roles": ["finance"]}, payload={"subtasks": [hook]}))
