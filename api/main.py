@@ -15,7 +15,7 @@ from api.streams import StreamSlots
 from api.middleware import LimitBodySize, RefuseNulInUrl
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
-from followthrough import connectors
+from followthrough import connectors, render_pool
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -28,6 +28,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     settings = settings or get_settings()
     # Task creation validates connector actions' payloads against these settings' connectors.
     connectors.install(settings)
+    # Templates people send render in child processes (started on first use, stopped at exit and by
+    # `followthrough api`); see followthrough/render_pool.py.
+    render_pool.configure(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
