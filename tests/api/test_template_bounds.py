@@ -15,11 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 
 import api.definitions
 from tests.conftest import Stack, running_stack
-from tests.helpers import until_status
+from tests.helpers import eventually, get_task, until_status
 
 NESTED_LOOPS = "{% for a in range(15000) %}{% for b in range(15000) %}x{% endfor %}{% endfor %}"
-# Loops over a variable's characters: no range, no output, only time: just the deadline stops it.
-BUSY_LOOPS = "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}done"
+# Loops over a variable's characters (8e9 rounds): no range, no output, only time: just the deadline stops it.
+BUSY_LOOPS = "{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}{% endfor %}done"
+BUSY_VARIABLES = {"s": "x" * 2000}
 HOSTILE = {
     "nested loops": NESTED_LOOPS,
     "string repetition": "{{ 'x' * 10**9 }}",
@@ -110,7 +111,7 @@ async def test_a_draft_whose_template_is_hostile_fails_the_task_once_and_clearly
 async def test_a_draft_that_runs_past_the_deadline_fails_the_task_clearly(bstack: Stack):
     created = await bstack.http.post("/tasks", json={
         "tenant_id": bstack.tenant, "type": "email", "mode": "autonomous", "title": "busy",
-        "payload": {"to": ["a@example.com"], "subject": "Hi", "body": BUSY_LOOPS, "variables": {"s": "x" * 15000}}})
+        "payload": {"to": ["a@example.com"], "subject": "Hi", "body": BUSY_LOOPS, "variables": BUSY_VARIABLES}})
     assert created.status_code == 201, created.text
     task = await until_status(bstack, created.json()["id"], "failed", timeout=60)
     assert "3" in task["error"] and "seconds" in task["error"], task["error"]
@@ -140,7 +141,7 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
 
     monkeypatch.setattr(api.definitions, "render", watched)
     hostile = asyncio.create_task(bstack.http.post(f"/definitions/{created.json()['id']}/run",
-                                                   json={"variables": {"s": "x" * 15000}}))
+                                                   json={"variables": BUSY_VARIABLES}))
     await started.wait()
     health = await bstack.http.get("/healthz")
     listed = await bstack.http.get("/definitions", params={"tenant_id": bstack.tenant})
@@ -148,3 +149,22 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
     assert health.status_code == 200 and listed.json()["total"] == 1
     [error] = limit_errors(await hostile)
     assert "3" in error["msg"] and "seconds" in error["msg"]
+
+
+async def test_the_worker_drafts_other_tasks_while_a_hostile_draft_renders(dev_env, engine, tmp_path):
+    async with running_stack(dev_env, engine, tmp_path, template_render_timeout_seconds=10) as stack:
+        hostile = await stack.http.post("/tasks", json={
+            "tenant_id": stack.tenant, "type": "email", "mode": "autonomous", "title": "busy",
+            "payload": {"to": ["a@example.com"], "subject": "Hi", "body": BUSY_LOOPS,
+                        "variables": BUSY_VARIABLES}})
+        assert hostile.status_code == 201, hostile.text
+        await eventually(lambda: get_task(stack, hostile.json()["id"]), lambda t: t["stage"] == "drafting")
+        other = await stack.http.post("/tasks", json={
+            "tenant_id": stack.tenant, "type": "email", "mode": "review", "title": "plain",
+            "payload": {"to": ["a@example.com"], "subject": "Hi {{ n }}", "body": "Hello", "variables": {"n": 1}}})
+        waiting = await until_status(stack, other.json()["id"], "awaiting_approval", timeout=30)
+        assert waiting["draft"]["subject"] == "Hi 1"
+        still = await get_task(stack, hostile.json()["id"])
+        assert (still["status"], still["stage"]) == ("in_progress", "drafting"), still
+        failed = await until_status(stack, hostile.json()["id"], "failed", timeout=60)
+        assert "10 seconds" in failed["error"]
