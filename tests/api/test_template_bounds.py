@@ -168,3 +168,21 @@ async def test_the_worker_drafts_other_tasks_while_a_hostile_draft_renders(dev_e
         assert (still["status"], still["stage"]) == ("in_progress", "drafting"), still
         failed = await until_status(stack, hostile.json()["id"], "failed", timeout=60)
         assert "10 seconds" in failed["error"]
+
+
+async def test_a_render_that_needs_too_much_memory_is_a_422_and_the_next_render_works(dev_env, engine, tmp_path):
+    # 100,000 new strings of 100 KB: nothing the sandbox checks is over a bound, only the memory they take.
+    hog = ("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set _ = ns.l.append(s ~ i) %}"
+           "{% endfor %}{{ ns.l|length }}")
+    async with running_stack(dev_env, engine, tmp_path, template_render_memory_mb=256) as stack:
+        created = await stack.http.post("/definitions", json=definition(stack, payload={
+            "to": ["a@example.com"], "subject": "Hi", "body": hog}))
+        assert created.status_code == 201, created.text
+        run = await stack.http.post(f"/definitions/{created.json()['id']}/run", json={"variables": {"s": "x" * 100_000}})
+        [error] = limit_errors(run)
+        assert "256 MiB" in error["msg"] and "template_render_memory_mb" in error["msg"]
+        plain = await stack.http.post("/definitions", json=definition(stack, title="Hi {{ who }}", payload={
+            "to": ["a@example.com"], "subject": "Hi", "body": "Hello"}))
+        ok = await stack.http.post(f"/definitions/{plain.json()['id']}/run", json={"variables": {"who": "Ada"}})
+        assert ok.status_code == 201, ok.text
+        assert (await get_task(stack, ok.json()["id"]))["title"] == "Hi Ada"
