@@ -151,7 +151,9 @@ class _Pool:
         self._idle: queue.Queue[_Child | None] = queue.Queue()
         for _ in range(size):
             self._idle.put(None)  # a slot whose child starts when first needed
-        self._threads = ThreadPoolExecutor(max_workers=max(4, size * 4), thread_name_prefix="render")
+        # Threads that wait for a child's answer (or for a free child): waiting costs no CPU.
+        self._waiters = max(4, size * 4)
+        self._threads = ThreadPoolExecutor(max_workers=self._waiters, thread_name_prefix="render")
         self._children: set[_Child] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -184,6 +186,8 @@ class _Pool:
             return reply
         except TemplateProblem:
             child = None  # killed already
+            if self._closed:  # stopped by shutdown, not by a limit: another process may render it
+                raise RenderPoolError("the template renderer was shut down during the render") from None
             raise
         except (OSError, ValueError) as err:  # the child's pipe broke: start another next time
             if child is not None:
@@ -194,15 +198,18 @@ class _Pool:
             self._release(child)
 
     def _start(self) -> _Child:
+        if self._closed:
+            raise RenderPoolError("the template renderer is shut down")
+        try:
+            child = _Child()  # outside the lock: starting takes a moment
+        except OSError as err:
+            raise RenderPoolError(f"the template renderer did not start: {err}") from err
         with self._lock:
             if self._closed:
+                child.kill()
                 raise RenderPoolError("the template renderer is shut down")
-            try:
-                child = _Child()
-            except OSError as err:
-                raise RenderPoolError(f"the template renderer did not start: {err}") from err
             self._children.add(child)
-            return child
+        return child
 
     def _release(self, child: _Child | None) -> None:
         with self._lock:
@@ -219,7 +226,7 @@ class _Pool:
             children, self._children = self._children, set()
         for child in children:
             child.kill()
-        for _ in range(self._threads._max_workers):  # wake every render waiting for a slot: it fails
+        for _ in range(self._waiters):  # wake every render waiting for a child: it fails
             self._idle.put(None)
         self._threads.shutdown(wait=False, cancel_futures=True)
 

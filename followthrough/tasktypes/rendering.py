@@ -6,7 +6,7 @@ from typing import Any
 
 from followthrough.template_sandbox import TEMPLATES, environment, render_capped
 
-__all__ = ["TEMPLATES", "environment", "render", "render_string"]
+__all__ = ["TEMPLATES", "environment", "render"]
 
 
 def render(template_name: str, variables: dict[str, Any]) -> str:
@@ -14,9 +14,3 @@ def render(template_name: str, variables: dict[str, Any]) -> str:
     env.begin()
     return render_capped(env, env.get_template(template_name), variables).strip()
 
-
-def render_string(source: str, variables: dict[str, Any], max_output_chars: int | None = None) -> str:
-    """A template string, in this process: for the render pool's worker and tests."""
-    env = environment()
-    env.begin(max_output_chars)
-    return render_capped(env, env.from_string(source), variables).strip()
