@@ -311,6 +311,9 @@ def _answer(job: dict[str, Any], limits: RenderLimits) -> dict[str, Any]:
                     raise TemplateProblem((index,), f"template is over a limit: {err.message}", limit=True) from None
                 except MemoryError:
                     return {"retire": True, "problem": _out_of_memory([index], limits)}
+                except RecursionError:
+                    raise TemplateProblem((index,), "template is over a limit: what it builds is nested too deeply "
+                                          "to render", limit=True) from None
                 except TemplateError as err:
                     raise TemplateProblem((index,), str(err)) from None
                 except Exception as err:  # noqa: BLE001 - anything a template can raise (1/0, a bad filter, ...)

@@ -101,8 +101,9 @@ def _render(tree: Any, variables: dict[str, Any], path: Path, native: bool) -> A
     except MemoryError:
         raise TemplateProblem(path, "template is over a limit: it needs more memory than a render may use "
                                     "(template_render_memory_mb)", limit=True) from None
-    except RecursionError:
-        raise TemplateProblem(path, "template is nested too deeply to render") from None
+    except RecursionError:  # values nested thousands deep ({% set ns.v = [ns.v] %} in a loop)
+        raise TemplateProblem(path, "template is over a limit: what it builds is nested too deeply to render",
+                              limit=True) from None
     except UndefinedError as err:
         raise TemplateProblem(path, f"template refers to something the variables lack: {err.message}") from err
     except TemplateSyntaxError as err:

@@ -29,6 +29,8 @@ HOSTILE = {
     "a literal repetition": "{{ 'x' * 1000000000 }}",
     "a wide filter": "{{ 'x'|center(1000000000) }}",
     "a wide format": "{{ '%01000000000d' % 1 }}",
+    "deeply nested output": "{% set ns = namespace(v=1) %}{% for i in range(50000) %}{% set ns.v = [ns.v] %}"
+                            "{% endfor %}{{ ns.v }}",
     "a doubling namespace": "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
                             "{% endfor %}{{ ns.s }}",
 }
