@@ -90,9 +90,10 @@ async def test_a_template_nested_too_deeply_to_parse_is_a_422(bstack: Stack):
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["body", "title"]
     task = await bstack.http.post("/tasks", json={"tenant_id": bstack.tenant, "type": "email", "title": "deep",
-                                                  "payload": {"to": ["a@example.com"], "subject": deep,
-                                                              "body": "x"}})
+                                                  "payload": {"to": ["a@example.com"], "subject": "x",
+                                                              "body": deep}})
     assert task.status_code == 422, task.text
+    assert task.json()["detail"][0]["loc"] == ["body", "payload", "body"] and "nested" in task.json()["detail"][0]["msg"]
 
 
 async def test_a_draft_whose_template_is_hostile_fails_the_task_once_and_clearly(bstack: Stack):
