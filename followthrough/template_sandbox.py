@@ -24,9 +24,8 @@ from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateRuntimeError
 from jinja2.runtime import Context
-from jinja2.utils import Namespace
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import _PassArg, pass_context
+from jinja2.utils import Namespace, _PassArg, pass_context
 
 # The shipped templates (followthrough/tasktypes/templates/), which a template may include.
 TEMPLATES = Path(__file__).parent / "tasktypes" / "templates"
