@@ -11,7 +11,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
-from followthrough import connectors, metrics
+from followthrough import connectors, metrics, render_pool
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
@@ -31,6 +31,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
     """The worker. ``http`` is shared by the calls to configured endpoints (the LLM), ``outbound`` by the
     requests tasks and subscriptions aim (guarded against internal addresses): one pool each per process."""
     connectors.install(settings)  # the connectors' actions, as these settings see them, are task types too
+    render_pool.configure(settings)  # templates render in child processes, started on first use
     http = http or httpx.AsyncClient(follow_redirects=False)
     outbound = outbound or guarded_client(settings.outbound_allow)
     return Worker(
@@ -69,6 +70,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 await (stop.wait() if stop else asyncio.Event().wait())
         finally:
             await engine.dispose()
+            render_pool.shutdown()  # the template render processes go with the worker
             if stop_app_metrics:
                 stop_app_metrics()
 

@@ -22,10 +22,11 @@ from api.schemas import TaskCreate, TaskCreated
 from api.task_creation import TaskCreator, invalid, refuse_raw_credentials
 from followthrough.contracts import DefinitionRunResult, TaskOrigin
 from followthrough.database import session_factory
+from followthrough.render_pool import RenderLimits, RenderPoolError, render_trees
 from followthrough.settings import Settings
 from followthrough.tables import TaskDefinition
 from followthrough.tasktypes import UnknownTaskType, get_type
-from followthrough.templating import MissingVariables, TemplateProblem, render_tree, variables_of
+from followthrough.templating import MissingVariables, TemplateProblem, strings, variables_of
 
 _DEFAULT_FIELDS = {"priority", "owner_type", "owner_id", "subject_ref_type", "subject_ref_id", "source",
                    "approval_timeout_seconds", "retry", "approval", "sla"}
@@ -41,11 +42,23 @@ def used_variables(row: TaskDefinition) -> list[str]:
     return sorted(variables_of(_templates(row.title, row.payload, row.defaults)))
 
 
-def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
-    """Refuse a definition whose type is unknown or whose templates do not parse (422, naming the field).
+def _check_sizes(settings: Settings, templates: dict[str, Any]) -> None:
+    """422 for a template string longer than a definition may hold: parsing and rendering it cost with its size."""
+    limit = settings.template_max_chars
+    long = [(path, len(source)) for path, source in strings(templates) if len(source) > limit]
+    if long:
+        raise RequestValidationError([
+            {"type": "template_limit", "loc": ("body", *path), "input": None,
+             "msg": f"template is {size} characters, over the limit of {limit} (template_max_chars): send a "
+                    "shorter one, or put long text in a variable"} for path, size in long])
+
+
+async def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
+    """Refuse a definition whose type is unknown or whose templates do not parse or are too long (422,
+    naming the field).
 
     A scheduled definition runs with no one to give it variables: each must have a default, and the
-    task it renders to must be valid now.
+    task it renders to must be valid now (which renders it, under the render bounds).
     """
     try:
         get_type(row.type)
@@ -53,6 +66,7 @@ def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: Asy
         raise invalid(("type",), str(err), "unknown_task_type") from err
     refuse_raw_credentials(row.payload)
     check_payload_size(settings, row.payload)
+    _check_sizes(settings, _templates(row.title, row.payload, row.defaults))
     try:
         used = variables_of(_templates(row.title, row.payload, row.defaults))
     except TemplateProblem as err:
@@ -66,28 +80,33 @@ def check(row: TaskDefinition, settings: Settings, temporal: Client, engine: Asy
              "msg": f"a scheduled definition runs without inputs: give variable {name!r} a default"}
             for name in missing])
     try:
-        TaskCreator(settings, temporal, engine).build(render(row, {}), "check")
+        TaskCreator(settings, temporal, engine).build(await render(row, {}, settings=settings), "check")
     except RequestValidationError as err:  # located in the definition: here, the request's body
         raise RequestValidationError(_relocated(err.errors(), "body")) from err
 
 
-def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None = None) -> TaskCreate:
-    """The task body the definition gives with these variables; 422 naming what is missing or wrong."""
+async def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None = None, *,
+                 settings: Settings) -> TaskCreate:
+    """The task body the definition gives with these variables; 422 naming what is missing, wrong or over a
+    render bound. The templates render in the render pool, off the event loop."""
     values = row.variables | variables
     try:
         missing = sorted(variables_of(_templates(row.title, row.payload, row.defaults)) - set(values))
         if missing:
             raise MissingVariables(missing)
-        text = render_tree({"title": row.title, "defaults": row.defaults}, values, native=False)
-        payload = render_tree({"payload": row.payload}, values, native=True)["payload"]
+        text, payload = await render_trees([({"title": row.title, "defaults": row.defaults}, False),
+                                            ({"payload": row.payload}, True)], values, RenderLimits.of(settings))
+        payload = payload["payload"]
+    except RenderPoolError as err:
+        raise ApiError(503, f"{err}; try again") from err
     except MissingVariables as err:
         raise RequestValidationError([
             {"type": "missing_variable", "loc": ("body", "variables", name), "input": None,
              "msg": f"variable {name!r} is used by the definition and was not given"} for name in err.names
         ]) from err
     except TemplateProblem as err:
-        raise RequestValidationError([{"type": "template_error", "loc": ("definition", *err.path),
-                                       "msg": err.message, "input": None}]) from err
+        raise RequestValidationError([{"type": "template_limit" if err.limit else "template_error",
+                                       "loc": ("definition", *err.path), "msg": err.message, "input": None}]) from err
     body = {"type": row.type, "mode": row.mode, "title": text["title"], "payload": payload,
             "tenant_id": row.tenant_id, "due_at": due_at} | text["defaults"]
     try:
@@ -108,12 +127,13 @@ def _relocated(errors: Any, first: str) -> list[dict[str, Any]]:
 class DefinitionRunner:
     def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.settings = settings
         self.creator = TaskCreator(settings, temporal, engine)
 
     async def run(self, row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None, actor: str,
                   idempotency_key: str | None = None) -> TaskCreated | JSONResponse:
         """``POST /definitions/{id}/run``: a task from the definition, marked trigger=definition."""
-        body = render(row, variables, due_at)
+        body = await render(row, variables, due_at, settings=self.settings)
         origin = TaskOrigin(trigger="definition", definition_id=row.id, definition_version=row.version,
                             variables=row.variables | variables)
         try:
@@ -132,7 +152,7 @@ class DefinitionRunner:
             return DefinitionRunResult(outcome="skipped", detail="the definition has been deleted")
         if row.cron is None:
             return DefinitionRunResult(outcome="skipped", detail="the definition is no longer scheduled")
-        body = render(row, {})
+        body = await render(row, {}, settings=self.settings)
         origin = TaskOrigin(trigger="schedule", definition_id=row.id, definition_version=row.version,
                             schedule_run_id=schedule_run_id, variables=dict(row.variables))
         task_id = str(uuid.uuid5(_SCHEDULED_TASKS, schedule_run_id))

@@ -17,7 +17,7 @@ from api.same_origin import RefuseCrossSiteRequests
 from api.security_headers import SecurityHeaders
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
-from followthrough import connectors, logs
+from followthrough import connectors, logs, render_pool
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -31,6 +31,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     # Task creation validates connector actions' payloads against these settings' connectors.
     connectors.install(settings)
     logs.redact_access_log()  # however uvicorn is started and configured: link tokens stay out of its log
+    # Templates people send render in child processes (started on first use, stopped at exit and by
+    # `followthrough api`); see followthrough/render_pool.py.
+    render_pool.configure(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

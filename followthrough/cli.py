@@ -74,8 +74,13 @@ def _run_api() -> int:
         print(problem, file=sys.stderr)
         return 2
     # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
-                log_config=None)
+    from followthrough import render_pool
+
+    try:
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
+                    log_config=None)
+    finally:
+        render_pool.shutdown()  # the template render processes go with the API
     return 0
 
 

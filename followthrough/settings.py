@@ -167,6 +167,19 @@ class Settings(BaseSettings):
     # payload travels in its start event and again in activity inputs, so a tenth of the per-payload limit
     # leaves room for drafts, results and the rest of the history.
     max_payload_bytes: int = Field(256 * 1024, ge=0, validation_alias=_env("MAX_PAYLOAD_BYTES"))
+    # Templates a person sends (definitions, email and reminder bodies) render in child processes under
+    # these bounds (followthrough/render_pool.py; README: Security, Template rendering).
+    template_max_chars: int = Field(100_000, ge=1, validation_alias=_env("TEMPLATE_MAX_CHARS"),
+                                    description="Longest template string a definition may hold (a 422 beyond).")
+    template_max_output_chars: int = Field(1_000_000, ge=1, validation_alias=_env("TEMPLATE_MAX_OUTPUT_CHARS"),
+                                           description="Most text one render may produce.")
+    template_render_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias=_env("TEMPLATE_RENDER_TIMEOUT_SECONDS"),
+        description="Wall-clock time one render may take; its process is then killed and replaced.")
+    template_render_memory_mb: int = Field(512, ge=64, validation_alias=_env("TEMPLATE_RENDER_MEMORY_MB"),
+                                           description="Address space of each render process, in MiB.")
+    template_render_processes: int = Field(2, ge=1, le=32, validation_alias=_env("TEMPLATE_RENDER_PROCESSES"),
+                                           description="Render processes per API or worker process.")
     # Task creations per tenant and minute (a token bucket, shared by every API process through the
     # database), and how many may come at once.
     rate_limit_per_minute: int = Field(0, ge=0, validation_alias=_env("RATE_LIMIT_PER_MINUTE"))

@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, UndefinedError, meta
 from jinja2.runtime import Undefined
 
-from followthrough.tasktypes.rendering import environment
+from followthrough.template_sandbox import RenderLimitExceeded, environment, render_capped
 
 Path = tuple[str | int, ...]
 
@@ -26,10 +26,12 @@ _WHOLE = re.compile(r"^\{\{(?P<expr>(?:(?!\}\}|\{\{|\{%|\{#).)*)\}\}$", re.S)
 class TemplateProblem(ValueError):
     """A template that cannot be parsed or rendered, with where it is in the tree."""
 
-    def __init__(self, path: Path, message: str) -> None:
+    def __init__(self, path: Path, message: str, limit: bool = False) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
+        # Over a bound of rendering (time, memory, output, loops), rather than wrong.
+        self.limit = limit
 
 
 @dataclass
@@ -59,17 +61,21 @@ def variables_of(tree: Any) -> set[str]:
             names |= meta.find_undeclared_variables(env.parse(source))
         except TemplateSyntaxError as err:
             raise TemplateProblem(path, f"template syntax error: {err.message} (line {err.lineno})") from err
+        except RecursionError:
+            raise TemplateProblem(path, "template is nested too deeply to read") from None
     return names
 
 
-def render_tree(tree: Any, variables: dict[str, Any], native: bool = True) -> Any:
-    """The tree with every string rendered; a missing variable is MissingVariables naming each.
+def render_tree(tree: Any, variables: dict[str, Any], native: bool = True, max_output_chars: int | None = None) -> Any:
+    """The tree with every string rendered, in this process; a missing variable is MissingVariables naming each.
 
     ``native``: a string that is exactly one expression takes its value's own type; else always text.
+    Templates a person sent render through followthrough.render_pool, which calls this in a bounded process.
     """
     missing = sorted(variables_of(tree) - set(variables))
     if missing:
         raise MissingVariables(missing)
+    environment().begin(max_output_chars)
     return _render(tree, variables, (), native)
 
 
@@ -87,8 +93,17 @@ def _render(tree: Any, variables: dict[str, Any], path: Path, native: bool) -> A
             value = env.compile_expression(whole.group("expr"), undefined_to_none=False)(**variables)
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
-            return value if _json_value(value) else str(value)
-        return env.from_string(tree).render(**variables)
+            env.check_size(value)
+            return value if _json_value(value) else env.check_size(str(value))
+        return render_capped(env, env.from_string(tree), variables)
+    except RenderLimitExceeded as err:
+        raise TemplateProblem(path, f"template is over a limit: {err.message}", limit=True) from None
+    except MemoryError:
+        raise TemplateProblem(path, "template is over a limit: it needs more memory than a render may use "
+                                    "(template_render_memory_mb)", limit=True) from None
+    except RecursionError:  # values nested thousands deep ({% set ns.v = [ns.v] %} in a loop)
+        raise TemplateProblem(path, "template is over a limit: what it builds is nested too deeply to render",
+                              limit=True) from None
     except UndefinedError as err:
         raise TemplateProblem(path, f"template refers to something the variables lack: {err.message}") from err
     except TemplateSyntaxError as err:

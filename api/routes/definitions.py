@@ -69,7 +69,7 @@ async def create_definition(body: DefinitionCreate, settings: SettingsDep, tempo
         payload=body.payload, variables=body.variables, tags=tags, tags_key=_tags_key(tags),
         defaults=body.defaults.model_dump(mode="json", exclude_unset=True), cron=body.cron, timezone=body.timezone,
         schedule_state="active" if body.cron else "none", created_by=actor, created_at=now, updated_at=now)
-    check(row, settings, temporal, engine)
+    await check(row, settings, temporal, engine)
     session.add(row)
     try:
         await session.flush()
@@ -147,7 +147,7 @@ async def update_definition(definition_id: str, body: DefinitionUpdate, settings
         row.schedule_state = "active"
     row.version += 1
     row.updated_at = datetime.now(timezone.utc)
-    check(row, settings, temporal, engine)
+    await check(row, settings, temporal, engine)
     tenant_id, name = row.tenant_id, row.name  # a failed flush leaves the row unreadable
     try:
         await session.flush()

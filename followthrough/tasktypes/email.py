@@ -3,14 +3,16 @@
 from dataclasses import dataclass, replace
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateError, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from followthrough.contracts import Draft
 from followthrough.guardrails import FirstContact, Guardrail, GuardrailFacts, RecipientDomains
 from followthrough.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.tasktypes.rendering import environment, render_string
+from followthrough.render_pool import RenderLimits, render_strings
+from followthrough.tasktypes.rendering import environment
+from followthrough.templating import TemplateProblem
 
 
 def check_template(source: str) -> str:
@@ -19,7 +21,18 @@ def check_template(source: str) -> str:
         environment().parse(source)
     except TemplateSyntaxError as err:
         raise ValueError(f"template does not parse: {err.message} (line {err.lineno})") from err
+    except RecursionError:
+        raise ValueError("template is nested too deeply to read") from None
     return source
+
+
+async def render_texts(ctx: DraftContext, sources: list[str], variables: dict[str, Any]) -> list[str]:
+    """The payload's templates rendered in the render pool (bounded, off the worker's event loop); a
+    template that fails or is over a bound is jinja2's TemplateError, which fails the draft for good."""
+    try:
+        return await render_strings(sources, variables, RenderLimits.of(ctx.settings))
+    except TemplateProblem as err:
+        raise TemplateError(err.message) from None
 
 
 class EmailPayload(BaseModel):
@@ -48,12 +61,13 @@ class WithCc:
                                 params, facts)
 
 
-async def draft(payload: EmailPayload, _ctx: DraftContext) -> Draft:
+async def draft(payload: EmailPayload, ctx: DraftContext) -> Draft:
+    subject, body = await render_texts(ctx, [payload.subject, payload.body], payload.variables)
     return Draft(
         channel="email",
         to=[str(a) for a in payload.to],
-        subject=render_string(payload.subject, payload.variables),
-        body=render_string(payload.body, payload.variables),
+        subject=subject,
+        body=body,
         data={"cc": [str(a) for a in payload.cc]} if payload.cc else {},
     )
 

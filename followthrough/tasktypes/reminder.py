@@ -14,8 +14,7 @@ from followthrough.guardrails import Guardrail, GuardrailFacts, RecipientDomains
 from followthrough.lifecycle import TaskMode
 from followthrough.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.tasktypes.email import check_template
-from followthrough.tasktypes.rendering import render_string
+from followthrough.tasktypes.email import check_template, render_texts
 
 EVENT = "task.reminder"
 
@@ -67,14 +66,15 @@ class OnChannel:
 
 
 async def draft(payload: ReminderPayload, ctx: DraftContext) -> Draft:
-    message = render_string(payload.message, payload.variables)
+    texts = await render_texts(ctx, [payload.message, *([payload.subject] if payload.subject else [])],
+                               payload.variables)
+    message = texts[0]
     if payload.webhook is not None:
         return Draft(channel="webhook", subject=EVENT, body=message, data={
             "url": str(payload.webhook.url), "secret": payload.webhook.secret, "event": EVENT,
             "payload": {"message": message, "task_id": ctx.task.task_id}})
     assert payload.email is not None  # the payload model guarantees one target
-    subject = (render_string(payload.subject, payload.variables) if payload.subject
-               else f"Reminder: {ctx.task.title}")
+    subject = texts[1] if payload.subject else f"Reminder: {ctx.task.title}"
     return Draft(channel="email", to=[str(a) for a in payload.email.to], subject=subject, body=message)
 
 

@@ -1,29 +1,16 @@
-"""Sandboxed Jinja2 rendering of task templates.
+"""Rendering the task types' shipped templates (templates/), in-process: the template is ours, only its
+data is not, and the sandbox bounds what the data can make it do. A template a person sends (an email's
+body, a definition's payload) renders in followthrough/render_pool.py instead."""
 
-The sandbox keeps a template (which may one day come from a user) from
-reaching Python internals; StrictUndefined turns a missing variable into an
-error instead of silently empty text.
-"""
-
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+from followthrough.template_sandbox import TEMPLATES, environment, render_capped
 
-TEMPLATES = Path(__file__).parent / "templates"
-
-
-@lru_cache
-def environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
-                                autoescape=False, keep_trailing_newline=False)
+__all__ = ["TEMPLATES", "environment", "render"]
 
 
 def render(template_name: str, variables: dict[str, Any]) -> str:
-    return environment().get_template(template_name).render(**variables).strip()
+    env = environment()
+    env.begin()
+    return render_capped(env, env.get_template(template_name), variables).strip()
 
-
-def render_string(source: str, variables: dict[str, Any]) -> str:
-    return environment().from_string(source).render(**variables).strip()
