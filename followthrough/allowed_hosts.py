@@ -1,5 +1,7 @@
-"""Host allow-lists: the hosts an agent's HTTP tools may reach (its payload's ``allowed_hosts``, and a tenant's
-``FOLLOWTHROUGH_GUARDRAILS`` ``{"<tenant>": {"agent": {"allowed_hosts": [...]}}}``).
+"""Host lists, one syntax and one matcher for each: the hosts an agent's HTTP tools may reach (its payload's
+``allowed_hosts``, and a tenant's ``FOLLOWTHROUGH_GUARDRAILS`` ``{"<tenant>": {"agent": {"allowed_hosts":
+[...]}}}``), the hosts a task secret is bound to (followthrough/task_secrets.py) and the names in
+``FOLLOWTHROUGH_OUTBOUND_ALLOW`` (followthrough/outbound.py).
 
 A list only narrows: a host must be on every list that is set, and the SSRF guard (followthrough/outbound.py)
 still decides on the addresses a name resolves to. Entries are host names (``api.example.com``), wildcards for
@@ -22,6 +24,13 @@ def _normal(host: str) -> str:
         return host
 
 
+def is_name_pattern(entry: str) -> bool:
+    """A host name, or ``*.`` and one: labels of letters, digits, ``-`` and ``_``, at most 63 long."""
+    label = entry.removeprefix("*.")
+    return bool(label) and all(part and len(part) <= 63 and part.replace("-", "").replace("_", "").isalnum()
+                               for part in label.split("."))
+
+
 def parse(entries: Iterable[str]) -> list[str]:
     """The entries, normalised; ValueError names the first that is not a host."""
     hosts: list[str] = []
@@ -30,9 +39,7 @@ def parse(entries: Iterable[str]) -> list[str]:
         try:
             ipaddress.ip_address(entry)
         except ValueError:
-            label = entry.removeprefix("*.")
-            if not label or not all(part and len(part) <= 63 and part.replace("-", "").replace("_", "").isalnum()
-                                    for part in label.split(".")):
+            if not is_name_pattern(entry):
                 raise ValueError(f"{raw!r} is not a host; {HOW_TO}") from None
         hosts.append(entry)
     return list(dict.fromkeys(hosts))

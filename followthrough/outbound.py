@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from followthrough import allowed_hosts
+
 SETTING = "FOLLOWTHROUGH_OUTBOUND_ALLOW"
 SCHEMES = ("http", "https")
 
@@ -93,10 +95,7 @@ def parse_allow(entries: Iterable[str]) -> tuple[tuple[Network, ...], frozenset[
             continue
         except ValueError:
             pass
-        label = entry.removeprefix("*.")
-        if not label or "/" in label or ":" in label or not all(
-                part and len(part) <= 63 and part.replace("-", "").replace("_", "").isalnum()
-                for part in label.split(".")):
+        if not allowed_hosts.is_name_pattern(entry):
             raise ValueError(f"{raw!r} is neither an address, a network (CIDR) nor a host name")
         names.add(entry.rstrip("."))
     return tuple(networks), frozenset(names)
@@ -112,8 +111,7 @@ class OutboundPolicy:
         return cls(*parse_allow(entries))
 
     def allows_name(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return host in self.names or any(n.startswith("*.") and host.endswith(n[1:]) for n in self.names)
+        return allowed_hosts.allows(self.names, host)
 
     def refusal(self, host: str, address: Address) -> str | None:
         """The reason to refuse ``address`` (what ``host`` resolved to), or None when it may be reached."""

@@ -18,7 +18,6 @@ The file is read at each use (it is small) and parsed again when it changed, so 
 rotated without a restart.
 """
 
-import fnmatch
 import functools
 import json
 import os
@@ -26,9 +25,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from followthrough import redaction
+from followthrough import allowed_hosts, redaction
 
 HOW_TO_ADD = ("an operator adds it for the tenant in the file named by FOLLOWTHROUGH_TASK_SECRETS_FILE, "
               "{\"<tenant>\": {\"<name>\": {\"value\": \"…\", \"hosts\": [\"<host>\"]}}} (README: Security, "
@@ -66,15 +64,11 @@ class Entry:
     def allows(self, host: str | None) -> bool:
         if self.hosts is None:
             return True
-        if not host:
-            return False
-        host = host.lower().rstrip(".")
-        return any(fnmatch.fnmatchcase(host, pattern) if pattern.startswith("*.") else host == pattern
-                   for pattern in self.hosts)
+        return bool(host) and allowed_hosts.allows(self.hosts, host)
 
 
 def host_of(url: str | None) -> str | None:
-    return (urlsplit(str(url)).hostname or None) if url else None
+    return (allowed_hosts.host_of(url) or None) if url else None
 
 
 def unavailable(name: str, tenant: str, host: str | None) -> str:
@@ -92,12 +86,17 @@ def _entry(tenant: str, name: str, raw: object) -> Entry:
         raise TaskSecretsFileInvalid(f"{where}: give a string, or an object with `value` or `env` (one of "
                                      f"them) and optionally `hosts`")
     hosts = raw.get("hosts")
-    if hosts is not None and (not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts)):
-        raise TaskSecretsFileInvalid(f"{where}: `hosts` is a list of host names")
+    if hosts is not None:
+        if not isinstance(hosts, list):
+            raise TaskSecretsFileInvalid(f"{where}: `hosts` is a list of host names")
+        try:
+            hosts = allowed_hosts.parse(hosts)
+        except ValueError as err:
+            raise TaskSecretsFileInvalid(f"{where}: `hosts`: {err}") from None
     value, env = raw.get("value"), raw.get("env")
     if not isinstance(value if env is None else env, str):
         raise TaskSecretsFileInvalid(f"{where}: `value` and `env` are strings")
-    return Entry(value, env, None if hosts is None else tuple(h.lower().rstrip(".") for h in hosts))
+    return Entry(value, env, None if hosts is None else tuple(hosts))
 
 
 def task_secrets_for(settings) -> "TaskSecrets":
