@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, fi
 
 from followthrough import allowed_hosts
 from followthrough.tasktypes.extract import ExtractPayload
-from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, http_url
+from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, header_refusal, http_url
 
 # Agents never create agents: a loop that spawns loops has no bound. Nor tasks that split into subtasks of their
 # own (group, campaign, project): those list their own modes and approvers, past the agent's bounds.
@@ -51,7 +51,7 @@ class HttpRequestArgs(_Args):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if name.lower() in CREDENTIAL_HEADERS or name.lower() == "idempotency-key":
+            if name.lower() in CREDENTIAL_HEADERS or header_refusal(name):
                 raise ValueError(f"header {name!r} may not be set by a tool call")
         return value
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -20,6 +21,7 @@ from activities.transports.http import TRANSPORT as HTTP
 from activities.transports.http import TransientDeliveryError
 from activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough import signing
+from followthrough.agent_tools import HttpRequestArgs
 from followthrough.contracts import Draft, SendRequest
 from followthrough.database import session_factory
 from followthrough.secrets import SecretStore
@@ -141,6 +143,21 @@ async def test_query_text_body_and_a_truncated_answer(engine, http_client, recei
     assert got.body == b"plain words" and got.headers["content-type"].startswith("text/plain")
     assert got.headers["x-trace"] == "t-1"
     assert len(result["body"]) == 2000 and result["body_truncated"] is True
+
+
+def test_an_agents_http_call_may_not_set_the_host_header():
+    with pytest.raises(ValidationError, match="may not be set by a tool call"):
+        HttpRequestArgs.model_validate({"method": "GET", "url": "https://api.example.com", "headers": {"HOST": "x"}})
+
+
+async def test_a_draft_cannot_route_by_a_host_header_of_its_own(engine, http_client, receiver):
+    # A draft from before payloads were checked for it: the request still goes to the URL's host by name.
+    await HTTP.deliver(http_draft(f"{receiver.url}/x", headers={"Host": "evil.example", "Content-Length": "1",
+                                                                "Transfer-Encoding": "chunked", "X-Ok": "1"}),
+                       context(engine, http_client))
+    [got] = receiver.requests
+    assert got.headers["host"] == receiver.url.removeprefix("http://")
+    assert "transfer-encoding" not in got.headers and got.headers["x-ok"] == "1"
 
 
 def _echo_credentials(request: Received) -> str:

@@ -23,6 +23,7 @@ from followthrough.contracts import Draft
 from followthrough.outbound import OutboundRefused
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Delivery
+from followthrough.tasktypes.http_request import TRANSPORT_HEADERS
 from followthrough.task_secrets import TaskSecretError
 
 log = logging.getLogger("followthrough.delivery")
@@ -199,7 +200,9 @@ class HttpTransport:
             # A connector may name the header its API reads the key from.
             ours = auth_headers | {str(data.get("idempotency_header") or "Idempotency-Key"): ctx.idempotency_key}
             # Ours win over a same-named header in the request, whatever its case.
-            taken = {name.lower() for name in ours}
+            # Headers the client derives from the URL and body are dropped too: payloads are checked for
+            # them at creation, and a draft made before that check must not route by its own Host.
+            taken = {name.lower() for name in ours} | TRANSPORT_HEADERS
             headers = {k: str(v) for k, v in (data.get("headers") or {}).items() if k.lower() not in taken} | ours
             body: dict[str, Any] = {}
             if data.get("json") is not None:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from followthrough.credentials import raw_credentials
 from followthrough.lifecycle import TaskMode
 from followthrough.templating import TemplateProblem, strings, variables_of
-from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, MAX_TIMEOUT_SECONDS, AuthSpec, http_url
+from followthrough.tasktypes.http_request import (CREDENTIAL_HEADERS, MAX_TIMEOUT_SECONDS, TRANSPORT_HEADERS, AuthSpec,
+                                                   header_refusal, http_url)
 
 NAME = r"^[a-z][a-z0-9_]{0,39}$"
 VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -61,6 +62,16 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"header {name!r} carries a credential; {IN_A_SECRET}")
         if name.lower() == "idempotency-key":
             raise ValueError("Idempotency-Key is set by followthrough (see `idempotency_header`)")
+        if refusal := header_refusal(name):
+            raise ValueError(refusal)
+    return value
+
+
+def _idempotency_header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a header name")
+    if value.lower() in TRANSPORT_HEADERS:
+        raise ValueError(header_refusal(value))
     return value
 
 
@@ -167,9 +178,7 @@ class ConnectorSpec(_Sending):
     @field_validator("idempotency_header")
     @classmethod
     def _idempotency_header(cls, value: str) -> str:
-        if not _HEADER_NAME.match(value):
-            raise ValueError(f"{value!r} is not a header name")
-        return value
+        return _idempotency_header_name(value)
 
     @field_validator("actions")
     @classmethod
@@ -177,9 +186,11 @@ class ConnectorSpec(_Sending):
         for name, action in value.items():
             if not re.match(NAME, name):
                 raise ValueError(f"action name {name!r} must match {NAME}")
-            if action.idempotency_header is not None and not _HEADER_NAME.match(action.idempotency_header):
-                raise ValueError(f"actions.{name}.idempotency_header: {action.idempotency_header!r} is not a "
-                                 f"header name")
+            if action.idempotency_header is not None:
+                try:
+                    _idempotency_header_name(action.idempotency_header)
+                except ValueError as err:
+                    raise ValueError(f"actions.{name}.idempotency_header: {err}") from None
         return value
 
     @model_validator(mode="after")

@@ -27,6 +27,12 @@ RAW_CREDENTIAL_FIELDS = frozenset({
 })
 # Request headers that carry credentials: they belong in `auth`, backed by a secret.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+# Headers the HTTP client derives from the URL and body. `Host` above all: a secret's host binding and the
+# allowed hosts check the URL's host, and a front shared by many sites routes by this header instead.
+TRANSPORT_HEADERS = frozenset({
+    "host", ":authority", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "proxy-connection",
+})
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
 
 
@@ -37,6 +43,16 @@ def reject_raw_credentials(value: Any) -> Any:
         if found:
             raise ValueError(f"raw credentials are not accepted ({', '.join(found)}): {HOW_TO_REFERENCE}")
     return value
+
+
+def header_refusal(name: str) -> str | None:
+    """Why a request may not set header ``name`` itself (credential headers aside), or None."""
+    lowered = name.lower()
+    if lowered in TRANSPORT_HEADERS:
+        return f"header {name!r} is set by the HTTP client from the URL and body, never by a request"
+    if lowered == "idempotency-key":
+        return "Idempotency-Key is set by followthrough (stable across retries)"
+    return None
 
 
 def http_url(value: str) -> str:
@@ -58,6 +74,13 @@ class AuthSpec(BaseModel):
     username: str | None = Field(None, min_length=1, max_length=200, description="basic only.")
 
     _no_raw_credentials = model_validator(mode="before")(reject_raw_credentials)
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value and value.lower() in TRANSPORT_HEADERS:
+            raise ValueError(header_refusal(value))
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> "AuthSpec":
@@ -96,11 +119,10 @@ class HttpRequestPayload(BaseModel):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            lowered = name.lower()
-            if lowered in CREDENTIAL_HEADERS:
+            if name.lower() in CREDENTIAL_HEADERS:
                 raise ValueError(f"header {name!r} carries a credential; use `auth` instead: {HOW_TO_REFERENCE}")
-            if lowered == "idempotency-key":
-                raise ValueError("Idempotency-Key is set by followthrough (stable across retries)")
+            if refusal := header_refusal(name):
+                raise ValueError(refusal)
         return value
 
     @field_validator("expected_statuses")

@@ -152,6 +152,13 @@ async def test_a_raw_credential_is_refused_with_directions_to_secrets(hstack, ty
     ("http_request", {"url": "https://api.example.com", "method": "TRACE"}, ["body", "payload", "method"]),
     ("http_request", {"url": "https://api.example.com", "body": "x"}, ["body", "payload", "body"]),
     ("webhook", {"url": "https://hooks.example.com", "secret": "hooks"}, ["body", "payload", "event"]),
+    # The host a secret is bound to is the URL's: a request may not name another in its own Host header.
+    ("http_request", {"url": "https://api.example.com", "headers": {"host": "evil.example"}},
+     ["body", "payload", "headers"]),
+    ("http_request", {"url": "https://api.example.com", "headers": {"Transfer-Encoding": "chunked"}},
+     ["body", "payload", "headers"]),
+    ("http_request", {"url": "https://api.example.com", "auth": {"type": "api_key", "secret": "k", "header": "Host"}},
+     ["body", "payload", "auth", "header"]),
 ])
 async def test_other_invalid_payloads_are_422_naming_the_field(hstack, type_, payload, loc):
     response = await hstack.http.post("/tasks", json={"type": type_, "payload": payload})
