@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, Error as PlaywrightError, Page
+from playwright.async_api import Browser, ElementHandle, Error as PlaywrightError, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,6 +81,8 @@ class _Run:
     crashed: bool = False
     # Secret values typed so far: kept out of every error message.
     typed_secrets: list[str] = field(default_factory=list)
+    # The elements they were typed into, by step: while one is still in the page, a screenshot would show it.
+    secret_fields: list[tuple[int, ElementHandle]] = field(default_factory=list)
 
     def lost(self) -> bool:
         return self.crashed or self.page.is_closed() or not self.browser.is_connected()
@@ -149,7 +151,7 @@ class _Run:
     async def _click(self, _index: int, step: Any) -> None:
         await self.page.click(step.selector, timeout=step.timeout_ms)
 
-    async def _type(self, _index: int, step: Any) -> None:
+    async def _type(self, index: int, step: Any) -> None:
         if step.secret is None:
             await self.page.fill(step.selector, step.text, timeout=step.timeout_ms)
             return
@@ -162,7 +164,17 @@ class _Run:
             raise StepFailed(f"{step.selector!r} matched no element to type into")
         text = self.ctx.task_secrets.resolve(self.ctx.tenant_id, step.secret, urlsplit(frame.url).hostname)
         self.typed_secrets.append(text)
+        self.secret_fields.append((index, element))
         await element.fill(text, timeout=step.timeout_ms)
+
+    async def _holding_secret(self) -> int | None:
+        """The step whose secret is still in a field of the page (none once a navigation or the page's
+        script removed the element), or None."""
+        for index, element in self.secret_fields:
+            with suppress(PlaywrightError):  # a handle whose document is gone
+                if await element.evaluate("e => e.isConnected"):
+                    return index
+        return None
 
     async def _wait(self, _index: int, step: Any) -> None:
         if step.selector is not None:
@@ -181,10 +193,15 @@ class _Run:
             raise StepFailed(f"extracted {size} bytes, over the {MAX_DATA_BYTES}-byte limit of one value")
         if sum(s.size for s in self.stored if s.kind == artifacts.DATA) + size > MAX_TOTAL_DATA_BYTES:
             raise StepFailed(f"the extracted values exceed {MAX_TOTAL_DATA_BYTES} bytes in all")
+        # A page may echo a secret typed earlier (a confirmation showing the address just entered).
+        value = redaction.redact_tree(value)
         self.extracted[step.name] = value
         await self._store(index, step.name, artifacts.DATA, "application/json", data=value)
 
     async def _screenshot(self, index: int, step: Any) -> None:
+        if (typed := await self._holding_secret()) is not None:
+            raise StepFailed(f"the secret typed at step {typed} is still in the page, and a screenshot would show "
+                             f"it: take screenshots before typing a secret or after a navigation leaves its page")
         image = await self.page.screenshot(full_page=step.full_page, type="png", timeout=step.timeout_ms)
         if len(image) > MAX_SCREENSHOT_BYTES:
             raise StepFailed(f"the screenshot is {len(image)} bytes, over the {MAX_SCREENSHOT_BYTES}-byte limit")
@@ -202,6 +219,8 @@ class _Run:
         if self.lost():
             return
         with suppress(Exception):
+            if await self._holding_secret() is not None:
+                return
             image = await self.page.screenshot(type="png", timeout=5000)
             if len(image) <= MAX_SCREENSHOT_BYTES:
                 await self._store(index, "failure", artifacts.SCREENSHOT, "image/png", content=image)
@@ -243,7 +262,9 @@ async def run_steps(payload: BrowserPayload, ctx: RunContext, guard: RequestGuar
             except StepFailed:
                 await run.failure_screenshot(index)
                 raise
-            return {"status": run.status, "url": page.url, "title": await page.title(),
+            # A form sent by GET puts what was typed into the URL; a page may show it in its title.
+            return {"status": run.status, "url": redaction.redact(page.url),
+                    "title": redaction.redact(await page.title()),
                     "steps": len(payload.steps), "extracted": run.extracted,
                     "artifacts": [s.summary() for s in run.stored], "refused_requests": guard.refused[:20]}
         finally:

@@ -10,6 +10,7 @@ wherever it turns up, whichever transport or library put it there.
 
 import json
 import threading
+from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
 # Shorter values would blank out ordinary words of every message; secrets that short are refused nowhere
@@ -22,7 +23,9 @@ _ordered: tuple[str, ...] = ()
 
 
 def _variants(value: str) -> set[str]:
-    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             # As a URL carries it: a query string written by a form, a path.
+             quote(value, safe=""), quote_plus(value), quote(value)}
     try:
         forms.add(repr(value.encode())[2:-1])
     except UnicodeEncodeError:

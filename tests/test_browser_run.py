@@ -84,6 +84,31 @@ async def test_a_form_filled_from_a_secret_submitted_and_read_back(engine: Async
     assert rows[1].content is not None and rows[1].content.startswith(PNG) and rows[1].size == len(rows[1].content)
 
 
+async def test_a_typed_secret_is_in_no_screenshot_and_no_extracted_value(engine: AsyncEngine, site: Pages,
+                                                                        tmp_path: Path):
+    value = f"ann-{uuid.uuid4().hex[:8]}@example.com"
+    (tmp_path / "task-secrets.json").write_text(json.dumps({"browser-tests": {"signup_email": {
+        "value": value, "hosts": ["127.0.0.1"]}}}))
+    ctx = context(engine, secrets=TaskSecrets(tmp_path / "task-secrets.json"))
+    form = site.sign_up_steps()[:3]  # the form, the name, the secret typed into #email
+    with pytest.raises(StepFailed, match=r"^step 3 \(screenshot 'typed'\): the secret typed at step 2 is still in "
+                                         r"the page"):
+        await run(engine, [*form, {"action": "screenshot", "name": "typed"}], ctx)
+    # Nor does the screenshot taken when a later step fails show it.
+    with pytest.raises(StepFailed, match="#missing"):
+        await run(engine, [*form, {"action": "click", "selector": "#missing", "timeout_ms": 300}], ctx)
+    assert await artifact_rows(engine, ctx.task_id) == []
+
+    # Once the form's page is left, screenshots are taken again; a page echoing the secret is read redacted.
+    result = await run(engine, [*site.sign_up_steps(),
+                                {"action": "extract", "selector": "#email", "name": "echoed"},
+                                {"action": "screenshot", "name": "after"}], ctx)
+    assert site.posted[-1]["email"] == [value]
+    assert result["extracted"]["echoed"] == "[redacted]" and value not in json.dumps(result)
+    rows = await artifact_rows(engine, ctx.task_id)
+    assert [(r.name, r.data) for r in rows] == [("thanks", "Thanks, Ann"), ("echoed", "[redacted]"), ("after", None)]
+
+
 async def test_wait_for_late_content_and_extract_text_attributes_and_lists(engine: AsyncEngine, site: Pages):
     result = await run(engine, [
         {"action": "navigate", "url": f"{site.url}/delayed"},

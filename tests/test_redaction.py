@@ -5,6 +5,7 @@ import json
 import logging
 import sys
 import uuid
+from urllib.parse import quote, quote_plus
 from pathlib import Path
 
 import httpx
@@ -104,6 +105,12 @@ def test_escaped_forms_of_a_value_are_redacted_too():
     for form in (value, repr(value), repr(value.encode()), json.dumps(value)):
         assert "[redacted]" in redaction.redact(f"got {form}")
         assert value.split("\n")[1] not in redaction.redact(f"got {form}")
+
+
+def test_a_value_as_a_url_carries_it_is_redacted_too():
+    value = redaction.remember(f"ann {uuid.uuid4().hex[:6]}@example.com/x")
+    for url in (f"https://a.example/?email={quote_plus(value)}", f"https://a.example/{quote(value, safe='')}"):
+        assert redaction.redact(url).endswith("[redacted]"), url
 
 
 def test_an_llm_key_a_header_cannot_carry_is_refused_without_its_value(monkeypatch: pytest.MonkeyPatch):
