@@ -30,6 +30,15 @@ class WebhookPayload(BaseModel):
     _no_raw_credentials = model_validator(mode="before")(reject_raw_credentials)
     _url = field_validator("url")(http_url)
 
+    @field_validator("event")
+    @classmethod
+    def _not_a_lifecycle_event(cls, value: str) -> str:
+        # Subscriptions sign `task.*` events (followthrough/mirror.py) with secrets a task may also name: a
+        # receiver must be able to trust that a `task.completed` came from followthrough's own lifecycle.
+        if value.lower().startswith("task."):
+            raise ValueError("events named task.* are followthrough's own lifecycle events; name yours otherwise")
+        return value
+
 
 async def draft(payload: WebhookPayload, _ctx: DraftContext) -> Draft:
     body = "\n".join([

@@ -152,6 +152,8 @@ async def test_a_raw_credential_is_refused_with_directions_to_secrets(hstack, ty
     ("http_request", {"url": "https://api.example.com", "method": "TRACE"}, ["body", "payload", "method"]),
     ("http_request", {"url": "https://api.example.com", "body": "x"}, ["body", "payload", "body"]),
     ("webhook", {"url": "https://hooks.example.com", "secret": "hooks"}, ["body", "payload", "event"]),
+    ("webhook", {"url": "https://hooks.example.com", "secret": "hooks", "event": "Task.completed"},
+     ["body", "payload", "event"]),
     # The host a secret is bound to is the URL's: a request may not name another in its own Host header.
     ("http_request", {"url": "https://api.example.com", "headers": {"host": "evil.example"}},
      ["body", "payload", "headers"]),

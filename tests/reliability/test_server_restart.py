@@ -86,7 +86,7 @@ async def test_tasks_continue_across_a_dev_server_restart(mirror_engine: AsyncEn
 
     def hook(name: str, **fields: object) -> dict:
         return {"type": "webhook", "tenant_id": tenant, "subject_ref_id": name, "payload": {
-            "url": f"{receiver.url}/{name}", "secret": "restart_hook", "event": "task.test"}} | fields
+            "url": f"{receiver.url}/{name}", "secret": "restart_hook", "event": "restart.test"}} | fields
 
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
