@@ -6,6 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest_asyncio
+from sqlalchemy import update
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
@@ -13,10 +17,11 @@ from activities.drafting import DraftingActivities
 from activities.mirror import MirrorActivities
 from activities.transports import DeliveryContext, PermanentDeliveryError
 from api.main import create_app
-from followthrough.contracts import Draft
+from followthrough.contracts import Draft, TaskInput
+from followthrough.mirror import TASKS
 from followthrough.secrets import SecretStore
 from tests.conftest import Stack, make_settings
-from tests.helpers import eventually, task_body
+from tests.helpers import eventually, task_body, task_row
 from workflows.all import ALL_WORKFLOWS
 
 
@@ -164,3 +169,72 @@ async def test_a_new_run_is_held_to_todays_mode_policy(scripted):
     task = await _until(stack, created["id"], "awaiting_approval")
     assert task["run_number"] == 2 and task["mode"] == "review"
     await stack.http.post(f"/tasks/{created['id']}/cancel")
+
+
+async def _forget_in_temporal(stack: Stack, task_id: str) -> None:
+    """Delete the task's run from Temporal, as the namespace's retention does once a closed run is old enough."""
+    row = await task_row(stack.engine, task_id)
+    handle = stack.client.get_workflow_handle(row.workflow_id)
+    run_id = (await handle.describe()).run_id
+    await stack.client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
+        namespace=stack.client.namespace, workflow_execution=WorkflowExecution(workflow_id=row.workflow_id,
+                                                                                run_id=run_id)))
+
+    async def gone() -> bool:
+        try:
+            await handle.describe()
+        except RPCError as err:
+            return err.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    await eventually(gone, bool, timeout=30)
+
+
+async def test_a_task_whose_history_is_gone_is_retried_from_the_mirror(scripted):
+    stack, transport = scripted
+    address = "retention@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", title="after retention",
+                     approval={"approvers": ["dana"], "required": 1}, sla={"remind_after_seconds": 600},
+                     retry={"max_attempts": 2, "initial_interval_seconds": 0.1, "backoff_coefficient": 1},
+                     payload=task_body()["payload"] | {"customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    await _forget_in_temporal(stack, created["id"])
+
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry", headers={"X-Actor-Id": "ops"})
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "completed")
+    assert task["run_number"] == 2 and [(r["number"], r["status"]) for r in task["runs"]] == [
+        (1, "failed"), (2, "completed")]
+    # The new run had the first run's whole input, which only the mirror still holds.
+    started = await stack.client.get_workflow_handle(task["workflow_id"]).describe()
+    async for event in stack.client.get_workflow_handle(task["workflow_id"], run_id=started.run_id) \
+            .fetch_history_events():
+        [second] = await stack.client.data_converter.decode(
+            event.workflow_execution_started_event_attributes.input.payloads, [TaskInput])
+        break
+    assert (second.task_id, second.tenant_id, second.title, second.payload["customer_email"]) == (
+        created["id"], stack.tenant, "after retention", address)
+    assert second.approvers == ["dana"] and second.sla.remind_after_seconds == 600
+    assert second.send_retry.max_attempts == 2 and second.run_number == 2 and second.created_by == "anonymous"
+    assert transport.delivered == [f"{created['id']}:send"]
+
+
+async def test_a_task_the_mirror_has_no_input_for_is_a_409_once_its_history_is_gone(scripted):
+    stack, transport = scripted
+    address = "older@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
+        "customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    # A row written before the mirror kept a run's input: only the history had it, and it is gone.
+    async with stack.engine.begin() as conn:
+        await conn.execute(update(TASKS).where(TASKS.c.id == created["id"]).values(run_input=None))
+    await _forget_in_temporal(stack, created["id"])
+
+    refused = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert refused.status_code == 409, refused.text
+    assert "no longer in Temporal" in refused.json()["detail"]
+    assert (await _task(stack, created["id"]))["status"] == "failed"
