@@ -36,7 +36,8 @@ from followthrough.outbound import OutboundPolicy
 from followthrough.run_inputs import input_from, record_of
 from followthrough.settings import Settings
 from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
-from followthrough.submitter_policy import clamp_mode, loosest_mode, looser, mode_refusal, retry_refusals
+from followthrough.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
+                                           retry_refusals)
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
@@ -272,11 +273,17 @@ class TaskCreator:
     async def rerun(self, row: Task, actor: str) -> TaskCreated:
         """A new run of a failed task, with the input its last run had."""
         last = await self._input_of(row)
-        # A new run is held to today's policy: an operator who has tightened the mode since, tightens it here;
-        # and never runs looser than the run before it.
+        try:
+            task_type = get_type(last.type)
+        except UnknownTaskType as err:
+            raise ApiError(409, f"this deployment no longer runs {last.type} tasks ({err}); the task cannot be "
+                                f"retried here") from None
+        # A new run is held to today's policy: an operator who has tightened the mode or the type's retries
+        # since, tightens them here; and it never runs looser than the run before it.
         limit = loosest_mode(self.settings, last.tenant_id, last.type)
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
-        task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value)
+        task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
+                       send_retry=clamp_retry(last.send_retry, task_type.retry))
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:

@@ -2,6 +2,7 @@
 completion and the seed-style PATCH, through the HTTP API on the dev server."""
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from api.main import create_app
 from followthrough.contracts import Draft, TaskInput
 from followthrough.mirror import TASKS
 from followthrough.secrets import SecretStore
+from followthrough.tasktypes import REGISTRY, get_type
 from tests.conftest import Stack, make_settings
 from tests.helpers import eventually, task_body, task_row
 from workflows.all import ALL_WORKFLOWS
@@ -154,21 +156,37 @@ async def test_seed_style_patch_maps_onto_cancel_and_complete(scripted):
     assert (await stack.http.patch(f"/tasks/{later['id']}", json={})).status_code == 422
 
 
-async def test_a_new_run_is_held_to_todays_mode_policy(scripted):
+async def test_a_new_run_is_held_to_todays_mode_policy(scripted, monkeypatch):
     stack, transport = scripted
     address = "gone-again@acme.example"
     transport.script[address] = ["permanent"]
-    body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
-        "customer_email": address})
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", retry={"max_attempts": 3}, payload=task_body()[
+        "payload"] | {"customer_email": address})
     created = (await stack.http.post("/tasks", json=body)).json()
     await _until(stack, created["id"], "failed")
     # Since the first run the operator allows this tenant no more than review: the new run asks a person.
     stack.settings.mode_limits = {stack.tenant: {"*": "review"}}
+    # And the type now allows fewer attempts and shorter waits than the task asked for.
+    kind = get_type("invoice_follow_up")
+    monkeypatch.setitem(REGISTRY, kind.name, replace(kind, retry=replace(kind.retry, max_attempts=2,
+                                                                          maximum_interval_seconds=7)))
     retried = await stack.http.post(f"/tasks/{created['id']}/retry")
     assert retried.status_code == 202, retried.text
     task = await _until(stack, created["id"], "awaiting_approval")
     assert task["run_number"] == 2 and task["mode"] == "review"
+    second = await _latest_input(stack, task["workflow_id"])
+    assert (second.mode, second.send_retry.max_attempts, second.send_retry.maximum_interval_seconds) == (
+        "review", 2, 7)
     await stack.http.post(f"/tasks/{created['id']}/cancel")
+
+
+async def _latest_input(stack: Stack, workflow_id: str) -> TaskInput:
+    """The input the task's latest run was started with, from its history."""
+    async for event in stack.client.get_workflow_handle(workflow_id).fetch_history_events():
+        [task] = await stack.client.data_converter.decode(
+            event.workflow_execution_started_event_attributes.input.payloads, [TaskInput])
+        return task
+    raise AssertionError(f"{workflow_id} has no history")
 
 
 async def _forget_in_temporal(stack: Stack, task_id: str) -> None:
@@ -208,12 +226,7 @@ async def test_a_task_whose_history_is_gone_is_retried_from_the_mirror(scripted)
     assert task["run_number"] == 2 and [(r["number"], r["status"]) for r in task["runs"]] == [
         (1, "failed"), (2, "completed")]
     # The new run had the first run's whole input, which only the mirror still holds.
-    started = await stack.client.get_workflow_handle(task["workflow_id"]).describe()
-    async for event in stack.client.get_workflow_handle(task["workflow_id"], run_id=started.run_id) \
-            .fetch_history_events():
-        [second] = await stack.client.data_converter.decode(
-            event.workflow_execution_started_event_attributes.input.payloads, [TaskInput])
-        break
+    second = await _latest_input(stack, task["workflow_id"])
     assert (second.task_id, second.tenant_id, second.title, second.payload["customer_email"]) == (
         created["id"], stack.tenant, "after retention", address)
     assert second.approvers == ["dana"] and second.sla.remind_after_seconds == 600
