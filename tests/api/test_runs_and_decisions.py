@@ -219,6 +219,9 @@ async def test_a_task_whose_history_is_gone_is_retried_from_the_mirror(scripted)
     created = (await stack.http.post("/tasks", json=body)).json()
     await _until(stack, created["id"], "failed")
     await _forget_in_temporal(stack, created["id"])
+    for decision in ("approve", "cancel"):  # decisions on it say how it ended, from the mirror
+        refused = await stack.http.post(f"/tasks/{created['id']}/{decision}", json={})
+        assert refused.status_code == 409 and "failed" in refused.json()["detail"], refused.text
 
     retried = await stack.http.post(f"/tasks/{created['id']}/retry", headers={"X-Actor-Id": "ops"})
     assert retried.status_code == 202, retried.text
