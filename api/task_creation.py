@@ -33,9 +33,11 @@ from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskSt
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy
+from followthrough.run_inputs import input_from, record_of
 from followthrough.settings import Settings
 from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
-from followthrough.submitter_policy import clamp_mode, loosest_mode, looser, mode_refusal, retry_refusals
+from followthrough.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
+                                           retry_refusals)
 from followthrough.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import TaskType
@@ -269,11 +271,19 @@ class TaskCreator:
                            links=task_links(self.settings, task.task_id, workflow_id))
 
     async def rerun(self, row: Task, actor: str) -> TaskCreated:
-        """A new run of a failed task, with the input its first run had."""
-        first = await self._input_of(row)
-        # A new run is held to today's policy: an operator who has tightened the mode since, tightens it here.
-        mode = clamp_mode(TaskMode(first.mode), loosest_mode(self.settings, first.tenant_id, first.type))
-        task = replace(first, run_number=row.run_number + 1, due_at=None, mode=mode.value)
+        """A new run of a failed task, with the input its last run had."""
+        last = await self._input_of(row)
+        try:
+            task_type = get_type(last.type)
+        except UnknownTaskType as err:
+            raise ApiError(409, f"this deployment no longer runs {last.type} tasks ({err}); the task cannot be "
+                                f"retried here") from None
+        # A new run is held to today's policy: an operator who has tightened the mode or the type's retries
+        # since, tightens them here; and it never runs looser than the run before it.
+        limit = loosest_mode(self.settings, last.tenant_id, last.type)
+        mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
+        task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
+                       send_retry=clamp_retry(last.send_retry, task_type.retry))
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
@@ -286,7 +296,7 @@ class TaskCreator:
             # Unless the new run has already written, the task reads as pending for it.
             await conn.execute(update(TASKS).where(TASKS.c.id == row.id, TASKS.c.run_number == row.run_number)
                                .values(status=TaskStatus.PENDING.value, stage=Stage.QUEUED.value, error=None,
-                                       mode=task.mode,
+                                       mode=task.mode, run_input=record_of(task),
                                        result=None, finished_at=None, approval_deadline=None,
                                        run_number=task.run_number, updated_at=now))
             await insert_ignoring_duplicates(conn, EVENTS, [{
@@ -299,17 +309,37 @@ class TaskCreator:
                            links=task_links(self.settings, row.id, row.workflow_id))
 
     async def _input_of(self, row: Task) -> TaskInput:
-        """The task as its last run received it, from that run's history in Temporal."""
-        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
-        async for event in handle.fetch_history_events():
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
+        """The task as its last run received it: from the mirror, which keeps it (followthrough/run_inputs.py);
+        for a row written before it did, from that run's history while Temporal still has it."""
+        if row.run_input is not None:
             try:
-                [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
-            except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/codec.py)
-                raise ApiError(409, "the task's last run was started with unencrypted input, which this deployment "
-                                    "refuses; create a new task") from None
-            return task
-        raise ApiError(409, "the task's first run is no longer in Temporal's history; create a new task")
+                return input_from(row.run_input, row.payload, task_id=row.id, tenant_id=row.tenant_id,
+                                  type_name=row.type)
+            except (TypeError, ValueError) as err:
+                log.error("task %s: its stored run input is unusable: %s", row.id, err,
+                          extra={"task_id": row.id, "tenant_id": row.tenant_id})
+                raise ApiError(409, "the task's stored input cannot be read, so it cannot be retried exactly; "
+                                    "create a new task") from None
+        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
+        try:
+            async for event in handle.fetch_history_events():
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                try:
+                    [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
+                except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/codec.py)
+                    raise ApiError(409, "the task's last run was started with unencrypted input, which this "
+                                        "deployment refuses; create a new task") from None
+                return task
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ApiError(409, "the task predates the mirror keeping a run's input, and its last run is no "
+                                    "longer in Temporal (past the namespace's retention), so its input is gone; "
+                                    "create a new task") from None
+            if err.status in _UNCONFIRMED | {RPCStatusCode.RESOURCE_EXHAUSTED}:
+                raise ApiError(503, f"Temporal did not answer with the task's last run ({err.message}); retry "
+                                    f"shortly", headers=_RETRY_SOON) from None
+            raise
+        raise ApiError(409, "the task's last run is no longer in Temporal's history; create a new task")
 
     async def create_once(self, body: TaskCreate, actor: str, key: str,
                           origin: TaskOrigin | None = None) -> TaskCreated | JSONResponse:

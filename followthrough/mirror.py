@@ -19,6 +19,7 @@ from followthrough import approval_records
 from followthrough.task_metrics import Observed
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
 from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
+from followthrough.run_inputs import record_of
 from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]
@@ -79,7 +80,7 @@ def _task_values(task: TaskInput, workflow_id: str) -> dict[str, Any]:
         started_at=None, finished_at=None, parent_id=task.parent_id, subtask_index=task.subtask_index,
         progress=None, trigger=task.origin.trigger if task.origin else "api",
         definition_id=task.origin.definition_id if task.origin else None,
-        schedule_run_id=task.origin.schedule_run_id if task.origin else None,
+        schedule_run_id=task.origin.schedule_run_id if task.origin else None, run_input=record_of(task),
     ))
 
 

@@ -6,7 +6,7 @@ naming what it may send instead); what a planner decides at run time (a model's 
 clamped to the same bounds.
 """
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from followthrough.contracts import RetrySpec
@@ -59,3 +59,10 @@ def retry_refusals(overrides: dict[str, Any], defaults: RetrySpec) -> dict[str, 
             refused[name] = f"at most the type's {getattr(defaults, name):g}: a task may tighten its retries, " \
                             f"not loosen them"
     return refused
+
+
+def clamp_retry(spec: RetrySpec | None, defaults: RetrySpec) -> RetrySpec:
+    """``spec`` held to the type's caps (a new run of a task under today's policy): never more attempts or
+    longer waits than the type allows now."""
+    spec = spec or RetrySpec()  # what a run without one gets (followthrough/policies.py)
+    return replace(spec, **{name: min(getattr(spec, name), getattr(defaults, name)) for name in CAPPED_RETRY_FIELDS})

@@ -89,6 +89,9 @@ class Task(SQLModel, table=True):
     trigger: str = Field(default="api", max_length=16, sa_column_kwargs={"server_default": "api"})
     definition_id: str | None = Field(default=None, max_length=36, index=True)
     schedule_run_id: str | None = Field(default=None, max_length=255)
+    # The last run's input without its payload (followthrough/run_inputs.py): what a retry starts from once
+    # Temporal no longer has the run's history. NULL for rows from before it was kept.
+    run_input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class TaskEvent(SQLModel, table=True):

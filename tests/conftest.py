@@ -105,7 +105,10 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"), data_converter=TEST_CONVERTER,
         search_attributes=search_attributes.ALL,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"])
+        # A deleted run (what retention does to an old one) is gone at once rather than after visibility's
+        # ~30 s catch-up: the retry tests delete runs (tests/api/test_runs_and_decisions.py).
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+                               "--dynamic-config-value", "history.transferProcessorEnsureCloseBeforeDelete=false"])
     yield env
     await env.shutdown()
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
@@ -28,7 +29,7 @@ from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
 from followthrough.contracts import ApprovalDecision
-from followthrough.mirror import insert_created
+from followthrough.mirror import TASKS, insert_created
 from followthrough.temporal_client import converter_for
 from tests.conftest import TEST_CODEC, Stack, make_settings, served_api
 from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row, until_status
@@ -254,6 +255,8 @@ async def test_retrying_a_task_whose_run_was_started_in_clear_is_a_409(dev_env: 
         task = task_input(mode="autonomous", tenant_id=stack.tenant, payload=invoice_payload(customer_email="x"))
         async with sqlite_engine.begin() as conn:  # the row the API wrote when it started the run
             await insert_created(conn, task, f"task-{task.task_id}")
+            # Written before the mirror kept a run's input: only the run's history has it.
+            await conn.execute(update(TASKS).where(TASKS.c.id == task.task_id).values(run_input=None))
         await _plain(dev_env).start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
                                              task_queue=stack.settings.task_queue)
         await until_status(stack, task.task_id, "failed", timeout=30)

@@ -3,13 +3,15 @@ idempotent on event ids, safe against concurrent and out-of-order writers."""
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import func, select
 
-from followthrough.contracts import MirrorBatch, MirrorEvent, TaskChanges
+from followthrough.contracts import MirrorBatch, MirrorEvent, RetrySpec, SlaPolicy, TaskChanges, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.mirror import insert_created, record_batch
+from followthrough.run_inputs import RecordMismatch, input_from
 from followthrough.tables import TaskEvent
 from tests.helpers import task_input, task_row
 
@@ -86,3 +88,51 @@ async def test_group_writer_coalesces_and_isolates_a_bad_batch(engine):
     for task in good:
         assert (await task_row(engine, task.task_id)).status == "in_progress"
     assert await task_row(engine, bad.task_id) is None
+
+
+def _every_field_set():
+    """A run input with every field away from its default, so a field the mirror dropped would show."""
+    return task_input(
+        mode="assisted", priority="high", owner_type="USER", owner_id="dana", subject_ref_type="INVOICE",
+        source="DETECTOR", due_at=datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc), created_by="ops",
+        send_retry=RetrySpec(max_attempts=3, initial_interval_seconds=0.5, backoff_coefficient=1.5,
+                             maximum_interval_seconds=40), send_timeout_seconds=17, run_number=3,
+        approvers=["dana", "erin"], approvals_required=2, approver_roles=["finance"],
+        sla=SlaPolicy(remind_after_seconds=60, escalate_after_seconds=120, escalate_to=["boss"],
+                      on_deadline="reject"),
+        decompose=True, parent_id=str(uuid.uuid4()), subtask_index=2, depth=1,
+        origin=TaskOrigin(trigger="schedule", definition_id="d-1", definition_version=4, schedule_run_id="s-1",
+                          variables={"month": "May", "n": 2.5}))
+
+
+async def test_the_row_keeps_the_whole_run_input_for_a_retry(engine):
+    """Written by the API or by the run's first batch, the row gives back exactly the input the run had."""
+    by_api, by_run = _every_field_set(), _every_field_set()
+    async with engine.begin() as conn:
+        await insert_created(conn, by_api, f"task-{by_api.task_id}")
+    await record_batch(engine, _batch(by_run, ("TASK_STATUS_CHANGED", "in_progress", 1)))
+    for task in (by_api, by_run):
+        row = await task_row(engine, task.task_id)
+        assert "payload" not in row.run_input  # the row's payload column holds it once
+        assert input_from(row.run_input, row.payload, task_id=row.id, tenant_id=row.tenant_id,
+                          type_name=row.type) == task
+
+
+async def test_an_input_the_mirror_would_alter_is_not_kept(engine):
+    """A NUL character is replaced in the row's payload: a retry from it would not be exact, so none is kept."""
+    task = task_input(payload={"customer_email": "a@b.example", "note": "x\x00y"})
+    async with engine.begin() as conn:
+        await insert_created(conn, task, f"task-{task.task_id}")
+    row = await task_row(engine, task.task_id)
+    assert row.payload["note"] == "x\ufffdy" and row.run_input is None
+
+
+async def test_a_run_input_is_only_good_for_its_own_row(engine):
+    task = _every_field_set()
+    async with engine.begin() as conn:
+        await insert_created(conn, task, f"task-{task.task_id}")
+    row = await task_row(engine, task.task_id)
+    for other in ({"task_id": str(uuid.uuid4())}, {"tenant_id": "someone-else"}, {"type": "http_request"}):
+        with pytest.raises(RecordMismatch):
+            input_from(row.run_input | other, row.payload, task_id=row.id, tenant_id=row.tenant_id,
+                       type_name=row.type)

@@ -2,10 +2,15 @@
 completion and the seed-style PATCH, through the HTTP API on the dev server."""
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest_asyncio
+from sqlalchemy import update
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
@@ -13,10 +18,12 @@ from activities.drafting import DraftingActivities
 from activities.mirror import MirrorActivities
 from activities.transports import DeliveryContext, PermanentDeliveryError
 from api.main import create_app
-from followthrough.contracts import Draft
+from followthrough.contracts import Draft, TaskInput
+from followthrough.mirror import TASKS
 from followthrough.secrets import SecretStore
+from followthrough.tasktypes import REGISTRY, get_type
 from tests.conftest import Stack, make_settings
-from tests.helpers import eventually, task_body
+from tests.helpers import eventually, task_body, task_row
 from workflows.all import ALL_WORKFLOWS
 
 
@@ -149,18 +156,101 @@ async def test_seed_style_patch_maps_onto_cancel_and_complete(scripted):
     assert (await stack.http.patch(f"/tasks/{later['id']}", json={})).status_code == 422
 
 
-async def test_a_new_run_is_held_to_todays_mode_policy(scripted):
+async def test_a_new_run_is_held_to_todays_mode_policy(scripted, monkeypatch):
     stack, transport = scripted
     address = "gone-again@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", retry={"max_attempts": 3}, payload=task_body()[
+        "payload"] | {"customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    # Since the first run the operator allows this tenant no more than review: the new run asks a person.
+    stack.settings.mode_limits = {stack.tenant: {"*": "review"}}
+    # And the type now allows fewer attempts and shorter waits than the task asked for.
+    kind = get_type("invoice_follow_up")
+    monkeypatch.setitem(REGISTRY, kind.name, replace(kind, retry=replace(kind.retry, max_attempts=2,
+                                                                          maximum_interval_seconds=7)))
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "awaiting_approval")
+    assert task["run_number"] == 2 and task["mode"] == "review"
+    second = await _latest_input(stack, task["workflow_id"])
+    assert (second.mode, second.send_retry.max_attempts, second.send_retry.maximum_interval_seconds) == (
+        "review", 2, 7)
+    await stack.http.post(f"/tasks/{created['id']}/cancel")
+
+
+async def _latest_input(stack: Stack, workflow_id: str) -> TaskInput:
+    """The input the task's latest run was started with, from its history."""
+    async for event in stack.client.get_workflow_handle(workflow_id).fetch_history_events():
+        [task] = await stack.client.data_converter.decode(
+            event.workflow_execution_started_event_attributes.input.payloads, [TaskInput])
+        return task
+    raise AssertionError(f"{workflow_id} has no history")
+
+
+async def _forget_in_temporal(stack: Stack, task_id: str) -> None:
+    """Delete the task's run from Temporal, as the namespace's retention does once a closed run is old enough."""
+    row = await task_row(stack.engine, task_id)
+    handle = stack.client.get_workflow_handle(row.workflow_id)
+    run_id = (await handle.describe()).run_id
+    await stack.client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
+        namespace=stack.client.namespace, workflow_execution=WorkflowExecution(workflow_id=row.workflow_id,
+                                                                                run_id=run_id)))
+
+    async def gone() -> bool:
+        try:
+            await handle.describe()
+        except RPCError as err:
+            return err.status == RPCStatusCode.NOT_FOUND
+        return False
+
+    await eventually(gone, bool, timeout=30)
+
+
+async def test_a_task_whose_history_is_gone_is_retried_from_the_mirror(scripted):
+    stack, transport = scripted
+    address = "retention@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", title="after retention",
+                     approval={"approvers": ["dana"], "required": 1}, sla={"remind_after_seconds": 600},
+                     retry={"max_attempts": 2, "initial_interval_seconds": 0.1, "backoff_coefficient": 1},
+                     payload=task_body()["payload"] | {"customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    await _forget_in_temporal(stack, created["id"])
+    for decision in ("approve", "cancel"):  # decisions on it say how it ended, from the mirror
+        refused = await stack.http.post(f"/tasks/{created['id']}/{decision}", json={})
+        assert refused.status_code == 409 and "failed" in refused.json()["detail"], refused.text
+
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry", headers={"X-Actor-Id": "ops"})
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "completed")
+    assert task["run_number"] == 2 and [(r["number"], r["status"]) for r in task["runs"]] == [
+        (1, "failed"), (2, "completed")]
+    # The new run had the first run's whole input, which only the mirror still holds.
+    second = await _latest_input(stack, task["workflow_id"])
+    assert (second.task_id, second.tenant_id, second.title, second.payload["customer_email"]) == (
+        created["id"], stack.tenant, "after retention", address)
+    assert second.approvers == ["dana"] and second.sla.remind_after_seconds == 600
+    assert second.send_retry.max_attempts == 2 and second.run_number == 2 and second.created_by == "anonymous"
+    assert transport.delivered == [f"{created['id']}:send"]
+
+
+async def test_a_task_the_mirror_has_no_input_for_is_a_409_once_its_history_is_gone(scripted):
+    stack, transport = scripted
+    address = "older@acme.example"
     transport.script[address] = ["permanent"]
     body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
         "customer_email": address})
     created = (await stack.http.post("/tasks", json=body)).json()
     await _until(stack, created["id"], "failed")
-    # Since the first run the operator allows this tenant no more than review: the new run asks a person.
-    stack.settings.mode_limits = {stack.tenant: {"*": "review"}}
-    retried = await stack.http.post(f"/tasks/{created['id']}/retry")
-    assert retried.status_code == 202, retried.text
-    task = await _until(stack, created["id"], "awaiting_approval")
-    assert task["run_number"] == 2 and task["mode"] == "review"
-    await stack.http.post(f"/tasks/{created['id']}/cancel")
+    # A row written before the mirror kept a run's input: only the history had it, and it is gone.
+    async with stack.engine.begin() as conn:
+        await conn.execute(update(TASKS).where(TASKS.c.id == created["id"]).values(run_input=None))
+    await _forget_in_temporal(stack, created["id"])
+
+    refused = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert refused.status_code == 409, refused.text
+    assert "no longer in Temporal" in refused.json()["detail"]
+    assert (await _task(stack, created["id"]))["status"] == "failed"
