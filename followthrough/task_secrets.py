@@ -157,6 +157,11 @@ class TaskSecrets:
         redaction.remember(value)
         if not value:
             raise TaskSecretUnusable(f"the task secret {name!r} of tenant {tenant!r} is empty")
+        if len(value) < redaction.MIN_LENGTH:
+            # Shorter values cannot be kept out of error texts and results (redaction.py) without blanking
+            # ordinary words: one that short would show wherever a receiver echoes it.
+            raise TaskSecretUnusable(f"the task secret {name!r} of tenant {tenant!r} is shorter than "
+                                     f"{redaction.MIN_LENGTH} characters, too short to keep out of error texts")
         if header and not header_safe(value):
             raise TaskSecretUnusable(
                 f"the task secret {name!r} of tenant {tenant!r} cannot be sent in an HTTP header: its value has "

@@ -84,6 +84,12 @@ def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monk
     with pytest.raises(TaskSecretUnusable) as unusable:
         store.resolve("acme", "spaced", "x.example", header=True)
     assert "padded-value" not in str(unusable.value)
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"acme": {"short": "x9z", "empty": ""}}))
+    with pytest.raises(TaskSecretUnusable, match="'short' of tenant 'acme' is shorter than 4 characters"):
+        TaskSecrets(short).resolve("acme", "short", "x.example")
+    with pytest.raises(TaskSecretUnusable, match="'empty' of tenant 'acme' is empty$"):
+        TaskSecrets(short).resolve("acme", "empty", "x.example")
     assert store.refusal("acme", "crm", "https://api.crm.example/v1") is None
     assert store.refusal("acme", "crm", "https://evil.example/") == store.refusal("acme", "crm", "https://evil.example/")
     assert "evil.example" in store.refusal("acme", "crm", "https://evil.example/")
