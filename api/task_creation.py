@@ -130,8 +130,7 @@ class TaskCreator:
         try:
             problems = [(path, refusal) for path, (name, url) in refs.items()
                         if (refusal := self.task_secrets.refusal(tenant_id, name, url)) is not None]
-        except TaskSecretsFileInvalid as err:
-            log.error("the task secrets file is invalid: %s", err)
+        except TaskSecretsFileInvalid:  # logged, with where, by followthrough/task_secrets.py
             raise ApiError(503, "the task secrets file is invalid; an operator must fix it",
                            headers={"Retry-After": "30"}) from None
         if problems:

@@ -20,6 +20,7 @@ rotated without a restart.
 
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -28,6 +29,8 @@ from pathlib import Path
 
 from followthrough import allowed_hosts, redaction
 
+log = logging.getLogger("followthrough.task_secrets")
+LOG_SAYS = "the log line 'the task secrets file is invalid' of this process says where"
 HOW_TO_ADD = ("an operator adds it for the tenant in the file named by FOLLOWTHROUGH_TASK_SECRETS_FILE, "
               "{\"<tenant>\": {\"<name>\": {\"value\": \"…\", \"hosts\": [\"<host>\"]}}} (README: Security, "
               "Task secrets)")
@@ -115,6 +118,16 @@ class TaskSecrets:
         self._entries: dict[str, dict[str, Entry]] = {}
 
     def _load(self) -> dict[str, dict[str, Entry]]:
+        """The entries; TaskSecretsFileInvalid in words that name no tenant and no secret, since they can
+        end up in a task's error: the operator finds where the file is wrong in the log line."""
+        try:
+            return self._read()
+        except TaskSecretsFileInvalid as err:
+            log.error("the task secrets file is invalid: %s", err)
+            raise TaskSecretsFileInvalid(f"the task secrets file is invalid; an operator must fix it ({LOG_SAYS})") \
+                from None
+
+    def _read(self) -> dict[str, dict[str, Entry]]:
         if self._path is None:
             return {}
         try:

@@ -67,7 +67,8 @@ def test_log_lines_hold_no_secret_value(monkeypatch: pytest.MonkeyPatch):
         assert value not in line and "[redacted]" in line
 
 
-def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"acme": {
         "crm": {"value": "crm-value-1", "hosts": ["api.crm.example", "*.hooks.example"]},
@@ -104,6 +105,15 @@ def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monk
     with pytest.raises(TaskSecretsFileInvalid) as invalid:
         store.refusal("acme", "crm")
     assert "not json" not in str(invalid.value)
+    # Another tenant's broken entry: the error a task of acme's would show names neither that tenant nor the
+    # secret; the operator's log line does.
+    path.write_text(json.dumps({"acme": {"crm": "crm-value-1"}, "globex": {"merger_key": {"hosts": []}}}))
+    with caplog.at_level(logging.ERROR, logger="followthrough.task_secrets"), \
+            pytest.raises(TaskSecretsFileInvalid) as invalid:
+        store.resolve("acme", "crm", "x.example")
+    assert "globex" not in str(invalid.value) and "merger_key" not in str(invalid.value)
+    assert "an operator must fix it" in str(invalid.value)
+    assert "task secret 'merger_key' of tenant 'globex'" in caplog.text
 
 
 def test_escaped_forms_of_a_value_are_redacted_too():
