@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough import temporal_client
 from followthrough.settings import Settings
-from tests.conftest import TEST_CODEC_ENV, make_settings
-from tests.helpers import free_port
+from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
+from tests.helpers import free_port, task_body
 from tests.tls_proxy import SERVER_NAME, Pki, TlsProxy, make_pki
 
 API_KEY = "tc-api-key-0123456789abcdef"  # what a Temporal Cloud API key stands for here
@@ -193,3 +193,12 @@ def test_temporal_out_of_reach_is_one_line_and_a_failed_exit(unreachable, name: 
     assert "FOLLOWTHROUGH_TEMPORAL_ADDRESS" in lines[0]
     if name == "worker with a key":
         assert "TLS on, API key)" in lines[0] and API_KEY not in err
+
+
+async def test_links_to_runs_name_the_namespace_connected_to(dev_env: WorkflowEnvironment, sqlite_engine,
+                                                            tmp_path: Path):
+    # Settings naming another namespace than the client's, as when a profile chose it: the client's is linked.
+    async with running_stack(dev_env, sqlite_engine, tmp_path, temporal_namespace="not-connected") as stack:
+        created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
+        assert created.status_code == 201, created.text
+        assert "/namespaces/default/workflows/" in created.json()["links"]["temporal_ui"]
