@@ -27,7 +27,7 @@ API_KEY = "tc-api-key-0123456789abcdef"  # what a Temporal Cloud API key stands 
 def no_ambient_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tests say every variable they mean: none from the shell that runs them."""
     for name in list(os.environ):
-        if name.startswith("TEMPORAL_") or name in ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_TEMPORAL_NAMESPACE"):
+        if name.startswith(("TEMPORAL_", "FOLLOWTHROUGH_TEMPORAL_")):
             monkeypatch.delenv(name)
 
 

@@ -4,7 +4,6 @@ can read the gRPC metadata (HTTP/2 headers) a server would see."""
 
 import asyncio
 import datetime
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
