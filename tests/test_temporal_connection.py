@@ -159,8 +159,9 @@ COMMANDS = [["worker"], ["api"], ["reconcile"], ["temporal", "setup"]]
 
 @pytest.fixture(scope="module")
 def unreachable(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str, str]]:
-    """Each command run against a closed port, as an operator would start it; all at once, since each is a
-    few seconds of imports. One worker also has an API key, which must not reach its message."""
+    """Each command run against a closed port, as an operator would start it: real processes, since what is
+    checked is what reaches their stderr and exit status. All at once, since each is a few seconds of imports.
+    One worker also has an API key, which must not reach its message."""
     folder = tmp_path_factory.mktemp("unreachable")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FOLLOWTHROUGH_", "TEMPORAL_"))} \
         | TEST_CODEC_ENV | {"FOLLOWTHROUGH_DATA_DIR": str(folder)}
