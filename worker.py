@@ -64,7 +64,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.info("task metrics at http://%s/metrics", settings.worker_app_metrics_address)
     async with httpx.AsyncClient(follow_redirects=False) as http, guarded_client(settings.outbound_allow) as outbound:
         worker = build_worker(client, settings, engine, http=http, outbound=outbound)
-        log.info("worker polling task queue %r on %s", settings.task_queue, settings.temporal_address)
+        log.info("worker polling task queue %r on %s, namespace %s", settings.task_queue,
+                 client.service_client.config.target_host, client.namespace)
         try:
             async with worker:
                 await (stop.wait() if stop else asyncio.Event().wait())

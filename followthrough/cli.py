@@ -16,6 +16,7 @@ import httpx
 from followthrough import api_client, cli_definitions, cli_tasks, key_commands, logs, temporal_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
+from followthrough.temporal_client import TemporalConnectionError
 
 
 def _codec_problem(command: str) -> str | None:
@@ -75,7 +76,9 @@ def _run_api() -> int:
         return 2
     # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.
     from followthrough import render_pool
+    from followthrough.temporal_client import connect
 
+    asyncio.run(connect(settings))  # an unreachable Temporal is one line here, not a failed lifespan's traceback
     try:
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
                     log_config=None)
@@ -163,12 +166,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     settings = get_settings()
 
     async def main() -> int:
-        try:
-            client = await connect(settings)
-        except RuntimeError as err:  # the SDK's connection failure
-            print(f"followthrough reconcile: cannot reach Temporal at {settings.temporal_address}: {err}",
-                  file=sys.stderr)
-            return 2
+        client = await connect(settings)
         engine = create_engine(settings.effective_database_url)
         try:
             report = await reconcile(client, engine, task_queue=settings.task_queue, since=since,
@@ -292,6 +290,16 @@ def main(argv: list[str] | None = None) -> int:
         for add in add_arguments:
             add(command)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except TemporalConnectionError as err:  # whichever command connects: what was tried and what to set
+        print(f"followthrough {args.command}: {err}", file=sys.stderr, flush=True)
+        # Ended at once: the SDK's native threads can abort an interpreter that finalizes after a failed
+        # connect (temporalio/sdk-python#300), turning this exit into a crash dump.
+        os._exit(2)
+
+
+def _run(args: argparse.Namespace) -> int:
     fn, _help, *add_arguments = COMMANDS[args.command]
     if add_arguments:  # the API client's commands: their output is for a person, with no log lines
         return fn(args)

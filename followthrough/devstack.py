@@ -92,6 +92,7 @@ def run_dev(settings: Settings) -> int:
     env = os.environ | {
         "FOLLOWTHROUGH_ANONYMOUS_ACCESS": "true" if anonymous else "false",
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": f"{host}:{port}",
+        "FOLLOWTHROUGH_TEMPORAL_ENVCONFIG": "false",  # the local dev server: no profile's TLS or API key
         "FOLLOWTHROUGH_TEMPORAL_UI_URL": f"http://{host}:{ui_port}",
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir),
         "FOLLOWTHROUGH_CODEC": codec,

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
 
     temporal_address: str = Field("localhost:7233", validation_alias=_env("TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    # TLS, client certificates, API key (and address and namespace where the two above are unset) come from a
+    # Temporal client profile: the SDK's TOML file and TEMPORAL_* variables (followthrough/temporal_client.py).
+    temporal_config_file: Path | None = Field(None, validation_alias=_env("TEMPORAL_CONFIG_FILE"))
+    temporal_profile: str = Field("", validation_alias=_env("TEMPORAL_PROFILE"))
+    temporal_envconfig: bool = Field(True, validation_alias=_env("TEMPORAL_ENVCONFIG"),
+                                     description="False: no profile, a plain connection (followthrough dev).")
     task_queue: str = Field("followthrough", validation_alias=_env("TASK_QUEUE"))
     temporal_ui_url: str = Field("http://localhost:8233", validation_alias=_env("TEMPORAL_UI_URL"))
 

@@ -10,13 +10,12 @@ import asyncio
 import os
 import sys
 
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from followthrough import search_attributes
 from followthrough.secrets import SecretNotFound
 from followthrough.settings import Settings, get_settings
-from followthrough.temporal_client import converter_for
+from followthrough.temporal_client import TemporalConnectionError, connect, converter_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,17 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    address = args.address or settings.temporal_address
-    namespace = args.namespace or settings.temporal_namespace
     try:
         converter_for(settings)
     except (RuntimeError, SecretNotFound, ValueError) as err:  # as `followthrough worker` and `api` refuse
         print(f"followthrough temporal setup: {err}", file=sys.stderr)
         return _exit(2)
     try:
-        added, present = asyncio.run(_setup(settings, address, namespace))
-    except (RPCError, RuntimeError) as err:
-        print(f"followthrough temporal setup: {address} namespace {namespace}: {err}", file=sys.stderr)
+        namespace, address, added, present = asyncio.run(_setup(settings, args.address, args.namespace))
+    except TemporalConnectionError as err:  # as cli.main says it for the other commands
+        print(f"followthrough temporal setup: {err}", file=sys.stderr)
+        return _exit(2)
+    except (RPCError, search_attributes.SearchAttributeConflict) as err:
+        print(f"followthrough temporal setup: namespace {args.namespace or settings.temporal_namespace}: {err}",
+              file=sys.stderr)
         return _exit(1)
     print(f"search attributes in namespace {namespace} at {address}: "
           f"added {', '.join(added) or 'none'}; already registered {', '.join(present) or 'none'}")
@@ -55,8 +56,10 @@ def _exit(code: int) -> int:
     os._exit(code)
 
 
-async def _setup(settings: Settings, address: str, namespace: str) -> tuple[list[str], list[str]]:
-    # Operator calls only, but connected as every project client is, with the codec: whatever this command
-    # grows to send is encrypted, since the worker refuses unencrypted payloads.
-    client = await Client.connect(address, namespace=namespace, data_converter=converter_for(settings))
-    return await search_attributes.register(client, namespace)
+async def _setup(settings: Settings, address: str | None,
+                 namespace: str | None) -> tuple[str, str, list[str], list[str]]:
+    # Operator calls only, but connected as every project client is (profile, TLS, API key, codec): whatever
+    # this command grows to send is encrypted, since the worker refuses unencrypted payloads.
+    client = await connect(settings, address=address, namespace=namespace)
+    added, present = await search_attributes.register(client, client.namespace)
+    return client.namespace, client.service_client.config.target_host, added, present

@@ -73,8 +73,9 @@ async def test_setup_refuses_an_attribute_of_another_type(bare_env: WorkflowEnvi
 
 def test_setup_without_a_server_says_so():
     refused = setup("127.0.0.1:1")
-    assert refused.returncode == 1
-    assert "followthrough temporal setup: 127.0.0.1:1 namespace default:" in refused.stderr
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("followthrough temporal setup: cannot reach Temporal at 127.0.0.1:1 "
+                                     "(namespace default, TLS off): Connection refused;")
 
 
 async def test_a_task_on_a_cluster_not_set_up_is_a_503_that_says_what_to_run(bare_env: WorkflowEnvironment,
