@@ -43,8 +43,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.sessions = session_factory(engine)
         app.state.streams = StreamSlots(settings.stream_max_connections)
         app.state.temporal = temporal or await connect(settings)
-        # Links to runs name the namespace connected to, which a Temporal profile may have chosen.
-        app.state.settings = settings.model_copy(update={"temporal_namespace": app.state.temporal.namespace})
+        # Links to runs name the namespace connected to, which a Temporal profile may have chosen. The same
+        # settings object, not a copy: everything holding it sees one configuration.
+        if settings.temporal_namespace != app.state.temporal.namespace:
+            settings.temporal_namespace = app.state.temporal.namespace
         # The codec endpoints use the very codec the API's Temporal client encrypts with.
         app.state.codec = app.state.temporal.data_converter.payload_codec
         logs.redact_access_log()  # again, after uvicorn's own logging config ran
