@@ -11,7 +11,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import build_activities
-from followthrough import connectors, metrics, render_pool
+from followthrough import connectors, metrics, render_pool, tracing
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
@@ -23,6 +23,8 @@ log = logging.getLogger("followthrough.worker")
 
 # Deterministic libraries the workflows use only through pydantic (the agent loop checks email addresses in tool
 # calls): passed through, so a run does not import them anew inside the sandbox.
+# The tracing interceptor's workflow side (FOLLOWTHROUGH_TRACING) needs nothing here: it lives in temporalio, passed
+# through already, and reaches OpenTelemetry through modules imported outside the sandbox.
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules("email_validator", "idna")
 
 
@@ -34,6 +36,10 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
     render_pool.configure(settings)  # templates render in child processes, started on first use
     http = http or httpx.AsyncClient(follow_redirects=False)
     outbound = outbound or guarded_client(settings.outbound_allow)
+    # With tracing on: a span per LLM and outbound request; workflow and activity spans come with the client's
+    # interceptors (followthrough/tracing.py).
+    for each in (http, outbound):
+        tracing.instrument_client(each, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -52,7 +58,9 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
+    tracing.configure(settings, "followthrough-worker")  # with tracing on and its extra missing: stops here
     engine = create_engine(settings.effective_database_url)
+    tracing.instrument_engine(engine, settings)
     # The SDK's metrics come from the runtime the worker's client was connected with.
     runtime = metrics_runtime(settings.worker_metrics_address) if settings.worker_metrics_address else None
     client = await connect(settings, runtime)

@@ -17,7 +17,7 @@ from api.same_origin import RefuseCrossSiteRequests
 from api.security_headers import SecurityHeaders
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
-from followthrough import connectors, logs, render_pool
+from followthrough import connectors, logs, render_pool, tracing
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -28,6 +28,7 @@ log = logging.getLogger("followthrough.api")
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
     """Build the app; tests pass their own Temporal client, production connects in the lifespan."""
     settings = settings or get_settings()
+    tracing.configure(settings, "followthrough-api")  # with tracing on and its extra missing: stops here
     # Task creation validates connector actions' payloads against these settings' connectors.
     connectors.install(settings)
     logs.redact_access_log()  # however uvicorn is started and configured: link tokens stay out of its log
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.effective_database_url)
+        tracing.instrument_engine(engine, settings)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
@@ -75,4 +77,5 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode
+    tracing.instrument_app(app, settings)  # outside every middleware above: their answers are traced too
     return app

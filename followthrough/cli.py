@@ -31,10 +31,18 @@ def _codec_problem(command: str) -> str | None:
     return None
 
 
+def _tracing_problem(command: str) -> str | None:
+    """Tracing asked for without the packages it needs, said before anything starts."""
+    from followthrough.tracing import missing_extra
+
+    reason = missing_extra(get_settings())
+    return f"followthrough {command}: {reason}" if reason else None
+
+
 def _run_worker() -> int:
     from worker import run_worker
 
-    if problem := _codec_problem("worker"):
+    if problem := _codec_problem("worker") or _tracing_problem("worker"):
         print(problem, file=sys.stderr)
         return 2
 
@@ -71,7 +79,7 @@ def _run_api() -> int:
                   f"create API keys with `followthrough keys create`", file=sys.stderr)
             return 2
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
-    if problem := _codec_problem("api"):
+    if problem := _codec_problem("api") or _tracing_problem("api"):
         print(problem, file=sys.stderr)
         return 2
     # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.

@@ -223,6 +223,9 @@ class Settings(BaseSettings):
     # json: one JSON object per line (for log collectors); text: one readable line per record.
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("LOG_FORMAT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    # Traces (README: Observability, Tracing; followthrough/tracing.py): otlp sends them to the OTLP/HTTP
+    # endpoint the standard OTEL_* variables name; needs the `tracing` extra.
+    tracing: Literal["off", "otlp"] = Field("off", validation_alias=_env("TRACING"))
 
     @field_validator("worker_metrics_address", "worker_app_metrics_address")
     @classmethod
@@ -238,12 +241,12 @@ class Settings(BaseSettings):
                              "must differ: the SDK's exporter and the task metrics each need a port of their own")
         return self
 
-    @field_validator("log_format", "log_level", mode="before")
+    @field_validator("log_format", "log_level", "tracing", mode="before")
     @classmethod
     def _case_insensitive(cls, value: object, info: Any) -> object:
         if not isinstance(value, str):
             return value
-        return value.lower() if info.field_name == "log_format" else value.upper()
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("mode_limits")
     @classmethod

@@ -29,6 +29,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from followthrough.codec import data_converter
 from followthrough.codec_keys import codec_for
 from followthrough.settings import Settings
+from followthrough.tracing import interceptors
 
 HINT = ('set FOLLOWTHROUGH_TEMPORAL_ADDRESS, or a Temporal profile (TEMPORAL_* variables or '
         'FOLLOWTHROUGH_TEMPORAL_CONFIG_FILE); README, "Connecting to a Temporal cluster"')
@@ -97,8 +98,10 @@ async def connect(settings: Settings, runtime: Runtime | None = None, *, address
     """A client with the codec; ``runtime`` (default: the SDK's own) is what a worker built on this client
     reports its metrics through. Raises :class:`TemporalConnectionError` when Temporal cannot be reached."""
     config = connect_config(settings, address=address, namespace=namespace)
+    traced = interceptors(settings)  # tracing's, when it is on (its own error, not a connection failure)
     try:
-        return await Client.connect(**config, data_converter=converter_for(settings), runtime=runtime)
+        return await Client.connect(**config, data_converter=converter_for(settings), runtime=runtime,
+                                    interceptors=traced)
     except RuntimeError as err:  # the SDK's connection failure, a Rust error chain
         raise TemporalConnectionError(f"cannot reach Temporal at {describe(config)}: {_reason(err)}; "
                                       f"{HINT}") from None
