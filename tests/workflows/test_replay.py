@@ -4,10 +4,12 @@ A change that alters the commands a workflow issues for an existing history
 fails here; guard such changes with ``workflow.patched`` (see the README).
 """
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
@@ -38,6 +40,21 @@ def test_histories_are_present():
 async def test_saved_history_replays(path: Path):
     await Replayer(workflows=ALL_WORKFLOWS, data_converter=REPLAY_CONVERTER,
                    workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(_history(path))
+
+
+async def test_saved_histories_replay_with_tracing_on():
+    # The tracing interceptor (FOLLOWTHROUGH_TRACING=otlp) adds headers only: the commands stay the same. One
+    # replayer for every history keeps this quick.
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=REPLAY_CONVERTER, interceptors=[TracingInterceptor()],
+                        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX))
+
+    async def histories() -> AsyncIterator[WorkflowHistory]:
+        for path in HISTORIES:
+            yield _history(path)
+
+    async with replayer.workflow_replay_iterator(histories()) as replayed:
+        results = [(result.history.workflow_id, result.replay_failure) async for result in replayed]
+    assert len(results) == len(HISTORIES) and [(id_, repr(error)) for id_, error in results if error] == []
 
 
 @pytest.mark.parametrize("name", ["autonomous_completed", "review_approved_with_edit"])
