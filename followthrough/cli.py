@@ -32,11 +32,15 @@ def _codec_problem(command: str) -> str | None:
 
 
 def _tracing_problem(command: str) -> str | None:
-    """Tracing asked for without the packages it needs, said before anything starts."""
-    from followthrough.tracing import missing_extra
+    """Tracing asked for without the packages it needs, said before anything starts. Otherwise tracing starts
+    here (when on), before any connection, under the service name of the command."""
+    from followthrough.tracing import TracingUnavailable, configure
 
-    reason = missing_extra(get_settings())
-    return f"followthrough {command}: {reason}" if reason else None
+    try:
+        configure(get_settings(), f"followthrough-{command}")
+    except TracingUnavailable as err:
+        return f"followthrough {command}: {err}"
+    return None
 
 
 def _run_worker() -> int:

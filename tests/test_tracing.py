@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -165,6 +166,40 @@ async def test_an_smtp_send_is_a_client_span_under_the_caller(sqlite_engine, spa
     [smtp] = [s for s in spans.get_finished_spans() if s.name == "smtp send"]
     assert (smtp.kind, smtp.parent.span_id) == (SpanKind.CLIENT, caller.get_span_context().span_id)
     assert dict(smtp.attributes) == {"server.address": "127.0.0.1", "server.port": server.port}
+
+
+# The production exporter, in processes of their own: the SDK's OTLP/HTTP exporter reads the standard variables.
+EXPORTING = """
+from followthrough import tracing
+from followthrough.settings import Settings
+
+settings = Settings()  # FOLLOWTHROUGH_TRACING from the environment
+tracing.configure(settings, "followthrough-worker")
+with tracing.client_span(settings, "smtp send", **{"server.port": 2525}):
+    pass
+"""  # and at exit the provider flushes what it holds
+
+
+def test_spans_go_to_the_otlp_endpoint_the_environment_names_under_the_service_name(tmp_path):
+    with Receiver() as collector:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        base = clean | {"FOLLOWTHROUGH_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        runs = [subprocess.Popen([sys.executable, "-c", EXPORTING], env=env, cwd=tmp_path, stderr=subprocess.PIPE,
+                                 text=True) for env in (base, base | {"OTEL_SERVICE_NAME": "billing-worker"})]
+        for run in runs:
+            _out, stderr = run.communicate(timeout=60)
+            assert run.returncode == 0, stderr
+        exported = list(collector.requests)
+    assert {(r.method, r.path, r.headers["content-type"]) for r in exported} == {
+        ("POST", "/v1/traces", "application/x-protobuf")}
+    services = []
+    for request in exported:
+        message = ExportTraceServiceRequest.FromString(request.body)
+        for resource_spans in message.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            names = [span.name for scope in resource_spans.scope_spans for span in scope.spans]
+            services.append((attributes["service.name"], names))
+    assert sorted(services) == [("billing-worker", ["smtp send"]), ("followthrough-worker", ["smtp send"])]
 
 
 def test_tracing_on_without_its_extra_stops_the_api_and_the_worker_at_start(tmp_path):
