@@ -17,6 +17,7 @@ from followthrough import api_client, cli_definitions, cli_tasks, key_commands, 
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings
 from followthrough.temporal_client import TemporalConnectionError
+from followthrough.tracing import TracingUnavailable
 
 
 def _codec_problem(command: str) -> str | None:
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         # Ended at once: the SDK's native threads can abort an interpreter that finalizes after a failed
         # connect (temporalio/sdk-python#300), turning this exit into a crash dump.
         os._exit(2)
+    except TracingUnavailable as err:  # FOLLOWTHROUGH_TRACING=otlp for a command that connects, without the extra
+        print(f"followthrough {args.command}: {err}", file=sys.stderr, flush=True)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -86,9 +86,10 @@ def interceptors(settings: Settings) -> list[Any]:
     A worker built on the client uses it too (activities and workflows, in the sandbox included)."""
     if not enabled(settings):
         return []
+    provider = configure(settings)  # first: without the extra, TracingUnavailable rather than an ImportError
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    return [TracingInterceptor(configure(settings).get_tracer("temporalio"))]
+    return [TracingInterceptor(provider.get_tracer("temporalio"))]
 
 
 def instrument_app(app: Any, settings: Settings) -> None:

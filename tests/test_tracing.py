@@ -202,7 +202,7 @@ def test_spans_go_to_the_otlp_endpoint_the_environment_names_under_the_service_n
     assert sorted(services) == [("billing-worker", ["smtp send"]), ("followthrough-worker", ["smtp send"])]
 
 
-def test_tracing_on_without_its_extra_stops_the_api_and_the_worker_at_start(tmp_path):
+def test_tracing_on_without_its_extra_stops_the_api_the_worker_and_a_command_at_start(tmp_path):
     # The extra is installed here (the test extra holds it). FastAPI brings the OpenTelemetry API alone, not the
     # SDK: an opentelemetry.sdk that cannot be imported, first on the path, stands for a deployment without it.
     shadow = tmp_path / "shadow" / "opentelemetry" / "sdk"
@@ -214,7 +214,7 @@ def test_tracing_on_without_its_extra_stops_the_api_and_the_worker_at_start(tmp_
     # The commands as an operator runs them, each its own process (both at once: it is their start that counts).
     started = {command: subprocess.Popen([sys.executable, "-m", "followthrough.cli", command], env=env,
                                          cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for command in ("worker", "api")}
+               for command in ("worker", "api", "reconcile")}
     for command, process in started.items():
         try:
             _out, stderr = process.communicate(timeout=60)
