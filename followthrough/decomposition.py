@@ -6,12 +6,15 @@ resolved into a ``SubtaskSpec`` with that type's defaults, ready for the
 parent's workflow to start as a child task.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from followthrough.contracts import SubtaskSpec
 from followthrough.lifecycle import Execution, FailurePolicy, TaskMode
+
+T = TypeVar("T")
 
 # At most this many subtasks per task, and this many levels of subtasks below a task.
 MAX_SUBTASKS = 50
@@ -106,28 +109,25 @@ def check_depth(subtasks: list[SubtaskIn], depth: int = 0) -> None:
 def outbound_urls(subtasks: list[SubtaskIn]) -> dict[str, str]:
     """The URLs these subtasks (and those they list in turn) will call, by their place in the parent's payload,
     so that the API refuses a forbidden one when the parent is created, not only when the subtask connects."""
-    from followthrough.tasktypes import get_type
-
-    urls = {}
-    for position, item in enumerate(subtasks):
-        task_type = get_type(item.type)
-        payload = task_type.payload_model.model_validate(item.payload)
-        for name, url in task_type.outbound_urls(payload).items():
-            urls[f"subtasks.{position}.payload.{name}"] = url
-    return urls
+    return _by_place(subtasks, lambda task_type, payload: task_type.outbound_urls(payload))
 
 
 def secret_refs(subtasks: list[SubtaskIn]) -> dict[str, tuple[str, str | None]]:
     """The task secrets these subtasks (at any depth) name, by their place in the parent's payload."""
+    return _by_place(subtasks, lambda task_type, payload: task_type.secret_refs(payload))
+
+
+def _by_place(subtasks: list[SubtaskIn], found_in: Callable[[Any, Any], dict[str, T]]) -> dict[str, T]:
+    """What ``found_in(type, payload)`` finds in each subtask, keyed by its place in the parent's payload."""
     from followthrough.tasktypes import get_type
 
-    refs = {}
+    found = {}
     for position, item in enumerate(subtasks):
         task_type = get_type(item.type)
         payload = task_type.payload_model.model_validate(item.payload)
-        for name, ref in task_type.secret_refs(payload).items():
-            refs[f"subtasks.{position}.payload.{name}"] = ref
-    return refs
+        for name, value in found_in(task_type, payload).items():
+            found[f"subtasks.{position}.payload.{name}"] = value
+    return found
 
 
 def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_seconds: int) -> SubtaskSpec:
