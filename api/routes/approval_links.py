@@ -181,6 +181,14 @@ async def _refusal(session: SessionDep, link: ApprovalLink, task: Task) -> HTMLR
     return None
 
 
+async def _decidable_task(session: SessionDep, link: ApprovalLink) -> Task | HTMLResponse:
+    """The link's task, when the link can decide it now; else the page to answer with."""
+    task = await session.get(Task, link.task_id)
+    if task is None:
+        return _page(404, "Task not found", "The task this link was made for no longer exists.", error=True)
+    return await _refusal(session, link, task) or task
+
+
 @router.get("/approval-links/{token}", response_class=HTMLResponse)
 async def show_approval_link(token: str, request: Request, session: SessionDep,
                              settings: SettingsDep) -> HTMLResponse:
@@ -188,12 +196,9 @@ async def show_approval_link(token: str, request: Request, session: SessionDep,
     link = await _verified(settings, token)
     if isinstance(link, HTMLResponse):
         return link
-    task = await session.get(Task, link.task_id)
-    if task is None:
-        return _page(404, "Task not found", "The task this link was made for no longer exists.", error=True)
-    refusal = await _refusal(session, link, task)
-    if refusal is not None:
-        return refusal
+    task = await _decidable_task(session, link)
+    if isinstance(task, HTMLResponse):
+        return task
     verb = "Approve" if link.decision == "approve" else "Reject"
     return _page(200, f"{verb} this task?", "Nothing happens until you press the button below.",
                  task=task, link=link, form=True, action=request.url.path)
@@ -222,12 +227,9 @@ async def use_approval_link(token: str, request: Request, session: SessionDep, s
     text = reason if link.decision == "reject" else comment
     if text is not None and (len(text) > _MAX_TEXT or "\x00" in text):
         return _page(422, "Not accepted", f"The text must be at most {_MAX_TEXT} characters.", error=True)
-    task = await session.get(Task, link.task_id)
-    if task is None:
-        return _page(404, "Task not found", "The task this link was made for no longer exists.", error=True)
-    refusal = await _refusal(session, link, task)
-    if refusal is not None:
-        return refusal
+    task = await _decidable_task(session, link)
+    if isinstance(task, HTMLResponse):
+        return task
     if link.decision == "reject" and reason is None:
         return _page(422, "A reason is required", "Say why you reject this task.", error=True, task=task,
                      link=link, form=True, action=request.url.path)
