@@ -61,6 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 assert time.monotonic() < deadline, "followthrough dev did not become healthy"
                 time.sleep(0.2)
             yield Stack(folder, ports, http)
+    assert proc.returncode == 0 and not (folder / ".followthrough" / "dev.json").exists()
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:

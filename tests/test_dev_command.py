@@ -36,7 +36,7 @@ def _wait(predicate, timeout: float, what: str):
 @contextmanager
 def running_dev(folder: Path) -> Iterator[tuple[subprocess.Popen, dict[str, int]]]:
     """`followthrough dev` started in ``folder`` as a person starts it: no FOLLOWTHROUGH_* variable but the
-    ports (free ones, so never the defaults), its output in ``folder``/dev.log; killed at the end if still up."""
+    ports (free ones, so never the defaults), its output in ``folder``/dev.log; stopped at the end if still up."""
     ports = {"FOLLOWTHROUGH_DEV_TEMPORAL_PORT": free_port(), "FOLLOWTHROUGH_DEV_UI_PORT": free_port(),
              "FOLLOWTHROUGH_API_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
@@ -48,9 +48,13 @@ def running_dev(folder: Path) -> Iterator[tuple[subprocess.Popen, dict[str, int]
     try:
         yield proc, ports
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # SIGTERM first: dev then stops its children, which SIGKILL would orphan
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
 
 
