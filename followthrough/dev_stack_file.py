@@ -1,5 +1,5 @@
 """``<data_dir>/dev.json``: what a running ``followthrough dev`` chose (Temporal address, namespace, task queue,
-API host and port, codec mode, data folder), so that a command run in the same folder finds that stack with no
+no Temporal client profile, API host and port, codec mode, data folder), so that a command run in the same folder finds that stack with no
 environment of its own (followthrough/settings.py reads it for the command line only, never for `api` or
 `worker`). It holds no secret: the codec key already lives in the data folder.
 
@@ -19,8 +19,11 @@ from followthrough.principals import is_loopback
 
 FILE_NAME = "dev.json"
 # What a command takes from the file, each below the same setting named in the environment.
-FIELDS = ("temporal_address", "temporal_namespace", "task_queue", "temporal_ui_url", "api_host", "api_port",
-          "codec", "database_url")
+FIELDS = ("temporal_address", "temporal_namespace", "task_queue", "temporal_ui_url", "temporal_envconfig",
+          "api_host", "api_port", "codec", "database_url")
+# Settings that point a command at a Temporal or database of its own: one of them set otherwise than the
+# file says, and the file is not that command's.
+POINTERS = ("temporal_address", "database_url", "temporal_config_file", "temporal_profile")
 CODECS = ("on", "local-key", "off")
 
 

@@ -75,6 +75,7 @@ def _stack_description(settings: Settings, temporal: str, ui_url: str, codec: st
     chosen: dict[str, object] = {
         "temporal_address": temporal, "temporal_namespace": settings.temporal_namespace,
         "task_queue": settings.task_queue, "temporal_ui_url": ui_url,
+        "temporal_envconfig": False,  # as its children: the local dev server, no profile's TLS or API key
         "api_host": "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host,
         "api_port": settings.api_port, "codec": codec}
     # A database URL of its own goes in only without a password; with one, the other commands need it set too.

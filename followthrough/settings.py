@@ -304,16 +304,17 @@ def _named_in_environment(name: str) -> bool:
 
 def beside_dev_stack(settings: Settings) -> Settings:
     """The settings with a live dev stack's choices as defaults below the environment's. The file applies as
-    a whole or not at all: not when the environment points this command at another Temporal or database,
-    so a dev stack's codec mode never follows a command to a deployment of its own."""
+    a whole or not at all: not when the environment points this command at another Temporal (an address or a
+    Temporal client profile of its own) or database, so a dev stack's codec mode never follows a command to a
+    deployment."""
     from followthrough import dev_stack_file
 
     found = dev_stack_file.live(settings.data_dir)
     if found is None:
         return settings
-    explicit = settings.model_fields_set | {name for name in dev_stack_file.FIELDS
+    explicit = settings.model_fields_set | {name for name in {*dev_stack_file.FIELDS, *dev_stack_file.POINTERS}
                                              if _named_in_environment(name)}
-    for where in ("temporal_address", "database_url"):
+    for where in dev_stack_file.POINTERS:
         if where in explicit and getattr(settings, where) != found.get(where, Settings.model_fields[where].default):
             return settings
     defaults = {name: found[name] for name in dev_stack_file.FIELDS if name in found and name not in explicit}

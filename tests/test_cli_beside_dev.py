@@ -67,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     """A command as a person runs it in a second terminal: same folder, none of dev's environment."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FOLLOWTHROUGH_") and k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
+           if not k.startswith(("FOLLOWTHROUGH_", "TEMPORAL_")) and k != "DATABASE_URL"}
     return subprocess.run([sys.executable, "-m", "followthrough.cli", *args], cwd=stack.folder, env=env,
                           capture_output=True, text=True, timeout=60)
 

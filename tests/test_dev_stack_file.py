@@ -16,15 +16,15 @@ from followthrough.cli import BESIDE_DEV, COMMANDS
 from followthrough.settings import Settings, beside_dev_stack
 
 STACK = {"temporal_address": "127.0.0.1:17233", "temporal_namespace": "default", "task_queue": "followthrough",
-         "temporal_ui_url": "http://127.0.0.1:18233", "api_host": "127.0.0.1", "api_port": 18000,
-         "codec": "local-key"}
+         "temporal_ui_url": "http://127.0.0.1:18233", "temporal_envconfig": False, "api_host": "127.0.0.1",
+         "api_port": 18000, "codec": "local-key"}
 
 
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder, entered, with no setting in the environment (as a second terminal has)."""
     for name in list(os.environ):
-        if name.startswith("FOLLOWTHROUGH_") or name in ("DATABASE_URL", "TEMPORAL_ADDRESS"):
+        if name.startswith(("FOLLOWTHROUGH_", "TEMPORAL_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -55,6 +55,7 @@ def test_a_live_stack_gives_its_choices_as_defaults(folder: Path):
     settings = beside_dev_stack(Settings())
     assert (settings.temporal_address, settings.api_port, settings.codec) == ("127.0.0.1:17233", 18000, "local-key")
     assert settings.temporal_ui_url == "http://127.0.0.1:18233" and settings.anonymous_access is False
+    assert settings.temporal_envconfig is False  # as dev's own children: no Temporal profile's TLS or API key
     assert api_client.api_url(settings=settings) == "http://127.0.0.1:18000"
     assert (folder / ".followthrough" / "dev.json").stat().st_mode & 0o777 == 0o600
 
@@ -73,6 +74,8 @@ def test_the_environment_wins_setting_by_setting(folder: Path, monkeypatch: pyte
     ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "temporal.prod.internal:7233"),
     ("TEMPORAL_ADDRESS", "temporal.prod.internal:7233"),
     ("FOLLOWTHROUGH_DATABASE_URL", "postgresql+asyncpg://app@db.prod.internal/followthrough"),
+    ("TEMPORAL_CONFIG_FILE", "/etc/temporal/prod.toml"),
+    ("FOLLOWTHROUGH_TEMPORAL_PROFILE", "prod"),
 ])
 def test_a_command_pointed_elsewhere_takes_nothing_from_the_file(folder: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  variable: str, value: str):
@@ -80,6 +83,7 @@ def test_a_command_pointed_elsewhere_takes_nothing_from_the_file(folder: Path, m
     monkeypatch.setenv(variable, value)
     settings = beside_dev_stack(Settings())
     assert (settings.codec, settings.api_port, settings.temporal_ui_url) == ("on", 8000, "http://localhost:8233")
+    assert settings.temporal_envconfig is True
 
 
 @pytest.mark.parametrize("case", ["dead pid", "remote temporal", "group-writable", "symlink", "other folder",
