@@ -1,7 +1,7 @@
 """``<data_dir>/dev.json``: what a running ``followthrough dev`` chose (Temporal address, namespace, task queue,
-no Temporal client profile, API host and port, codec mode, data folder), so that a command run in the same folder finds that stack with no
-environment of its own (followthrough/settings.py reads it for the command line only, never for `api` or
-`worker`). It holds no secret: the codec key already lives in the data folder.
+no Temporal client profile, API host and port, codec mode, data folder), so that a command run in the same
+folder finds that stack with no environment of its own (followthrough/settings.py reads it for the command line
+only, never for `api` or `worker`). It holds no secret: the codec key already lives in the data folder.
 
 A file in a working folder must not be able to redirect or loosen anything, so it is believed only when it
 describes a live dev stack of this user on loopback: a regular file (not a link) owned by this user and writable
