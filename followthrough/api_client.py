@@ -184,12 +184,21 @@ def error_message(response: httpx.Response, task_id: str) -> str:
         detail = None
     if response.status_code == 404:
         return detail if isinstance(detail, str) and detail else f"task {task_id!r} not found"
+    if response.status_code == 401:
+        return f"{detail or 'the API needs a key'}; {_key_hint()}"
     if isinstance(detail, list):
         return "invalid input: " + "; ".join(_field_error(e) for e in detail)
     if isinstance(detail, str) and detail:
         return detail
     text = response.text.strip()[:200]
     return f"the API answered {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
+
+
+def _key_hint() -> str:
+    make = "make one with `followthrough keys create --tenant TENANT --user YOU --role submitter --role approver`"
+    if os.environ.get("FOLLOWTHROUGH_API_KEY"):
+        return f"the key in FOLLOWTHROUGH_API_KEY was refused: {make} and set FOLLOWTHROUGH_API_KEY to it"
+    return f"set FOLLOWTHROUGH_API_KEY to an API key ({make}; README, \"Keys and roles\")"
 
 
 def _field_error(error: Any) -> str:

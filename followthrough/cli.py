@@ -15,7 +15,7 @@ import httpx
 
 from followthrough import api_client, cli_definitions, cli_tasks, key_commands, logs, temporal_commands
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
-from followthrough.settings import get_settings
+from followthrough.settings import get_settings, read_dev_stack_file
 from followthrough.temporal_client import TemporalConnectionError
 from followthrough.tracing import TracingUnavailable
 
@@ -293,6 +293,13 @@ COMMANDS = {
 }
 
 
+# The commands a person runs beside `followthrough dev`, which take what it chose as defaults
+# (followthrough/dev_stack_file.py). Never the long-running `dev`, `api` and `worker`: their settings come
+# from the environment alone (`dev` hands its own children theirs).
+BESIDE_DEV = {"migrate", "connectors", "reconcile", "approve", "reject", "show", "tasks", "types", "status", "keys",
+              "temporal", "definitions", "schedules"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="followthrough", description="Durable tasks on Temporal.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -317,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     fn, _help, *add_arguments = COMMANDS[args.command]
+    if args.command in BESIDE_DEV:
+        read_dev_stack_file()  # beside a running `followthrough dev`, use what it chose
     if add_arguments:  # the API client's commands: their output is for a person, with no log lines
         return fn(args)
     settings = get_settings()

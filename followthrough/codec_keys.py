@@ -60,6 +60,9 @@ def codec_for(settings: Settings, store: SecretStore | None = None) -> Encryptio
     if settings.codec == "local-key":
         return EncryptionCodec([local_key(settings)], accept_plaintext=accept)
     raise CodecNotConfigured(
-        "payload encryption is on but FOLLOWTHROUGH_CODEC_KEYS names no key: set it to a JSON list of secret "
-        "names (each secret 32 random bytes in base64), or set FOLLOWTHROUGH_CODEC=off to store payloads "
-        "unencrypted")
+        "payload encryption is on but FOLLOWTHROUGH_CODEC_KEYS names no key. Either give every worker, API and "
+        "command the same keys: FOLLOWTHROUGH_CODEC_KEYS='[\"codec_1\"]' and the key itself (32 random bytes in "
+        "base64) in FOLLOWTHROUGH_SECRET_CODEC_1 (or as \"codec_1\" in the JSON file FOLLOWTHROUGH_SECRETS_FILE "
+        "names); or, for everything on one machine, FOLLOWTHROUGH_CODEC=local-key (a key generated once in "
+        f"{settings.data_dir / LOCAL_KEY_FILE}; what `followthrough dev` uses), or FOLLOWTHROUGH_CODEC=off to "
+        "store payloads unencrypted. README, \"Encrypted payloads\"")

@@ -8,7 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from followthrough import dev_stack_file
 from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
@@ -66,9 +70,33 @@ def _codec_line(codec: str, settings: Settings, data_dir: object) -> str:
     return f"encrypted with the key in {data_dir}/codec.key; the Web UI decodes them through the API"
 
 
+def _stack_description(settings: Settings, temporal: str, ui_url: str, codec: str) -> dict[str, object]:
+    """What commands run beside this stack take as defaults (followthrough/dev_stack_file.py); never a secret."""
+    chosen: dict[str, object] = {
+        "temporal_address": temporal, "temporal_namespace": settings.temporal_namespace,
+        "task_queue": settings.task_queue, "temporal_ui_url": ui_url,
+        "temporal_envconfig": False,  # as its children: the local dev server, no profile's TLS or API key
+        "api_host": "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host,
+        "api_port": settings.api_port, "codec": codec}
+    # A database URL of its own goes in only without a password; with one, the other commands need it set too.
+    if settings.database_url and make_url(settings.database_url).password is None:
+        chosen["database_url"] = settings.database_url
+    return chosen
+
+
+def _beside_line(data_dir: Path) -> str:
+    where = "in this folder" if Path(".followthrough").resolve() == data_dir else \
+        f"with FOLLOWTHROUGH_DATA_DIR={data_dir}"
+    return f"Commands run {where} (followthrough tasks, keys, reconcile, ...) use this stack."
+
+
 def run_dev(settings: Settings) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if (running := dev_stack_file.live(data_dir)) is not None:
+        print(f"followthrough dev is already running with the data in {data_dir} (pid {running['pid']}); "
+              f"stop it first, or give this one another FOLLOWTHROUGH_DATA_DIR", file=sys.stderr)
+        return 2
     host, port, ui_port = "127.0.0.1", settings.dev_temporal_port, settings.dev_ui_port
     server_cmd = [
         temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
@@ -121,11 +149,15 @@ def run_dev(settings: Settings) -> int:
         procs.append(("worker", subprocess.Popen([*me, "worker"], env=env, start_new_session=True)))
         procs.append(("api", subprocess.Popen([*me, "api"], env=env, start_new_session=True)))
         api = f"http://{settings.api_host}:{settings.api_port}"
+        dev_stack_file.write(data_dir, _stack_description(settings, f"{host}:{port}", f"http://{host}:{ui_port}",
+                                                          codec))
         print(f"followthrough is running\n"
               f"  API          {api}/api/v1   (OpenAPI: {api}/docs)\n"
+              f"  Inbox        {api}/ui\n"
               f"  Temporal UI  http://{host}:{ui_port}\n"
               f"  Temporal     {host}:{port}   (data in {data_dir})\n"
               f"  Payloads     {_codec_line(codec, settings, data_dir)}\n"
+              f"{_beside_line(data_dir)}\n"
               f"Press Ctrl-C to stop.", flush=True)
         if anonymous:
             print(f"\n{ANONYMOUS_WARNING}\n(set FOLLOWTHROUGH_ANONYMOUS_ACCESS=false to require keys; "
@@ -138,5 +170,6 @@ def run_dev(settings: Settings) -> int:
             time.sleep(0.3)
         return 0
     finally:
+        dev_stack_file.remove(data_dir)
         _stop(procs)
         print("followthrough stopped", flush=True)

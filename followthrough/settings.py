@@ -5,6 +5,7 @@ Every variable is prefixed ``FOLLOWTHROUGH_``; ``DATABASE_URL`` and
 set those names.
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -280,6 +281,50 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
 
+# Whether get_settings() takes defaults from a running `followthrough dev` in the data folder
+# (followthrough/dev_stack_file.py): the command line turns it on for its own commands, never for `api`,
+# `worker` or `dev`, whose settings come from the environment alone.
+_beside_dev = False
+
+
+def read_dev_stack_file() -> None:
+    global _beside_dev
+    _beside_dev = True
+    get_settings.cache_clear()
+
+
+def _named_in_environment(name: str) -> bool:
+    """Whether the environment sets this field, under any of its names (matched without case, as the
+    settings themselves are)."""
+    alias = Settings.model_fields[name].validation_alias
+    names = {name, *(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])}
+    present = {key.upper() for key in os.environ}
+    return any(isinstance(n, str) and n.upper() in present for n in names)
+
+
+def beside_dev_stack(settings: Settings) -> Settings:
+    """The settings with a live dev stack's choices as defaults below the environment's. The file applies as
+    a whole or not at all: not when the environment points this command at another Temporal (an address or a
+    Temporal client profile of its own) or database, so a dev stack's codec mode never follows a command to a
+    deployment."""
+    from followthrough import dev_stack_file
+
+    found = dev_stack_file.live(settings.data_dir)
+    if found is None:
+        return settings
+    explicit = settings.model_fields_set | {name for name in {*dev_stack_file.FIELDS, *dev_stack_file.POINTERS}
+                                             if _named_in_environment(name)}
+    for where in dev_stack_file.POINTERS:
+        if where in explicit and getattr(settings, where) != found.get(where, Settings.model_fields[where].default):
+            return settings
+    defaults = {name: found[name] for name in dev_stack_file.FIELDS if name in found and name not in explicit}
+    try:
+        return Settings(**(settings.model_dump(include=settings.model_fields_set) | defaults))
+    except ValueError:  # not values a dev stack writes: ignore the file
+        return settings
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    return beside_dev_stack(settings) if _beside_dev else settings

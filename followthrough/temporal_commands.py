@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if args.address and args.address != settings.temporal_address:
+        settings = Settings()  # another Temporal than a dev stack's: the environment's settings alone
     try:
         converter_for(settings)
     except (RuntimeError, SecretNotFound, ValueError) as err:  # as `followthrough worker` and `api` refuse

@@ -164,3 +164,9 @@ async def test_with_a_key_the_commands_see_its_tenant_only(dev_env: WorkflowEnvi
         assert other.returncode == 1 and "cannot list" in other.stderr
         anonymous = await cli("status", "--api", url)
         assert anonymous.returncode == 1 and "API key is required" in anonymous.stderr
+        # A 401 says which variable carries the key and how to make one.
+        assert "set FOLLOWTHROUGH_API_KEY" in anonymous.stderr and "followthrough keys create" in anonymous.stderr
+        revoked = await cli("status", "--api", url, env={"FOLLOWTHROUGH_API_KEY": key + "x"})
+        assert revoked.returncode == 1 and "not valid or has been revoked" in revoked.stderr
+        assert "the key in FOLLOWTHROUGH_API_KEY was refused" in revoked.stderr
+        assert "followthrough keys create" in revoked.stderr

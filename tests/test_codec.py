@@ -128,8 +128,15 @@ def test_missing_or_malformed_key_secrets_say_which(tmp_path: Path):
 
 
 def test_without_keys_encryption_refuses_unless_off_or_local(tmp_path: Path):
-    with pytest.raises(CodecNotConfigured, match="FOLLOWTHROUGH_CODEC_KEYS"):
+    with pytest.raises(CodecNotConfigured, match="FOLLOWTHROUGH_CODEC_KEYS") as refused:
         codec_for(Settings(data_dir=tmp_path))
+    # Both ways out, for someone who installed the package and knows nothing else: keys (the list and
+    # where the secret goes), or one machine's generated key (where it is) or no encryption.
+    message = str(refused.value)
+    for way in ("FOLLOWTHROUGH_CODEC_KEYS='[\"codec_1\"]'", "FOLLOWTHROUGH_SECRET_CODEC_1", "FOLLOWTHROUGH_SECRETS_FILE",
+                "FOLLOWTHROUGH_CODEC=local-key", str(tmp_path / LOCAL_KEY_FILE), "FOLLOWTHROUGH_CODEC=off",
+                'README, "Encrypted payloads"'):
+        assert way in message, way
     assert codec_for(Settings(data_dir=tmp_path, codec="off")) is None
     assert not (tmp_path / LOCAL_KEY_FILE).exists()
     first = codec_for(Settings(data_dir=tmp_path, codec="local-key"))
@@ -154,3 +161,4 @@ def test_worker_and_api_refuse_to_start_without_keys(command: str, tmp_path: Pat
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "FOLLOWTHROUGH_CODEC_KEYS" in done.stderr and "FOLLOWTHROUGH_CODEC=off" in done.stderr
+    assert "FOLLOWTHROUGH_CODEC=local-key" in done.stderr and "FOLLOWTHROUGH_SECRET_CODEC_1" in done.stderr

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,6 @@ import pytest
 
 from followthrough.binaries import find_binary
 from tests.helpers import free_port, task_body
-
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -32,22 +33,35 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def dev_process(tmp_path: Path):
+@contextmanager
+def running_dev(folder: Path) -> Iterator[tuple[subprocess.Popen, dict[str, int]]]:
+    """`followthrough dev` started in ``folder`` as a person starts it: no FOLLOWTHROUGH_* variable but the
+    ports (free ones, so never the defaults), its output in ``folder``/dev.log; stopped at the end if still up."""
     ports = {"FOLLOWTHROUGH_DEV_TEMPORAL_PORT": free_port(), "FOLLOWTHROUGH_DEV_UI_PORT": free_port(),
              "FOLLOWTHROUGH_API_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
         k: str(v) for k, v in ports.items()}
     env.pop("DATABASE_URL", None)
-    log = open(tmp_path / "dev.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "followthrough.cli", "dev"], cwd=tmp_path, env=env,
+    log = open(folder / "dev.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "followthrough.cli", "dev"], cwd=folder, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield proc, ports, tmp_path
+        yield proc, ports
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # SIGTERM first: dev then stops its children, which SIGKILL would orphan
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def dev_process(tmp_path: Path):
+    with running_dev(tmp_path) as (proc, ports):
+        yield proc, ports, tmp_path
 
 
 def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
@@ -88,10 +102,17 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
     assert (folder / ".followthrough" / "temporal.db").exists()
     assert (folder / ".followthrough" / "mirror.db").exists()
     assert (folder / ".followthrough" / "codec.key").stat().st_mode & 0o777 == 0o600
+    # The banner names the inbox, which answers there.
+    inbox = f"http://127.0.0.1:{ports['FOLLOWTHROUGH_API_PORT']}/ui"
+    assert f"Inbox        {inbox}\n" in (folder / "dev.log").read_text()
+    assert httpx.get(inbox, timeout=10).status_code == 200
+    # What commands beside it read (tests/test_cli_beside_dev.py) is there while it runs, and goes with it.
+    assert (folder / ".followthrough" / "dev.json").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0
     log = (folder / "dev.log").read_text()
     assert "followthrough stopped" in log
+    assert not (folder / ".followthrough" / "dev.json").exists()
     for port in ports.values():  # every child has let go of its port
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, port
