@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import eventually, free_port
@@ -95,24 +98,36 @@ def test_an_install_without_extras_lacks_playwright_and_the_temporal_cli(bare):
     assert not (bare / "bin" / "temporal").exists()
 
 
+def health_probe(bare: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The compose worker's healthcheck, `followthrough worker-health`."""
+    return subprocess.run([str(bare / "bin" / "followthrough"), "worker-health"], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_worker_health_probe_fails_while_no_worker_polls(bare, dev_env, tmp_path):
+    probe = health_probe(bare, bare_env(bare, dev_env, tmp_path), tmp_path)
+    assert probe.returncode == 1 and "no worker of" in probe.stderr, probe
+
+
 async def test_a_worker_without_extras_polls_and_names_the_types_it_does_not_serve(bare, dev_env, tmp_path):
     env = bare_env(bare, dev_env, tmp_path)
-    health = [str(bare / "bin" / "followthrough"), "worker-health"]  # the compose worker's healthcheck
-
-    async def probe() -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(subprocess.run, health, env=env, cwd=tmp_path, capture_output=True,
-                                       text=True, timeout=60)
-
-    before = await probe()
-    assert before.returncode == 1 and "no worker of" in before.stderr, before
+    request = DescribeTaskQueueRequest(namespace=dev_env.client.namespace,
+                                       task_queue=TaskQueue(name=env["FOLLOWTHROUGH_TASK_QUEUE"]),
+                                       task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen([str(bare / "bin" / "followthrough"), "worker"], env=env, cwd=tmp_path,
                                   stdout=out, stderr=subprocess.STDOUT)
     try:
-        polling = await eventually(probe, lambda run: run.returncode == 0 or worker.poll() is not None, timeout=60)
+        async def pollers() -> list[str]:
+            answer = await dev_env.client.workflow_service.describe_task_queue(request)
+            return [poller.identity for poller in answer.pollers]
+
+        polling = await eventually(pollers, lambda found: bool(found) or worker.poll() is not None, timeout=60)
         assert worker.poll() is None, log.read_text()[-3000:]
-        assert polling.returncode == 0 and f"{worker.pid}@" in polling.stdout, polling
+        assert polling and polling[0].startswith(f"{worker.pid}@"), polling
+        probe = await asyncio.to_thread(health_probe, bare, env, tmp_path)
+        assert probe.returncode == 0 and f"{worker.pid}@" in probe.stdout, probe
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
