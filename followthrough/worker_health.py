@@ -16,14 +16,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError
 
 from followthrough.settings import Settings, get_settings
-from followthrough.temporal_client import connect
+from followthrough.temporal_client import TemporalConnectionError, connect
 
 
 async def pollers(settings: Settings) -> list[str]:
     """The identities polling the task queue for workflow tasks, as the Temporal frontend lists them."""
-    client = await connect(settings)
+    client = await connect(settings)  # the namespace a Temporal profile may have chosen is the client's
     answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=settings.temporal_namespace, task_queue=TaskQueue(name=settings.task_queue),
+        namespace=client.namespace, task_queue=TaskQueue(name=settings.task_queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
     return [poller.identity for poller in answer.pollers]
 
@@ -33,6 +33,9 @@ def run() -> int:
     host = socket.gethostname()
     try:
         polling = [identity for identity in asyncio.run(pollers(settings)) if identity.endswith(f"@{host}")]
+    except TemporalConnectionError as err:
+        print(f"followthrough worker-health: {err}", file=sys.stderr)
+        return _exit(1)
     except (RPCError, RuntimeError, ValueError) as err:
         print(f"followthrough worker-health: {settings.temporal_address}: {err}", file=sys.stderr)
         return _exit(1)
