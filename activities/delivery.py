@@ -12,7 +12,8 @@ from temporalio.exceptions import ApplicationError
 from activities.attempts import record_failed_attempt
 from activities.errors import permanent, reports_attempt
 from activities.heartbeat import heartbeating
-from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports, unserved_channels
+from activities.transports import (DeliveryContext, PermanentDeliveryError, Transport, build_transports,
+                                   unserved_channels)
 from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
 from followthrough.secrets import SecretNotFound, SecretStore

@@ -1,6 +1,7 @@
 """What `pip install .` puts in site-packages: every file the packages read at run time, so an installed API and
 worker start as the source tree does; and an install without any extra (no Playwright, no Temporal CLI) runs a
-worker that polls and says which task types it does not serve, and an API that refuses those with a 422."""
+worker that polls, says which task types it does not serve and fails such a task at once with the reason, and an
+API that refuses those with a 422."""
 
 import asyncio
 import signal
@@ -17,6 +18,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.testing import WorkflowEnvironment
 
+from api.main import create_app
+from followthrough.settings import Settings
 from tests.helpers import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +114,9 @@ def test_the_worker_health_probe_fails_while_no_worker_polls(bare, dev_env, tmp_
 
 async def test_a_worker_without_extras_polls_and_names_the_types_it_does_not_serve(bare, dev_env, tmp_path):
     env = bare_env(bare, dev_env, tmp_path)
+    migrated = subprocess.run([str(bare / "bin" / "followthrough"), "migrate"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
     request = DescribeTaskQueueRequest(namespace=dev_env.client.namespace,
                                        task_queue=TaskQueue(name=env["FOLLOWTHROUGH_TASK_QUEUE"]),
                                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
@@ -128,6 +134,24 @@ async def test_a_worker_without_extras_polls_and_names_the_types_it_does_not_ser
         assert polling and polling[0].startswith(f"{worker.pid}@"), polling
         probe = await asyncio.to_thread(health_probe, bare, env, tmp_path)
         assert probe.returncode == 0 and f"{worker.pid}@" in probe.stdout, probe
+
+        # An API that has Playwright (this one) takes a browser task for that worker: it fails at its first
+        # step with the reason, no retry, and the worker keeps polling.
+        settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'mirror.db'}",
+                            temporal_address=env["FOLLOWTHROUGH_TEMPORAL_ADDRESS"],
+                            task_queue=env["FOLLOWTHROUGH_TASK_QUEUE"], codec="off", anonymous_access=True,
+                            data_dir=tmp_path / "data")
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver/api/v1") as http:
+            created = await http.post("/tasks", json={"type": "browser", "tenant_id": "bare", "payload": {
+                "steps": [{"action": "navigate", "url": "https://example.com/"}]}})
+            assert created.status_code == 201, created.text
+            task = (await eventually(lambda: http.get(f"/tasks/{created.json()['id']}"),
+                                     lambda answer: answer.json()["status"] == "failed", timeout=60)).json()
+        assert task["error"].startswith("draft failed: browser tasks need") and \
+            "pip install 'followthrough[browser]'" in task["error"], task
+        assert worker.poll() is None, log.read_text()[-3000:]
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
