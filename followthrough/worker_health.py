@@ -15,6 +15,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError
 
+from followthrough.secrets import SecretNotFound
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import TemporalConnectionError, connect
 
@@ -36,7 +37,7 @@ def run() -> int:
     except TemporalConnectionError as err:
         print(f"followthrough worker-health: {err}", file=sys.stderr)
         return _exit(1)
-    except (RPCError, RuntimeError, ValueError) as err:
+    except (RPCError, RuntimeError, SecretNotFound, ValueError) as err:  # a refusal, or codec keys missing
         print(f"followthrough worker-health: {settings.temporal_address}: {err}", file=sys.stderr)
         return _exit(1)
     if not polling:
