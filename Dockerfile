@@ -21,11 +21,12 @@ RUN pip install --no-cache-dir --require-hashes -r requirements/image.lock
 
 # What the image installs: the locked dependencies above, then the project itself with the extras its
 # services need, no dependency of its own (all are in the lock): browser, for browser tasks (Playwright
-# drives Debian's Chromium). No `dev` extra: the Temporal CLI and dev server are not for production.
+# drives Debian's Chromium), and tracing, so FOLLOWTHROUGH_TRACING=otlp works without a rebuild. No `dev`
+# extra: the Temporal CLI and dev server are not for production.
 COPY . .
 # The project from this source tree, not a package to pin (its dependencies are pinned in the lock).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --no-deps ".[browser]" \
+RUN pip install --no-cache-dir --no-deps ".[browser,tracing]" \
     && pip check
 
 
