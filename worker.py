@@ -16,6 +16,7 @@ from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
 from followthrough.settings import Settings, get_settings
+from followthrough.tasktypes import unserved_types
 from followthrough.temporal_client import connect, metrics_runtime
 from workflows.all import ALL_WORKFLOWS
 
@@ -74,6 +75,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         worker = build_worker(client, settings, engine, http=http, outbound=outbound)
         log.info("worker polling task queue %r on %s, namespace %s", settings.task_queue,
                  client.service_client.config.target_host, client.namespace)
+        if unserved := unserved_types():
+            log.warning("task types this worker does not serve: %s", "; ".join(unserved.values()))
         try:
             async with worker:
                 await (stop.wait() if stop else asyncio.Event().wait())

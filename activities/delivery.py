@@ -12,7 +12,8 @@ from temporalio.exceptions import ApplicationError
 from activities.attempts import record_failed_attempt
 from activities.errors import permanent, reports_attempt
 from activities.heartbeat import heartbeating
-from activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
+from activities.transports import (DeliveryContext, PermanentDeliveryError, Transport, build_transports,
+                                   unserved_channels)
 from followthrough import activity_names, policies
 from followthrough.contracts import SendRequest, SendResult
 from followthrough.secrets import SecretNotFound, SecretStore
@@ -41,6 +42,9 @@ class DeliveryActivities:
     async def send(self, request: SendRequest) -> SendResult:
         transport = self._transports.get(request.draft.channel)
         if transport is None:
+            if reason := unserved_channels().get(request.draft.channel):
+                raise permanent(f"this worker cannot deliver {request.draft.channel} drafts: {reason}",
+                                policies.PART_MISSING)
             raise permanent(f"no transport for channel {request.draft.channel!r}", policies.DELIVERY_REFUSED)
         info = activity.info()
         timeout = info.start_to_close_timeout or timedelta(seconds=30)

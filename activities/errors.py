@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from followthrough import policies, redaction
 from followthrough.contracts import TaskInput
 from followthrough.llm.client import LlmError
-from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.tasktypes.base import TaskType
 
 P = ParamSpec("P")
@@ -30,6 +30,8 @@ def typed_payload(task: TaskInput) -> tuple[TaskType, BaseModel]:
         task_type = get_type(task.type)
     except UnknownTaskType as err:
         raise permanent(str(err), policies.UNKNOWN_TASK_TYPE) from err
+    if reason := unserved(task_type):  # refused at creation by an API that has the part; not worth a retry here
+        raise permanent(reason, policies.PART_MISSING)
     try:
         return task_type, task_type.payload_model.model_validate(task.payload)
     except ValidationError as err:

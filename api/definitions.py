@@ -25,7 +25,7 @@ from followthrough.database import session_factory
 from followthrough.render_pool import RenderLimits, RenderPoolError, render_trees
 from followthrough.settings import Settings
 from followthrough.tables import TaskDefinition
-from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.templating import MissingVariables, TemplateProblem, strings, variables_of
 
 _DEFAULT_FIELDS = {"priority", "owner_type", "owner_id", "subject_ref_type", "subject_ref_id", "source",
@@ -61,9 +61,11 @@ async def check(row: TaskDefinition, settings: Settings, temporal: Client, engin
     task it renders to must be valid now (which renders it, under the render bounds).
     """
     try:
-        get_type(row.type)
+        task_type = get_type(row.type)
     except UnknownTaskType as err:
         raise invalid(("type",), str(err), "unknown_task_type") from err
+    if reason := unserved(task_type):
+        raise invalid(("type",), reason, "part_missing")
     refuse_raw_credentials(row.payload)
     check_payload_size(settings, row.payload)
     _check_sizes(settings, _templates(row.title, row.payload, row.defaults))

@@ -39,7 +39,7 @@ from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
 from followthrough.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
                                            retry_refusals)
 from followthrough.tables import Task
-from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.tasktypes.base import TaskType
 from workflows import run_texts
 
@@ -81,6 +81,8 @@ class TaskCreator:
             task_type = get_type(body.type)
         except UnknownTaskType as err:
             raise invalid(("type",), str(err), "unknown_task_type") from err
+        if reason := unserved(task_type):
+            raise invalid(("type",), reason, "part_missing")
         if task_type.needs_llm and not self.settings.llm_base_url:
             raise invalid(("type",), f"{task_type.name} tasks are planned by an LLM, and none is configured "
                                      f"(FOLLOWTHROUGH_LLM_BASE_URL)")
@@ -153,6 +155,8 @@ class TaskCreator:
         its own type; those that take their type's default are tightened when planned (activities/planning.py)."""
         for loc, type_name, asked, sub_payload in task_type.listed_subtasks(payload):
             sub_type = get_type(type_name)
+            if reason := unserved(sub_type):
+                raise invalid((*where, *loc[:-1], "type"), reason, "part_missing")
             limit = loosest_mode(self.settings, tenant_id, sub_type.name)
             limit = mode if looser(limit, mode) else limit
             if asked is not None and (refusal := mode_refusal(

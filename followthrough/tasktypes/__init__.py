@@ -9,6 +9,7 @@ Each action of a connector is one too: the API and the worker add them at start
 import importlib
 import pkgutil
 
+from followthrough import extras
 from followthrough.tasktypes.base import TaskType
 
 
@@ -38,3 +39,13 @@ def get_type(name: str) -> TaskType:
     if found is None:
         raise UnknownTaskType(name)
     return found
+
+
+def unserved(task_type: TaskType) -> str | None:
+    """Why this installation cannot run tasks of this type (an extra it lacks), or None."""
+    reason = extras.missing(task_type.needs_part) if task_type.needs_part else None
+    return f"{task_type.name} tasks need a part this installation lacks: {reason}" if reason else None
+
+
+def unserved_types() -> dict[str, str]:
+    return {name: reason for name, task_type in sorted(REGISTRY.items()) if (reason := unserved(task_type))}

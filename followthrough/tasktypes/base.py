@@ -74,6 +74,8 @@ class TaskType:
     plan: Planner | None = None
     # Its tasks cannot run without a configured LLM, so the API refuses them when none is.
     needs_llm: bool = False
+    # The optional part (followthrough/extras.py) its tasks need; without it the API refuses them.
+    needs_part: str | None = None
     # The URLs its payload sends to, by dotted field path ("webhook.url"), for the SSRF guard's early check when a task is created
     # (followthrough/outbound.py); the guard checks again, on the resolved addresses, when it connects.
     outbound_urls: Callable[[Any], dict[str, str]] = field(default=lambda _payload: {})

@@ -161,6 +161,7 @@ TASK_TYPE = TaskType(
     payload_model=BrowserPayload,
     channel="browser",
     draft=draft,
+    needs_part="browser",  # the worker's transport drives Chromium with Playwright
     # The first navigation's host (draft data `url`), against a tenant's allowed_hosts when it sets one.
     guardrails=(TargetHosts(),),
     outbound_urls=navigations,

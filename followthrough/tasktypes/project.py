@@ -33,11 +33,13 @@ class ProjectPayload(BaseModel):
     @field_validator("allowed_types")
     @classmethod
     def _plannable(cls, value: list[str]) -> list[str]:
-        from followthrough.tasktypes import REGISTRY
+        from followthrough.tasktypes import REGISTRY, unserved
 
         bad = [name for name in value if name not in REGISTRY or REGISTRY[name].plan is not None]
         if bad:
             raise ValueError(f"not task types a plan can use: {', '.join(bad)}")
+        if reasons := [reason for name in value if (reason := unserved(REGISTRY[name]))]:
+            raise ValueError("; ".join(reasons))
         return list(dict.fromkeys(value))
 
 
