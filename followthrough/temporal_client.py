@@ -98,10 +98,12 @@ async def connect(settings: Settings, runtime: Runtime | None = None, *, address
     """A client with the codec; ``runtime`` (default: the SDK's own) is what a worker built on this client
     reports its metrics through. Raises :class:`TemporalConnectionError` when Temporal cannot be reached."""
     config = connect_config(settings, address=address, namespace=namespace)
-    traced = interceptors(settings)  # tracing's, when it is on (its own error, not a connection failure)
+    # Built first, each failing with its own error: missing codec keys and tracing without its extra are no
+    # connection failure (the SDK's is a RuntimeError too).
+    converter = converter_for(settings)
+    traced = interceptors(settings)
     try:
-        return await Client.connect(**config, data_converter=converter_for(settings), runtime=runtime,
-                                    interceptors=traced)
+        return await Client.connect(**config, data_converter=converter, runtime=runtime, interceptors=traced)
     except RuntimeError as err:  # the SDK's connection failure, a Rust error chain
         raise TemporalConnectionError(f"cannot reach Temporal at {describe(config)}: {_reason(err)}; "
                                       f"{HINT}") from None

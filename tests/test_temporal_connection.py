@@ -15,6 +15,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough import temporal_client
+from followthrough.codec_keys import CodecNotConfigured
 from followthrough.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import free_port, task_body
@@ -203,3 +204,10 @@ async def test_links_to_runs_name_the_namespace_connected_to(dev_env: WorkflowEn
         created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
         assert created.status_code == 201, created.text
         assert "/namespaces/default/workflows/" in created.json()["links"]["temporal_ui"]
+
+
+async def test_missing_codec_keys_are_no_connection_failure(dev_env: WorkflowEnvironment, tmp_path: Path):
+    # Temporal is there; what is missing is the codec's keys, and the error says that rather than "cannot reach".
+    settings = Settings(data_dir=tmp_path, temporal_address=dev_env.client.service_client.config.target_host)
+    with pytest.raises(CodecNotConfigured, match="FOLLOWTHROUGH_CODEC_KEYS"):
+        await temporal_client.connect(settings)
