@@ -16,6 +16,7 @@ class Received:
     query: dict[str, list[str]]
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: which process sent it
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -56,7 +57,8 @@ class Receiver:
                 parts = urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 received = Received(self.command, parts.path, parse_qs(parts.query),
-                                    {k.lower(): v for k, v in self.headers.items()}, body)
+                                    {k.lower(): v for k, v in self.headers.items()}, body,
+                                    self.client_address[:2])
                 receiver.requests.append(received)
                 status, answer, delay, extra = receiver._next()
                 time.sleep(delay)
