@@ -12,6 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import build_activities
 from followthrough import connectors, metrics, render_pool, tracing
+from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client
@@ -77,6 +78,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                  client.service_client.config.target_host, client.namespace)
         if unserved := unserved_types():
             log.warning("task types this worker does not serve: %s", "; ".join(unserved.values()))
+        if link_warning := generated_key_warning(settings):
+            log.warning("%s", link_warning)
         try:
             async with worker:
                 await (stop.wait() if stop else asyncio.Event().wait())

@@ -18,6 +18,7 @@ from api.security_headers import SecurityHeaders
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
 from followthrough import connectors, logs, render_pool, tracing
+from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         # The codec endpoints use the very codec the API's Temporal client encrypts with.
         app.state.codec = app.state.temporal.data_converter.payload_codec
         logs.redact_access_log()  # again, after uvicorn's own logging config ran
+        if link_warning := generated_key_warning(settings):
+            log.warning("%s", link_warning)
         try:
             yield
         finally:

@@ -11,7 +11,9 @@ pair share their nonce, so using either spends both: whoever inserts it into
 
 The key is the secret named by ``FOLLOWTHROUGH_APPROVAL_LINK_SECRET``; without
 one, a key generated once and kept in ``<data_dir>/approval-link.key`` (0600),
-so ``followthrough dev`` works with no set-up.
+so ``followthrough dev`` works with no set-up. A link signed by one process
+verifies only in processes with the same key: every API and worker of a
+deployment (each container has its own data folder) must be given the secret.
 """
 
 import base64
@@ -77,9 +79,27 @@ def _digest(key: bytes, body: bytes) -> bytes:
 
 
 def signing_key(settings: Settings) -> bytes:
+    """The key links are signed and checked with; SecretNotFound or ValueError when the secret named is
+    missing or empty (an empty key would let anyone sign a link)."""
     if settings.approval_link_secret:
-        return SecretStore(settings.secrets_file).get(settings.approval_link_secret).encode()
+        value = SecretStore(settings.secrets_file).get(settings.approval_link_secret)
+        if not value.strip():
+            raise ValueError(f"the secret {settings.approval_link_secret!r} that signs approval links "
+                             f"(FOLLOWTHROUGH_APPROVAL_LINK_SECRET) is empty")
+        return value.encode()
     return generated_key(settings.data_dir / KEY_FILE)
+
+
+def generated_key_warning(settings: Settings) -> str | None:
+    """What an API or worker says at start when it signs links with its data folder's own key outside a dev
+    setup (anonymous access off): other processes, with folders of their own, refuse its links."""
+    if settings.approval_link_secret or settings.anonymous_access:
+        return None
+    return (f"approval links are signed with the key generated in {settings.data_dir / KEY_FILE}: a link made "
+            f"here verifies only in processes that share that folder. With more than one API or worker process, "
+            f"give them all one key: FOLLOWTHROUGH_APPROVAL_LINK_SECRET=link_1 and the key in "
+            f"FOLLOWTHROUGH_SECRET_LINK_1 (or as \"link_1\" in the JSON file FOLLOWTHROUGH_SECRETS_FILE names). "
+            f"README, \"Production\", \"First steps\"")
 
 
 def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int, *, approval_id: str,

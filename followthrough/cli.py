@@ -32,6 +32,21 @@ def _codec_problem(command: str) -> str | None:
     return None
 
 
+def _link_key_problem(command: str) -> str | None:
+    """Why the approval-link key named in the settings cannot be read, said before anything starts."""
+    from followthrough.approval_links import signing_key
+    from followthrough.secrets import SecretNotFound
+
+    settings = get_settings()
+    if not settings.approval_link_secret:
+        return None
+    try:
+        signing_key(settings)
+    except (SecretNotFound, ValueError) as err:
+        return f"followthrough {command}: {err}"
+    return None
+
+
 def _tracing_problem(command: str) -> str | None:
     """Tracing asked for without the packages it needs, said before anything starts. Otherwise tracing starts
     here (when on), before any connection, under the service name of the command."""
@@ -47,7 +62,7 @@ def _tracing_problem(command: str) -> str | None:
 def _run_worker() -> int:
     from worker import run_worker
 
-    if problem := _codec_problem("worker") or _tracing_problem("worker"):
+    if problem := _codec_problem("worker") or _link_key_problem("worker") or _tracing_problem("worker"):
         print(problem, file=sys.stderr)
         return 2
 
@@ -84,7 +99,7 @@ def _run_api() -> int:
                   f"create API keys with `followthrough keys create`", file=sys.stderr)
             return 2
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
-    if problem := _codec_problem("api") or _tracing_problem("api"):
+    if problem := _codec_problem("api") or _link_key_problem("api") or _tracing_problem("api"):
         print(problem, file=sys.stderr)
         return 2
     # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.

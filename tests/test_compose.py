@@ -22,10 +22,12 @@ LONG_RUNNING = ("postgres", "temporal", "temporal-ui", "api", "worker")
 ONE_SHOT = ("migrate", "temporal-setup")
 # Variables the file reads from the environment, each with a default; set in a test to see them used.
 OVERRIDES = {"FOLLOWTHROUGH_TASK_QUEUE": "orders-q", "FOLLOWTHROUGH_TEMPORAL_NAMESPACE": "orders",
-             "FOLLOWTHROUGH_CODEC_KEY": "a2V5LWZyb20tdGhlLWVudmlyb25tZW50", "FOLLOWTHROUGH_PUBLIC_URL":
+             "FOLLOWTHROUGH_CODEC_KEY": "a2V5LWZyb20tdGhlLWVudmlyb25tZW50",
+             "FOLLOWTHROUGH_LINK_KEY": "link-key-from-the-environment", "FOLLOWTHROUGH_PUBLIC_URL":
              "https://tasks.example.com", "API_PORT": "9000", "TEMPORAL_RETENTION": "30d",
              "TEMPORAL_PORT": "17233", "TEMPORAL_UI_PORT": "18233"}
-REQUIRED_APP_ENV = ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_DATABASE_URL", "FOLLOWTHROUGH_CODEC_KEYS")
+REQUIRED_APP_ENV = ("FOLLOWTHROUGH_TEMPORAL_ADDRESS", "FOLLOWTHROUGH_DATABASE_URL", "FOLLOWTHROUGH_CODEC_KEYS",
+                    "FOLLOWTHROUGH_APPROVAL_LINK_SECRET")
 
 
 def _compose_command() -> list[str] | None:
@@ -258,6 +260,7 @@ def test_defaults_when_nothing_is_set(rendered: dict) -> None:
     assert env["FOLLOWTHROUGH_TASK_QUEUE"] == "followthrough"
     assert env["FOLLOWTHROUGH_TEMPORAL_NAMESPACE"] == "default"
     assert env["FOLLOWTHROUGH_SECRET_CODEC_1"] == ""  # the app refuses to start without a key
+    assert env["FOLLOWTHROUGH_SECRET_LINK_1"] == ""  # likewise without the approval-link key it names
     assert [p["published"] for p in rendered["api"]["ports"]] in ([8000], ["8000"])
 
 
@@ -268,6 +271,9 @@ def test_settings_come_from_the_environment() -> None:
         assert env["FOLLOWTHROUGH_TASK_QUEUE"] == "orders-q", name
         assert env["FOLLOWTHROUGH_TEMPORAL_NAMESPACE"] == "orders", name
         assert env["FOLLOWTHROUGH_SECRET_CODEC_1"] == OVERRIDES["FOLLOWTHROUGH_CODEC_KEY"], name
+        # One approval-link key for every process: a link one signs, any other verifies.
+        assert env["FOLLOWTHROUGH_APPROVAL_LINK_SECRET"] == "link_1", name
+        assert env["FOLLOWTHROUGH_SECRET_LINK_1"] == OVERRIDES["FOLLOWTHROUGH_LINK_KEY"], name
         assert env["FOLLOWTHROUGH_PUBLIC_URL"] == "https://tasks.example.com", name
     temporal = _environment(services["temporal"])
     assert temporal["DEFAULT_NAMESPACE"] == "orders" and temporal["DEFAULT_NAMESPACE_RETENTION"] == "30d"

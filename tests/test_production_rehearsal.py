@@ -1,30 +1,33 @@
 """A production rehearsal without Docker: the project installed from its tracked files (what a fresh clone
-holds) with plain pip into a virtual environment of its own, plus the extras the image installs, then run as
+holds) into a virtual environment of its own by the very pip commands the Dockerfile's builder stage runs (the
+hash-pinned lock, then the project with its extras and no dependencies, then `pip check`), then run as
 docker-compose.yml runs it: `followthrough migrate` and `followthrough temporal setup` as one-shot steps, two
 `followthrough api` and two `followthrough worker` processes, each in a folder of its own (as each container
-has its own), on a PostgreSQL mirror, with API keys required and the codec key from the secrets file, against a
-Temporal dev server standing in for the cluster (no search attributes registered beforehand). Tasks are created
-on one API, approved on the other and sent to a real HTTP receiver; one worker is killed (SIGKILL) while it
-holds a send open, and every task still ends sent exactly once.
+has its own), on a PostgreSQL mirror, with API keys required and the keys every process shares (codec, approval
+links) from the secrets file, against a Temporal dev server standing in for the cluster (no search attributes
+registered beforehand). These are the steps of README, "Production", "First steps". Tasks are created on one
+API, approved on the other (one by a signed link made on the first) and sent to a real HTTP receiver; one
+worker is killed (SIGKILL) while it holds a send open, and every task still ends sent exactly once.
 
 The processes get only the environment an operator gives them: nothing from the test's virtual environment.
 
-Worth its time (on a quiet 2-core machine the install takes about 25 s with pip's cache warm, the run about
-as long, ten seconds of it the killed worker's heartbeat timeout): no other test runs what the image runs as
-the image installs it, so only this one catches a dependency that only the test extra brings, a file the wheel
-leaves out, or a step compose runs that fails on a fresh cluster."""
+Worth its time (on a quiet 2-core machine the install takes about 30 s with pip's cache warm, the run about
+25 s, ten seconds of it the killed worker's heartbeat timeout): no other test runs what the image runs as
+the image installs it, so only this one catches a dependency the lock or an extra misses, a file the wheel
+leaves out, a key one process makes that another needs, or a step compose runs that fails on a fresh
+cluster."""
 
 import base64
 import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +47,7 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 TASKS = 6
 TENANT = "rehearsal"
 CODEC_KEYS = "FOLLOWTHROUGH_CODEC_KEYS"
+LINK_KEY = "FOLLOWTHROUGH_APPROVAL_LINK_SECRET"
 T = TypeVar("T")
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="the production rehearsal runs the PostgreSQL mirror: "
@@ -52,18 +56,44 @@ pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="the production rehears
 
 # ---- the install ---------------------------------------------------------------
 
-def install_requirements(source: Path) -> list[str]:
-    """What to pip install: the project with the extras the Dockerfile's `pip install` names (".[a,b]"), and
-    the browser part. The worker imports playwright at start unless an extra makes it optional: with a
-    `browser` extra it is installed as that extra, before there was one (playwright came only with the test
-    extra) by name."""
-    declared = tomllib.loads((source / "pyproject.toml").read_text())["project"].get("optional-dependencies", {})
-    lines = re.findall(r"pip install[^\n]*", (source / "Dockerfile").read_text().replace("\\\n", " "))
-    extras = {extra.strip() for line in lines for group in re.findall(r"""(?:^|[\s"'])\.\[([^\]]*)\]""", line)
-              for extra in group.split(",")} & declared.keys()
-    if "browser" not in declared:
-        return [f"{source}[{','.join(sorted(extras))}]" if extras else str(source), "playwright"]
-    return [f"{source}[{','.join(sorted(extras | {'browser'}))}]"]
+def image_pip_commands(source: Path) -> list[list[str]]:
+    """The pip commands the Dockerfile's builder stage runs, in order, as argument lists for `python -m pip`.
+
+    Only the shapes this rehearsal knows are taken: `python -m venv` (the fixture makes its own), `pip install`
+    with --no-cache-dir, --require-hashes, --no-deps, -r <file> and the project (`.` or `.[extras]`), and
+    `pip check`. Anything else the stage runs fails here, naming it, rather than being skipped: a changed
+    install must change this function too, never make the rehearsal install something other than the image.
+    --no-cache-dir is left out: it keeps pip's cache out of the image, it does not change what is installed,
+    and pip's cache makes a repeat rehearsal quick."""
+    text = re.sub(r"\\\n", " ", (source / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    stages = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    assert len(stages) >= 2, "the Dockerfile no longer has a builder stage: teach image_pip_commands the new shape"
+    commands = []
+    for line in lines[stages[0]:stages[1]]:
+        word, _, rest = line.partition(" ")
+        if word.upper() != "RUN":
+            continue
+        for part in rest.split("&&"):
+            argv = shlex.split(part)
+            if argv[:3] == ["python", "-m", "venv"]:
+                continue
+            if argv == ["pip", "check"]:
+                commands.append(["check"])
+                continue
+            assert argv[:2] == ["pip", "install"], f"the image's builder runs `{part.strip()}`, unknown here"
+            known = [arg for arg in argv[2:] if arg != "--no-cache-dir"]
+            for i, arg in enumerate(known):
+                option_value = i > 0 and known[i - 1] == "-r"
+                assert (arg in ("--require-hashes", "--no-deps", "-r") or option_value
+                        or re.fullmatch(r"\.(\[[a-z0-9_,-]+\])?", arg)), \
+                    f"`{part.strip()}` in the image's builder has {arg!r}, which this rehearsal does not know"
+            commands.append(["install", *known])
+    installs = [command for command in commands if command[0] == "install"]
+    assert any("--require-hashes" in command for command in installs) and \
+        any("--no-deps" in command for command in installs), \
+        f"the image's builder no longer installs a hash-pinned lock, then the project alone: {commands}"
+    return commands
 
 
 def _copy_tracked_files(target: Path) -> None:
@@ -88,13 +118,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(log, "wb") as out:
         subprocess.run([base, "-m", "venv", str(tmp / "venv")], check=True, stdout=out, stderr=subprocess.STDOUT,
                        env=env, timeout=120)
-        try:
-            done = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q",
-                                   "--disable-pip-version-check", *install_requirements(tmp / "src")],
-                                  stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp, timeout=900)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"pip install took over 15 minutes; its log ends:\n{_tail(log)}")
-    assert done.returncode == 0, f"pip install failed:\n{_tail(log)}"
+        # The builder stage's pip commands, in the source tree as the builder's WORKDIR is.
+        for command in image_pip_commands(tmp / "src"):
+            try:
+                done = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", *command, "-q",
+                                       "--disable-pip-version-check"],
+                                      stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp / "src", timeout=900)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"pip {' '.join(command)} took over 15 minutes; its log ends:\n{_tail(log)}")
+            assert done.returncode == 0, f"pip {' '.join(command)} failed:\n{_tail(log)}"
     return tmp / "venv" / "bin"
 
 
@@ -210,6 +242,13 @@ class Deployment:
         assert done.returncode == 0, f"`{shown}` exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         return done.stdout
 
+    def succeeds(self, name: str, service: str, *command: str) -> bool:
+        """Whether an operator's command in a service's environment exits 0 (a probe; its output is logged)."""
+        argv, home, environment = self._prepare(name, service, list(command), {})
+        done = subprocess.run(argv, cwd=home, env=environment, capture_output=True, text=True, timeout=60)
+        self.log(name).write_text(done.stdout + done.stderr)
+        return done.returncode == 0
+
     def kill(self, name: str) -> None:
         self.stopped.add(name)
         os.killpg(self.running[name].pid, signal.SIGKILL)  # the process and the render processes it started
@@ -284,9 +323,11 @@ def _socket_owner(peer_port: int, server_port: int, pids: dict[str, int]) -> str
 def test_the_installed_project_runs_as_compose_runs_it(installed: Path, mirror_url: str, tmp_path: Path):
     temporal_port, api_ports = free_port(), (free_port(), free_port())
     temporal_address = f"127.0.0.1:{temporal_port}"
-    # The codec keys compose names, held in a secrets file instead of compose's inline variable.
+    # The keys every process must share, as compose names them (the codec keys, the approval-link key), held
+    # in a secrets file instead of compose's inline variables.
     _command, compose_env = compose_service("api")
     key_names = [ref if isinstance(ref, str) else ref["secret"] for ref in json.loads(compose_env[CODEC_KEYS])]
+    key_names += [compose_env[LINK_KEY]] if compose_env.get(LINK_KEY) else []
     secrets_file = tmp_path / "secrets.json"
     secrets_file.write_text(json.dumps({name: base64.b64encode(os.urandom(32)).decode() for name in key_names}))
     secrets_file.chmod(0o600)
@@ -317,11 +358,14 @@ def test_the_installed_project_runs_as_compose_runs_it(installed: Path, mirror_u
                                str(temporal_port), "--headless", "--log-level", "warn")
             # The mirror's steps need no Temporal: they run while it starts.
             stack.run("migrate", "migrate")
-            # The first keys, made as an operator makes them, in the services' environment.
+            # The first keys, made as an operator makes them, in the services' environment. They need only the
+            # mirror, so here they come before Temporal's setup step, while Temporal starts.
             submitter = _key(stack.run("keys", "api", "followthrough", "keys", "create", "--tenant", TENANT, "--user",
                                        "ops-submitter", "--role", "submitter", "--name", "rehearsal submitter"))
             approver = _key(stack.run("keys", "api", "followthrough", "keys", "create", "--tenant", TENANT, "--user",
                                       "ops-approver", "--role", "approver", "--name", "rehearsal approver"))
+            admin = _key(stack.run("keys", "api", "followthrough", "keys", "create", "--tenant", TENANT, "--user",
+                                   "ops-admin", "--role", "admin", "--name", "rehearsal admin"))
             # Compose's health check for its Temporal service, then its temporal-setup step.
             health = [temporal, "operator", "cluster", "health", "--address", temporal_address]
             stack.wait(lambda: "SERVING" in subprocess.run(health, capture_output=True, text=True, timeout=10).stdout,
@@ -337,9 +381,11 @@ def test_the_installed_project_runs_as_compose_runs_it(installed: Path, mirror_u
                             FOLLOWTHROUGH_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
                             FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
             apis = [f"http://127.0.0.1:{port}/api/v1" for port in api_ports]
+            # The checks of First steps: each API's health, and a worker of this host polling (compose's probe).
             for api in apis:
                 stack.wait(lambda: httpx.get(f"{api}/healthz", timeout=5).status_code == 200, f"{api} to be healthy")
-            # No wait for the workers: the sends below wait for them, and a worker that dies fails the wait at once.
+            stack.wait(lambda: stack.succeeds("worker-health", "worker", "followthrough", "worker-health"),
+                       "followthrough worker-health to see a worker polling")
 
             with httpx.Client(base_url=apis[0], timeout=10, headers=_bearer(submitter)) as creating, \
                     httpx.Client(base_url=apis[1], timeout=10, headers=_bearer(approver)) as approving:
@@ -360,7 +406,17 @@ def test_the_installed_project_runs_as_compose_runs_it(installed: Path, mirror_u
 
                 stack.wait(lambda: statuses(approving) == ["awaiting_approval"] * TASKS,
                            "every task to wait for approval")
-                for task_id in ids:
+                # A signed approval link made on one API is shown and used on the other: every process signs
+                # and checks links with the one key they share.
+                made = httpx.post(f"{apis[0]}/tasks/{ids[0]}/approval-links", json={"approver": "ops-approver"},
+                                  headers=_bearer(admin), timeout=10)
+                assert made.status_code == 201, f"{made.status_code} {made.text}"
+                token = made.json()["approve"].rsplit("/", 1)[1]
+                shown_link = httpx.get(f"{apis[1]}/approval-links/{token}", timeout=10)
+                assert shown_link.status_code == 200, f"{shown_link.status_code} {shown_link.text}"
+                used = httpx.post(f"{apis[1]}/approval-links/{token}", data={"comment": "by link"}, timeout=10)
+                assert used.status_code == 200 and "You approved this task" in used.text, used.text
+                for task_id in ids[1:]:
                     decided = approving.post(f"/tasks/{task_id}/approve", json={"comment": "rehearsal"})
                     assert decided.status_code == 200, f"{decided.status_code} {decided.text}\n{stack.tails()}"
 

@@ -6,7 +6,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -178,6 +181,59 @@ def test_a_named_secret_signs_the_links(tmp_path, monkeypatch):
     settings = Settings(data_dir=tmp_path, approval_link_secret="link_key")
     assert approval_links.signing_key(settings) == b"s3cret"
     assert not (tmp_path / "approval-link.key").exists()
+
+
+def test_an_empty_named_secret_signs_nothing(tmp_path, monkeypatch):
+    """An empty key would let anyone sign a link: refused, as compose renders it when FOLLOWTHROUGH_LINK_KEY
+    is not set."""
+    from followthrough.settings import Settings
+
+    monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LINK_1", " ")
+    with pytest.raises(ValueError, match="'link_1' that signs approval links"):
+        approval_links.signing_key(Settings(data_dir=tmp_path, approval_link_secret="link_1"))
+
+
+def test_a_generated_key_outside_a_dev_setup_is_warned_about(tmp_path):
+    from followthrough.settings import Settings
+
+    warning = approval_links.generated_key_warning(Settings(data_dir=tmp_path))
+    assert warning and str(tmp_path / "approval-link.key") in warning
+    assert "FOLLOWTHROUGH_APPROVAL_LINK_SECRET" in warning and "FOLLOWTHROUGH_SECRET_LINK_1" in warning
+    assert approval_links.generated_key_warning(Settings(data_dir=tmp_path, approval_link_secret="k")) is None
+    assert approval_links.generated_key_warning(Settings(data_dir=tmp_path, anonymous_access=True)) is None
+
+
+async def test_the_api_and_the_worker_warn_at_start_of_a_key_of_their_own(dev_env: WorkflowEnvironment,
+                                                                          sqlite_engine: AsyncEngine, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture):
+    caplog.set_level("WARNING")
+    from worker import run_worker
+
+    def warned() -> list[str]:
+        return sorted(r.name for r in caplog.records if "verifies only in processes that share" in r.message)
+
+    stop = asyncio.Event()
+    stop.set()  # the worker starts, then stops at once
+    address = dev_env.client.service_client.config.target_host
+    for secret, expected in (("", ["followthrough.api", "followthrough.worker"]), ("link_key", [])):
+        caplog.clear()
+        async with running_stack(dev_env, sqlite_engine, tmp_path, anonymous_access=False,
+                                 approval_link_secret=secret) as stack:
+            await run_worker(stack.settings.model_copy(update={"temporal_address": address}), stop)
+        assert warned() == expected, (secret, warned())
+
+
+@pytest.mark.parametrize("command", ["worker", "api"])
+def test_worker_and_api_refuse_to_start_with_an_empty_or_missing_link_key(command: str, tmp_path: Path):
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | {
+        "FOLLOWTHROUGH_DATA_DIR": str(tmp_path), "FOLLOWTHROUGH_CODEC": "off",
+        "FOLLOWTHROUGH_APPROVAL_LINK_SECRET": "link_1"}
+    for given in ({"FOLLOWTHROUGH_SECRET_LINK_1": ""}, {}):
+        done = subprocess.run([sys.executable, "-m", "followthrough.cli", command], env=env | given, cwd=root,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (given, done.stderr)
+        assert done.stderr.count("\n") == 1 and "'link_1'" in done.stderr, done.stderr
 
 
 # ---- a link decides only the approval request it was made for ------------------------------------------
