@@ -311,8 +311,8 @@ COMMANDS = {
 
 
 # The commands a person runs beside `followthrough dev`, which take what it chose as defaults
-# (followthrough/dev_stack_file.py). Never the long-running `dev`, `api` and `worker`: their settings come
-# from the environment alone (`dev` hands its own children theirs).
+# (followthrough/dev_stack_file.py). Never the long-running `dev`, `api` and `worker`, nor the worker's health
+# probe: their settings come from the environment alone (`dev` hands its own children theirs).
 BESIDE_DEV = {"migrate", "connectors", "reconcile", "approve", "reject", "show", "tasks", "types", "status", "keys",
               "temporal", "definitions", "schedules"}
 

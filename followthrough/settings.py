@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from followthrough.lifecycle import TaskMode
 from followthrough.metrics import split_address
@@ -41,8 +41,34 @@ class CodecKeyRef(BaseModel):
     secret: str = Field(min_length=1, max_length=128)
 
 
+# The only variables settings are read from: FOLLOWTHROUGH_* and these two bare names. Field names work in code
+# (Settings(codec="off")), never as variables: a CODEC or ANONYMOUS_ACCESS some other tool set must not turn
+# encryption off or keys optional here.
+BARE_VARIABLES = frozenset({"DATABASE_URL", "TEMPORAL_ADDRESS"})
+
+
+def ours(variable: str) -> bool:
+    upper = variable.upper()
+    return upper.startswith("FOLLOWTHROUGH_") or upper in BARE_VARIABLES
+
+
+class _OurVariables(EnvSettingsSource):
+    """The environment, less every variable that is not ours."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {name: value for name, value in self.env_vars.items() if ours(name)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _OurVariables(settings_cls)
 
     data_dir: Path = Field(Path(".followthrough"), validation_alias=_env("DATA_DIR"))
     database_url: str = Field(
@@ -293,11 +319,16 @@ def read_dev_stack_file() -> None:
     get_settings.cache_clear()
 
 
+# A Temporal client profile the SDK finds by itself (followthrough/temporal_client.py): named, it points a
+# command at a Temporal of its own as surely as an address does.
+_SDK_PROFILE_VARIABLES = ("TEMPORAL_CONFIG_FILE", "TEMPORAL_PROFILE")
+
+
 def _named_in_environment(name: str) -> bool:
-    """Whether the environment sets this field, under any of its names (matched without case, as the
-    settings themselves are)."""
+    """Whether the environment sets this field, under any of the variables it is read from (matched without
+    case, as the settings themselves are)."""
     alias = Settings.model_fields[name].validation_alias
-    names = {name, *(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])}
+    names = {*(alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else [])}
     present = {key.upper() for key in os.environ}
     return any(isinstance(n, str) and n.upper() in present for n in names)
 
@@ -314,6 +345,8 @@ def beside_dev_stack(settings: Settings) -> Settings:
         return settings
     explicit = settings.model_fields_set | {name for name in {*dev_stack_file.FIELDS, *dev_stack_file.POINTERS}
                                              if _named_in_environment(name)}
+    if any(os.environ.get(variable) for variable in _SDK_PROFILE_VARIABLES):
+        return settings
     for where in dev_stack_file.POINTERS:
         if where in explicit and getattr(settings, where) != found.get(where, Settings.model_fields[where].default):
             return settings

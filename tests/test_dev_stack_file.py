@@ -176,4 +176,4 @@ def test_a_second_dev_in_the_same_folder_is_refused(folder: Path):
 
 def test_every_command_is_placed_on_one_side():
     services = set(COMMANDS) - BESIDE_DEV
-    assert services == {"dev", "api", "worker"}
+    assert services == {"dev", "api", "worker", "worker-health"}
