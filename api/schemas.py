@@ -360,6 +360,9 @@ class TaskTypePublic(BaseModel):
     channel: str
     default_mode: str
     payload_schema: dict[str, Any]
+    served: bool = Field(description="False when this installation lacks a part (a pip extra) the type needs; "
+                                     "such tasks are refused at creation")
+    unserved_reason: str | None = Field(None, description="Why not, naming the extra to install")
 
 
 class TaskTypeListPublic(BaseModel):

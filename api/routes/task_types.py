@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from api.auth import require
 from api.schemas import TaskTypeListPublic, TaskTypePublic
 from followthrough.principals import Role
-from followthrough.tasktypes import REGISTRY
+from followthrough.tasktypes import REGISTRY, unserved
 
 router = APIRouter(dependencies=[require(Role.VIEWER)], prefix="/task-types", tags=["task types"])
 
@@ -14,6 +14,7 @@ router = APIRouter(dependencies=[require(Role.VIEWER)], prefix="/task-types", ta
 async def list_task_types() -> TaskTypeListPublic:
     return TaskTypeListPublic(items=[
         TaskTypePublic(name=t.name, description=t.description, channel=t.channel,
-                       default_mode=t.default_mode.value, payload_schema=t.payload_schema())
+                       default_mode=t.default_mode.value, payload_schema=t.payload_schema(),
+                       served=(reason := unserved(t)) is None, unserved_reason=reason)
         for t in sorted(REGISTRY.values(), key=lambda t: t.name)
     ])

@@ -47,6 +47,12 @@ async def test_a_browser_task_is_refused_at_creation_naming_the_extra(stack: Sta
         "tenant_id": stack.tenant, "name": f"site-{uuid.uuid4().hex[:6]}", "type": "browser", "payload": STEPS})
     assert_names_the_extra(definition, ["body", "type"])
 
+    # The list of types says which are not served, and why.
+    listed = {t["name"]: t for t in (await stack.http.get("/task-types")).json()["items"]}
+    assert listed["browser"]["served"] is False
+    assert "pip install 'followthrough[browser]'" in listed["browser"]["unserved_reason"]
+    assert (listed["email"]["served"], listed["email"]["unserved_reason"]) == (True, None)
+
     # Other types are served as before.
     email = await stack.http.post("/tasks", json={"type": "email", "tenant_id": stack.tenant, "payload": {
         "to": ["ann@example.com"], "subject": "Hello", "body": "Hi"}})
