@@ -43,7 +43,7 @@ def receiver() -> Iterator[Receiver]:
     ("::ffff:127.0.0.1", "a loopback address (as 127.0.0.1)"),
     ("::ffff:169.254.169.254", "a cloud metadata address (as 169.254.169.254)"),
     ("64:ff9b::a00:1", "a private address (as 10.0.0.1)"),
-    ("192.0.2.1", "a private address"),  # documentation range
+    ("192.0.2.1", "a documentation address"),
 ])
 def test_internal_addresses_are_refused_with_their_kind(address, reason):
     assert blocked_reason(ipaddress.ip_address(address)) == reason
