@@ -171,7 +171,8 @@ class OutboundPolicy:
         reason = blocked_reason(address)
         if reason is None or self.allows_name(host):
             return None
-        inner = _embedded_ipv4(address)
+        # An IPv4-mapped or NAT64 address reaches the IPv4 one inside: an entry for that one admits it too.
+        inner = _embedded_ipv4(address) if address in _MAPPED or address in _NAT64 else None
         if any(address in n or (inner is not None and inner in n) for n in self.networks):
             return None
         return reason
@@ -326,3 +327,34 @@ def guarded_client(allow: Iterable[str]) -> httpx.AsyncClient:
     (a proxy would connect for us, past the guard)."""
     return httpx.AsyncClient(transport=GuardedTransport(OutboundPolicy.from_entries(allow)), follow_redirects=False,
                              trust_env=False)
+
+
+class GuardBroken(RuntimeError):
+    """The guard let a request to an internal address through: the process must not start."""
+
+
+# What the self-test sends: nothing listens on port 9 (discard), and nothing should ever try.
+_PROBES = ("127.0.0.1", "::ffff:127.0.0.1", "2002:7f00:1::1", "64:ff9b::7f00:1")
+
+
+async def self_test() -> None:
+    """Check at start that a loopback address is refused, by the table, by the API's early check, and through the
+    very client the sends use; raises GuardBroken if any lets it through (an httpx or httpcore release that no
+    longer passes our network backend on would show here, not as a silent hole)."""
+    policy = OutboundPolicy()
+    for probe in _PROBES:
+        if blocked_reason(ipaddress.ip_address(probe)) is None:
+            raise GuardBroken(f"the SSRF guard counts {probe} as public; refusing to start")
+    url = "http://127.0.0.1:9/"
+    if policy.refusal_for_url(url) is None:
+        raise GuardBroken(f"the SSRF guard's early check lets {url} through; refusing to start")
+    async with guarded_client([]) as client:
+        try:
+            response = await client.get(url, timeout=5)
+        except OutboundRefused:
+            return
+        except httpx.HTTPError as err:
+            raise GuardBroken(f"the SSRF guard let a connection to {url} be tried ({err!r}); refusing to start") \
+                from err
+    raise GuardBroken(f"the SSRF guard let a request to {url} through (answered {response.status_code}); "
+                      "refusing to start")
