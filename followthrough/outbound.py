@@ -5,8 +5,12 @@ network such as ``10.0.0.0/8``, an address, or a host name). The check that coun
 ``GuardedBackend`` resolves the name itself, checks every address it resolves to, and connects to a checked
 address, so a name that resolved to something public when the task was created (or that answers differently
 a second later) cannot lead to an internal one. TLS still verifies the certificate for, and sends SNI and Host
-with, the name in the URL. ``refusal_for_url`` is the earlier, cheaper check the API makes on URLs whose host
-is an address literal.
+with, the name in the URL. ``GuardedTransport`` puts that backend under httpx through public interfaces only.
+``refusal_for_url`` is the earlier, cheaper check the API makes on URLs whose host is an address literal, and
+``self_test`` is what the worker and the API run at start.
+
+Which addresses are internal is this module's own table of IANA's special-purpose ranges (README, "Outbound
+requests (SSRF guard)").
 
 The LLM endpoint is configured by the operator, not by a task, and does not go through this guard.
 """
