@@ -3,8 +3,8 @@
 Temporal hands a run's first workflow task the start together with every update and signal sent while no
 worker had polled yet, and the SDK applies those before ``run`` begins. These tests start tasks with no
 worker on their queue, send the decisions, wait until the server holds them, and only then start a worker,
-so its first activation carries both. On the real dev server: the time-skipping server handles updates
-differently.
+so its first activation carries both. On the real dev server, whose updates wait for a worker as a
+cluster's do; each test shares one worker start among all its tasks.
 """
 
 import asyncio
