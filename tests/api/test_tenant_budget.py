@@ -1,5 +1,5 @@
 """A tenant's budget for starting tasks holds whoever starts them (the API, a schedule, a parent's listed
-subtasks) and under concurrent requests; through the real API and worker, on every configured database."""
+subtasks, the subtasks an LLM plans) and under concurrent requests; through the real API and worker, on every configured database."""
 
 import asyncio
 import uuid
@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from api.definitions import DefinitionRunner
+from tests.api.test_llm_drafting import llm  # noqa: F401 - fixture
 from tests.conftest import running_stack
-from tests.helpers import task_body
+from tests.helpers import eventually, task_body, until_status
+from tests.llm_server import FakeLlm
 
 
 def tenant() -> str:
@@ -80,3 +82,34 @@ async def test_subtasks_and_scheduled_runs_are_charged_to_the_rate(
         firing = await runner.run_scheduled(made.json()["id"], f"firing-{uuid.uuid4().hex[:8]}")
         assert firing.outcome == "refused" and firing.task_id is None
         assert "FOLLOWTHROUGH_RATE_LIMIT_PER_MINUTE" in (firing.detail or "")
+
+
+def _planned_email(to: str) -> dict:
+    return {"type": "email", "title": f"Note to {to}", "mode": "review",
+            "payload": {"to": [to], "subject": "Q4", "body": "Pricing changes."}}
+
+
+async def test_subtasks_an_llm_plans_are_charged_when_planned(dev_env: WorkflowEnvironment, engine: AsyncEngine,
+                                                              tmp_path: Path, llm: FakeLlm):  # noqa: F811
+    goal = {"goal": "Tell the customers", "allowed_types": ["email"], "execution": "parallel"}
+    async with running_stack(dev_env, engine, tmp_path, llm_base_url=llm.url, llm_model="fake-gpt-1",
+                             llm_api_key_secret="llm_key", rate_limit_per_minute=1, rate_limit_burst=3) as stack:
+        # The project and its two planned messages take the three tokens.
+        llm.reply({"subtasks": [_planned_email("ana@one.example"), _planned_email("bo@two.example")]})
+        busy = tenant()
+        project = await stack.http.post("/tasks", json={"type": "project", "title": "Q4", "mode": "review",
+                                                        "tenant_id": busy, "payload": goal})
+        assert project.status_code == 201, project.text
+        await eventually(lambda: stack.http.get(f"/tasks/{project.json()['id']}/subtasks"),
+                         lambda r: r.json()["total"] == 2, timeout=30)
+        refused = await stack.http.post("/tasks", json=task_body(tenant_id=busy))
+        assert refused.status_code == 429 and refused.json()["limit"] == "rate", refused.text
+
+        # A plan that needs more than the burst at once fails its project, saying why.
+        llm.reply({"subtasks": [_planned_email(f"r{n}@three.example") for n in range(4)]})
+        too_big = await stack.http.post("/tasks", json={"type": "project", "title": "Q4", "mode": "review",
+                                                        "tenant_id": tenant(), "payload": goal})
+        assert too_big.status_code == 201, too_big.text
+        failed = await until_status(stack, too_big.json()["id"], "failed", timeout=30)
+        assert "FOLLOWTHROUGH_RATE_LIMIT_BURST" in failed["error"]
+        assert (await stack.http.get(f"/tasks/{too_big.json()['id']}/subtasks")).json()["total"] == 0
