@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import ApiError
 from followthrough import tenant_budget
-from followthrough.principals import Principal
 from followthrough.settings import Settings
 
 
@@ -27,14 +26,6 @@ def check_payload_size(settings: Settings, payload: object, loc: tuple[object, .
     if size > limit:
         raise invalid(loc, f"the payload is {size} bytes as JSON; at most {limit} are accepted "
                            f"(FOLLOWTHROUGH_MAX_PAYLOAD_BYTES)", "payload_too_large")
-
-
-def tenant_of(principal: Principal, named: object) -> str:
-    """Whose limits a creation counts against: the key's tenant, or under anonymous access the tenant the
-    body names (``default`` when it names none or something that is not a tenant id)."""
-    if not principal.anonymous:
-        return principal.tenant_id
-    return named if isinstance(named, str) and named else "default"
 
 
 async def admit(settings: Settings, engine: AsyncEngine, wanted: Mapping[str, int],
