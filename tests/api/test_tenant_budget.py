@@ -100,8 +100,10 @@ async def test_subtasks_an_llm_plans_are_charged_when_planned(dev_env: WorkflowE
         project = await stack.http.post("/tasks", json={"type": "project", "title": "Q4", "mode": "review",
                                                         "tenant_id": busy, "payload": goal})
         assert project.status_code == 201, project.text
+        # Drafted (by the fake's default answer) and waiting: no draft can take the next plan's answer.
         await eventually(lambda: stack.http.get(f"/tasks/{project.json()['id']}/subtasks"),
-                         lambda r: r.json()["total"] == 2, timeout=30)
+                         lambda r: r.json()["total"] == 2
+                         and all(c["status"] == "awaiting_approval" for c in r.json()["items"]), timeout=30)
         refused = await stack.http.post("/tasks", json=task_body(tenant_id=busy))
         assert refused.status_code == 429 and refused.json()["limit"] == "rate", refused.text
 
