@@ -30,7 +30,7 @@ def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncC
         DeliveryActivities(settings, engine, outbound, secrets, transports).send,
         NotificationActivities(settings, engine, outbound, secrets, transports["webhook"]).notify,
         MirrorActivities(engine).record,
-        PlanningActivities(settings).plan,
+        PlanningActivities(settings, engine).plan,
         DefinitionActivities(settings, engine, temporal).run,
         *AgentActivities(settings, engine, http, outbound, secrets, temporal, transports).all(),
     ]

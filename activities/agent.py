@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -32,7 +31,6 @@ from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOU
 from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
                                      ToolCallResult)
 from followthrough.lifecycle import TaskMode
-from followthrough.mirror import TASKS
 from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
@@ -203,7 +201,6 @@ class AgentActivities:
 
     async def _create_subtask(self, request: ToolCallRequest) -> ToolCallResult:
         # Imported here: the API's creation path is only needed by the worker, not by the workflow sandbox.
-        from api import limits
         from api.errors import ApiError
         from api.schemas import TaskCreate
         from api.task_creation import TaskCreator
@@ -241,10 +238,8 @@ class AgentActivities:
             if (refused := await self._subtask_hosts(request, task_type, creator.build(body, actor,
                                                                                        task_id=task_id))):
                 return refused
-            # The tenant's creation rate and cap on tasks in flight count it like a POST /tasks (not again when
-            # a retried call finds the task it created).
-            if not await self._exists(task_id):
-                await limits.admit(self._settings, self._engine, {request.tenant_id: 1})
+            # Charged to the tenant's creation rate and cap on tasks in flight like a POST /tasks (not again when
+            # a retried call repeats it: the task id is the same).
             created = await creator.create(body, actor, task_id=task_id)
         except RequestValidationError as err:
             return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable_encoder(err.errors()))}",
@@ -256,10 +251,6 @@ class AgentActivities:
         return ToolCallResult(output=_json({"task_id": created.id, "status": "started", "mode": body.mode}),
                               detail={"task_id": created.id, "workflow_id": created.workflow_id,
                                       "mode": body.mode})
-
-    async def _exists(self, task_id: str) -> bool:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == task_id))).first() is not None
 
     async def _subtask_hosts(self, request: ToolCallRequest, task_type: TaskType,
                              task: TaskInput) -> ToolCallResult | None:

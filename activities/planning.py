@@ -1,25 +1,29 @@
 """Planning: split a task into the subtasks its workflow then runs as child tasks."""
 
 from dataclasses import replace
+from datetime import timedelta
 
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from activities.heartbeat import heartbeating
-from followthrough import activity_names, policies
+from followthrough import activity_names, policies, tenant_budget
 from followthrough.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
 from followthrough.lifecycle import TaskMode
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
 from followthrough.submitter_policy import clamp_mode, loosest_mode
-from followthrough.tasktypes.base import PlanContext
+from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes.base import PlanContext, TaskType
 
 
 class PlanningActivities:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self._settings, self._engine = settings, engine
 
     @activity.defn(name=activity_names.PLAN)
     @reports_attempt
@@ -39,7 +43,28 @@ class PlanningActivities:
             raise llm_failure(err) from err
         plan = self._checked(planned, task.title, task.depth, task.approval_timeout_seconds)
         plan.subtasks = [self._within_parent(spec, task) for spec in plan.subtasks]
+        await self._charge(task, task_type, payload, plan)
         return plan
+
+    async def _charge(self, task: TaskInput, task_type: TaskType, payload: object, plan: SubtaskPlan) -> None:
+        """Charge the tenant for the planned subtasks its payload did not list (those were charged when the task
+        was created): once per run, however often this activity is retried. Over its budget, the planning is
+        retried after the wait the budget names, and the task fails once its retries are spent."""
+        planned = sum(map(_tasks_started_by, plan.subtasks))
+        extra = planned - (tenant_budget.tasks_started_by(task_type, payload) - 1)
+        if extra <= 0:
+            return
+        try:
+            # The hold is left to expire: the workflow starts these subtasks right after, and they count then.
+            await tenant_budget.admit(self._settings, self._engine, {task.tenant_id: extra},
+                                      charge_key=f"plan:{task.task_id}:{task.run_number}")
+        except tenant_budget.OverBudget as err:
+            if err.limit == "rate_burst":
+                raise permanent(f"the plan's {extra} subtasks are over the tenant's budget: {err.message}",
+                                policies.INVALID_PLAN) from None
+            raise ApplicationError(f"the plan's {extra} subtasks are over the tenant's budget: {err.message}",
+                                   type="OverBudget",
+                                   next_retry_delay=timedelta(seconds=err.retry_after)) from None
 
     def _within_parent(self, spec: SubtaskSpec, parent: TaskInput) -> SubtaskSpec:
         """Whoever planned it (a payload, a type's defaults, a model), a subtask runs no looser than its parent
@@ -65,3 +90,11 @@ class PlanningActivities:
         return SubtaskPlan(
             subtasks=[resolve(s, n, title, approval_timeout_seconds) for n, s in enumerate(planned.subtasks, 1)],
             execution=planned.execution.value, failure_policy=planned.failure_policy.value, origin=origin)
+
+
+def _tasks_started_by(spec: SubtaskSpec) -> int:
+    try:
+        sub_type = get_type(spec.type)
+        return tenant_budget.tasks_started_by(sub_type, sub_type.payload_model.model_validate(spec.payload))
+    except (UnknownTaskType, ValidationError):  # the subtask fails on its own, having started only itself
+        return 1

@@ -161,6 +161,8 @@ class DefinitionRunner:
         try:
             created = await self.creator.create(body, f"schedule:{row.name}"[:128], origin, task_id=task_id)
         except ApiError as err:
+            if err.status_code == 429:  # over the tenant's budget: this firing is skipped, and says why
+                return DefinitionRunResult(outcome="refused", detail=err.detail)
             if err.status_code != 409:
                 raise
             return DefinitionRunResult(outcome="duplicate", task_id=err.extra.get("task_id"),  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ the workflow, and writing the first mirror row."""
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -22,11 +23,12 @@ from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from api import idempotency
+from api import limits
 from api.limits import check_payload_size
 from api.errors import ApiError
 from api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from api.views import API_PREFIX, task_links
-from followthrough import search_attributes
+from followthrough import search_attributes, tenant_budget
 from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
 from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
@@ -221,11 +223,53 @@ class TaskCreator:
             priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY[Priority(task.priority)]),
         )
 
+    def tasks_started_by(self, task: TaskInput) -> int:
+        """The task and the subtasks its payload lists, every one charged to its tenant when it is created."""
+        task_type = get_type(task.type)
+        return tenant_budget.tasks_started_by(task_type, task_type.payload_model.model_validate(task.payload))
+
     async def create(self, body: TaskCreate, actor: str, origin: TaskOrigin | None = None,
-                     task_id: str | None = None) -> TaskCreated:
-        """Create and start a task. A given ``task_id`` makes the creation repeatable: a repeat (a retried
-        activity, say) finds the task the first attempt started and answers with it."""
+                     task_id: str | None = None, admitted: bool = False) -> TaskCreated:
+        """Create and start a task, charged to its tenant's budget unless the caller has ``admitted`` it. A given
+        ``task_id`` makes the creation repeatable: a repeat (a retried activity, say) is not charged again, and
+        finds the task the first attempt started and answers with it."""
         task = self.build(body, actor, origin, task_id)
+        count = self.tasks_started_by(task)
+        hold = tenant_budget.Hold() if admitted else await limits.admit(
+            self.settings, self.engine, {task.tenant_id: count},
+            charge_key=f"task:{task_id}" if task_id else None, loc=("payload",))
+        try:
+            created = await self._create(task, actor, task_id)
+        except BaseException:
+            await self.release(hold)
+            raise
+        await self.release(hold, {task.tenant_id: count - 1})
+        return created
+
+    async def release(self, hold: tenant_budget.Hold, keep: dict[str, int] | None = None) -> None:
+        try:
+            await tenant_budget.release(self.engine, hold, keep)
+        except (DBAPIError, OSError) as err:  # the hold expires by itself (followthrough/tenant_budget.py)
+            log.warning("could not release a hold on tasks in flight: %s", err)
+
+    def batch_charge(self, items: list[dict[str, Any]], actor: str,
+                     tenant: Callable[[TaskCreate], str]) -> tuple[Counter[str], Counter[str]]:
+        """What a batch charges each tenant: every task its valid items start; and of those, the listed
+        subtasks (their workflows start them later). An invalid item is answered on its own and costs nothing."""
+        wanted: Counter[str] = Counter()
+        listed: Counter[str] = Counter()
+        for raw in items:
+            try:
+                body = TaskCreate.model_validate(raw)
+                body.tenant_id = tenant(body)
+                count = self.tasks_started_by(self.build(body, actor))
+            except (ValidationError, RequestValidationError, ApiError):
+                continue
+            wanted[body.tenant_id] += count
+            listed[body.tenant_id] += count - 1
+        return wanted, listed
+
+    async def _create(self, task: TaskInput, actor: str, task_id: str | None) -> TaskCreated:
         workflow_id = workflow_id_for(task.task_id, task.type, task.subject_ref_id)
         key = idempotency.dedupe_key(task.tenant_id, task.type, task.subject_ref_type, task.subject_ref_id,
                                      task.source) if self.window else None
@@ -287,6 +331,19 @@ class TaskCreator:
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
         task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
                        send_retry=clamp_retry(last.send_retry, task_type.retry))
+        # The new run starts its task (and the subtasks its payload lists) again: charged like a creation.
+        count = self.tasks_started_by(task)
+        hold = await limits.admit(self.settings, self.engine, {task.tenant_id: count},
+                                  charge_key=f"task:{task.task_id}:{task.run_number}", loc=("payload",))
+        try:
+            created = await self._rerun(row, task, actor)
+        except BaseException:
+            await self.release(hold)
+            raise
+        await self.release(hold, {task.tenant_id: count - 1})
+        return created
+
+    async def _rerun(self, row: Task, task: TaskInput, actor: str) -> TaskCreated:
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
@@ -376,14 +433,15 @@ class TaskCreator:
         return created
 
     async def create_item(self, index: int, raw: dict[str, Any], actor: str,
-                          tenant: Callable[[TaskCreate], str] | None = None) -> BatchItemResult:
+                          tenant: Callable[[TaskCreate], str] | None = None,
+                          admitted: bool = False) -> BatchItemResult:
         """One batch item, answered like a single POST /tasks would be; ``tenant`` places it
-        in the caller's tenant (or refuses it)."""
+        in the caller's tenant (or refuses it); ``admitted``: the batch has been charged for it."""
         try:
             body = TaskCreate.model_validate(raw)
             if tenant is not None:
                 body.tenant_id = tenant(body)
-            created = await self.create(body, actor)
+            created = await self.create(body, actor, admitted=admitted)
         except ValidationError as err:
             return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors(include_url=False)))
         except RequestValidationError as err:

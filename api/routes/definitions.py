@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.client import ScheduleDescription
 from temporalio.service import RPCError
 
-from api import limits
 from api.auth import PrincipalDep, require
 from api.tenancy import listing_tenant, tenant_for
 from api.definition_schemas import (
@@ -186,7 +185,6 @@ async def run_definition(
     """Render the definition with the variables (a missing one is a 422 naming it) and create its task."""
     row = await definition_or_404(session, definition_id)
     await session.close()  # creating the task may take a moment; hold no connection meanwhile
-    await limits.admit(settings, engine, {limits.tenant_of(principal, row.tenant_id): 1})
     body = body or DefinitionRun()
     return await DefinitionRunner(settings, temporal, engine).run(row, body.variables, body.due_at, actor,
                                                                   idempotency_key)

@@ -1,7 +1,6 @@
 """/tasks: create, list, read and the events of tasks."""
 
 import logging
-from collections import Counter
 from functools import partial
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -52,7 +51,6 @@ async def create_task(
                                                   description="Repeats with this key replay the first answer.")] = None,
 ) -> Any:
     body.tenant_id = tenant_for(principal, body)
-    await limits.admit(settings, engine, {limits.tenant_of(principal, body.tenant_id): 1})
     creator = TaskCreator(settings, temporal, engine)
     if idempotency_key is None:
         return await creator.create(body, actor)
@@ -66,11 +64,16 @@ async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: Tempo
     against the rate limit and the cap on tasks in flight: a batch they cannot hold whole is refused (429)."""
     if len(body.items) > settings.batch_max_items:
         raise _invalid(("items",), f"at most {settings.batch_max_items} items per batch")
-    await limits.admit(settings, engine, Counter(limits.tenant_of(principal, item.get("tenant_id", "default"))
-                                                 for item in body.items))
     creator = TaskCreator(settings, temporal, engine)
     place = partial(tenant_for, principal)
-    return BatchResult(items=[await creator.create_item(i, item, actor, place) for i, item in enumerate(body.items)])
+    wanted, listed = creator.batch_charge(body.items, actor, place)
+    hold = await limits.admit(settings, engine, wanted)
+    try:
+        results = [await creator.create_item(i, item, actor, place, admitted=True)
+                   for i, item in enumerate(body.items)]
+    finally:
+        await creator.release(hold, listed)
+    return BatchResult(items=results)
 
 
 @router.get("", response_model=TaskListPublic, dependencies=[require(Role.VIEWER)])

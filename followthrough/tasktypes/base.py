@@ -88,6 +88,9 @@ class TaskType:
     # default; its payload).
     listed_subtasks: Callable[[Any], list[tuple[tuple[str | int, ...], str, TaskMode | None, dict[str, Any]]]] = \
         field(default=lambda _payload: [])
+    # How many subtasks its payload makes at its own level (a group's steps, a campaign's messages): charged to
+    # the tenant when the task is created (followthrough/tenant_budget.py). Planned ones are charged when planned.
+    listed_count: Callable[[Any], int] = field(default=lambda _payload: 0)
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

@@ -69,4 +69,5 @@ TASK_TYPE = TaskType(
     plan=plan,
     default_mode=TaskMode.AUTONOMOUS,
     listed_subtasks=lambda payload: [(("message_mode",), "email", payload.message_mode, {})],
+    listed_count=lambda payload: len(payload.recipients),
 )

@@ -46,4 +46,5 @@ TASK_TYPE = TaskType(
     secret_refs=lambda payload: secret_refs(payload.subtasks),
     listed_subtasks=lambda payload: [(("subtasks", n, "mode"), s.type, s.mode, s.payload)
                                      for n, s in enumerate(payload.subtasks)],
+    listed_count=lambda payload: len(payload.subtasks),
 )

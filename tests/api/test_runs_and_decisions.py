@@ -114,6 +114,22 @@ async def test_retry_starts_a_new_run_and_keeps_the_failed_one(scripted):
     assert again.status_code == 409 and "completed" in again.json()["detail"]
 
 
+async def test_a_new_run_is_charged_to_the_tenants_rate(scripted):
+    stack, transport = scripted
+    address = "gone-for-good@acme.example"
+    transport.script[address] = ["permanent"]
+    body = task_body(tenant_id=stack.tenant, mode="autonomous", payload=task_body()["payload"] | {
+        "customer_email": address})
+    created = (await stack.http.post("/tasks", json=body)).json()
+    await _until(stack, created["id"], "failed")
+    # From now on one task a minute: the new run takes the token, so the next creation waits.
+    stack.settings.rate_limit_per_minute = 1
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    refused = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
+    assert refused.status_code == 429 and refused.json()["limit"] == "rate", refused.text
+
+
 async def test_manual_task_is_completed_by_a_person_with_a_result(scripted):
     stack, _ = scripted
     created = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="manual"))).json()
