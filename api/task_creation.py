@@ -286,7 +286,7 @@ class TaskCreator:
         limit = loosest_mode(self.settings, last.tenant_id, last.type)
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
         task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
-                       send_retry=clamp_retry(last.send_retry, task_type.retry))
+                       send_retry=clamp_retry(last.send_retry, task_type.retry), carried=None)
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:

@@ -105,6 +105,8 @@ class TaskInput:
     subtask_index: int | None = None
     depth: int = 0
     origin: TaskOrigin | None = None
+    # Set only on a run that continues an earlier one of the same task (workflows/task.py): what it carries on.
+    carried: "CarriedState | None" = None
 
 
 @dataclass
@@ -258,6 +260,23 @@ class PauseRequest:
     actor_id: str = "anonymous"
     actor_type: str = "user"
     reason: str | None = None
+
+
+@dataclass
+class CarriedState:
+    """What a task's run hands to the run it continues as, while the task waits before its draft: Temporal
+    caps a run's history, and every pause, resume and reschedule adds to it (workflows/task.py). The new run
+    takes the task's input with this as its ``carried`` field, so the Web UI shows both."""
+
+    seq: int
+    status: str
+    stage: str
+    # The due time as rescheduled; None once the due wait is over (a task paused before its draft).
+    due_at: datetime | None = None
+    paused: PauseRequest | None = None
+    status_before_pause: str = "pending"
+    # How many runs the task has continued through (1 for the first continued run).
+    continued: int = 1
 
 
 @dataclass

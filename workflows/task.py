@@ -10,7 +10,7 @@ waiting for it; ``pause`` holds a task before its next step until ``resume``.
 """
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.contracts import (
         ApprovalDecision,
         CancelRequest,
+        CarriedState,
         Completion,
         DecisionAck,
         Draft,
@@ -63,11 +64,15 @@ SIGNAL_NEEDS_DECISION = "decision-signal-needs-input"
 # A deadline approves only a task nothing held: never one a guardrail flagged or a drafter blocked (those
 # expire). Older runs approved at the deadline whatever the flags, and replay so.
 DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
+# A run waiting before its draft (for its due time, or paused) continues as new when Temporal suggests it, so
+# pauses, resumes and reschedules never fill its history. Decided at the run's start: older runs never did.
+CONTINUE_AS_NEW = "continue-as-new-while-waiting"
 
 
 @workflow.defn(name="TaskWorkflow")
 class TaskWorkflow(AgentLoop, TaskSubtasks):
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, task: TaskInput) -> None:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
         self._seq = 0
@@ -93,16 +98,31 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._approval_deadline: datetime | None = None
         # What held the task when its deadline declined to approve it (guardrail flags, a block).
         self._held_at_deadline: list[str] = []
+        # Whether this run may continue as new, and how many runs it continues (CarriedState.continued).
+        self._may_continue = False
+        self._continued = 0
+        # A continued run takes its state over here, before an update or signal that came with its start is
+        # validated; its input's own part (without `carried`) is what subtasks, snapshots and retries see.
+        self._carried = task.carried
+        if task.carried is not None:
+            self._task = replace(task, carried=None)
+            self._take_over(task.carried)
+            self._pump = MirrorPump(self._task)
 
     # ---- run -------------------------------------------------------------
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskOutcome:
-        self._task = task
+        carried = self._carried
+        if carried is None:
+            self._task, self._pump = task, MirrorPump(task)
+        task = self._task
+        assert task is not None and self._pump is not None
         self._index_start()
-        self._pump = MirrorPump(task)
         self._pump.start()
-        self._flow = asyncio.create_task(self._execute(task))
+        if carried is not None:
+            workflow.set_current_details(self._details())
+        self._flow = asyncio.create_task(self._execute(task, carried))
         try:
             outcome = await self._flow
         except asyncio.CancelledError:
@@ -112,9 +132,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         await self._pump.close()
         return outcome
 
-    async def _execute(self, task: TaskInput) -> TaskOutcome:
+    async def _execute(self, task: TaskInput, carried: CarriedState | None) -> TaskOutcome:
         try:
-            return await self._steps(task)
+            return await self._steps(task, carried)
         except asyncio.CancelledError:
             request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
             data: dict = {"reason": request.reason} if request.reason else {}
@@ -123,10 +143,15 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return self._finish(TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
                                 actor_type=request.actor_type, actor_id=request.actor_id, data=data)
 
-    async def _steps(self, task: TaskInput) -> TaskOutcome:
+    async def _steps(self, task: TaskInput, carried: CarriedState | None = None) -> TaskOutcome:
         mode = TaskMode(task.mode)
         now = workflow.now()
-        if task.due_at is not None and task.due_at > now:
+        self._may_continue = workflow.patched(CONTINUE_AS_NEW)
+        if carried is not None:
+            # A continued run goes on waiting where the last one stopped.
+            if carried.due_at is not None:
+                await self._wait_until_due(carried.due_at)
+        elif task.due_at is not None and task.due_at > now:
             self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
                        data={"due_at": task.due_at.isoformat()})
             if workflow.patched(PAUSABLE_DUE_WAIT):
@@ -134,7 +159,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             else:
                 await workflow.sleep(task.due_at - now, summary="Wait until due")
 
-        await self._hold()
+        await self._hold(continuable=True)
         if task.decompose:
             return await self._run_subtasks(task)
         if task.type == AGENT:
@@ -295,7 +320,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._due_at, self._reschedulable = due_at, True
         while True:
             if self._paused is not None:
-                await workflow.wait_condition(lambda: self._paused is None)
+                await workflow.wait_condition(lambda: self._paused is None or self._continue_suggested())
+                await self._continue_if_suggested(waiting_until_due=True)
                 continue
             assert self._due_at is not None
             remaining = self._due_at - workflow.now()
@@ -303,10 +329,12 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 break
             due = self._due_at
             try:
-                await workflow.wait_condition(lambda: self._due_at != due or self._paused is not None,
-                                              timeout=remaining, timeout_summary=run_texts.due_wait_summary(due))
+                await workflow.wait_condition(
+                    lambda: self._due_at != due or self._paused is not None or self._continue_suggested(),
+                    timeout=remaining, timeout_summary=run_texts.due_wait_summary(due))
             except asyncio.TimeoutError:
                 pass
+            await self._continue_if_suggested(waiting_until_due=True)
         self._reschedulable = False
 
     def _details(self) -> str:
@@ -326,10 +354,39 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return "Queued"
         return run_texts.in_progress(self._task, self._stage)
 
-    async def _hold(self) -> None:
-        """Between steps: wait while the task is paused."""
-        if self._paused is not None:
-            await workflow.wait_condition(lambda: self._paused is None)
+    async def _hold(self, continuable: bool = False) -> None:
+        """Between steps: wait while the task is paused (before its draft, the run may continue as new)."""
+        while self._paused is not None:
+            await workflow.wait_condition(lambda: self._paused is None or (continuable and self._continue_suggested()))
+            if continuable:
+                await self._continue_if_suggested(waiting_until_due=False)
+
+    # ---- continue-as-new: a long wait's history handed to a fresh run ------
+
+    def _continue_suggested(self) -> bool:
+        return self._may_continue and workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_if_suggested(self, *, waiting_until_due: bool) -> None:
+        """Continue as new once Temporal suggests it (its history nears the limit), with the task's state: the
+        same input, with what it has done so far in its ``carried`` field."""
+        if not self._continue_suggested():
+            return
+        pump, task = self._pump, self._task
+        assert pump is not None and task is not None
+        # Updates and signals under way finish, and every event reaches the mirror, before the handover; a
+        # decision arriving after it goes to the new run.
+        while not (workflow.all_handlers_finished() and pump.idle()):
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and pump.idle())
+        workflow.continue_as_new(replace(task, carried=CarriedState(
+            seq=self._seq, status=self._status.value, stage=self._stage.value,
+            due_at=self._due_at if waiting_until_due else None, paused=self._paused,
+            status_before_pause=self._status_before_pause.value, continued=self._continued + 1)))
+
+    def _take_over(self, carried: CarriedState) -> None:
+        self._seq, self._continued = carried.seq, carried.continued
+        self._status, self._stage = TaskStatus(carried.status), Stage(carried.stage)
+        self._paused, self._status_before_pause = carried.paused, TaskStatus(carried.status_before_pause)
+        self._due_at, self._reschedulable = carried.due_at, carried.due_at is not None
 
     # ---- updates, signals, queries ----------------------------------------
 

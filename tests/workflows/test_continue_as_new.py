@@ -1,0 +1,138 @@
+"""A task that waits long before its draft, paused and resumed or rescheduled again and again, continues as
+new when Temporal suggests it, so its history never reaches Temporal's limit (which terminates the run).
+
+On its own dev server whose suggestion comes after HISTORY_SUGGESTS events rather than the default 4,096
+(Temporal's dynamic config ``limit.historyCount.suggestContinueAsNew``): the real suggestion path, crossed in
+a few dozen updates instead of thousands. The extra server costs a few seconds; it is the only way to show
+the handover the SDK itself asks for, and what the task does after it, end to end.
+"""
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough import search_attributes
+from followthrough.binaries import find_binary
+from followthrough.contracts import DecisionAck, TaskInput
+from followthrough.database import session_factory
+from followthrough.reconcile import reconcile
+from followthrough.tables import Task, TaskEvent
+from tests.conftest import TEST_CONVERTER, Stack, running_stack
+from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
+
+HISTORY_SUGGESTS = 100
+
+
+@pytest_asyncio.fixture(scope="module")
+async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"), data_converter=TEST_CONVERTER,
+        search_attributes=search_attributes.ALL,
+        dev_server_extra_args=["--dynamic-config-value",
+                               f"limit.historyCount.suggestContinueAsNew={HISTORY_SUGGESTS}"])
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture
+async def stack(short_history_env: WorkflowEnvironment, sqlite_engine: AsyncEngine,
+                tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(short_history_env, sqlite_engine, tmp_path) as running:
+        yield running
+
+
+async def _run_id(stack: Stack, workflow_id: str) -> str:
+    return (await stack.client.get_workflow_handle(workflow_id).describe()).run_id
+
+
+async def _started_input(stack: Stack, workflow_id: str, run_id: str) -> TaskInput:
+    handle = stack.client.get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events():
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        [task] = await stack.client.data_converter.decode(payloads, [TaskInput])
+        return task
+    raise AssertionError("no start event")
+
+
+async def _post(stack: Stack, path: str, **body: object) -> dict:
+    response = await stack.http.post(path, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: Stack):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    response = await stack.http.post("/tasks", json=task_body(
+        tenant_id=stack.tenant, mode="review", due_at=(datetime.now(timezone.utc) + timedelta(days=3)).isoformat()))
+    assert response.status_code == 201, response.text
+    task_id, workflow_id = response.json()["id"], response.json()["workflow_id"]
+    await until_status(stack, task_id, "scheduled")
+    first_run = await _run_id(stack, workflow_id)
+
+    # Pause and resume until the run has handed over twice; each cycle adds a dozen or more events.
+    runs, cycles = [first_run], 0
+    while len(runs) < 3:
+        assert cycles < 4 * HISTORY_SUGGESTS // 10, f"no continue-as-new after {cycles} pause/resume cycles"
+        await _post(stack, f"/tasks/{task_id}/pause", reason=f"hold {cycles}")
+        await _post(stack, f"/tasks/{task_id}/resume")
+        cycles += 1
+        if (current := await _run_id(stack, workflow_id)) != runs[-1]:
+            runs.append(current)
+    # Once more, ending paused and moved: a run continued from this state keeps it.
+    await _post(stack, f"/tasks/{task_id}/pause", reason="quarter close")
+    moved = datetime.now(timezone.utc) + timedelta(days=5)
+    await _post(stack, f"/tasks/{task_id}/reschedule", due_at=moved.isoformat())
+
+    handle = stack.client.get_workflow_handle(workflow_id)
+    described = await handle.describe()
+    assert described.status is WorkflowExecutionStatus.RUNNING
+    old = await stack.client.get_workflow_handle(workflow_id, run_id=first_run).describe()
+    assert old.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+    # Each run's history stays near the suggestion, however many cycles the task has been through.
+    for run_id in runs[:-1]:
+        history = await stack.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        assert len(history.events) < HISTORY_SUGGESTS + 30
+    # The new run's input (what the Web UI shows) is the task's, with what it carried over.
+    started = await _started_input(stack, workflow_id, runs[-1])
+    assert started.task_id == task_id and started.carried is not None and started.carried.continued == 2
+    assert started.carried.stage == "waiting_until_due" and started.carried.seq > cycles
+    assert (await handle.query("state", result_type=DecisionAck)).status == "paused"
+    assert described.typed_search_attributes.get(search_attributes.TASK_STATUS) == "paused"
+
+    # The mirror keeps one row, its events numbered on across the runs, and the API shows the task.
+    task = await get_task(stack, task_id)
+    assert task["status"] == "paused" and datetime.fromisoformat(task["due_at"]) == moved
+    await _post(stack, f"/tasks/{task_id}/resume")
+    await _post(stack, f"/tasks/{task_id}/reschedule", due_at=(datetime.now(timezone.utc)
+                                                             - timedelta(seconds=1)).isoformat())
+    await until_status(stack, task_id, "awaiting_approval")
+    approved = await stack.http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "alice"})
+    assert approved.status_code == 200, approved.text
+    task = await until_status(stack, task_id, "completed")
+    assert task["result"]["sent"] is True
+    assert len(await outbox_rows(stack.engine, task_id)) == 1
+    assert [(r["number"], r["status"]) for r in task["runs"]] == [(1, "completed")]
+    assert task["runs"][0]["workflow_run_id"] == (await _run_id(stack, workflow_id))
+
+    async with session_factory(stack.engine)() as session:
+        assert await session.scalar(select(func.count()).select_from(Task)
+                                    .where(Task.workflow_id == workflow_id)) == 1
+        events = (await session.execute(select(TaskEvent.seq, TaskEvent.id, TaskEvent.type)
+                                        .where(TaskEvent.task_id == task_id).order_by(TaskEvent.seq))).all()
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert {e.id.split(":")[0] for e in events if e.seq} >= set(runs)
+    types = [e.type for e in events]
+    assert types.count("TASK_PAUSED") == cycles + 1 and types.count("TASK_RESUMED") == cycles + 1
+    assert types.count("TASK_APPROVED") == 1 and types[-1] == "TASK_EXECUTION_COMPLETED"
+
+    # Temporal and the mirror agree: the continued runs are the one task.
+    report = await reconcile(stack.client, stack.engine, task_queue=stack.settings.task_queue, since=since,
+                             tenant=stack.tenant, settle_seconds=0.5)
+    assert report.drift == [] and report.unverified == [] and report.workflows == 1
+    await eventually(lambda: handle.describe(), lambda d: d.status is WorkflowExecutionStatus.COMPLETED)
