@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from followthrough import search_attributes
 from followthrough.binaries import find_binary
@@ -25,6 +28,8 @@ from followthrough.reconcile import reconcile
 from followthrough.tables import Task, TaskEvent
 from tests.conftest import TEST_CONVERTER, Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
+from worker import SANDBOX
+from workflows.all import ALL_WORKFLOWS
 
 HISTORY_SUGGESTS = 100
 
@@ -75,12 +80,14 @@ async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: St
     await until_status(stack, task_id, "scheduled")
     first_run = await _run_id(stack, workflow_id)
 
-    # Pause and resume until the run has handed over twice; each cycle adds a dozen or more events.
+    # Pause, resume and reschedule until the run has handed over twice; each cycle adds some twenty events.
     runs, cycles = [first_run], 0
     while len(runs) < 3:
-        assert cycles < 4 * HISTORY_SUGGESTS // 10, f"no continue-as-new after {cycles} pause/resume cycles"
+        assert cycles < HISTORY_SUGGESTS // 5, f"no continue-as-new after {cycles} pause/resume/reschedule cycles"
         await _post(stack, f"/tasks/{task_id}/pause", reason=f"hold {cycles}")
         await _post(stack, f"/tasks/{task_id}/resume")
+        await _post(stack, f"/tasks/{task_id}/reschedule",
+                    due_at=(datetime.now(timezone.utc) + timedelta(days=3, hours=cycles)).isoformat())
         cycles += 1
         if (current := await _run_id(stack, workflow_id)) != runs[-1]:
             runs.append(current)
@@ -94,10 +101,15 @@ async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: St
     assert described.status is WorkflowExecutionStatus.RUNNING
     old = await stack.client.get_workflow_handle(workflow_id, run_id=first_run).describe()
     assert old.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
-    # Each run's history stays near the suggestion, however many cycles the task has been through.
+    # Each run's history stays near the suggestion, however many cycles the task has been through, and a
+    # handover replays on today's code like any other history.
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
+                        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX))
     for run_id in runs[:-1]:
         history = await stack.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         assert len(history.events) < HISTORY_SUGGESTS + 30
+        assert history.events[-1].event_type is EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        await replayer.replay_workflow(history)
     # The new run's input (what the Web UI shows) is the task's, with what it carried over.
     started = await _started_input(stack, workflow_id, runs[-1])
     assert started.task_id == task_id and started.carried is not None and started.carried.continued == 2
@@ -129,6 +141,7 @@ async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: St
     assert {e.id.split(":")[0] for e in events if e.seq} >= set(runs)
     types = [e.type for e in events]
     assert types.count("TASK_PAUSED") == cycles + 1 and types.count("TASK_RESUMED") == cycles + 1
+    assert types.count("TASK_RESCHEDULED") == cycles + 2
     assert types.count("TASK_APPROVED") == 1 and types[-1] == "TASK_EXECUTION_COMPLETED"
 
     # Temporal and the mirror agree: the continued runs are the one task.
