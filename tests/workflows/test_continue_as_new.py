@@ -24,7 +24,7 @@ from followthrough import search_attributes
 from followthrough.binaries import find_binary
 from followthrough.contracts import DecisionAck, TaskInput
 from followthrough.database import session_factory
-from followthrough.reconcile import reconcile
+from followthrough.reconcile import _truth as reconcile_truth, reconcile
 from followthrough.tables import Task, TaskEvent
 from tests.conftest import TEST_CONVERTER, Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
@@ -101,6 +101,9 @@ async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: St
     assert described.status is WorkflowExecutionStatus.RUNNING
     old = await stack.client.get_workflow_handle(workflow_id, run_id=first_run).describe()
     assert old.status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+    # A run visibility still lists though it has handed over reads as the task's current run, not a failure.
+    truth = await reconcile_truth(stack.client, old)
+    assert (truth.run_id, truth.status, truth.closed) == (runs[-1], "paused", False)
     # Each run's history stays near the suggestion, however many cycles the task has been through, and a
     # handover replays on today's code like any other history.
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
