@@ -46,9 +46,8 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest_asyncio.fixture
-async def stack(short_history_env: WorkflowEnvironment, sqlite_engine: AsyncEngine,
-                tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(short_history_env, sqlite_engine, tmp_path) as running:
+async def stack(short_history_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(short_history_env, engine, tmp_path) as running:
         yield running
 
 
