@@ -15,7 +15,7 @@ from followthrough import connectors, metrics, render_pool, tracing
 from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
-from followthrough.outbound import guarded_client
+from followthrough.outbound import guarded_client, self_test
 from followthrough.settings import Settings, get_settings
 from followthrough.tasktypes import unserved_types
 from followthrough.temporal_client import connect, metrics_runtime
@@ -60,6 +60,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
+    await self_test()  # an SSRF guard that lets loopback through stops the worker here
     tracing.configure(settings, "followthrough-worker")  # with tracing on and its extra missing: stops here
     engine = create_engine(settings.effective_database_url)
     tracing.instrument_engine(engine, settings)

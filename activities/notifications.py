@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities.errors import permanent, reports_attempt
 from activities.transports import DeliveryContext, PermanentDeliveryError, Transport
-from followthrough import activity_names, policies
+from followthrough import activity_names, notification_outbox, policies
 from followthrough.approval_links import links_for
 from followthrough.contracts import Draft, Notification
 from followthrough.secrets import SecretNotFound, SecretStore
@@ -27,6 +27,15 @@ class NotificationActivities:
     @activity.defn(name=activity_names.NOTIFY)
     @reports_attempt
     async def notify(self, notification: Notification) -> dict[str, Any]:
+        key = notification_outbox.delivery_key(notification.event_id, notification.subscription_id)
+        # A notification handed on again (the mirror write retried after its answer was lost) is sent once.
+        if await notification_outbox.is_delivered(self._engine, key):
+            return {"duplicate": True, "delivery_key": key}
+        result = await self._send(notification, key)
+        await notification_outbox.mark_delivered(self._engine, key)
+        return result
+
+    async def _send(self, notification: Notification, key: str) -> dict[str, Any]:
         task = notification.task
         link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
         payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
@@ -43,8 +52,7 @@ class NotificationActivities:
             settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
             task_secrets=self._task_secrets,
             task_id=task["id"], task_type=task["type"], tenant_id=task["tenant_id"],
-            # One delivery per event and subscriber, however often this is retried.
-            idempotency_key=f"notify:{notification.event_id}:{notification.subscription_id}",
+            idempotency_key=key,  # one delivery per event and subscriber, however often this is retried
             attempt=info.attempt,
             timeout_seconds=max(1.0, (info.start_to_close_timeout or timedelta(seconds=30)).total_seconds() - 2),
         )

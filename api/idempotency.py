@@ -7,7 +7,8 @@ single ``INSERT … ON CONFLICT DO NOTHING`` on a primary key:
   subject_ref_id, source) as one created inside the window is refused with 409
   and the existing task's id. Tasks without a subject are never deduplicated.
 - ``Idempotency-Key``: the first answer to a request with that key (per
-  tenant) is stored and replayed for every repeat inside the window.
+  tenant) is stored and replayed for every repeat inside the window; after
+  it, the key is free again and creates a new task.
 """
 
 import asyncio
@@ -28,7 +29,7 @@ DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
 # A request still unanswered after this long is taken to have died with its process.
 ABANDONED_AFTER = timedelta(seconds=60)
 # The same for a request with an Idempotency-Key: sooner, since taking over its key is safe even while the
-# first is alive; both create the one task whose id the key determines (task_id_for_key).
+# first is alive; both create the one task whose id the record holds (begin).
 KEY_ABANDONED_AFTER = timedelta(seconds=15)
 # Task ids derived from Idempotency-Keys live in their own UUID namespace.
 _KEYED_TASKS = uuid.UUID("5d0c6c3e-6f1b-4b8e-9a57-3f0e2f8b1c44")
@@ -88,8 +89,9 @@ class KeyInFlight(Exception):
 
 
 def task_id_for_key(tenant_id: str, key: str) -> str:
-    """The id of the task a request with this Idempotency-Key creates: a repeat that takes over the key of a
-    request that died after starting the task's workflow finds that task instead of starting a second."""
+    """The id of the task the first request with this Idempotency-Key creates (later uses of the key past its
+    window get fresh ids): a repeat that takes over the key of a request that died after starting the task's
+    workflow finds that task instead of starting a second."""
     return str(uuid.uuid5(_KEYED_TASKS, f"{tenant_id}\n{key}"))
 
 
@@ -97,23 +99,48 @@ def request_hash(body: Any) -> str:
     return _digest(body)
 
 
+@dataclass
+class Claimed:
+    """This request owns the key and must ``finish`` it, creating its task under ``task_id``."""
+    task_id: str
+
+
+def _claimed_id(tenant_id: str, key: str, digest: str, old: Any, window: timedelta, now: datetime) -> str | None:
+    """The task id a request takes the key over with, or None when the key is not free to take.
+
+    Past its window the key starts afresh: a new task, whatever the old request's body. A request that died
+    unanswered inside the window leaves the id it was creating in ``response``; the same request again takes
+    that id, to find the task if it was started; a different one gets its own task."""
+    if old.created_at < now - window:
+        return str(uuid.uuid4())
+    if old.status_code is None and old.created_at < now - KEY_ABANDONED_AFTER:
+        if old.request_hash != digest:
+            return str(uuid.uuid4())
+        return (old.response or {}).get("task_id") or task_id_for_key(tenant_id, key)
+    return None
+
+
 async def begin(engine: AsyncEngine, tenant_id: str, key: str, digest: str, window: timedelta,
-                wait_seconds: float = 10.0) -> StoredResponse | None:
-    """None: this request owns the key and must ``finish`` it; otherwise the answer to replay."""
+                wait_seconds: float = 10.0) -> StoredResponse | Claimed:
+    """Claimed: this request owns the key and must ``finish`` it; otherwise the answer to replay."""
     now = datetime.now(timezone.utc)
+    match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
     async with engine.begin() as conn:
-        row = {"tenant_id": tenant_id, "key": key, "request_hash": digest, "status_code": None, "response": None,
-               "created_at": now}
+        # While unanswered, ``response`` holds the id of the task the request creates.
+        task_id = task_id_for_key(tenant_id, key)
+        row = {"tenant_id": tenant_id, "key": key, "request_hash": digest, "status_code": None,
+               "response": {"task_id": task_id}, "created_at": now}
         if await insert_ignoring_duplicates(conn, KEYS, [row]):
-            return None
-        match = (KEYS.c.tenant_id == tenant_id) & (KEYS.c.key == key)
-        # Taken over when expired, or when its first request died without an answer.
-        takeover = (KEYS.c.created_at < now - window) | (
-            KEYS.c.status_code.is_(None) & (KEYS.c.created_at < now - KEY_ABANDONED_AFTER))
-        taken = await conn.execute(update(KEYS).where(match, takeover)
-                                   .values(request_hash=digest, status_code=None, response=None, created_at=now))
-        if taken.rowcount == 1:
-            return None
+            return Claimed(task_id)
+        old = (await conn.execute(select(KEYS.c.request_hash, KEYS.c.status_code, KEYS.c.response,
+                                         KEYS.c.created_at).where(match))).one_or_none()
+        taking = _claimed_id(tenant_id, key, digest, old, window, now) if old is not None else None
+        if taking is not None:
+            # Only one concurrent request can match the old timestamp.
+            taken = await conn.execute(update(KEYS).where(match, KEYS.c.created_at == old.created_at).values(
+                request_hash=digest, status_code=None, response={"task_id": taking}, created_at=now))
+            if taken.rowcount == 1:
+                return Claimed(taking)
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
         async with engine.connect() as conn:

@@ -17,7 +17,7 @@ from api.same_origin import RefuseCrossSiteRequests
 from api.security_headers import SecurityHeaders
 from api.tenancy import tenant_guard
 from api.views import API_PREFIX
-from followthrough import connectors, logs, render_pool, tracing
+from followthrough import connectors, logs, outbound, render_pool, tracing
 from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine, session_factory
 from followthrough.settings import Settings, get_settings
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await outbound.self_test()  # an SSRF guard that lets loopback through stops the API here
         engine = create_engine(settings.effective_database_url)
         tracing.instrument_engine(engine, settings)
         app.state.settings = settings

@@ -355,12 +355,12 @@ class TaskCreator:
         except idempotency.KeyInFlight:
             raise ApiError(409, "a request with this Idempotency-Key is still being processed; retry shortly") \
                 from None
-        if stored is not None:
+        if isinstance(stored, idempotency.StoredResponse):
             return JSONResponse(stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
         try:
-            # The key decides the task's id, so a repeat after the first request died (its process killed
-            # between starting the workflow and storing the answer) answers with that task, not a second one.
-            created = await self.create(body, actor, origin, task_id=idempotency.task_id_for_key(body.tenant_id, key))
+            # The key's record decides the task's id, so a repeat after the first request died (its process
+            # killed between starting the workflow and storing the answer) answers with that task, not a second.
+            created = await self.create(body, actor, origin, task_id=stored.task_id)
         except ApiError as err:
             if err.status_code == 409:  # a duplicate subject is an answer worth replaying
                 answer = idempotency.StoredResponse(409, {"detail": err.detail, **err.extra})

@@ -15,7 +15,7 @@ from sqlalchemy import Table, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from followthrough import approval_records
+from followthrough import approval_records, notification_outbox
 from followthrough.task_metrics import Observed
 from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
 from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
@@ -181,33 +181,48 @@ def notification_kind(event: MirrorEvent) -> str | None:
 
 async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch], inserted: set[str],
                                 acks: list[MirrorAck]) -> None:
-    """Tell each workflow which subscribers its newly written events concern.
+    """Record in the outbox what each newly written event owes its subscribers, then tell each workflow what its
+    events owe and is not yet delivered.
 
-    Only the writer that inserted an event reports it, so a subscriber hears
-    of each event once however often the write is retried.
+    The outbox rows commit with the events, and a write that finds its events already there (a retry after its
+    answer was lost) still hands back their undelivered notifications: none is lost, and the delivery key keeps
+    each to one send (README, "The task").
     """
-    owed = [(ack, b, e, kind) for b, ack in zip(batches, acks) for e in b.events
-            if e.id in inserted and (kind := notification_kind(e))]
-    if not owed:
-        return
-    tenants = {b.tenant_id for _, b, _, _ in owed}
+    now = datetime.now(timezone.utc)
+    owed = [(b, e, kind) for b in batches for e in b.events if e.id in inserted and (kind := notification_kind(e))]
+    if owed:
+        await insert_ignoring_duplicates(conn, notification_outbox.OUTBOX,
+                                         [notification_outbox.row_of(n, b.tenant_id, now)
+                                          for b, n in await _notifications_of(conn, owed)])
+    pending = await notification_outbox.undelivered(
+        conn, [e for b in batches for e in b.events if notification_kind(e)])
+    for batch, ack in zip(batches, acks):
+        ack.notifications += [n for e in batch.events for n in pending.get(e.id, [])]
+
+
+async def _notifications_of(conn: AsyncConnection, owed: list[tuple[MirrorBatch, MirrorEvent, str]]
+                            ) -> list[tuple[MirrorBatch, Notification]]:
+    """The notifications that these new events owe the tenants' active subscribers."""
+    tenants = {b.tenant_id for b, _, _ in owed}
     subscriptions = (await conn.execute(select(SUBSCRIPTIONS).where(
         SUBSCRIPTIONS.c.tenant_id.in_(tenants), SUBSCRIPTIONS.c.active.is_(True)))).all()
     if not subscriptions:
-        return
+        return []
     rows = {r.id: r for r in (await conn.execute(select(TASKS.c.id, TASKS.c.type, TASKS.c.title, TASKS.c.status,
                                                         TASKS.c.workflow_id).where(
-        TASKS.c.id.in_({b.task_id for _, b, _, _ in owed})))).all()}
-    for ack, batch, event, kind in owed:
+        TASKS.c.id.in_({b.task_id for b, _, _ in owed})))).all()}
+    notifications = []
+    for batch, event, kind in owed:
         row = rows[batch.task_id]
         snapshot = {"id": row.id, "type": row.type, "title": row.title, "status": event.new_status or row.status,
                     "tenant_id": batch.tenant_id, "workflow_id": row.workflow_id}
         if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
             snapshot["approvers"] = list(event.data.get("approvers") or [])
-        ack.notifications += [
-            Notification(subscription_id=s.id, url=s.url, secret=s.secret, event=kind, event_id=event.id,
-                         task=snapshot)
+        notifications += [
+            (batch, Notification(subscription_id=s.id, url=s.url, secret=s.secret, event=kind, event_id=event.id,
+                                 task=storable(snapshot)))
             for s in subscriptions if s.tenant_id == batch.tenant_id and kind in s.events]
+    return notifications
 
 
 async def _record_run(conn: AsyncConnection, batch: MirrorBatch) -> None:

@@ -154,6 +154,27 @@ class Delivery(SQLModel, table=True):
     delivered_at: datetime | None = _when()
 
 
+class NotificationOutbox(SQLModel, table=True):
+    """A subscriber's notification, written in the transaction that wrote its event and marked once delivered.
+
+    A mirror write retried after its answer was lost inserts no event, but still finds here what is owed."""
+
+    __tablename__ = "notification_outbox"
+
+    # The delivery key, notify:<event id>:<subscription id>: one row, and one send, per event and subscriber.
+    id: str = Field(primary_key=True, max_length=200)
+    event_id: str = Field(max_length=128, index=True)
+    task_id: str = Field(max_length=36)
+    tenant_id: str = Field(max_length=128)
+    subscription_id: str = Field(max_length=36)
+    event: str = Field(max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    secret: str = Field(max_length=128)
+    task: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _when(nullable=False)
+    delivered_at: datetime | None = _when()
+
+
 class Contact(SQLModel, table=True):
     """Addresses a tenant has sent to, for the first-contact guardrail."""
 

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from followthrough import notification_outbox
 from followthrough.contracts import MirrorBatch, MirrorEvent, RetrySpec, SlaPolicy, TaskChanges, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.mirror import insert_created, record_batch
 from followthrough.run_inputs import RecordMismatch, input_from
-from followthrough.tables import TaskEvent
+from followthrough.tables import Subscription, TaskEvent
 from tests.helpers import task_input, task_row
 
 
@@ -136,3 +137,26 @@ async def test_a_run_input_is_only_good_for_its_own_row(engine):
         with pytest.raises(RecordMismatch):
             input_from(row.run_input | other, row.payload, task_id=row.id, tenant_id=row.tenant_id,
                        type_name=row.type)
+
+
+async def test_a_retried_write_hands_back_the_notifications_it_owes_until_delivered(engine):
+    # The first write's answer may be lost after its commit: the retry inserts nothing, yet owes the same.
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    task = task_input(tenant_id=tenant)
+    async with session_factory(engine)() as session:
+        session.add(Subscription(id=str(uuid.uuid4()), tenant_id=tenant, url="http://127.0.0.1:9/hooks",
+                                 events=["task.awaiting_approval"], secret="hooks",
+                                 created_at=datetime.now(timezone.utc)))
+        await session.commit()
+    batch = _batch(task, ("TASK_APPROVAL_REQUESTED", "awaiting_approval", 1), ("TASK_DRAFTED", None, 2))
+    batch.tenant_id = tenant
+    batch.events[0].data = {"approvers": ["alice"]}
+    first = await record_batch(engine, batch)
+    [owed] = first.notifications
+    assert (owed.event, owed.event_id, owed.task["approvers"]) == ("task.awaiting_approval", batch.events[0].id,
+                                                                   ["alice"])
+    again = await record_batch(engine, batch)
+    assert (again.written, again.notifications) == (0, [owed])
+    await notification_outbox.mark_delivered(engine, notification_outbox.delivery_key(owed.event_id,
+                                                                                      owed.subscription_id))
+    assert (await record_batch(engine, batch)).notifications == []

@@ -64,6 +64,9 @@ SIGNAL_NEEDS_DECISION = "decision-signal-needs-input"
 # A deadline approves only a task nothing held: never one a guardrail flagged or a drafter blocked (those
 # expire). Older runs approved at the deadline whatever the flags, and replay so.
 DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
+# A cancel can come with the start, in the first workflow task, before run() has begun the flow: it is kept
+# and the flow ends cancelled before its first step. Such a cancel failed the workflow task before.
+CANCEL_BEFORE_START = "cancel-before-start"
 # A run waiting before its draft (for its due time, or paused) continues as new when Temporal suggests it, so
 # pauses, resumes and reschedules never fill its history. Decided at the run's start: older runs never did.
 CONTINUE_AS_NEW = "continue-as-new-while-waiting"
@@ -134,6 +137,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _execute(self, task: TaskInput, carried: CarriedState | None) -> TaskOutcome:
         try:
+            if self._cancel is not None and workflow.patched(CANCEL_BEFORE_START):
+                raise asyncio.CancelledError()
             return await self._steps(task, carried)
         except asyncio.CancelledError:
             request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
@@ -428,8 +433,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> DecisionAck:
         self._cancel = request
-        assert self._flow is not None
-        self._flow.cancel()
+        if self._flow is not None:
+            self._flow.cancel()
+        # Otherwise it came before run() began the flow, which sees the request at its start.
         await workflow.wait_condition(lambda: self._status.terminal)
         return DecisionAck(status=self._status.value, stage=self._stage.value)
 
@@ -452,6 +458,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
     @reschedule.validator
     def _check_reschedule(self, request: RescheduleRequest) -> None:
         self._require_open("reschedule")
+        if self._task is None:  # arrived with the start, before run(): its due wait has not begun
+            raise ApplicationError("cannot reschedule: the task has not started yet; try again",
+                                   type="InvalidTransition")
         if not self._reschedulable:
             raise ApplicationError(f"cannot reschedule: task is {self._status.value} ({self._stage.value}); "
                                    "only a task still waiting for its due time can be rescheduled",

@@ -190,3 +190,31 @@ async def test_a_redirect_is_an_answer_and_is_not_followed(dev_env, engine, tmp_
         task, last = await failed(stack, task_id)
     assert "answered 302" in task["error"] and last["data"]["error_type"] == "DeliveryRefused"
     assert [r.path for r in receiver.requests] == ["/go"]  # nothing went to the Location
+
+
+async def test_special_purpose_and_embedded_ipv4_literals_are_422_at_the_api(guarded: Stack):
+    """Ranges the running Python's ``ipaddress`` takes for public (on 3.11.7) are refused all the same."""
+    cases = [
+        ("http://192.0.0.192/x", "refused: 192.0.0.192 is an IETF protocol assignment"),
+        ("http://[fec0::1]/x", "refused: fec0::1 is a site-local address"),
+        ("http://[2002:7f00:1::]/x", "refused: 2002:7f00:1:: is a loopback address (as 127.0.0.1)"),
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/x", "a loopback address (as 127.0.0.1)"),
+        ("http://[64:ff9b::a9fe:a9fe]/x", "a cloud metadata address (as 169.254.169.254)"),
+    ]
+    for url, message in cases:
+        response = await guarded.http.post("/tasks", json=task_body(type="http_request", payload={"url": url}))
+        assert response.status_code == 422, (url, response.text)
+        [error] = response.json()["detail"]
+        assert message in error["msg"] and HINT in error["msg"], (url, error)
+
+
+async def test_the_api_refuses_to_start_when_the_guard_lets_loopback_through(monkeypatch, tmp_path: Path):
+    from api.main import create_app
+    from followthrough import outbound
+    from followthrough.settings import Settings
+
+    monkeypatch.setattr(outbound, "_listed", lambda address: None)  # a guard that takes every address for public
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"))
+    with pytest.raises(outbound.GuardBroken, match="counts 127.0.0.1 as public; refusing to start"):
+        async with app.router.lifespan_context(app):
+            pass

@@ -243,7 +243,29 @@ async def main() -> None:
                     "autonomous", type="agent", title="Order 7", subject_ref_id=None,
                     payload={"prompt": "Has order 7 shipped?", "allowed_tools": ["http_request"], "max_turns": 1}))
     await env.shutdown()
+    await _cancelled_before_start(settings, engine)
     await engine.dispose()
+
+
+async def _cancelled_before_start(settings, engine) -> None:
+    """A cancel sent before any worker polled, so the first workflow task carries it with the start: on the
+    dev server, whose updates wait for a worker as a cluster's do."""
+    from tests.workflows.test_early_decisions import admitted
+
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=find_binary("temporal"),
+                                                search_attributes=search_attributes.ALL)
+    handle = await env.client.start_workflow("TaskWorkflow", task_input("review"), id="history-cancelled_before_start",
+                                             task_queue=settings.task_queue, result_type=TaskOutcome)
+    sent = asyncio.create_task(handle.execute_update("cancel", CancelRequest(actor_id="ops"), id="early",
+                                                     result_type=DecisionAck))
+    await eventually(lambda: admitted(env.client, handle.id, "early"), bool)
+    async with build_worker(env.client, settings, engine):
+        await sent
+        await handle.result()
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    (FOLDER / "cancelled_before_start.json").write_text((await handle.fetch_history()).to_json())
+    print("saved cancelled_before_start")
+    await env.shutdown()
 
 
 if __name__ == "__main__":
