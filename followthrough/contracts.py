@@ -277,6 +277,18 @@ class CarriedState:
     status_before_pause: str = "pending"
     # How many runs the task has continued through (1 for the first continued run).
     continued: int = 1
+    # Set when it waits for a decision on its draft: the draft, what held it, the mode it runs in (a blocked
+    # draft's task is manual), the open request (its id stays, so its links still decide it) and its SLA so far.
+    draft: Draft | None = None
+    flags: list[str] = field(default_factory=list)
+    blocked: str | None = None
+    mode: str | None = None
+    approval_id: str | None = None
+    approvals: list[ApprovalDecision] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    approval_requested_at: datetime | None = None
+    approval_deadline: datetime | None = None
+    sla_steps_taken: int = 0
 
 
 @dataclass

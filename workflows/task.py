@@ -104,6 +104,10 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         # Whether this run may continue as new, and how many runs it continues (CarriedState.continued).
         self._may_continue = False
         self._continued = 0
+        # While a draft waits for a decision: what a continued run needs to go on waiting (CarriedState).
+        self._awaiting: dict | None = None
+        self._requested_at: datetime | None = None
+        self._sla_steps_taken = 0
         # A continued run takes its state over here, before an update or signal that came with its start is
         # validated; its input's own part (without `carried`) is what subtasks, snapshots and retries see.
         self._carried = task.carried
@@ -152,6 +156,10 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         mode = TaskMode(task.mode)
         now = workflow.now()
         self._may_continue = workflow.patched(CONTINUE_AS_NEW)
+        if carried is not None and carried.draft is not None:
+            assert carried.mode is not None
+            return await self._decide_and_send(task, TaskMode(carried.mode), carried.draft, carried.flags,
+                                               carried.blocked, carried)
         if carried is not None:
             # A continued run goes on waiting where the last one stopped.
             if carried.due_at is not None:
@@ -201,8 +209,14 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                 result={"draft": asdict(draft), "sent": False})
 
-        if mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or drafted.flags:
-            decision = await self._await_decision(task, mode, drafted.flags, drafted.blocked)
+        return await self._decide_and_send(task, mode, draft, drafted.flags, drafted.blocked)
+
+    async def _decide_and_send(self, task: TaskInput, mode: TaskMode, draft: Draft, flags: list[str],
+                               blocked: str | None, resumed: CarriedState | None = None) -> TaskOutcome:
+        if resumed is not None or mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or flags:
+            self._awaiting = {"draft": draft, "flags": flags, "blocked": blocked, "mode": mode.value}
+            decision = await self._await_decision(task, mode, flags, blocked, resumed=resumed)
+            self._awaiting = None
             approval = {"approval_id": self._approval_id}
             if decision is None:
                 held = {"held_by": self._held_at_deadline} if self._held_at_deadline else {}
@@ -232,29 +246,42 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         return await self._send(task, draft)
 
     async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str], blocked: str | None = None,
-                              reason: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
+                              reason: str | None = None, resumed: CarriedState | None = None,
+                              ) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         if reason is None:
             reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         if blocked:
             reason = f"blocked: {blocked}"
-        self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
-                   data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
-                         "approvers": task.approvers, "required": task.approvals_required}
-                   | ({"approver_roles": task.approver_roles} if task.approver_roles else {}),
-                   changes=TaskChanges(approval_deadline=workflow.now() + timeout))
-        self._approval_id = f"{workflow.info().run_id}:{self._seq}"
-        requested, deadline = workflow.now(), workflow.now() + timeout
+        if resumed is None:
+            self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
+                       data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
+                             "approvers": task.approvers, "required": task.approvals_required}
+                       | ({"approver_roles": task.approver_roles} if task.approver_roles else {}),
+                       changes=TaskChanges(approval_deadline=workflow.now() + timeout))
+            self._approval_id = f"{workflow.info().run_id}:{self._seq}"
+            requested, deadline = workflow.now(), workflow.now() + timeout
+            self._sla_steps_taken = 0
+        else:  # a continued run: the same request, its SLA as far as it had gone
+            assert resumed.approval_requested_at is not None and resumed.approval_deadline is not None
+            requested, deadline = resumed.approval_requested_at, resumed.approval_deadline
+        self._requested_at = requested
+        # Only a draft's wait continues as new (an agent's tool approval does not): _decide_and_send says so.
+        continuable = self._awaiting is not None
         # The SLA's steps, each on a durable timer: remind, then escalate, then act at the deadline.
         person = mode is TaskMode.MANUAL
-        for step, after in sla_steps(task.sla, timeout):
+        for index, (step, after) in enumerate(sla_steps(task.sla, timeout)):
+            if index < self._sla_steps_taken:
+                continue
             wait = requested + after - workflow.now()
-            if await self._decided_within(wait, run_texts.approval_wait_summary(wait, step, person=person)):
+            if await self._decided_within(wait, run_texts.approval_wait_summary(wait, step, person=person),
+                                          continuable):
                 return self._decision
             self._take_sla_step(step, task)
+            self._sla_steps_taken += 1
         wait = deadline - workflow.now()
-        if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person)):
+        if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person), continuable):
             return self._decision
         decision = deadline_decision(task.sla, mode)
         held = flags + ([f"blocked: {blocked}"] if blocked else [])
@@ -264,11 +291,25 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return None
         return decision
 
-    async def _decided_within(self, wait: timedelta, summary: str) -> bool:
-        try:
-            await workflow.wait_condition(lambda: self._decision is not None, timeout=wait, timeout_summary=summary)
-        except asyncio.TimeoutError:
-            return False
+    async def _decided_within(self, wait: timedelta, summary: str, continuable: bool = False) -> bool:
+        if not continuable:
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None, timeout=wait,
+                                              timeout_summary=summary)
+            except asyncio.TimeoutError:
+                return False
+            return True
+        end = workflow.now() + wait
+        while self._decision is None:
+            if wait <= timedelta(0):  # passed while the run handed over
+                return False
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None or self._continue_suggested(),
+                                              timeout=wait, timeout_summary=summary)
+            except asyncio.TimeoutError:
+                return False
+            await self._continue_if_suggested(waiting_until_due=False)
+            wait = end - workflow.now()
         return True
 
     def _take_sla_step(self, step: str, task: TaskInput) -> None:
@@ -380,18 +421,28 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         assert pump is not None and task is not None
         # Updates and signals under way finish, and every event reaches the mirror, before the handover; a
         # decision arriving after it goes to the new run.
-        while not (workflow.all_handlers_finished() and pump.idle()):
-            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and pump.idle())
+        # A decision taken meanwhile is acted on here instead.
+        while not (workflow.all_handlers_finished() and pump.idle()) and self._decision is None:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or (workflow.all_handlers_finished() and pump.idle()))
+        if self._decision is not None:
+            return
+        waiting = {} if self._awaiting is None else self._awaiting | {
+            "approval_id": self._approval_id, "approvals": list(self._approvals), "escalated": list(self._escalated),
+            "approval_requested_at": self._requested_at, "approval_deadline": self._approval_deadline,
+            "sla_steps_taken": self._sla_steps_taken}
         workflow.continue_as_new(replace(task, carried=CarriedState(
             seq=self._seq, status=self._status.value, stage=self._stage.value,
             due_at=self._due_at if waiting_until_due else None, paused=self._paused,
-            status_before_pause=self._status_before_pause.value, continued=self._continued + 1)))
+            status_before_pause=self._status_before_pause.value, continued=self._continued + 1, **waiting)))
 
     def _take_over(self, carried: CarriedState) -> None:
         self._seq, self._continued = carried.seq, carried.continued
         self._status, self._stage = TaskStatus(carried.status), Stage(carried.stage)
         self._paused, self._status_before_pause = carried.paused, TaskStatus(carried.status_before_pause)
         self._due_at, self._reschedulable = carried.due_at, carried.due_at is not None
+        self._approval_id, self._approvals, self._escalated = carried.approval_id, carried.approvals, carried.escalated
+        self._approval_deadline, self._sla_steps_taken = carried.approval_deadline, carried.sla_steps_taken
 
     # ---- updates, signals, queries ----------------------------------------
 

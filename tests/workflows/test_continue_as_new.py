@@ -22,7 +22,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from followthrough import search_attributes
 from followthrough.binaries import find_binary
-from followthrough.contracts import DecisionAck, TaskInput
+from followthrough.contracts import ApprovalDecision, DecisionAck, TaskInput
 from followthrough.database import session_factory
 from followthrough.reconcile import _truth as reconcile_truth, reconcile
 from followthrough.tables import Task, TaskEvent
@@ -151,3 +151,47 @@ async def test_a_long_wait_continues_as_new_and_the_task_still_decides(stack: St
                              tenant=stack.tenant, settle_seconds=0.5)
     assert report.drift == [] and report.unverified == [] and report.workflows == 1
     await eventually(lambda: handle.describe(), lambda d: d.status is WorkflowExecutionStatus.COMPLETED)
+
+
+async def test_a_draft_waiting_for_approvals_continues_as_new_and_keeps_them(stack: Stack):
+    response = await stack.http.post("/tasks", json=task_body(
+        tenant_id=stack.tenant, mode="review", approval={"approvers": ["alice", "bob"], "required": 2}))
+    assert response.status_code == 201, response.text
+    task_id, workflow_id = response.json()["id"], response.json()["workflow_id"]
+    await until_status(stack, task_id, "awaiting_approval")
+    first_run = await _run_id(stack, workflow_id)
+    request = (await stack.http.get(f"/tasks/{task_id}/approval")).json()
+    first = await stack.http.post(f"/tasks/{task_id}/approve", json={"comment": "fine by me"},
+                                  headers={"X-Actor-Id": "alice"})
+    assert first.status_code == 200 and first.json()["status"] == "awaiting_approval", first.text
+
+    # Decisions signalled by someone who may not decide (the Web UI's signal, say) are dropped, yet each one
+    # adds to the history: enough of them and the run hands over.
+    handle = stack.client.get_workflow_handle(workflow_id)
+    signals = 0
+    while await _run_id(stack, workflow_id) == first_run:
+        assert signals < HISTORY_SUGGESTS, f"no continue-as-new after {signals} signals"
+        await handle.signal("approve", ApprovalDecision(actor_id="mallory"))
+        signals += 1
+    started = await _started_input(stack, workflow_id, await _run_id(stack, workflow_id))
+    assert started.carried is not None and started.carried.draft is not None
+    assert [a.actor_id for a in started.carried.approvals] == ["alice"]
+    assert (await handle.query("state", result_type=DecisionAck)).status == "awaiting_approval"
+
+    # The new run knows alice's approval and the open request: her second one is refused, bob's decides it.
+    again = await stack.http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "alice"})
+    assert again.status_code == 409 and "already approved" in again.json()["detail"]
+    second = await stack.http.post(f"/tasks/{task_id}/approve", json={"approvalId": request["id"]},
+                                   headers={"X-Actor-Id": "bob"})
+    assert second.status_code == 200, second.text
+    task = await until_status(stack, task_id, "completed")
+    assert task["result"]["sent"] is True and len(await outbox_rows(stack.engine, task_id)) == 1
+    approval = await eventually(lambda: stack.http.get(f"/tasks/{task_id}/approval"),
+                                lambda r: r.json()["status"] == "approved")
+    assert approval.json()["id"] == request["id"]
+    assert [d["actor_id"] for d in approval.json()["decisions"]] == ["alice", "bob"]
+    async with session_factory(stack.engine)() as session:
+        types = list((await session.execute(select(TaskEvent.type).where(TaskEvent.task_id == task_id)
+                                            .order_by(TaskEvent.seq))).scalars())
+    assert types.count("TASK_APPROVAL_REQUESTED") == 1 and types.count("TASK_APPROVED") == 1
+    assert types[-1] == "TASK_EXECUTION_COMPLETED"
