@@ -264,9 +264,10 @@ class PauseRequest:
 
 @dataclass
 class CarriedState:
-    """What a task's run hands to the run it continues as, while the task waits before its draft: Temporal
-    caps a run's history, and every pause, resume and reschedule adds to it (workflows/task.py). The new run
-    takes the task's input with this as its ``carried`` field, so the Web UI shows both."""
+    """What a task's run hands to the run it continues as, while the task waits before its draft or for a
+    decision on it: Temporal caps a run's history, and every pause, resume, reschedule and signal adds to it
+    (workflows/task.py). The new run takes the task's input with this as its ``carried`` field, so the Web UI
+    shows both."""
 
     seq: int
     status: str

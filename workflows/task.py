@@ -67,8 +67,9 @@ DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
 # A cancel can come with the start, in the first workflow task, before run() has begun the flow: it is kept
 # and the flow ends cancelled before its first step. Such a cancel failed the workflow task before.
 CANCEL_BEFORE_START = "cancel-before-start"
-# A run waiting before its draft (for its due time, or paused) continues as new when Temporal suggests it, so
-# pauses, resumes and reschedules never fill its history. Decided at the run's start: older runs never did.
+# A run waiting before its draft (for its due time, or paused) or with its draft waiting for a decision continues
+# as new when Temporal suggests it, so pauses, resumes, reschedules and signals never fill its history. Decided
+# at the run's start: older runs never did.
 CONTINUE_AS_NEW = "continue-as-new-while-waiting"
 
 

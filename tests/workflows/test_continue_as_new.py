@@ -1,5 +1,6 @@
-"""A task that waits long before its draft, paused and resumed or rescheduled again and again, continues as
-new when Temporal suggests it, so its history never reaches Temporal's limit (which terminates the run).
+"""A task that waits long (before its draft, paused and resumed or rescheduled again and again; or for a
+decision on its draft, signalled again and again) continues as new when Temporal suggests it, so its history
+never reaches Temporal's limit (which terminates the run).
 
 On its own dev server whose suggestion comes after HISTORY_SUGGESTS events rather than the default 4,096
 (Temporal's dynamic config ``limit.historyCount.suggestContinueAsNew``): the real suggestion path, crossed in
@@ -173,6 +174,9 @@ async def test_a_draft_waiting_for_approvals_continues_as_new_and_keeps_them(sta
         assert signals < HISTORY_SUGGESTS, f"no continue-as-new after {signals} signals"
         await handle.signal("approve", ApprovalDecision(actor_id="mallory"))
         signals += 1
+    history = await stack.client.get_workflow_handle(workflow_id, run_id=first_run).fetch_history()
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
+                   workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(history)
     started = await _started_input(stack, workflow_id, await _run_id(stack, workflow_id))
     assert started.carried is not None and started.carried.draft is not None
     assert [a.actor_id for a in started.carried.approvals] == ["alice"]
