@@ -330,7 +330,7 @@ class TaskCreator:
         limit = loosest_mode(self.settings, last.tenant_id, last.type)
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
         task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
-                       send_retry=clamp_retry(last.send_retry, task_type.retry))
+                       send_retry=clamp_retry(last.send_retry, task_type.retry), carried=None)
         # The new run starts its task (and the subtasks its payload lists) again: charged like a creation.
         count = self.tasks_started_by(task)
         hold = await limits.admit(self.settings, self.engine, {task.tenant_id: count},

@@ -105,6 +105,8 @@ class TaskInput:
     subtask_index: int | None = None
     depth: int = 0
     origin: TaskOrigin | None = None
+    # Set only on a run that continues an earlier one of the same task (workflows/task.py): what it carries on.
+    carried: "CarriedState | None" = None
 
 
 @dataclass
@@ -258,6 +260,36 @@ class PauseRequest:
     actor_id: str = "anonymous"
     actor_type: str = "user"
     reason: str | None = None
+
+
+@dataclass
+class CarriedState:
+    """What a task's run hands to the run it continues as, while the task waits before its draft or for a
+    decision on it: Temporal caps a run's history, and every pause, resume, reschedule and signal adds to it
+    (workflows/task.py). The new run takes the task's input with this as its ``carried`` field, so the Web UI
+    shows both."""
+
+    seq: int
+    status: str
+    stage: str
+    # The due time as rescheduled; None once the due wait is over (a task paused before its draft).
+    due_at: datetime | None = None
+    paused: PauseRequest | None = None
+    status_before_pause: str = "pending"
+    # How many runs the task has continued through (1 for the first continued run).
+    continued: int = 1
+    # Set when it waits for a decision on its draft: the draft, what held it, the mode it runs in (a blocked
+    # draft's task is manual), the open request (its id stays, so its links still decide it) and its SLA so far.
+    draft: Draft | None = None
+    flags: list[str] = field(default_factory=list)
+    blocked: str | None = None
+    mode: str | None = None
+    approval_id: str | None = None
+    approvals: list[ApprovalDecision] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    approval_requested_at: datetime | None = None
+    approval_deadline: datetime | None = None
+    sla_steps_taken: int = 0
 
 
 @dataclass

@@ -32,6 +32,10 @@ class MirrorPump:
     def append(self, event: MirrorEvent) -> None:
         self._queue.append(event)
 
+    def idle(self) -> bool:
+        """Nothing queued, being written or being notified: the run may hand over to a new one."""
+        return not self._queue and not self._busy and all(n.done() for n in self._notifying)
+
     async def close(self) -> None:
         """Write everything still queued and finish notifying, then stop."""
         self._closing = True
@@ -54,13 +58,17 @@ class MirrorPump:
             batch = MirrorBatch(task_id=self._task.task_id, workflow_id=workflow.info().workflow_id, events=events,
                                 task=None if self._sent_snapshot else self._task,
                                 run_number=self._task.run_number, tenant_id=self._task.tenant_id)
-            ack = await workflow.execute_local_activity(
-                activity_names.RECORD, batch,
-                result_type=MirrorAck,
-                start_to_close_timeout=policies.RECORD_TIMEOUT,
-                retry_policy=policies.RECORD_RETRY,
-                summary=f"Record {len(events)} event{'s' if len(events) != 1 else ''} in the mirror",
-            )
+            self._busy = True
+            try:
+                ack = await workflow.execute_local_activity(
+                    activity_names.RECORD, batch,
+                    result_type=MirrorAck,
+                    start_to_close_timeout=policies.RECORD_TIMEOUT,
+                    retry_policy=policies.RECORD_RETRY,
+                    summary=f"Record {len(events)} event{'s' if len(events) != 1 else ''} in the mirror",
+                )
+            finally:
+                self._busy = False
             self._sent_snapshot = True
             self._notifying += [asyncio.create_task(_notify(n)) for n in ack.notifications]
 

@@ -10,7 +10,7 @@ waiting for it; ``pause`` holds a task before its next step until ``resume``.
 """
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.contracts import (
         ApprovalDecision,
         CancelRequest,
+        CarriedState,
         Completion,
         DecisionAck,
         Draft,
@@ -66,11 +67,16 @@ DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
 # A cancel can come with the start, in the first workflow task, before run() has begun the flow: it is kept
 # and the flow ends cancelled before its first step. Such a cancel failed the workflow task before.
 CANCEL_BEFORE_START = "cancel-before-start"
+# A run waiting before its draft (for its due time, or paused) or with its draft waiting for a decision continues
+# as new when Temporal suggests it, so pauses, resumes, reschedules and signals never fill its history. Decided
+# at the run's start: older runs never did.
+CONTINUE_AS_NEW = "continue-as-new-while-waiting"
 
 
 @workflow.defn(name="TaskWorkflow")
 class TaskWorkflow(AgentLoop, TaskSubtasks):
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, task: TaskInput) -> None:
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
         self._seq = 0
@@ -96,16 +102,35 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._approval_deadline: datetime | None = None
         # What held the task when its deadline declined to approve it (guardrail flags, a block).
         self._held_at_deadline: list[str] = []
+        # Whether this run may continue as new, and how many runs it continues (CarriedState.continued).
+        self._may_continue = False
+        self._continued = 0
+        # While a draft waits for a decision: what a continued run needs to go on waiting (CarriedState).
+        self._awaiting: dict | None = None
+        self._requested_at: datetime | None = None
+        self._sla_steps_taken = 0
+        # A continued run takes its state over here, before an update or signal that came with its start is
+        # validated; its input's own part (without `carried`) is what subtasks, snapshots and retries see.
+        self._carried = task.carried
+        if task.carried is not None:
+            self._task = replace(task, carried=None)
+            self._take_over(task.carried)
+            self._pump = MirrorPump(self._task)
 
     # ---- run -------------------------------------------------------------
 
     @workflow.run
     async def run(self, task: TaskInput) -> TaskOutcome:
-        self._task = task
+        carried = self._carried
+        if carried is None:
+            self._task, self._pump = task, MirrorPump(task)
+        task = self._task
+        assert task is not None and self._pump is not None
         self._index_start()
-        self._pump = MirrorPump(task)
         self._pump.start()
-        self._flow = asyncio.create_task(self._execute(task))
+        if carried is not None:
+            workflow.set_current_details(self._details())
+        self._flow = asyncio.create_task(self._execute(task, carried))
         try:
             outcome = await self._flow
         except asyncio.CancelledError:
@@ -115,11 +140,11 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         await self._pump.close()
         return outcome
 
-    async def _execute(self, task: TaskInput) -> TaskOutcome:
+    async def _execute(self, task: TaskInput, carried: CarriedState | None) -> TaskOutcome:
         try:
             if self._cancel is not None and workflow.patched(CANCEL_BEFORE_START):
                 raise asyncio.CancelledError()
-            return await self._steps(task)
+            return await self._steps(task, carried)
         except asyncio.CancelledError:
             request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
             data: dict = {"reason": request.reason} if request.reason else {}
@@ -128,10 +153,19 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return self._finish(TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
                                 actor_type=request.actor_type, actor_id=request.actor_id, data=data)
 
-    async def _steps(self, task: TaskInput) -> TaskOutcome:
+    async def _steps(self, task: TaskInput, carried: CarriedState | None = None) -> TaskOutcome:
         mode = TaskMode(task.mode)
         now = workflow.now()
-        if task.due_at is not None and task.due_at > now:
+        self._may_continue = workflow.patched(CONTINUE_AS_NEW)
+        if carried is not None and carried.draft is not None:
+            assert carried.mode is not None
+            return await self._decide_and_send(task, TaskMode(carried.mode), carried.draft, carried.flags,
+                                               carried.blocked, carried)
+        if carried is not None:
+            # A continued run goes on waiting where the last one stopped.
+            if carried.due_at is not None:
+                await self._wait_until_due(carried.due_at)
+        elif task.due_at is not None and task.due_at > now:
             self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
                        data={"due_at": task.due_at.isoformat()})
             if workflow.patched(PAUSABLE_DUE_WAIT):
@@ -139,7 +173,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             else:
                 await workflow.sleep(task.due_at - now, summary="Wait until due")
 
-        await self._hold()
+        await self._hold(continuable=True)
         if task.decompose:
             return await self._run_subtasks(task)
         if task.type == AGENT:
@@ -176,8 +210,14 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                 result={"draft": asdict(draft), "sent": False})
 
-        if mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or drafted.flags:
-            decision = await self._await_decision(task, mode, drafted.flags, drafted.blocked)
+        return await self._decide_and_send(task, mode, draft, drafted.flags, drafted.blocked)
+
+    async def _decide_and_send(self, task: TaskInput, mode: TaskMode, draft: Draft, flags: list[str],
+                               blocked: str | None, resumed: CarriedState | None = None) -> TaskOutcome:
+        if resumed is not None or mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or flags:
+            self._awaiting = {"draft": draft, "flags": flags, "blocked": blocked, "mode": mode.value}
+            decision = await self._await_decision(task, mode, flags, blocked, resumed=resumed)
+            self._awaiting = None
             approval = {"approval_id": self._approval_id}
             if decision is None:
                 held = {"held_by": self._held_at_deadline} if self._held_at_deadline else {}
@@ -207,29 +247,42 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         return await self._send(task, draft)
 
     async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str], blocked: str | None = None,
-                              reason: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
+                              reason: str | None = None, resumed: CarriedState | None = None,
+                              ) -> ApprovalDecision | Rejection | Completion | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         if reason is None:
             reason = "manual task" if mode is TaskMode.MANUAL else ("guardrail" if flags else f"{mode.value} mode")
         if blocked:
             reason = f"blocked: {blocked}"
-        self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
-                   data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
-                         "approvers": task.approvers, "required": task.approvals_required}
-                   | ({"approver_roles": task.approver_roles} if task.approver_roles else {}),
-                   changes=TaskChanges(approval_deadline=workflow.now() + timeout))
-        self._approval_id = f"{workflow.info().run_id}:{self._seq}"
-        requested, deadline = workflow.now(), workflow.now() + timeout
+        if resumed is None:
+            self._emit(EventType.TASK_APPROVAL_REQUESTED, TaskStatus.AWAITING_APPROVAL, stage,
+                       data={"reason": reason, "flags": flags, "timeout_seconds": task.approval_timeout_seconds,
+                             "approvers": task.approvers, "required": task.approvals_required}
+                       | ({"approver_roles": task.approver_roles} if task.approver_roles else {}),
+                       changes=TaskChanges(approval_deadline=workflow.now() + timeout))
+            self._approval_id = f"{workflow.info().run_id}:{self._seq}"
+            requested, deadline = workflow.now(), workflow.now() + timeout
+            self._sla_steps_taken = 0
+        else:  # a continued run: the same request, its SLA as far as it had gone
+            assert resumed.approval_requested_at is not None and resumed.approval_deadline is not None
+            requested, deadline = resumed.approval_requested_at, resumed.approval_deadline
+        self._requested_at = requested
+        # Only a draft's wait continues as new (an agent's tool approval does not): _decide_and_send says so.
+        continuable = self._awaiting is not None
         # The SLA's steps, each on a durable timer: remind, then escalate, then act at the deadline.
         person = mode is TaskMode.MANUAL
-        for step, after in sla_steps(task.sla, timeout):
+        for index, (step, after) in enumerate(sla_steps(task.sla, timeout)):
+            if index < self._sla_steps_taken:
+                continue
             wait = requested + after - workflow.now()
-            if await self._decided_within(wait, run_texts.approval_wait_summary(wait, step, person=person)):
+            if await self._decided_within(wait, run_texts.approval_wait_summary(wait, step, person=person),
+                                          continuable):
                 return self._decision
             self._take_sla_step(step, task)
+            self._sla_steps_taken += 1
         wait = deadline - workflow.now()
-        if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person)):
+        if await self._decided_within(wait, run_texts.approval_wait_summary(wait, person=person), continuable):
             return self._decision
         decision = deadline_decision(task.sla, mode)
         held = flags + ([f"blocked: {blocked}"] if blocked else [])
@@ -239,11 +292,25 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return None
         return decision
 
-    async def _decided_within(self, wait: timedelta, summary: str) -> bool:
-        try:
-            await workflow.wait_condition(lambda: self._decision is not None, timeout=wait, timeout_summary=summary)
-        except asyncio.TimeoutError:
-            return False
+    async def _decided_within(self, wait: timedelta, summary: str, continuable: bool = False) -> bool:
+        if not continuable:
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None, timeout=wait,
+                                              timeout_summary=summary)
+            except asyncio.TimeoutError:
+                return False
+            return True
+        end = workflow.now() + wait
+        while self._decision is None:
+            if wait <= timedelta(0):  # passed while the run handed over
+                return False
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None or self._continue_suggested(),
+                                              timeout=wait, timeout_summary=summary)
+            except asyncio.TimeoutError:
+                return False
+            await self._continue_if_suggested(waiting_until_due=False)
+            wait = end - workflow.now()
         return True
 
     def _take_sla_step(self, step: str, task: TaskInput) -> None:
@@ -300,7 +367,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._due_at, self._reschedulable = due_at, True
         while True:
             if self._paused is not None:
-                await workflow.wait_condition(lambda: self._paused is None)
+                await workflow.wait_condition(lambda: self._paused is None or self._continue_suggested())
+                await self._continue_if_suggested(waiting_until_due=True)
                 continue
             assert self._due_at is not None
             remaining = self._due_at - workflow.now()
@@ -308,10 +376,12 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 break
             due = self._due_at
             try:
-                await workflow.wait_condition(lambda: self._due_at != due or self._paused is not None,
-                                              timeout=remaining, timeout_summary=run_texts.due_wait_summary(due))
+                await workflow.wait_condition(
+                    lambda: self._due_at != due or self._paused is not None or self._continue_suggested(),
+                    timeout=remaining, timeout_summary=run_texts.due_wait_summary(due))
             except asyncio.TimeoutError:
                 pass
+            await self._continue_if_suggested(waiting_until_due=True)
         self._reschedulable = False
 
     def _details(self) -> str:
@@ -331,10 +401,49 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return "Queued"
         return run_texts.in_progress(self._task, self._stage)
 
-    async def _hold(self) -> None:
-        """Between steps: wait while the task is paused."""
-        if self._paused is not None:
-            await workflow.wait_condition(lambda: self._paused is None)
+    async def _hold(self, continuable: bool = False) -> None:
+        """Between steps: wait while the task is paused (before its draft, the run may continue as new)."""
+        while self._paused is not None:
+            await workflow.wait_condition(lambda: self._paused is None or (continuable and self._continue_suggested()))
+            if continuable:
+                await self._continue_if_suggested(waiting_until_due=False)
+
+    # ---- continue-as-new: a long wait's history handed to a fresh run ------
+
+    def _continue_suggested(self) -> bool:
+        return self._may_continue and workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_if_suggested(self, *, waiting_until_due: bool) -> None:
+        """Continue as new once Temporal suggests it (its history nears the limit), with the task's state: the
+        same input, with what it has done so far in its ``carried`` field."""
+        if not self._continue_suggested():
+            return
+        pump, task = self._pump, self._task
+        assert pump is not None and task is not None
+        # Updates and signals under way finish, and every event reaches the mirror, before the handover; a
+        # decision arriving after it goes to the new run.
+        # A decision taken meanwhile is acted on here instead.
+        while not (workflow.all_handlers_finished() and pump.idle()) and self._decision is None:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or (workflow.all_handlers_finished() and pump.idle()))
+        if self._decision is not None:
+            return
+        waiting = {} if self._awaiting is None else self._awaiting | {
+            "approval_id": self._approval_id, "approvals": list(self._approvals), "escalated": list(self._escalated),
+            "approval_requested_at": self._requested_at, "approval_deadline": self._approval_deadline,
+            "sla_steps_taken": self._sla_steps_taken}
+        workflow.continue_as_new(replace(task, carried=CarriedState(
+            seq=self._seq, status=self._status.value, stage=self._stage.value,
+            due_at=self._due_at if waiting_until_due else None, paused=self._paused,
+            status_before_pause=self._status_before_pause.value, continued=self._continued + 1, **waiting)))
+
+    def _take_over(self, carried: CarriedState) -> None:
+        self._seq, self._continued = carried.seq, carried.continued
+        self._status, self._stage = TaskStatus(carried.status), Stage(carried.stage)
+        self._paused, self._status_before_pause = carried.paused, TaskStatus(carried.status_before_pause)
+        self._due_at, self._reschedulable = carried.due_at, carried.due_at is not None
+        self._approval_id, self._approvals, self._escalated = carried.approval_id, carried.approvals, carried.escalated
+        self._approval_deadline, self._sla_steps_taken = carried.approval_deadline, carried.sla_steps_taken
 
     # ---- updates, signals, queries ----------------------------------------
 
