@@ -329,8 +329,16 @@ async def bounded(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: P
             yield Api(url, http, engine)
 
 
+async def refused(api: Api, headers: dict[str, str]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Open a stream that should be refused: its status, headers and JSON (a stream let through is closed)."""
+    async with api.http.stream("GET", "/events/stream", headers=headers) as response:
+        body = json.loads(await response.aread()) if response.status_code != 200 else {}
+        return response.status_code, dict(response.headers), body
+
+
 async def test_one_key_or_tenant_cannot_take_every_stream(bounded: Api):
     suffix = uuid.uuid4().hex[:8]
+
     async def key(tenant: str) -> dict[str, str]:
         _row, token = await api_keys.create(bounded.engine, tenant_id=f"{tenant}-{suffix}", actor_id="ann",
                                             name="ann", roles=["viewer"])
@@ -338,13 +346,12 @@ async def test_one_key_or_tenant_cannot_take_every_stream(bounded: Api):
     first, second, other = await key("acme"), await key("acme"), await key("globex")
     async with bounded.stream("/events/stream", headers=first), bounded.stream("/events/stream", headers=first):
         await asyncio.sleep(0.3)  # both streams have started
-        over = await bounded.http.get("/events/stream", headers=first)
-        assert over.status_code == 429 and over.headers["retry-after"] == "5", over.text
-        assert over.json()["limit"] == "streams_per_key"
+        status, headers, body = await refused(bounded, first)
+        assert status == 429 and headers["retry-after"] == "5" and body["limit"] == "streams_per_key", body
         async with bounded.stream("/events/stream", headers=second):
             await asyncio.sleep(0.3)
-            tenant_over = await bounded.http.get("/events/stream", headers=second)
-            assert tenant_over.status_code == 429 and tenant_over.json()["limit"] == "streams_per_tenant"
+            status, _headers, body = await refused(bounded, second)
+            assert status == 429 and body["limit"] == "streams_per_tenant", body
             # Another tenant's viewer still gets a stream.
             async with bounded.stream("/events/stream", headers=other) as theirs:
                 assert theirs.response.status_code == 200
