@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -184,15 +185,15 @@ def frame(event: str, data: dict[str, Any], cursor: str | None) -> str:
 class StreamSlots:
     """How many streams this process holds open: in all, against ``stream_max_connections``, and per key and
     per tenant, against ``stream_max_per_key`` and ``stream_max_per_tenant``, so that one caller cannot take
-    every place. A stream counts from its first byte to its end, so requests arriving at the same instant may
-    pass a cap by a few."""
+    every place. A place is taken when the request is admitted, before any await, so requests arriving
+    together cannot pass a cap, and given back when its response ends (``EventStream``)."""
 
     def __init__(self, limit: int, per_tenant: int = 0, per_key: int = 0) -> None:
         self.limit, self.per_tenant, self.per_key, self.open = limit, per_tenant, per_key, 0
         self.held: Counter[tuple[str, str]] = Counter()
 
-    def check(self, tenant_id: str | None = None, key_id: str | None = None) -> tuple[tuple[str, str], ...]:
-        """Refuse a stream over a cap; else the owners to count it against, for ``events``."""
+    def take(self, tenant_id: str | None = None, key_id: str | None = None) -> Callable[[], None]:
+        """Take a place, or refuse over a cap; returns what gives it back (once, however often called)."""
         owners = tuple((kind, name) for kind, name in (("tenant", tenant_id), ("key", key_id)) if name)
         for kind, name in owners:
             cap = self.per_tenant if kind == "tenant" else self.per_key
@@ -203,63 +204,76 @@ class StreamSlots:
         if self.limit and self.open >= self.limit:
             raise ApiError(503, f"this server holds its most streams ({self.limit}) open; retry shortly",
                            headers={"Retry-After": "5"})
-        return owners
-
-    def enter(self, owners: Sequence[tuple[str, str]]) -> None:
         self.open += 1
         self.held.update(owners)
+        given_back = False
 
-    def leave(self, owners: Sequence[tuple[str, str]]) -> None:
-        self.open -= 1
-        self.held.subtract(owners)
-        for owner in owners:
-            if self.held[owner] <= 0:
-                del self.held[owner]
+        def give_back() -> None:
+            nonlocal given_back
+            if given_back:
+                return
+            given_back = True
+            self.open -= 1
+            self.held.subtract(owners)
+            for owner in owners:
+                if self.held[owner] <= 0:
+                    del self.held[owner]
+        return give_back
 
 
-async def events(request: Request, reader: EventReader, settings: Settings, slots: StreamSlots,
-                 key_live: Callable[[], Awaitable[bool]] | None = None,
-                 owners: Sequence[tuple[str, str]] = ()) -> AsyncIterator[str]:
+class EventStream(StreamingResponse):
+    """A stream's response: gives its place back however it ends, also when its body never started (the
+    client went away first)."""
+
+    def __init__(self, body: AsyncIterator[str], give_back: Callable[[], None]) -> None:
+        super().__init__(body, media_type=MEDIA_TYPE, headers=HEADERS)
+        self.give_back = give_back
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.give_back()
+
+
+async def events(request: Request, reader: EventReader, settings: Settings,
+                 key_live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
     """The stream's body; a one-task stream ends with an ``end`` message once the task is terminal and all its
     events are sent. A stream opened with a key asks ``key_live`` every ``stream_key_check_seconds`` and ends
     once the key is revoked."""
     loop = asyncio.get_running_loop()
-    slots.enter(owners)
-    try:
-        yield f"retry: {_RECONNECT_MS}\n\n"
-        if reader.reset:
-            yield frame("reset", {"reason": "the Last-Event-ID is too far back to resume from; fetch the current "
-                                            "state again, this stream goes on from now (README, \"Live updates\")"},
-                        reader.cursor.cursor() if reader.cursor else None)
-        quiet_since = key_checked = loop.time()
-        while not await request.is_disconnected():
-            if key_live is not None and loop.time() - key_checked >= settings.stream_key_check_seconds:
-                key_checked = loop.time()
-                if not await _still_live(key_live):
-                    yield frame("end", {"reason": "the API key has been revoked"}, None)
-                    return
-            try:
-                # The task's status first: its terminal event commits with it, so the read after sees that event.
-                status = await reader.task_status() if reader.scope.task_id is not None else None
-                batch = await reader.read()
-            except (DBAPIError, SQLAlchemyError, OSError) as err:
-                log.warning("event stream: the mirror could not be read (%s); trying again", type(err).__name__)
-                status, batch = None, []
-            for data, cursor in batch:
-                yield frame("task_event", data, cursor)
-            if batch:
-                quiet_since = loop.time()
-            if status in _TERMINAL and not reader.catching_up and not reader.pending:
-                yield frame("end", {"task_id": reader.scope.task_id, "status": status},
-                            reader.cursor.cursor() if reader.cursor else None)
+    yield f"retry: {_RECONNECT_MS}\n\n"
+    if reader.reset:
+        yield frame("reset", {"reason": "the Last-Event-ID is too far back to resume from; fetch the current "
+                                        "state again, this stream goes on from now (README, \"Live updates\")"},
+                    reader.cursor.cursor() if reader.cursor else None)
+    quiet_since = key_checked = loop.time()
+    while not await request.is_disconnected():
+        if key_live is not None and loop.time() - key_checked >= settings.stream_key_check_seconds:
+            key_checked = loop.time()
+            if not await _still_live(key_live):
+                yield frame("end", {"reason": "the API key has been revoked"}, None)
                 return
-            if loop.time() - quiet_since >= settings.stream_keepalive_seconds:
-                yield ": keep-alive\n\n"
-                quiet_since = loop.time()
-            if not reader.catching_up:
-                await asyncio.sleep(settings.stream_poll_seconds)
-    finally:
-        slots.leave(owners)
+        try:
+            # The task's status first: its terminal event commits with it, so the read after sees that event.
+            status = await reader.task_status() if reader.scope.task_id is not None else None
+            batch = await reader.read()
+        except (DBAPIError, SQLAlchemyError, OSError) as err:
+            log.warning("event stream: the mirror could not be read (%s); trying again", type(err).__name__)
+            status, batch = None, []
+        for data, cursor in batch:
+            yield frame("task_event", data, cursor)
+        if batch:
+            quiet_since = loop.time()
+        if status in _TERMINAL and not reader.catching_up and not reader.pending:
+            yield frame("end", {"task_id": reader.scope.task_id, "status": status},
+                        reader.cursor.cursor() if reader.cursor else None)
+            return
+        if loop.time() - quiet_since >= settings.stream_keepalive_seconds:
+            yield ": keep-alive\n\n"
+            quiet_since = loop.time()
+        if not reader.catching_up:
+            await asyncio.sleep(settings.stream_poll_seconds)
 
 
 async def _still_live(key_live: Callable[[], Awaitable[bool]]) -> bool:

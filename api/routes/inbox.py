@@ -267,7 +267,6 @@ async def live_events(request: Request, settings: SettingsDep) -> Response:
     if not isinstance(caller, _Caller):
         return Response(caller or "Sign in first.", status_code=401, media_type="text/plain", headers=_HEADERS)
     tenant_id = caller.tenant_id if caller.keyed else _clean(request.query_params.get("tenant_id"), 128)
-    owners = request.app.state.streams.check(tenant_id, caller.session_id)
     reader = streams.EventReader(request.app.state.engine, streams.Scope(tenant_id=tenant_id),
                                  timedelta(seconds=settings.stream_overlap_seconds))
     await reader.start_at_now()
@@ -276,9 +275,9 @@ async def live_events(request: Request, settings: SettingsDep) -> Response:
     async def session_live() -> bool:
         return await inbox_sessions.principal_for(engine, session_id or "") is not None
 
-    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams,
-                                            session_live if session_id else None, owners),
-                             media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
+    give_back = request.app.state.streams.take(tenant_id, session_id)  # no await from here to the response
+    return streams.EventStream(streams.events(request, reader, settings, session_live if session_id else None),
+                               give_back)
 
 
 @router.get("/ui", response_class=HTMLResponse)

@@ -40,11 +40,10 @@ async def _resume(reader: streams.EventReader, settings: Settings, last_event_id
 
 def _response(request: Request, reader: streams.EventReader, settings: Settings,
               principal: Principal) -> StreamingResponse:
-    owners = request.app.state.streams.check(principal.tenant_id, principal.key_id)
     key_id, engine = principal.key_id, request.app.state.engine
     key_live = (lambda: api_keys.is_live(engine, key_id)) if key_id else None
-    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams, key_live, owners),
-                             media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
+    give_back = request.app.state.streams.take(principal.tenant_id, key_id)  # no await from here to the response
+    return streams.EventStream(streams.events(request, reader, settings, key_live), give_back)
 
 
 @router.get("/tasks/{task_id}/stream", response_class=StreamingResponse, responses=_STREAM | NOT_FOUND)
