@@ -229,6 +229,10 @@ _LIVE = """\
   var typing = false;
   document.addEventListener("input", function () { typing = true; });
   source.onopen = function () { document.body.setAttribute("data-live", "on"); };
+  // Too long away to catch up: show the inbox as it is now.
+  source.addEventListener("reset", function () {
+    if (typing) { document.getElementById("news").hidden = false; } else { window.location.reload(); }
+  });
   source.addEventListener("task_event", function (message) {
     var event = JSON.parse(message.data);
     var card = document.getElementById("task-" + event.task_id);
@@ -269,7 +273,18 @@ async def live_events(request: Request, settings: SettingsDep) -> Response:
     tenant_id = caller.tenant_id if caller.keyed else _clean(request.query_params.get("tenant_id"), 128)
     reader = streams.EventReader(request.app.state.engine, streams.Scope(tenant_id=tenant_id),
                                  timedelta(seconds=settings.stream_overlap_seconds))
-    await reader.start_at_now()
+    resume_from = request.headers.get("last-event-id")  # EventSource reconnecting: nothing missed meanwhile
+    if resume_from:
+        try:
+            reader.resume(resume_from)
+        except ApiError:
+            await reader.start_at_now()  # not a cursor of ours: the page reloads as after a reset
+            reader.reset = True
+        else:
+            if await reader.beyond(settings.stream_resume_max_events):
+                reader.restart()
+    else:
+        await reader.start_at_now()
     engine, session_id = request.app.state.engine, caller.session_id
 
     async def session_live() -> bool:

@@ -22,7 +22,7 @@ from api.streams import EventReader, Scope
 from followthrough import api_keys
 from followthrough.mirror import EVENTS, insert_created
 from tests.conftest import served_api
-from tests.helpers import eventually, task_body, task_input, until_status
+from tests.helpers import eventually, sign_in, task_body, task_input, until_status
 
 
 @dataclass
@@ -385,3 +385,26 @@ async def test_a_resume_from_too_far_back_is_told_to_fetch_again(bounded: Api):
         await add_event(bounded.engine, task_id, f"{task_id}:after", 1000, datetime.now(timezone.utc))
         after = await stream.until(lambda m: m.data.get("id") == f"{task_id}:after")
     assert [m.data["id"] for m in after] == [f"{task_id}:after"]  # nothing from before the reset
+
+
+async def test_the_inbox_live_page_catches_up_after_a_reconnect(bounded: Api):
+    # EventSource reconnects by itself with the last id it received: the inbox's stream resumes after it.
+    tenant = f"inbox-{uuid.uuid4().hex[:8]}"
+    _row, token = await api_keys.create(bounded.engine, tenant_id=tenant, actor_id="fiona", name="fiona",
+                                        roles=["approver", "viewer"])
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    _task_id, ids = await task_with_events(bounded.engine, 10, start, step=timedelta(seconds=1), tenant_id=tenant)
+    async with httpx.AsyncClient(base_url=bounded.url, timeout=httpx.Timeout(30, read=60)) as browser:
+        assert (await sign_in(browser, token, Origin=bounded.url)).status_code == 303
+        resume = {"Last-Event-ID": cursor_at(start + timedelta(seconds=5))}
+        async with browser.stream("GET", "/ui/events", headers=resume) as response:
+            assert response.status_code == 200
+            missed = await Stream(response).until(lambda m: m.data.get("id") == ids[-1])
+        assert [m.data["id"] for m in missed] == ids[5:]
+        async with browser.stream("GET", "/ui/events", headers={"Last-Event-ID": cursor_at(start)}) as response:
+            first = await Stream(response).next()
+        assert first is not None and first.data.get("id") == ids[0]
+        # A cursor the page cannot have had from us: it is told to reload, as after a reset.
+        async with browser.stream("GET", "/ui/events", headers={"Last-Event-ID": "nonsense"}) as response:
+            reset = await Stream(response).next()
+        assert reset is not None and reset.event == "reset"
