@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
-        app.state.streams = StreamSlots(settings.stream_max_connections)
+        app.state.streams = StreamSlots(settings.stream_max_connections, settings.stream_max_per_tenant,
+                                        settings.stream_max_per_key)
         app.state.temporal = temporal or await connect(settings)
         # Links to runs name the namespace connected to, which a Temporal profile may have chosen. The same
         # settings object, not a copy: everything holding it sees one configuration.

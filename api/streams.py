@@ -3,24 +3,30 @@
 Workers (any number of processes, on any machine) write events to the mirror, and nothing tells an API
 process when they do; so a stream reads ``task_events`` every ``stream_poll_seconds``, in the order the
 mirror recorded them (``recorded_at``, then ``seq`` and ``id``). A worker's transaction commits a little
-after the time it recorded, and workers' clocks differ, so each read looks back ``stream_overlap_seconds``
-before the newest event the database holds and skips the ids this stream has sent already: within one
-connection every event is sent once, even one committed late.
+after the time it recorded, and workers' clocks differ, so an event recorded in the last
+``stream_overlap_seconds`` may still be followed by one recorded before it. A stream therefore sends an
+event once it is older than the overlap: everything before that point has committed, and the stream's
+position is one keyset cursor, the same whether it has sent ten events or a million, and exact across a
+reconnect (a late event lies after the cursor, never behind it).
 
-Each message's ``id:`` is a cursor: the newest position sent so far (the mirror time in microseconds, the
-event's seq and its id). A client that reconnects with ``Last-Event-ID`` gets the events after it.
+Each message's ``id:`` is that cursor (the mirror time in microseconds, the event's seq and its id). A client
+that reconnects with ``Last-Event-ID`` gets the events after it, unless more than ``stream_resume_max_events``
+came after it: then an ``event: reset`` tells it to fetch the current state again, and the stream goes on
+from now.
 """
 
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Select, func, or_, select
+from fastapi.responses import StreamingResponse
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -37,6 +43,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _PAGE = 500  # events read at most per query; a longer backlog is read page by page
 _RECONNECT_MS = 2000
 _TERMINAL = {s.value for s in TERMINAL_STATUSES}
+_BEFORE = -1  # the seq of a position before every event of its instant (a stream's start, a reset)
 
 
 @dataclass(frozen=True, order=True)
@@ -47,6 +54,10 @@ class Position:
     seq: int
     id: str
 
+    @classmethod
+    def before(cls, when: datetime) -> "Position":
+        return cls(when, _BEFORE, "")
+
     def cursor(self) -> str:
         return f"{(self.recorded_at - _EPOCH) // timedelta(microseconds=1)}.{self.seq}.{self.id}"
 
@@ -56,11 +67,17 @@ class Position:
         micros, _, rest = cursor.partition(".")
         seq, _, event_id = rest.partition(".")
         try:
-            if not event_id or len(cursor) > 200:
+            if (not event_id and seq != str(_BEFORE)) or len(cursor) > 200:
                 raise ValueError(cursor)
             return cls(_EPOCH + timedelta(microseconds=int(micros)), int(seq), event_id)
         except (ValueError, OverflowError) as err:
             raise ApiError(422, "Last-Event-ID is not a cursor this API sent; reconnect without it") from err
+
+    def later(self) -> ColumnElement[bool]:
+        """Events after this position, in a form the ``recorded_at`` index serves."""
+        return and_(TaskEvent.recorded_at >= self.recorded_at,
+                    or_(TaskEvent.recorded_at > self.recorded_at, TaskEvent.seq > self.seq,
+                        and_(TaskEvent.seq == self.seq, TaskEvent.id > self.id)))
 
 
 @dataclass
@@ -88,79 +105,69 @@ class Scope:
         return query
 
 
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 @dataclass
 class EventReader:
-    """Reads a scope's new events, page by page, each once."""
+    """Reads a scope's events after a keyset cursor, page by page, each once. It holds the cursor and two
+    flags, nothing per event: its memory is the same whatever the history."""
 
     engine: AsyncEngine
     scope: Scope
     overlap: timedelta
-    after: Position | None = None  # resuming: send only what comes after this
-    newest: datetime | None = None  # the newest recorded_at the database held at the last read
-    seen: dict[str, datetime] = field(default_factory=dict)  # ids sent (or skipped) within the overlap
-    sent: Position | None = None  # the newest position sent: the cursor of every message
-    _from: tuple[datetime, bool] | None = None  # catching up on a backlog: (time, inclusive)
+    cursor: Position | None = None  # every event of the scope up to here is sent (None: from the first)
+    catching_up: bool = False  # the last read filled a page: read on at once
+    pending: bool = False  # events past the cursor too recent to send yet
+    reset: bool = False  # the resume went back too far: the stream started from now instead
 
     async def start_at_now(self) -> None:
-        """Send only events recorded from now on: everything the mirror holds already counts as seen."""
-        async with self.engine.connect() as conn:
-            self.newest = (await conn.execute(select(func.max(TaskEvent.recorded_at)))).scalar()
-            if self.newest is not None:
-                recent = await conn.execute(select(TaskEvent.id, TaskEvent.recorded_at)
-                                            .where(TaskEvent.recorded_at >= self.newest - self.overlap))
-                self.seen = {event_id: when for event_id, when in recent.all()}
+        """Send only events recorded from now on."""
+        self.cursor = Position.before(_now())
 
     def resume(self, cursor: str) -> None:
-        self.after = self.sent = Position.parse(cursor)
-        self.newest = self.after.recorded_at
+        self.cursor = Position.parse(cursor)
 
-    @property
-    def catching_up(self) -> bool:
-        return self._from is not None
+    async def beyond(self, limit: int) -> bool:
+        """Whether more than ``limit`` of the scope's events lie after the cursor (counted up to limit + 1)."""
+        if not limit or self.cursor is None:
+            return False
+        later = self._query(select(TaskEvent.id)).limit(limit + 1).subquery()
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).select_from(later))).scalar_one() > limit
+
+    def restart(self) -> None:
+        """A resume past the cap: go on from now, and say so first."""
+        self.cursor, self.reset = Position.before(_now()), True
 
     async def task_status(self) -> str | None:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(Task.status).where(Task.id == self.scope.task_id))).scalar()
 
+    def _query(self, columns: Select) -> Select:
+        query = self.scope.narrow(columns.join(Task, Task.id == TaskEvent.task_id))
+        return query if self.cursor is None else query.where(self.cursor.later())
+
     async def read(self) -> list[tuple[dict[str, Any], str]]:
-        """The scope's events not sent yet, in the mirror's order (at most a page or so per call), each with
-        its cursor: the newest position sent once it is."""
+        """The scope's events after the cursor that are older than the overlap (at most a page), in the
+        mirror's order, each with its cursor."""
+        horizon = _now() - self.overlap
+        query = self._query(select(TaskEvent, Task.type, Task.stage))
+        ordered = query.order_by(TaskEvent.recorded_at, TaskEvent.seq, TaskEvent.id).limit(_PAGE)
         async with AsyncSession(self.engine) as session:
-            newest = (await session.execute(select(func.max(TaskEvent.recorded_at)))).scalar()
-            rows = await self._page(session)
+            rows = (await session.execute(ordered)).all()
         new = []
         for event, task_type, stage in rows:
-            position = Position(event.recorded_at, event.seq, event.id)
-            if event.id in self.seen or (self.after is not None and position <= self.after):
-                continue
-            self.seen[event.id] = event.recorded_at
-            self.sent = max(self.sent, position) if self.sent else position
-            new.append((message(event, task_type, stage), self.sent.cursor()))
-        if newest is not None and not self.catching_up:
-            self.newest = max(self.newest, newest) if self.newest else newest
-        if self.newest is not None:
-            horizon = self.newest - self.overlap
-            self.seen = {k: v for k, v in self.seen.items() if v >= horizon}
+            if event.recorded_at >= horizon:  # rows come in order: the rest are as recent
+                break
+            self.cursor = Position(event.recorded_at, event.seq, event.id)
+            new.append((message(event, task_type, stage), self.cursor.cursor()))
+        self.catching_up = len(rows) == _PAGE and len(new) == len(rows)
+        self.pending = len(new) < len(rows)
+        if not self.catching_up:  # every event before the horizon is sent: start the next read there
+            self.cursor = max(self.cursor, Position.before(horizon)) if self.cursor else Position.before(horizon)
         return new
-
-    async def _page(self, session: AsyncSession) -> list[Any]:
-        query = self.scope.narrow(select(TaskEvent, Task.type, Task.stage).join(Task, Task.id == TaskEvent.task_id))
-        if self._from is not None:
-            since, inclusive = self._from
-            query = query.where(TaskEvent.recorded_at >= since if inclusive else TaskEvent.recorded_at > since)
-        elif self.newest is not None:
-            query = query.where(TaskEvent.recorded_at >= self.newest - self.overlap)
-        ordered = query.order_by(TaskEvent.recorded_at, TaskEvent.seq, TaskEvent.id)
-        rows = (await session.execute(ordered.limit(_PAGE + 1))).all()
-        if len(rows) <= _PAGE:
-            self._from = None
-            return rows
-        last = rows[-1][0].recorded_at
-        if rows[0][0].recorded_at == last:  # one write of more than a page: take that instant whole
-            self._from = (last, False)
-            return (await session.execute(ordered.where(TaskEvent.recorded_at == last))).all()
-        self._from = (last, True)  # the last instant may go on past the page: read it again next time
-        return [row for row in rows if row[0].recorded_at != last]
 
 
 def message(event: TaskEvent, task_type: str, stage: str) -> dict[str, Any]:
@@ -176,55 +183,97 @@ def frame(event: str, data: dict[str, Any], cursor: str | None) -> str:
 
 
 class StreamSlots:
-    """How many streams this process holds open, against ``stream_max_connections``. A stream counts from
-    its first byte to its end, so requests arriving at the same instant may pass the cap by a few."""
+    """How many streams this process holds open: in all, against ``stream_max_connections``, and per key and
+    per tenant, against ``stream_max_per_key`` and ``stream_max_per_tenant``, so that one caller cannot take
+    every place. A place is taken when the request is admitted, before any await, so requests arriving
+    together cannot pass a cap, and given back when its response ends (``EventStream``)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.open = limit, 0
+    def __init__(self, limit: int, per_tenant: int = 0, per_key: int = 0) -> None:
+        self.limit, self.per_tenant, self.per_key, self.open = limit, per_tenant, per_key, 0
+        self.held: Counter[tuple[str, str]] = Counter()
 
-    def check(self) -> None:
+    def take(self, tenant_id: str | None = None, key_id: str | None = None) -> Callable[[], None]:
+        """Take a place, or refuse over a cap; returns what gives it back (once, however often called)."""
+        owners = tuple((kind, name) for kind, name in (("tenant", tenant_id), ("key", key_id)) if name)
+        for kind, name in owners:
+            cap = self.per_tenant if kind == "tenant" else self.per_key
+            if cap and self.held[kind, name] >= cap:
+                raise ApiError(429, f"this {kind} holds its most streams ({cap}) open on this server; close one "
+                                    f"or retry shortly (README, \"Live updates\")",
+                               headers={"Retry-After": "5"}, limit=f"streams_per_{kind}")
         if self.limit and self.open >= self.limit:
             raise ApiError(503, f"this server holds its most streams ({self.limit}) open; retry shortly",
                            headers={"Retry-After": "5"})
+        self.open += 1
+        self.held.update(owners)
+        given_back = False
 
-
-async def events(request: Request, reader: EventReader, settings: Settings, slots: StreamSlots,
-                 key_live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
-    """The stream's body; a one-task stream ends with an ``end`` message once the task is terminal. A stream
-    opened with a key asks ``key_live`` every ``stream_key_check_seconds`` and ends once the key is revoked."""
-    loop = asyncio.get_running_loop()
-    slots.open += 1
-    try:
-        yield f"retry: {_RECONNECT_MS}\n\n"
-        quiet_since = key_checked = loop.time()
-        while not await request.is_disconnected():
-            if key_live is not None and loop.time() - key_checked >= settings.stream_key_check_seconds:
-                key_checked = loop.time()
-                if not await _still_live(key_live):
-                    yield frame("end", {"reason": "the API key has been revoked"}, None)
-                    return
-            try:
-                # The task's status first: its terminal event commits with it, so the read after sees that event.
-                status = await reader.task_status() if reader.scope.task_id is not None else None
-                batch = await reader.read()
-            except (DBAPIError, SQLAlchemyError, OSError) as err:
-                log.warning("event stream: the mirror could not be read (%s); trying again", type(err).__name__)
-                status, batch = None, []
-            for data, cursor in batch:
-                yield frame("task_event", data, cursor)
-            if batch:
-                quiet_since = loop.time()
-            if status in _TERMINAL and not reader.catching_up:
-                yield frame("end", {"task_id": reader.scope.task_id, "status": status},
-                            reader.sent.cursor() if reader.sent else None)
+        def give_back() -> None:
+            nonlocal given_back
+            if given_back:
                 return
-            if loop.time() - quiet_since >= settings.stream_keepalive_seconds:
-                yield ": keep-alive\n\n"
-                quiet_since = loop.time()
-            if not reader.catching_up:
-                await asyncio.sleep(settings.stream_poll_seconds)
-    finally:
-        slots.open -= 1
+            given_back = True
+            self.open -= 1
+            self.held.subtract(owners)
+            for owner in owners:
+                if self.held[owner] <= 0:
+                    del self.held[owner]
+        return give_back
+
+
+class EventStream(StreamingResponse):
+    """A stream's response: gives its place back however it ends, also when its body never started (the
+    client went away first)."""
+
+    def __init__(self, body: AsyncIterator[str], give_back: Callable[[], None]) -> None:
+        super().__init__(body, media_type=MEDIA_TYPE, headers=HEADERS)
+        self.give_back = give_back
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.give_back()
+
+
+async def events(request: Request, reader: EventReader, settings: Settings,
+                 key_live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[str]:
+    """The stream's body; a one-task stream ends with an ``end`` message once the task is terminal and all its
+    events are sent. A stream opened with a key asks ``key_live`` every ``stream_key_check_seconds`` and ends
+    once the key is revoked."""
+    loop = asyncio.get_running_loop()
+    yield f"retry: {_RECONNECT_MS}\n\n"
+    if reader.reset:
+        yield frame("reset", {"reason": "the Last-Event-ID is too far back to resume from; fetch the current "
+                                        "state again, this stream goes on from now (README, \"Live updates\")"},
+                    reader.cursor.cursor() if reader.cursor else None)
+    quiet_since = key_checked = loop.time()
+    while not await request.is_disconnected():
+        if key_live is not None and loop.time() - key_checked >= settings.stream_key_check_seconds:
+            key_checked = loop.time()
+            if not await _still_live(key_live):
+                yield frame("end", {"reason": "the API key has been revoked"}, None)
+                return
+        try:
+            # The task's status first: its terminal event commits with it, so the read after sees that event.
+            status = await reader.task_status() if reader.scope.task_id is not None else None
+            batch = await reader.read()
+        except (DBAPIError, SQLAlchemyError, OSError) as err:
+            log.warning("event stream: the mirror could not be read (%s); trying again", type(err).__name__)
+            status, batch = None, []
+        for data, cursor in batch:
+            yield frame("task_event", data, cursor)
+        if batch:
+            quiet_since = loop.time()
+        if status in _TERMINAL and not reader.catching_up and not reader.pending:
+            yield frame("end", {"task_id": reader.scope.task_id, "status": status},
+                        reader.cursor.cursor() if reader.cursor else None)
+            return
+        if loop.time() - quiet_since >= settings.stream_keepalive_seconds:
+            yield ": keep-alive\n\n"
+            quiet_since = loop.time()
+        if not reader.catching_up:
+            await asyncio.sleep(settings.stream_poll_seconds)
 
 
 async def _still_live(key_live: Callable[[], Awaitable[bool]]) -> bool:

@@ -221,16 +221,20 @@ class Settings(BaseSettings):
     # Non-terminal tasks a tenant may have; creation beyond is refused until some finish.
     max_tasks_in_flight: int = Field(0, ge=0, validation_alias=_env("MAX_TASKS_IN_FLIGHT"))
 
-    # Live updates (README: API, Live updates): how often a stream reads the mirror's new events, how far back
-    # each read looks again for events committed late (a worker's slow commit, clocks apart between worker
-    # machines), how long a quiet stream waits before a keep-alive comment, and how many streams one API
-    # process holds open at once (0: no cap).
+    # Live updates (README: API, Live updates): how often a stream reads the mirror's new events, how long it
+    # waits before sending an event so that one committed late (a worker's slow commit, clocks apart between
+    # worker machines) still comes in order, how long a quiet stream waits before a keep-alive comment, and how
+    # many streams one API process holds open at once: in all, per key, per tenant (0: no cap).
     stream_poll_seconds: float = Field(0.5, gt=0, le=60, validation_alias=_env("STREAM_POLL_SECONDS"))
     stream_overlap_seconds: float = Field(2.0, ge=0, le=300, validation_alias=_env("STREAM_OVERLAP_SECONDS"))
     stream_keepalive_seconds: float = Field(15.0, gt=0, le=300, validation_alias=_env("STREAM_KEEPALIVE_SECONDS"))
     # How often an open stream checks that its key has not been revoked meanwhile.
     stream_key_check_seconds: float = Field(10.0, gt=0, le=300, validation_alias=_env("STREAM_KEY_CHECK_SECONDS"))
     stream_max_connections: int = Field(100, ge=0, validation_alias=_env("STREAM_MAX_CONNECTIONS"))
+    stream_max_per_key: int = Field(10, ge=0, validation_alias=_env("STREAM_MAX_PER_KEY"))
+    stream_max_per_tenant: int = Field(30, ge=0, validation_alias=_env("STREAM_MAX_PER_TENANT"))
+    # How many events a Last-Event-ID may lie behind; further back, the stream answers event: reset (0: no cap).
+    stream_resume_max_events: int = Field(10_000, ge=0, validation_alias=_env("STREAM_RESUME_MAX_EVENTS"))
 
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker

@@ -229,6 +229,10 @@ _LIVE = """\
   var typing = false;
   document.addEventListener("input", function () { typing = true; });
   source.onopen = function () { document.body.setAttribute("data-live", "on"); };
+  // Too long away to catch up: show the inbox as it is now.
+  source.addEventListener("reset", function () {
+    if (typing) { document.getElementById("news").hidden = false; } else { window.location.reload(); }
+  });
   source.addEventListener("task_event", function (message) {
     var event = JSON.parse(message.data);
     var card = document.getElementById("task-" + event.task_id);
@@ -267,18 +271,28 @@ async def live_events(request: Request, settings: SettingsDep) -> Response:
     if not isinstance(caller, _Caller):
         return Response(caller or "Sign in first.", status_code=401, media_type="text/plain", headers=_HEADERS)
     tenant_id = caller.tenant_id if caller.keyed else _clean(request.query_params.get("tenant_id"), 128)
-    request.app.state.streams.check()
     reader = streams.EventReader(request.app.state.engine, streams.Scope(tenant_id=tenant_id),
                                  timedelta(seconds=settings.stream_overlap_seconds))
-    await reader.start_at_now()
+    resume_from = request.headers.get("last-event-id")  # EventSource reconnecting: nothing missed meanwhile
+    if resume_from:
+        try:
+            reader.resume(resume_from)
+        except ApiError:
+            await reader.start_at_now()  # not a cursor of ours: the page reloads as after a reset
+            reader.reset = True
+        else:
+            if await reader.beyond(settings.stream_resume_max_events):
+                reader.restart()
+    else:
+        await reader.start_at_now()
     engine, session_id = request.app.state.engine, caller.session_id
 
     async def session_live() -> bool:
         return await inbox_sessions.principal_for(engine, session_id or "") is not None
 
-    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams,
-                                            session_live if session_id else None),
-                             media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
+    give_back = request.app.state.streams.take(tenant_id, session_id)  # no await from here to the response
+    return streams.EventStream(streams.events(request, reader, settings, session_live if session_id else None),
+                               give_back)
 
 
 @router.get("/ui", response_class=HTMLResponse)

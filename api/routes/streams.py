@@ -22,22 +22,28 @@ router = APIRouter(tags=["streams"], dependencies=[require(Role.VIEWER)])
 _STREAM = {200: {"description": "Server-sent events: `task_event` messages (JSON data), each with an `id:` "
                                 "cursor for Last-Event-ID; `: keep-alive` comments while quiet.",
                  "content": {streams.MEDIA_TYPE: {"schema": {"type": "string"}}}},
-           422: {"description": "A Last-Event-ID this API did not send, or an invalid filter"}}
+           422: {"description": "A Last-Event-ID this API did not send, or an invalid filter"},
+           429: {"description": "The key or its tenant holds its most streams open; retry after Retry-After"}}
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=200,
                                            description="Resume after this cursor (browsers send it on reconnect)")]
 
 
 def _reader(request: Request, settings: Settings, scope: streams.Scope) -> streams.EventReader:
-    request.app.state.streams.check()
     return streams.EventReader(request.app.state.engine, scope, timedelta(seconds=settings.stream_overlap_seconds))
+
+
+async def _resume(reader: streams.EventReader, settings: Settings, last_event_id: str) -> None:
+    reader.resume(last_event_id)
+    if await reader.beyond(settings.stream_resume_max_events):
+        reader.restart()
 
 
 def _response(request: Request, reader: streams.EventReader, settings: Settings,
               principal: Principal) -> StreamingResponse:
     key_id, engine = principal.key_id, request.app.state.engine
     key_live = (lambda: api_keys.is_live(engine, key_id)) if key_id else None
-    return StreamingResponse(streams.events(request, reader, settings, request.app.state.streams, key_live),
-                             media_type=streams.MEDIA_TYPE, headers=streams.HEADERS)
+    give_back = request.app.state.streams.take(principal.tenant_id, key_id)  # no await from here to the response
+    return streams.EventStream(streams.events(request, reader, settings, key_live), give_back)
 
 
 @router.get("/tasks/{task_id}/stream", response_class=StreamingResponse, responses=_STREAM | NOT_FOUND)
@@ -49,7 +55,7 @@ async def task_stream(task_id: str, request: Request, settings: SettingsDep, pri
     if await reader.task_status() is None:
         raise not_found("task", task_id)
     if last_event_id:
-        reader.resume(last_event_id)
+        await _resume(reader, settings, last_event_id)
     return _response(request, reader, settings, principal)
 
 
@@ -67,7 +73,7 @@ async def event_stream(
                           statuses=[s.value for s in status or []], event_types=event_type or [])
     reader = _reader(request, settings, scope)
     if last_event_id:
-        reader.resume(last_event_id)
+        await _resume(reader, settings, last_event_id)
     else:
         await reader.start_at_now()
     return _response(request, reader, settings, principal)

@@ -2,10 +2,14 @@
 read with httpx as a client reads them, on every configured database."""
 
 import asyncio
+import contextlib
 import json
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +18,11 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
+from api.streams import EventReader, Scope
 from followthrough import api_keys
+from followthrough.mirror import EVENTS, insert_created
 from tests.conftest import served_api
-from tests.helpers import eventually, task_body, until_status
+from tests.helpers import eventually, sign_in, task_body, task_input, until_status
 
 
 @dataclass
@@ -223,3 +229,182 @@ async def test_an_open_stream_ends_once_its_key_is_revoked(dev_env: WorkflowEnvi
             end = await stream.next(timeout=10)
             assert end is not None and end.event == "end" and "revoked" in end.data["reason"]
             assert await stream.next(timeout=10) is None  # and the server closed it
+
+
+# ---- bounds: memory, places, how far back, late commits ---------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def cursor_at(when: datetime) -> str:
+    """A Last-Event-ID just before ``when`` (the format the API sends: microseconds, seq, event id)."""
+    return f"{(when - _EPOCH) // timedelta(microseconds=1) - 1}.0.x"
+
+
+async def task_with_events(engine: AsyncEngine, count: int, start: datetime,
+                           step: timedelta = timedelta(microseconds=1), tenant_id: str | None = None
+                           ) -> tuple[str, list[str]]:
+    """A task row and ``count`` events recorded from ``start`` on, written as a worker writes them."""
+    task = task_input(tenant_id=tenant_id or f"streams-{uuid.uuid4().hex[:8]}")
+    ids = [f"{task.task_id}:note-{i:06d}" for i in range(count)]
+    async with engine.begin() as conn:
+        await insert_created(conn, task, f"task-{task.task_id}")
+        if ids:
+            await conn.execute(EVENTS.insert(), [
+                dict(id=event_id, task_id=task.task_id, seq=i + 1, type="TASK_NOTE", actor_type="system", data={},
+                     occurred_at=start + i * step, recorded_at=start + i * step) for i, event_id in enumerate(ids)])
+    return task.task_id, ids
+
+
+async def add_event(engine: AsyncEngine, task_id: str, event_id: str, seq: int, recorded_at: datetime) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(EVENTS.insert(), [dict(id=event_id, task_id=task_id, seq=seq, type="TASK_NOTE",
+                                                  actor_type="system", data={}, occurred_at=recorded_at,
+                                                  recorded_at=recorded_at)])
+
+
+def held(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes a structure holds, its contents included."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(held(k, seen) + held(v, seen) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        size += sum(held(v, seen) for v in value)
+    elif is_dataclass(value) and not isinstance(value, type):
+        size += sum(held(getattr(value, f.name), seen) for f in fields(value))
+    return size
+
+
+async def test_catching_up_on_a_long_backlog_holds_the_same_memory_as_on_a_short_one(engine: AsyncEngine):
+    # 3,000 events: six pages, enough to see whether what a stream holds grows with what it has replayed.
+    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    task_id, ids = await task_with_events(engine, 3000, start)
+    reader = EventReader(engine, Scope(task_id=task_id), timedelta(seconds=2))
+    reader.resume(cursor_at(start))
+    state = lambda: held({k: v for k, v in vars(reader).items() if k not in ("engine", "scope")})  # noqa: E731
+    got: list[str] = []
+    sizes = []
+    for _ in range(50):
+        got += [data["id"] for data, _cursor in await reader.read() if data["id"] in set(ids)]
+        sizes.append(state())
+        if len(got) >= len(ids):
+            break
+    assert got == ids  # every event once, in order
+    assert max(sizes) <= sizes[0], sizes  # the last page's state is no larger than the first's
+
+
+async def test_an_event_committed_late_is_not_missed_across_a_reconnect(engine: AsyncEngine):
+    overlap = timedelta(seconds=1)
+    task_id, _ = await task_with_events(engine, 0, datetime.now(timezone.utc))
+    start = cursor_at(datetime.now(timezone.utc) - timedelta(minutes=1))
+    first = datetime.now(timezone.utc)
+    await add_event(engine, task_id, f"{task_id}:quick", 2, first)  # a write that committed at once
+    reader = EventReader(engine, Scope(task_id=task_id), overlap)
+    reader.resume(start)
+    received = await reader.read()
+    last = received[-1][1] if received else start
+    # Another worker's write that recorded its time before the first one's, committed only now; the client has
+    # disconnected meanwhile and comes back with the last cursor it received.
+    await add_event(engine, task_id, f"{task_id}:late", 1, first - timedelta(milliseconds=300))
+    again = EventReader(engine, Scope(task_id=task_id), overlap)
+    again.resume(last)
+
+    async def read() -> list[str]:
+        received.extend(await again.read())
+        return [data["id"] for data, _cursor in received]
+    ids = await eventually(read, lambda ids: f"{task_id}:quick" in ids and len(ids) >= 3, timeout=15)
+    assert f"{task_id}:late" in ids, ids
+    assert len(ids) == len(set(ids))  # and nothing twice
+
+
+@pytest_asyncio.fixture
+async def bounded(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Api]:
+    async with served_api(dev_env, engine, tmp_path, stream_poll_seconds=0.1, anonymous_access=False,
+                          stream_overlap_seconds=0.5, stream_max_connections=10, stream_max_per_key=2,
+                          stream_max_per_tenant=3, stream_resume_max_events=50) as (url, _settings):
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+            yield Api(url, http, engine)
+
+
+async def test_one_key_or_tenant_cannot_take_every_stream(bounded: Api):
+    suffix = uuid.uuid4().hex[:8]
+
+    async def key(tenant: str) -> dict[str, str]:
+        _row, token = await api_keys.create(bounded.engine, tenant_id=f"{tenant}-{suffix}", actor_id="ann",
+                                            name="ann", roles=["viewer"])
+        return {"Authorization": f"Bearer {token}"}
+    first, second, other = await key("acme"), await key("acme"), await key("globex")
+    async with contextlib.AsyncExitStack() as held_open, httpx.AsyncClient(
+            base_url=f"{bounded.url}/api/v1", timeout=30, limits=httpx.Limits(max_connections=None)) as http:
+        async def open_one(headers: dict[str, str]) -> httpx.Response:
+            return await held_open.enter_async_context(http.stream("GET", "/events/stream", headers=headers))
+        # Six at once from one key: two places (per key), whatever the order they arrive in.
+        answers = await asyncio.gather(*(open_one(first) for _ in range(6)))
+        assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429, 429]
+        over = next(a for a in answers if a.status_code == 429)
+        assert over.headers["retry-after"] == "5" and json.loads(await over.aread())["limit"] == "streams_per_key"
+        # Another key of the tenant has the tenant's third place, not a fourth.
+        answers = await asyncio.gather(*(open_one(second) for _ in range(2)))
+        assert sorted(a.status_code for a in answers) == [200, 429]
+        refused = next(a for a in answers if a.status_code == 429)
+        assert json.loads(await refused.aread())["limit"] == "streams_per_tenant"
+        # Another tenant's viewer still gets a stream.
+        assert (await open_one(other)).status_code == 200
+    # Closed streams give their places back (once the server has seen the client go).
+    async def open_two() -> bool:
+        async with httpx.AsyncClient(base_url=f"{bounded.url}/api/v1", timeout=30) as http:
+            async with http.stream("GET", "/events/stream", headers=first) as one, \
+                    http.stream("GET", "/events/stream", headers=first) as two:
+                return one.status_code == two.status_code == 200
+    await eventually(open_two, bool)
+
+
+async def test_a_resume_from_too_far_back_is_told_to_fetch_again(bounded: Api):
+    tenant = f"resumes-{uuid.uuid4().hex[:8]}"
+    _row, token = await api_keys.create(bounded.engine, tenant_id=tenant, actor_id="ann", name="ann",
+                                        roles=["viewer"])
+    start = datetime.now(timezone.utc) - timedelta(minutes=10)
+    task_id, ids = await task_with_events(bounded.engine, 80, start, step=timedelta(seconds=1), tenant_id=tenant)
+    headers = {"Authorization": f"Bearer {token}"}
+    # Within the cap (50 events back): the events after the cursor, in order.
+    near = cursor_at(start + timedelta(seconds=40))
+    async with bounded.stream("/events/stream", headers=headers | {"Last-Event-ID": near}) as stream:
+        replay = await stream.until(lambda m: m.data.get("id") == ids[-1])
+    assert [m.data["id"] for m in replay] == ids[40:]
+
+    # Beyond it: a reset, with a cursor to go on from, and then the events from now on.
+    async with bounded.stream(f"/tasks/{task_id}/stream", headers=headers | {"Last-Event-ID": cursor_at(start)}) \
+            as stream:
+        reset = await stream.next()
+        assert reset is not None and reset.event == "reset" and "fetch" in reset.data["reason"], reset
+        assert reset.id
+        await add_event(bounded.engine, task_id, f"{task_id}:after", 1000, datetime.now(timezone.utc))
+        after = await stream.until(lambda m: m.data.get("id") == f"{task_id}:after")
+    assert [m.data["id"] for m in after] == [f"{task_id}:after"]  # nothing from before the reset
+
+
+async def test_the_inbox_live_page_catches_up_after_a_reconnect(bounded: Api):
+    # EventSource reconnects by itself with the last id it received: the inbox's stream resumes after it.
+    tenant = f"inbox-{uuid.uuid4().hex[:8]}"
+    _row, token = await api_keys.create(bounded.engine, tenant_id=tenant, actor_id="fiona", name="fiona",
+                                        roles=["approver", "viewer"])
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    _task_id, ids = await task_with_events(bounded.engine, 10, start, step=timedelta(seconds=1), tenant_id=tenant)
+    async with httpx.AsyncClient(base_url=bounded.url, timeout=httpx.Timeout(30, read=60)) as browser:
+        assert (await sign_in(browser, token, Origin=bounded.url)).status_code == 303
+        resume = {"Last-Event-ID": cursor_at(start + timedelta(seconds=5))}
+        async with browser.stream("GET", "/ui/events", headers=resume) as response:
+            assert response.status_code == 200
+            missed = await Stream(response).until(lambda m: m.data.get("id") == ids[-1])
+        assert [m.data["id"] for m in missed] == ids[5:]
+        async with browser.stream("GET", "/ui/events", headers={"Last-Event-ID": cursor_at(start)}) as response:
+            first = await Stream(response).next()
+        assert first is not None and first.data.get("id") == ids[0]
+        # A cursor the page cannot have had from us: it is told to reload, as after a reset.
+        async with browser.stream("GET", "/ui/events", headers={"Last-Event-ID": "nonsense"}) as response:
+            reset = await Stream(response).next()
+        assert reset is not None and reset.event == "reset"
