@@ -4,8 +4,10 @@ put a task in another person's queue."""
 import html
 import uuid
 
+import pytest
 from sqlalchemy import update
 
+from followthrough import api_keys
 from followthrough.approval_records import approvers_key
 from followthrough.tables import Approval
 from tests.conftest import Stack
@@ -54,3 +56,8 @@ async def test_a_stored_crafted_id_does_not_reach_another_persons_queue(stack: S
         lambda: stack.http.get("http://testserver/ui", params={"as": "alice", "tenant_id": stack.tenant}),
         lambda r: f"{title} for alice" in r.text)
     assert f"{title}<" not in inbox.text
+
+
+async def test_a_key_cannot_act_as_a_crafted_user(stack: Stack):
+    with pytest.raises(api_keys.KeyError_, match="'\\|'"):
+        await api_keys.create(stack.engine, tenant_id=stack.tenant, actor_id="bob|alice", name="", roles=["approver"])
