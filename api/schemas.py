@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from followthrough.approver_ids import ApproverId
 from followthrough.lifecycle import Priority, TaskMode
 
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
@@ -67,16 +68,13 @@ class ApprovalPolicy(StorableBody):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    approvers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
-                                                                                  max_length=50)
+    approvers: list[ApproverId] = Field(default_factory=list, max_length=50)
     roles: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]] = Field(
         default_factory=list, max_length=20, description="Team roles whose holders may decide, e.g. finance.")
     required: int = Field(1, ge=1, le=50)
 
     @model_validator(mode="after")
     def _enough(self) -> "ApprovalPolicy":
-        if any(a.startswith("role:") for a in self.approvers):
-            raise ValueError("approvers are user ids; name roles in 'roles' instead of 'role:…'")
         if self.approvers and not self.roles and self.required > len(set(self.approvers)):
             raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(set(self.approvers))})")
         return self
@@ -89,8 +87,7 @@ class SlaIn(StorableBody):
 
     remind_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
     escalate_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
-    escalate_to: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
-                                                                                    max_length=50)
+    escalate_to: list[ApproverId] = Field(default_factory=list, max_length=50)
     on_deadline: Literal["expire", "reject", "approve"] = "expire"
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from followthrough import approver_ids
 from followthrough.principals import ROLE_NAME, MintedKey, Principal, Role, matches, mint, parse
 from followthrough.tables import ApiKey
 
@@ -31,6 +32,8 @@ async def create(engine: AsyncEngine, *, tenant_id: str, actor_id: str, name: st
     """Store a new key; answer its row and the key itself, which is never shown again."""
     if not tenant_id or not actor_id:
         raise KeyError_("a key needs a tenant and the user it acts as")
+    if (why := approver_ids.problem(actor_id)) is not None:  # its user decides and has a queue
+        raise KeyError_(why)
     minted: MintedKey = mint()
     row = {"id": minted.key_id, "tenant_id": tenant_id, "actor_id": actor_id, "name": name or actor_id,
            "roles": check_roles(roles), "secret_hash": minted.secret_hash,

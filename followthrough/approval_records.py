@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from followthrough.approver_ids import key_part, role_part
 from followthrough.contracts import MirrorBatch, MirrorEvent
 from followthrough.lifecycle import EventType
 from followthrough.tables import Approval, ApprovalDecisionRecord
@@ -31,8 +32,9 @@ def closing_status(event_type: str) -> str | None:
 
 
 def approvers_key(approvers: list[str], roles: list[str] | None = None) -> str:
-    """"|alice|role:finance|": who may decide, as one string a queue can match with LIKE; "" for anyone."""
-    names = approvers + [f"role:{r}" for r in roles or []]
+    """"|alice|role:finance|": who may decide, as one string a queue can match with LIKE; "" for anyone.
+    Each part is unambiguous (followthrough/approver_ids.py): no id can smuggle in a separator or a role."""
+    names = [key_part(a) for a in approvers] + [role_part(r) for r in roles or []]
     return "".join(f"|{a}" for a in names) + "|" if names else ""
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from followthrough.approver_ids import ApproverId
 from followthrough.contracts import SubtaskSpec
 from followthrough.lifecycle import Execution, FailurePolicy, TaskMode
 
@@ -24,13 +25,11 @@ MAX_DEPTH = 3
 class SubtaskApproval(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    approvers: list[str] = Field(default_factory=list, max_length=50)
+    approvers: list[ApproverId] = Field(default_factory=list, max_length=50)
     required: int = Field(1, ge=1, le=50)
 
     @model_validator(mode="after")
     def _enough(self) -> "SubtaskApproval":
-        if any(not a or len(a) > 128 for a in self.approvers):
-            raise ValueError("approvers are user ids of 1 to 128 characters")
         if self.approvers and self.required > len(set(self.approvers)):
             raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(set(self.approvers))})")
         return self

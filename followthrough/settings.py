@@ -168,6 +168,12 @@ class Settings(BaseSettings):
                                       description="Name of the secret that signs approval links.")
     approval_link_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, validation_alias=_env("APPROVAL_LINK_TTL_SECONDS"))
 
+    # POST /approvals/bulk decides in parallel and answers by this deadline whatever Temporal does
+    # (README, "Approvals").
+    bulk_decision_deadline_seconds: float = Field(
+        60, gt=0, le=600, validation_alias=_env("BULK_DECISION_DEADLINE_SECONDS"),
+        description="How long one bulk decision request may take; tasks not decided by then are answered 504.")
+
     # The /ui inbox's sign-in: a server-side session (README: Security, The inbox's sign-in).
     inbox_session_seconds: int = Field(8 * 3600, gt=0, le=30 * 24 * 3600,
                                        validation_alias=_env("INBOX_SESSION_SECONDS"),

@@ -24,6 +24,7 @@ from api.errors import ApiError, CONFLICT, NOT_FOUND
 from api.lookups import task_row_or_404
 from api.routes.task_decisions import _decide
 from followthrough import approval_links
+from followthrough.approver_ids import ApproverId
 from followthrough.principals import Role
 from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken, OutdatedToken
 from followthrough.contracts import ApprovalDecision, Rejection
@@ -77,7 +78,7 @@ textarea{width:100%;min-height:6rem}button{font-size:1rem;padding:.5rem 1.25rem}
 
 
 class LinkRequest(BaseModel):
-    approver: str = Field(min_length=1, max_length=128, description="The user id the links decide as.")
+    approver: ApproverId = Field(description="The user id the links decide as.")
     ttl_seconds: int | None = Field(None, gt=0, le=366 * 24 * 3600,
                                     description="Lifetime; default FOLLOWTHROUGH_APPROVAL_LINK_TTL_SECONDS.")
 

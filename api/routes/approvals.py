@@ -13,6 +13,7 @@ from api.tenancy import listing_tenant
 from api.lookups import task_row_or_404
 from api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
+from followthrough.approver_ids import ApproverId, key_part, role_part
 from followthrough.principals import Role
 from followthrough.tables import Approval, ApprovalDecisionRecord
 
@@ -33,7 +34,7 @@ async def _public(session: SessionDep, approvals: list[Approval]) -> list[Approv
 def may_decide(approver: str | None, roles: Iterable[str] = ()) -> ColumnElement[bool]:
     """Approvals this user (or a holder of these roles) may decide: those naming them or one of
     the roles, and those naming nobody (anyone may decide)."""
-    names = ([approver] if approver is not None else []) + [f"role:{r}" for r in roles]
+    names = ([key_part(approver)] if approver is not None else []) + [role_part(r) for r in roles]
     return or_(Approval.approvers_key == "", *(Approval.approvers_key.like(f"%|{_escaped(n)}|%", escape="\\")
                                               for n in names))
 
@@ -56,8 +57,7 @@ async def get_task_approval(task_id: str, session: SessionDep) -> ApprovalPublic
 @router.get("/approvals", response_model=ApprovalListPublic)
 async def list_approvals(
     session: SessionDep, settings: SettingsDep, status: str | None = "pending",
-    approver: Annotated[str | None, Query(max_length=128,
-                                          description="Only approvals this user may decide.")] = None,
+    approver: Annotated[ApproverId | None, Query(description="Only approvals this user may decide.")] = None,
     role: Annotated[list[str] | None, Query(max_length=20, description=(
         "With approver: also those a holder of these team roles may decide. Alone: those naming the role."))] = None,
     tenant_id: str | None = None,

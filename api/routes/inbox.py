@@ -38,7 +38,7 @@ from api.routes.approvals import may_decide
 from api.routes.task_decisions import _decide
 from followthrough.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.lifecycle import TaskStatus
-from followthrough import inbox_sessions
+from followthrough import approver_ids, inbox_sessions
 from followthrough.api_keys import principal_for
 from followthrough.naming import temporal_ui_link
 from followthrough.principals import Role
@@ -304,6 +304,9 @@ async def inbox(request: Request, session: SessionDep, settings: SettingsDep) ->
     tenant_id = _clean(query.get("tenant_id"), 129)
     if (named and len(named) > _MAX_ACTOR) or (tenant_id and len(tenant_id) > 128):
         return await _render(request, session, settings, None, None, error="That name is too long.",
+                             status_code=422)
+    if named and (why := approver_ids.problem(named)) is not None:  # it names whose queue to list
+        return await _render(request, session, settings, None, None, error=f"That name cannot be used: {why}.",
                              status_code=422)
     caller = await _caller(request, settings, named)
     if isinstance(caller, str):

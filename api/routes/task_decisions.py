@@ -45,10 +45,15 @@ log = logging.getLogger("followthrough.api")
 
 
 async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, update: str, arg: Any) -> DecisionAck:
-    row = await task_row_or_404(session, task_id)
+    return await decide_row(temporal, await task_row_or_404(session, task_id), update, arg)
+
+
+async def decide_row(temporal: TemporalDep, row: Any, update: str, arg: Any,
+                     timeout: timedelta = _UPDATE_TIMEOUT) -> DecisionAck:
+    """The decision as a Workflow Update on the task ``row`` names (its id, workflow_id, status, tenant_id)."""
     handle = temporal.get_workflow_handle(row.workflow_id)
     try:
-        ack = await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=_UPDATE_TIMEOUT)
+        ack = await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=timeout)
     except WorkflowUpdateFailedError as err:
         raise update_refused(err) from err
     except RPCError as err:

@@ -1,13 +1,19 @@
 """POST /approvals/bulk: preview, approve and reject many waiting tasks, each answered on its own."""
 
+import asyncio
 import uuid
+from pathlib import Path
 
-from tests.conftest import Stack
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from followthrough.naming import workflow_id_for
+from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, task_body, until_status
 
 
 async def _create(stack: Stack, **fields) -> str:
-    response = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, **fields))
+    response = await stack.http.post("/tasks", json=task_body(**{"tenant_id": stack.tenant} | fields))
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -126,3 +132,39 @@ async def test_reject_by_task_ids_needs_a_reason_and_filters_must_say_something(
     assert old["total"] == 0
     assert (await _preview(stack, {"task_ids": [untouched], "older_than_seconds": 0}))["total"] == 1
     await stack.http.post(f"/tasks/{untouched}/cancel")
+
+
+async def test_tasks_whose_worker_is_gone_get_504_within_the_deadline(dev_env: WorkflowEnvironment,
+                                                                       engine: AsyncEngine, tmp_path: Path):
+    """Tasks whose worker has stopped never accept an update, for real: the request still answers by its
+    deadline, the others decided and each stuck one told so. (Two stacks, as the stuck tasks need a queue with
+    no worker left; worth its seconds: it is the only test of the deadline.)"""
+    subject = f"INV-{uuid.uuid4().hex[:8]}"
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    async with running_stack(dev_env, engine, tmp_path / "gone") as gone:
+        stuck = [await _create(gone, tenant_id=tenant, subject_ref_id=subject, source=f"OLD-{n}") for n in range(3)]
+        await _waiting(gone, *stuck)
+    try:
+        async with running_stack(dev_env, engine, tmp_path / "live", bulk_decision_deadline_seconds=3) as live:
+            alive = [await _create(live, tenant_id=tenant, subject_ref_id=subject, source=f"NEW-{n}")
+                     for n in range(2)]
+            await _waiting(live, *alive)
+            where = {"tenant_id": tenant, "subject_ref_id": subject}
+            await eventually(lambda: _preview(live, where), lambda p: p["total"] == 5)
+            # Deciding one after another, 30 s a stuck task, would take 90 s and more: give up at 30 (the
+            # in-process transport has no timeout of its own).
+            async with asyncio.timeout(30):
+                response = await live.http.post("/approvals/bulk", json={"filter": where, "decision": "approve"})
+            assert response.status_code == 200, response.text
+            by_task = {i["task_id"]: i for i in response.json()["items"]}
+            assert set(by_task) == {*stuck, *alive}
+            assert all(by_task[t]["status_code"] == 200 and by_task[t]["status"] == "in_progress" for t in alive)
+            for task_id in stuck:
+                assert by_task[task_id]["status_code"] == 504, by_task[task_id]
+                assert "deadline (3 s)" in by_task[task_id]["detail"]
+            for task_id in alive:
+                await until_status(live, task_id, "completed")
+    finally:
+        for task_id in stuck:  # nothing will ever run them: end them rather than leave them to the server
+            workflow_id = workflow_id_for(task_id, "invoice_follow_up", subject)
+            await dev_env.client.get_workflow_handle(workflow_id).terminate("test over")
