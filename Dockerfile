@@ -15,7 +15,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # The pinned dependencies first, in a layer of their own that a code change does not rebuild.
-# Refresh the lock when pyproject.toml's dependencies change (README, "Production").
+# Refresh the lock when pyproject.toml's dependencies change (docs/operations.md, "Production").
 COPY requirements/image.lock requirements/image.lock
 RUN pip install --no-cache-dir --require-hashes -r requirements/image.lock
 

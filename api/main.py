@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.add_middleware(SecurityHeaders)
     if settings.metrics_enabled:
         # Outermost, so the answers of the middleware above (400, 413) are counted too. /metrics is a plain
-        # route: no key, no tenant guard, not in the OpenAPI schema (README: Metrics).
+        # route: no key, no tenant guard, not in the OpenAPI schema (docs/observability.md: Metrics).
         app.add_middleware(metrics.RequestMetrics)
         app.add_route(metrics.PATH, metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
     for module in (tasks, artifacts, agent_reports, task_decisions, bulk_decisions, approvals, approval_links,

@@ -1,4 +1,4 @@
-"""The API's request metrics and the ``/metrics`` endpoint that serves them (README: Metrics).
+"""The API's request metrics and the ``/metrics`` endpoint that serves them (docs/observability.md: Metrics).
 
 Requests are labelled by route template (``/api/v1/tasks/{task_id}``), never by the path asked for, so ids
 never become labels; a request no route matched is ``<unmatched>``.

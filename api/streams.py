@@ -199,7 +199,7 @@ class StreamSlots:
             cap = self.per_tenant if kind == "tenant" else self.per_key
             if cap and self.held[kind, name] >= cap:
                 raise ApiError(429, f"this {kind} holds its most streams ({cap}) open on this server; close one "
-                                    f"or retry shortly (README, \"Live updates\")",
+                                    f"or retry shortly (docs/api.md, \"Live updates\")",
                                headers={"Retry-After": "5"}, limit=f"streams_per_{kind}")
         if self.limit and self.open >= self.limit:
             raise ApiError(503, f"this server holds its most streams ({self.limit}) open; retry shortly",
@@ -245,7 +245,7 @@ async def events(request: Request, reader: EventReader, settings: Settings,
     yield f"retry: {_RECONNECT_MS}\n\n"
     if reader.reset:
         yield frame("reset", {"reason": "the Last-Event-ID is too far back to resume from; fetch the current "
-                                        "state again, this stream goes on from now (README, \"Live updates\")"},
+                                        "state again, this stream goes on from now (docs/api.md, \"Live updates\")"},
                     reader.cursor.cursor() if reader.cursor else None)
     quiet_since = key_checked = loop.time()
     while not await request.is_disconnected():

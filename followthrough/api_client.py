@@ -198,7 +198,7 @@ def _key_hint() -> str:
     make = "make one with `followthrough keys create --tenant TENANT --user YOU --role submitter --role approver`"
     if os.environ.get("FOLLOWTHROUGH_API_KEY"):
         return f"the key in FOLLOWTHROUGH_API_KEY was refused: {make} and set FOLLOWTHROUGH_API_KEY to it"
-    return f"set FOLLOWTHROUGH_API_KEY to an API key ({make}; README, \"Keys and roles\")"
+    return f"set FOLLOWTHROUGH_API_KEY to an API key ({make}; docs/api.md, \"Keys and roles\")"
 
 
 def _field_error(error: Any) -> str:

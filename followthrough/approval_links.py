@@ -99,7 +99,7 @@ def generated_key_warning(settings: Settings) -> str | None:
             f"here verifies only in processes that share that folder. With more than one API or worker process, "
             f"give them all one key: FOLLOWTHROUGH_APPROVAL_LINK_SECRET=link_1 and the key in "
             f"FOLLOWTHROUGH_SECRET_LINK_1 (or as \"link_1\" in the JSON file FOLLOWTHROUGH_SECRETS_FILE names). "
-            f"README, \"Production\", \"First steps\"")
+            f"docs/operations.md, \"Production\", \"First steps\"")
 
 
 def mint(key: bytes, task_id: str, approver: str, decision: str, expires_at: int, *, approval_id: str,

@@ -65,4 +65,4 @@ def codec_for(settings: Settings, store: SecretStore | None = None) -> Encryptio
         "base64) in FOLLOWTHROUGH_SECRET_CODEC_1 (or as \"codec_1\" in the JSON file FOLLOWTHROUGH_SECRETS_FILE "
         "names); or, for everything on one machine, FOLLOWTHROUGH_CODEC=local-key (a key generated once in "
         f"{settings.data_dir / LOCAL_KEY_FILE}; what `followthrough dev` uses), or FOLLOWTHROUGH_CODEC=off to "
-        "store payloads unencrypted. README, \"Encrypted payloads\"")
+        "store payloads unencrypted. docs/security.md, \"Encrypted payloads\"")

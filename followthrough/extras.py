@@ -31,4 +31,4 @@ def missing(name: str) -> str | None:
         return None
     part = PARTS[name]
     return (f"the `{part.extra}` extra ({part.what}) is not installed: pip install 'followthrough[{part.extra}]' "
-            f"(README, \"Production\")")
+            f"(docs/operations.md, \"Production\")")

@@ -1,4 +1,5 @@
-"""Logs (README: Logs): one JSON object per line, or one readable line, each carrying the task it concerns.
+"""Logs (docs/observability.md: Logs): one JSON object per line, or one readable line, each carrying the task it
+concerns.
 
 A record names its task by whichever of these is known, first found first:
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of followthrough's own (README: Metrics).
+"""Prometheus metrics of followthrough's own (docs/observability.md: Metrics).
 
 Two registries, one per kind of process, so a process exposes only what it measures even when the API and the
 worker share one (as in the tests): ``API`` (requests, served by the API at ``/metrics``) and ``TASKS`` (task

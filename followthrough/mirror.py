@@ -186,7 +186,7 @@ async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch
 
     The outbox rows commit with the events, and a write that finds its events already there (a retry after its
     answer was lost) still hands back their undelivered notifications: none is lost, and the delivery key keeps
-    each to one send (README, "The task").
+    each to one send (docs/concepts.md, "The task").
     """
     now = datetime.now(timezone.utc)
     owed = [(b, e, kind) for b in batches for e in b.events if e.id in inserted and (kind := notification_kind(e))]

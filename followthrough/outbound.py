@@ -9,7 +9,7 @@ with, the name in the URL. ``GuardedTransport`` puts that backend under httpx th
 ``refusal_for_url`` is the earlier, cheaper check the API makes on URLs whose host is an address literal, and
 ``self_test`` is what the worker and the API run at start.
 
-Which addresses are internal is this module's own table of IANA's special-purpose ranges (README, "Outbound
+Which addresses are internal is this module's own table of IANA's special-purpose ranges (docs/security.md, "Outbound
 requests (SSRF guard)").
 
 The LLM endpoint is configured by the operator, not by a task, and does not go through this guard.

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     codec_keys: list[str | CodecKeyRef] = Field(default_factory=list, validation_alias=_env("CODEC_KEYS"))
     # With the codec on, an unencrypted payload (a plain-JSON signal, update or workflow start from a client
     # without the key) is refused. true accepts them: only for the migration window of a deployment turning
-    # encryption on, until every run started before has closed (README, "Decisions through Temporal").
+    # encryption on, until every run started before has closed (docs/security.md, "Decisions through Temporal").
     codec_accept_plaintext: bool = Field(False, validation_alias=_env("CODEC_ACCEPT_PLAINTEXT"))
 
     # Outgoing email. Without a host, messages go to the outbox table only.
@@ -169,12 +169,12 @@ class Settings(BaseSettings):
     approval_link_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, validation_alias=_env("APPROVAL_LINK_TTL_SECONDS"))
 
     # POST /approvals/bulk decides in parallel and answers by this deadline whatever Temporal does
-    # (README, "Approvals").
+    # (docs/concepts.md, "Approvals").
     bulk_decision_deadline_seconds: float = Field(
         60, gt=0, le=600, validation_alias=_env("BULK_DECISION_DEADLINE_SECONDS"),
         description="How long one bulk decision request may take; tasks not decided by then are answered 504.")
 
-    # The /ui inbox's sign-in: a server-side session (README: Security, The inbox's sign-in).
+    # The /ui inbox's sign-in: a server-side session (docs/security.md: The inbox's sign-in).
     inbox_session_seconds: int = Field(8 * 3600, gt=0, le=30 * 24 * 3600,
                                        validation_alias=_env("INBOX_SESSION_SECONDS"),
                                        description="How long an inbox sign-in lasts before the person signs in "
@@ -200,14 +200,14 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = Field(24 * 3600, ge=0, validation_alias=_env("IDEMPOTENCY_WINDOW_SECONDS"))
     batch_max_items: int = Field(100, gt=0, validation_alias=_env("BATCH_MAX_ITEMS"))
 
-    # Limits (README: Security, Limits). 0 turns a limit off.
+    # Limits (docs/security.md: Limits). 0 turns a limit off.
     max_body_bytes: int = Field(1024 * 1024, ge=0, validation_alias=_env("MAX_BODY_BYTES"))
     # A task's payload as JSON. Temporal refuses a single payload over 2 MB and a history over 50 MB; a task's
     # payload travels in its start event and again in activity inputs, so a tenth of the per-payload limit
     # leaves room for drafts, results and the rest of the history.
     max_payload_bytes: int = Field(256 * 1024, ge=0, validation_alias=_env("MAX_PAYLOAD_BYTES"))
     # Templates a person sends (definitions, email and reminder bodies) render in child processes under
-    # these bounds (followthrough/render_pool.py; README: Security, Template rendering).
+    # these bounds (followthrough/render_pool.py; docs/security.md: Template rendering).
     template_max_chars: int = Field(100_000, ge=1, validation_alias=_env("TEMPLATE_MAX_CHARS"),
                                     description="Longest template string a definition may hold (a 422 beyond).")
     template_max_output_chars: int = Field(1_000_000, ge=1, validation_alias=_env("TEMPLATE_MAX_OUTPUT_CHARS"),
@@ -227,7 +227,7 @@ class Settings(BaseSettings):
     # Non-terminal tasks a tenant may have; creation beyond is refused until some finish.
     max_tasks_in_flight: int = Field(0, ge=0, validation_alias=_env("MAX_TASKS_IN_FLIGHT"))
 
-    # Live updates (README: API, Live updates): how often a stream reads the mirror's new events, how long it
+    # Live updates (docs/api.md: Live updates): how often a stream reads the mirror's new events, how long it
     # waits before sending an event so that one committed late (a worker's slow commit, clocks apart between
     # worker machines) still comes in order, how long a quiet stream waits before a keep-alive comment, and how
     # many streams one API process holds open at once: in all, per key, per tenant (0: no cap).
@@ -248,11 +248,11 @@ class Settings(BaseSettings):
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
     # Runs kept in the worker's memory between workflow tasks (the SDK's sticky cache). Bigger saves
-    # replays; each cached run costs memory (README: Benchmarks, Scale). 0 keeps none.
+    # replays; each cached run costs memory (docs/benchmarks.md: Scale). 0 keeps none.
     worker_max_cached_workflows: int = Field(1000, ge=0, validation_alias=_env("WORKER_MAX_CACHED_WORKFLOWS"))
 
-    # Observability (README: Metrics, Logs). The API serves its metrics at /metrics (no key: scrape it on the
-    # internal network); the worker serves the Temporal SDK's metrics and its own task metrics each on an
+    # Observability (docs/observability.md: Metrics, Logs). The API serves its metrics at /metrics (no key:
+    # scrape it on the internal network); the worker serves the Temporal SDK's metrics and its own task metrics each on an
     # address of its own (host:port; empty: not served).
     metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
     worker_metrics_address: str = Field("", validation_alias=_env("WORKER_METRICS_ADDRESS"))
@@ -260,7 +260,7 @@ class Settings(BaseSettings):
     # json: one JSON object per line (for log collectors); text: one readable line per record.
     log_format: Literal["json", "text"] = Field("json", validation_alias=_env("LOG_FORMAT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("LOG_LEVEL"))
-    # Traces (README: Observability, Tracing; followthrough/tracing.py): otlp sends them to the OTLP/HTTP
+    # Traces (docs/observability.md: Tracing; followthrough/tracing.py): otlp sends them to the OTLP/HTTP
     # endpoint the standard OTEL_* variables name; needs the `tracing` extra.
     tracing: Literal["off", "otlp"] = Field("off", validation_alias=_env("TRACING"))
 

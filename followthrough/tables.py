@@ -38,7 +38,7 @@ def _when(nullable: bool = True, index: bool = False) -> Any:
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     # One index per filter the lists use, each ending in created_at so a page comes in order
-    # (measured on 100,000 tasks: README, Benchmarks, Scale).
+    # (measured on 100,000 tasks: docs/benchmarks.md: Scale).
     __table_args__ = (
         Index("ix_tasks_tenant_created", "tenant_id", "created_at"),
         Index("ix_tasks_tenant_status_created", "tenant_id", "status", "created_at"),

@@ -32,7 +32,7 @@ from followthrough import allowed_hosts, redaction
 log = logging.getLogger("followthrough.task_secrets")
 LOG_SAYS = "the log line 'the task secrets file is invalid' of this process says where"
 HOW_TO_ADD = ("an operator adds it for the tenant in the file named by FOLLOWTHROUGH_TASK_SECRETS_FILE, "
-              "{\"<tenant>\": {\"<name>\": {\"value\": \"…\", \"hosts\": [\"<host>\"]}}} (README: Security, "
+              "{\"<tenant>\": {\"<name>\": {\"value\": \"…\", \"hosts\": [\"<host>\"]}}} (docs/security.md: "
               "Task secrets)")
 # What an HTTP header value may hold: visible ASCII and inner spaces (h11 refuses the rest, quoting the value).
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")

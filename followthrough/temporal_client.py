@@ -32,7 +32,7 @@ from followthrough.settings import Settings
 from followthrough.tracing import interceptors
 
 HINT = ('set FOLLOWTHROUGH_TEMPORAL_ADDRESS, or a Temporal profile (TEMPORAL_* variables or '
-        'FOLLOWTHROUGH_TEMPORAL_CONFIG_FILE); README, "Connecting to a Temporal cluster"')
+        'FOLLOWTHROUGH_TEMPORAL_CONFIG_FILE); docs/operations.md, "Connecting to a Temporal cluster"')
 
 
 class TemporalConnectionError(Exception):

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces, off unless FOLLOWTHROUGH_TRACING=otlp (README, "Observability"; the `tracing` extra).
+"""OpenTelemetry traces, off unless FOLLOWTHROUGH_TRACING=otlp (docs/observability.md, "Tracing"; the `tracing`
+extra).
 
 With it on, one trace follows a task from the API's ``POST /tasks`` (FastAPI) through the Temporal client's
 StartWorkflow, the workflow run and its activities (temporalio's TracingInterceptor, which carries the trace
@@ -77,7 +78,7 @@ def missing_extra(settings: Settings) -> str | None:
         import temporalio.contrib.opentelemetry  # noqa: F401
     except ImportError as err:
         return (f"FOLLOWTHROUGH_TRACING={settings.tracing} needs the {EXTRA!r} extra, not installed here ({err}): "
-                f"{INSTALL}, or set FOLLOWTHROUGH_TRACING=off (README, \"Observability\")")
+                f"{INSTALL}, or set FOLLOWTHROUGH_TRACING=off (docs/observability.md, \"Tracing\")")
     return None
 
 

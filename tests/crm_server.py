@@ -124,7 +124,8 @@ def _handler(crm: Crm) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-if __name__ == "__main__":  # the README's connector example: python -m tests.crm_server --port 8124 --token …
+# The connector example of docs/task-types.md: python -m tests.crm_server --port 8124 --token …
+if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="A small CRM that keeps what it receives, for trying connectors.")

@@ -135,7 +135,7 @@ def test_without_keys_encryption_refuses_unless_off_or_local(tmp_path: Path):
     message = str(refused.value)
     for way in ("FOLLOWTHROUGH_CODEC_KEYS='[\"codec_1\"]'", "FOLLOWTHROUGH_SECRET_CODEC_1", "FOLLOWTHROUGH_SECRETS_FILE",
                 "FOLLOWTHROUGH_CODEC=local-key", str(tmp_path / LOCAL_KEY_FILE), "FOLLOWTHROUGH_CODEC=off",
-                'README, "Encrypted payloads"'):
+                'docs/security.md, "Encrypted payloads"'):
         assert way in message, way
     assert codec_for(Settings(data_dir=tmp_path, codec="off")) is None
     assert not (tmp_path / LOCAL_KEY_FILE).exists()

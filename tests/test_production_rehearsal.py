@@ -5,7 +5,7 @@ docker-compose.yml runs it: `followthrough migrate` and `followthrough temporal 
 `followthrough api` and two `followthrough worker` processes, each in a folder of its own (as each container
 has its own), on a PostgreSQL mirror, with API keys required and the keys every process shares (codec, approval
 links) from the secrets file, against a Temporal dev server standing in for the cluster (no search attributes
-registered beforehand). These are the steps of README, "Production", "First steps". Tasks are created on one
+registered beforehand). These are the steps of docs/operations.md, "Production", "First steps". Tasks are created on one
 API, approved on the other (one by a signed link made on the first) and sent to a real HTTP receiver; one
 worker is killed (SIGKILL) while it holds a send open, and every task still ends sent exactly once.
 

@@ -223,7 +223,7 @@ def test_tracing_on_without_its_extra_stops_the_api_the_worker_and_a_command_at_
         assert (process.returncode, stderr.strip().splitlines()) == (2, [
             f"followthrough {command}: FOLLOWTHROUGH_TRACING=otlp needs the 'tracing' extra, not installed here "
             "(No module named 'opentelemetry.sdk'): pip install 'followthrough[tracing]', "
-            "or set FOLLOWTHROUGH_TRACING=off (README, \"Observability\")"])
+            "or set FOLLOWTHROUGH_TRACING=off (docs/observability.md, \"Tracing\")"])
 
 
 def _parent(span: ReadableSpan, spans: tuple[ReadableSpan, ...]) -> ReadableSpan | None:

@@ -1,6 +1,6 @@
 """Connectors: declarative HTTP APIs whose actions are task types ``<connector>.<action>``.
 
-A connector is a YAML file (format: spec.py; the README's "Connectors" section; the shipped example is
+A connector is a YAML file (format: spec.py; docs/task-types.md, "Connectors"; the shipped example is
 crm.yaml beside this file). The API and the worker call ``install(settings)`` at start: it registers the
 actions of the shipped connectors and of those in FOLLOWTHROUGH_CONNECTORS_DIR, with the base URLs of
 FOLLOWTHROUGH_CONNECTOR_BASE_URLS, in the task type registry. A file that does not validate stops the start

@@ -1,7 +1,7 @@
 """Determinism guard: every saved history must replay on today's workflow code.
 
 A change that alters the commands a workflow issues for an existing history
-fails here; guard such changes with ``workflow.patched`` (see the README).
+fails here; guard such changes with ``workflow.patched`` (see docs/development.md, "Changing workflow code safely").
 """
 
 from collections.abc import AsyncIterator
