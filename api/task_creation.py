@@ -4,7 +4,7 @@ the workflow, and writing the first mirror row."""
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -238,8 +238,14 @@ class TaskCreator:
         hold = tenant_budget.Hold() if admitted else await limits.admit(
             self.settings, self.engine, {task.tenant_id: count},
             charge_key=f"task:{task_id}" if task_id else None, loc=("payload",))
+        return await self._holding(hold, task, count, self._create(task, actor, task_id))
+
+    async def _holding(self, hold: tenant_budget.Hold, task: TaskInput, count: int,
+                       start: Awaitable[TaskCreated]) -> TaskCreated:
+        """Await ``start`` under ``hold``: given back if it fails; once the task's own row counts it, all but
+        the holds for its listed subtasks."""
         try:
-            created = await self._create(task, actor, task_id)
+            created = await start
         except BaseException:
             await self.release(hold)
             raise
@@ -335,13 +341,7 @@ class TaskCreator:
         count = self.tasks_started_by(task)
         hold = await limits.admit(self.settings, self.engine, {task.tenant_id: count},
                                   charge_key=f"task:{task.task_id}:{task.run_number}", loc=("payload",))
-        try:
-            created = await self._rerun(row, task, actor)
-        except BaseException:
-            await self.release(hold)
-            raise
-        await self.release(hold, {task.tenant_id: count - 1})
-        return created
+        return await self._holding(hold, task, count, self._rerun(row, task, actor))
 
     async def _rerun(self, row: Task, task: TaskInput, actor: str) -> TaskCreated:
         try:
