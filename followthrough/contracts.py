@@ -263,6 +263,20 @@ class PauseRequest:
 
 
 @dataclass
+class AgentProgress:
+    """Where an agent task's loop stands when its run continues as new (workflows/agent_loop.py): the turn, the
+    transcript and counts so far, and, while a risky call of the turn waits for a person, the turn's calls and
+    the index of the waiting one (None and 0 while it waits, paused, before the turn's model call)."""
+
+    turn: int
+    messages: list[dict[str, Any]]
+    stats: dict[str, Any]
+    started: datetime
+    calls: list[dict[str, Any]] | None = None
+    index: int = 0
+
+
+@dataclass
 class CarriedState:
     """What a task's run hands to the run it continues as, while the task waits before its draft or for a
     decision on it: Temporal caps a run's history, and every pause, resume, reschedule and signal adds to it
@@ -290,6 +304,8 @@ class CarriedState:
     approval_requested_at: datetime | None = None
     approval_deadline: datetime | None = None
     sla_steps_taken: int = 0
+    # Set when an agent task hands over, paused between turns or with a risky call waiting for a decision.
+    agent: AgentProgress | None = None
 
 
 @dataclass

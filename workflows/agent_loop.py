@@ -26,9 +26,9 @@ from temporalio.workflow import ActivityCancellationType
 
 from followthrough import activity_names, policies
 from followthrough.agent_tools import TOOLS, AgentTool, out_of_bounds
-from followthrough.contracts import (AgentBounds, AgentTurnRequest, AgentTurnResult, ApprovalDecision, Completion,
-                                     Draft, Rejection, TaskChanges, TaskInput, TaskOutcome, ToolCallRequest,
-                                     ToolCallResult)
+from followthrough.contracts import (AgentBounds, AgentProgress, AgentTurnRequest, AgentTurnResult, ApprovalDecision,
+                                     CarriedState, Completion, Draft, Rejection, TaskChanges, TaskInput, TaskOutcome,
+                                     ToolCallRequest, ToolCallResult)
 from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
 from workflows.task_events import TaskEventLog
 
@@ -41,6 +41,9 @@ MAX_CALLS_PER_TURN = 8
 # Runs from here on refuse calls outside the agent's hosts and subtask types before anyone is asked, and treat
 # create_subtask as risky; histories recorded before replay as they ran.
 TOOL_BOUNDS = "agent-tool-bounds"
+# Runs from here on continue as new while they wait, paused between turns or for a risky call's decision, with
+# the loop's progress carried over (CarriedState.agent); older runs never did.
+AGENT_CONTINUES = "agent-continues-as-new"
 
 
 def cut(text: str, limit: int) -> str:
@@ -53,65 +56,91 @@ class AgentLoop(TaskEventLog):
     _approval_id: str | None
     _escalated: list[str]
 
-    async def _hold(self) -> None:  # provided by the workflow: waits while the task is paused
+    _awaiting: dict | None
+    _may_continue: bool
+    _requested_at: Any
+
+    async def _hold(self, continuable: bool = False) -> None:  # provided by the workflow: waits while paused
         raise NotImplementedError
 
     async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str], blocked: str | None = None,
-                              reason: str | None = None) -> ApprovalDecision | Rejection | Completion | None:
+                              reason: str | None = None, resumed: CarriedState | None = None,
+                              ) -> ApprovalDecision | Rejection | Completion | None:
         raise NotImplementedError  # provided by the workflow
 
-    async def _run_agent(self, task: TaskInput) -> TaskOutcome:
+    async def _run_agent(self, task: TaskInput, resumed: CarriedState | None = None) -> TaskOutcome:
+        """Run the loop, or go on with it where a run that continued as new left it (``resumed.agent``)."""
         spec = task.payload
         allowed = [name for name in spec.get("allowed_tools") or [] if name in TOOLS]
         offered = [TOOLS[name].openai_schema() for name in allowed]
-        messages: list[dict[str, Any]] = ([{"role": "system", "content": spec["system"]}] if spec.get("system")
-                                          else []) + [{"role": "user", "content": spec["prompt"]}]
         max_turns = int(spec.get("max_turns") or 10)
-        started = workflow.now()
-        stats: dict[str, Any] = {"turns": 0, "tool_calls": 0, "tool_calls_by_tool": {}, "refused": 0,
-                                 "prompt_tokens": 0, "completion_tokens": 0, "model": None}
-        self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.IN_PROGRESS, Stage.THINKING,
-                   changes=TaskChanges(started_at=started, workflow_run_id=workflow.info().run_id))
+        progress = resumed.agent if resumed is not None else None
+        # Runs from here on continue as new while they wait (paused between turns, or for a risky call's
+        # decision); older histories replay as they ran.
+        self._agent_continues = self._may_continue and workflow.patched(AGENT_CONTINUES)
+        if progress is None:
+            messages: list[dict[str, Any]] = ([{"role": "system", "content": spec["system"]}] if spec.get("system")
+                                              else []) + [{"role": "user", "content": spec["prompt"]}]
+            started, first_turn = workflow.now(), 1
+            stats: dict[str, Any] = {"turns": 0, "tool_calls": 0, "tool_calls_by_tool": {}, "refused": 0,
+                                     "prompt_tokens": 0, "completion_tokens": 0, "model": None}
+            self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.IN_PROGRESS, Stage.THINKING,
+                       changes=TaskChanges(started_at=started, workflow_run_id=workflow.info().run_id))
+        else:
+            messages, stats, started, first_turn = progress.messages, progress.stats, progress.started, progress.turn
         answer: str | None = None
-        for turn in range(1, max_turns + 1):
-            await self._hold()
-            if self._stage is not Stage.THINKING:
-                self._emit(EventType.TASK_STATUS_CHANGED, stage=Stage.THINKING)
-            try:
-                said = await workflow.execute_activity(
-                    activity_names.AGENT_TURN,
-                    AgentTurnRequest(task_id=task.task_id, tenant_id=task.tenant_id, turn=turn, messages=messages,
-                                     tools=offered, model=spec.get("model"), temperature=spec.get("temperature")),
-                    result_type=AgentTurnResult, start_to_close_timeout=policies.AGENT_TURN_TIMEOUT,
-                    heartbeat_timeout=policies.AGENT_TURN_HEARTBEAT_TIMEOUT, retry_policy=policies.AGENT_TURN_RETRY,
-                    summary=f"LLM turn {turn} of {max_turns}",
-                )
-            except ActivityError as err:
-                return self._fail(f"turn {turn}", err)
-            stats["turns"] = turn
-            stats["model"] = said.model
-            stats["prompt_tokens"] += said.prompt_tokens or 0
-            stats["completion_tokens"] += said.completion_tokens or 0
-            # Every call gets an id its result can name, whatever the endpoint gave.
-            calls = [c | {"id": c.get("id") or f"call_{turn}_{n}"}
-                     for n, c in enumerate(said.message.get("tool_calls") or [], 1)]
-            messages.append({"role": "assistant", "content": said.message.get("content"),
-                             **({"tool_calls": calls} if calls else {})})
-            self._emit(EventType.TASK_AGENT_TURN, data={
-                "turn": turn, "model": said.model, "prompt_tokens": said.prompt_tokens,
-                "completion_tokens": said.completion_tokens, "latency_ms": said.latency_ms,
-                "content": cut(said.message.get("content") or "", EVENT_TEXT_LIMIT),
-                "tool_calls": [c["function"]["name"] for c in calls]})
-            if not calls:
-                answer = said.message.get("content") or ""
-                break
+        for turn in range(first_turn, max_turns + 1):
+            # A run resumed while a call of this turn waited goes on with that call; else the turn starts here.
+            pending = progress.calls if progress is not None else None
+            start = progress.index if progress is not None and pending is not None else 1
+            if pending is None:
+                await self._agent_hold(AgentProgress(turn=turn, messages=messages, stats=stats, started=started))
+                if self._stage is not Stage.THINKING:
+                    self._emit(EventType.TASK_STATUS_CHANGED, stage=Stage.THINKING)
+                try:
+                    said = await workflow.execute_activity(
+                        activity_names.AGENT_TURN,
+                        AgentTurnRequest(task_id=task.task_id, tenant_id=task.tenant_id, turn=turn,
+                                         messages=messages, tools=offered, model=spec.get("model"),
+                                         temperature=spec.get("temperature")),
+                        result_type=AgentTurnResult, start_to_close_timeout=policies.AGENT_TURN_TIMEOUT,
+                        heartbeat_timeout=policies.AGENT_TURN_HEARTBEAT_TIMEOUT,
+                        retry_policy=policies.AGENT_TURN_RETRY, summary=f"LLM turn {turn} of {max_turns}",
+                    )
+                except ActivityError as err:
+                    return self._fail(f"turn {turn}", err)
+                stats["turns"] = turn
+                stats["model"] = said.model
+                stats["prompt_tokens"] += said.prompt_tokens or 0
+                stats["completion_tokens"] += said.completion_tokens or 0
+                # Every call gets an id its result can name, whatever the endpoint gave.
+                calls = [c | {"id": c.get("id") or f"call_{turn}_{n}"}
+                         for n, c in enumerate(said.message.get("tool_calls") or [], 1)]
+                messages.append({"role": "assistant", "content": said.message.get("content"),
+                                 **({"tool_calls": calls} if calls else {})})
+                self._emit(EventType.TASK_AGENT_TURN, data={
+                    "turn": turn, "model": said.model, "prompt_tokens": said.prompt_tokens,
+                    "completion_tokens": said.completion_tokens, "latency_ms": said.latency_ms,
+                    "content": cut(said.message.get("content") or "", EVENT_TEXT_LIMIT),
+                    "tool_calls": [c["function"]["name"] for c in calls]})
+                if not calls:
+                    answer = said.message.get("content") or ""
+                    break
+            else:
+                calls = pending
             for index, call in enumerate(calls, 1):
-                output, outcome = await self._call_tool(task, allowed, turn, index, call)
+                if index < start:
+                    continue
+                here = AgentProgress(turn=turn, messages=messages, stats=stats, started=started, calls=calls,
+                                     index=index)
+                output, outcome = await self._call_tool(task, allowed, turn, index, call, here,
+                                                        resumed if pending is not None and index == start else None)
                 name = call["function"]["name"]
                 stats["tool_calls"] += 1
                 stats["tool_calls_by_tool"][name] = stats["tool_calls_by_tool"].get(name, 0) + 1
                 stats["refused"] += outcome == "refused"
                 messages.append({"role": "tool", "tool_call_id": call["id"], "content": output})
+            progress = None
         ended = "answer" if answer is not None else "max_turns"
         result = {
             "ended_by": ended, "answer": answer, "turns": stats["turns"], "max_turns": max_turns,
@@ -126,10 +155,19 @@ class AgentLoop(TaskEventLog):
         return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED, result=result,
                             data={"ended_by": ended, "turns": stats["turns"], "tool_calls": stats["tool_calls"]})
 
-    async def _call_tool(self, task: TaskInput, allowed: list[str], turn: int, index: int,
-                         call: dict[str, Any]) -> tuple[str, str]:
+    async def _agent_hold(self, here: AgentProgress) -> None:
+        """Wait while the task is paused before a turn; a run that may, hands over meanwhile with ``here``."""
+        if not self._agent_continues:
+            await self._hold()
+            return
+        self._awaiting = {"agent": here}
+        await self._hold(continuable=True)
+        self._awaiting = None
+
+    async def _call_tool(self, task: TaskInput, allowed: list[str], turn: int, index: int, call: dict[str, Any],
+                         here: AgentProgress, resumed: CarriedState | None = None) -> tuple[str, str]:
         """Run (or refuse) one tool call: what the model is told, and how it went (ok, refused, rejected,
-        failed); each is recorded as an event."""
+        failed); each is recorded as an event. ``resumed`` when a continued run goes on waiting for its decision."""
         name = call["function"]["name"]
         raw = call["function"].get("arguments") or "{}"
         event: dict[str, Any] = {"turn": turn, "index": index, "tool": name, "call_id": call.get("id")}
@@ -156,7 +194,7 @@ class AgentLoop(TaskEventLog):
         event["arguments"] = arguments
         risky = self._risky(tool, arguments)
         if risky:
-            refusal = await self._approve_tool(task, tool.summary(arguments), name, arguments)
+            refusal = await self._approve_tool(task, tool.summary(arguments), name, arguments, here, resumed)
             if refusal is not None:
                 return self._tool_ended(event, "rejected", refusal)
         if self._stage is not Stage.USING_TOOL:
@@ -195,17 +233,23 @@ class AgentLoop(TaskEventLog):
                    data=event | {"outcome": outcome, "output": cut(output, EVENT_TEXT_LIMIT)})
         return output, outcome
 
-    async def _approve_tool(self, task: TaskInput, summary: str, name: str, arguments: dict[str, Any]) -> str | None:
+    async def _approve_tool(self, task: TaskInput, summary: str, name: str, arguments: dict[str, Any],
+                            here: AgentProgress, resumed: CarriedState | None) -> str | None:
         """A person decides on a risky call; None when approved, else what the model is told."""
-        shown = Draft(channel="tool", subject=summary, body=json.dumps(arguments, indent=2, ensure_ascii=False),
-                      data={"tool": name, "arguments": arguments})
-        # The call is the task's draft while it waits, so the inbox and GET /tasks/{id} show it.
-        self._emit(EventType.TASK_DRAFTED, data={"tool": name}, changes=TaskChanges(draft=asdict(shown)))
+        if resumed is None:
+            shown = Draft(channel="tool", subject=summary, body=json.dumps(arguments, indent=2, ensure_ascii=False),
+                          data={"tool": name, "arguments": arguments})
+            # The call is the task's draft while it waits, so the inbox and GET /tasks/{id} show it.
+            self._emit(EventType.TASK_DRAFTED, data={"tool": name}, changes=TaskChanges(draft=asdict(shown)))
+        if self._agent_continues:
+            self._awaiting = {"agent": here}
         decision = await self._await_decision(task, TaskMode.REVIEW, [f"risky tool {name}"],
-                                              reason=f"risky tool {name}")
+                                              reason=f"risky tool {name}", resumed=resumed)
+        self._awaiting = None
         approval = {"approval_id": self._approval_id, "tool": name}
         # The next risky call asks afresh.
         self._decision, self._approvals, self._approval_id, self._escalated = None, [], None, []
+        self._requested_at = None
         if isinstance(decision, ApprovalDecision):
             self._emit(EventType.TASK_APPROVED, TaskStatus.IN_PROGRESS, Stage.USING_TOOL,
                        actor_type=decision.actor_type, actor_id=decision.actor_id,

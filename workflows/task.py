@@ -71,6 +71,8 @@ CANCEL_BEFORE_START = "cancel-before-start"
 # as new when Temporal suggests it, so pauses, resumes, reschedules and signals never fill its history. Decided
 # at the run's start: older runs never did.
 CONTINUE_AS_NEW = "continue-as-new-while-waiting"
+# A continued run's reschedule that arrives with its start is kept; it was overwritten by the carried due time.
+EARLY_RESCHEDULE_KEPT = "continued-run-keeps-early-reschedule"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -104,6 +106,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._held_at_deadline: list[str] = []
         # Whether this run may continue as new, and how many runs it continues (CarriedState.continued).
         self._may_continue = False
+        self._agent_continues = False
         self._continued = 0
         # While a draft waits for a decision: what a continued run needs to go on waiting (CarriedState).
         self._awaiting: dict | None = None
@@ -157,6 +160,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         mode = TaskMode(task.mode)
         now = workflow.now()
         self._may_continue = workflow.patched(CONTINUE_AS_NEW)
+        if carried is not None and carried.agent is not None:
+            return await self._run_agent(task, carried)
         if carried is not None and carried.draft is not None:
             assert carried.mode is not None
             return await self._decide_and_send(task, TaskMode(carried.mode), carried.draft, carried.flags,
@@ -164,7 +169,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         if carried is not None:
             # A continued run goes on waiting where the last one stopped.
             if carried.due_at is not None:
-                await self._wait_until_due(carried.due_at)
+                # A reschedule that came with this run's start has already moved _due_at from the carried time.
+                moved = self._due_at if workflow.patched(EARLY_RESCHEDULE_KEPT) else None
+                await self._wait_until_due(moved or carried.due_at)
         elif task.due_at is not None and task.due_at > now:
             self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
                        data={"due_at": task.due_at.isoformat()})
@@ -268,7 +275,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             assert resumed.approval_requested_at is not None and resumed.approval_deadline is not None
             requested, deadline = resumed.approval_requested_at, resumed.approval_deadline
         self._requested_at = requested
-        # Only a draft's wait continues as new (an agent's tool approval does not): _decide_and_send says so.
+        # A wait continues as new when the caller says what a new run needs to go on (a draft's or an agent's).
         continuable = self._awaiting is not None
         # The SLA's steps, each on a durable timer: remind, then escalate, then act at the deadline.
         person = mode is TaskMode.MANUAL

@@ -3,6 +3,8 @@
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
     python -m tests.workflows.make_histories v7
+A part's name after the folder records only that part's histories (``continued``: runs that continued as new):
+    python -m tests.workflows.make_histories v9 continued
 """
 
 import asyncio
@@ -48,6 +50,9 @@ from worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
 FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
+PART = sys.argv[2] if len(sys.argv) > 2 else None
+# The dev server's suggestion to continue as new comes after this many events (Temporal's default is 4,096).
+SUGGEST_AFTER = 100
 
 
 async def _awaiting(handle: WorkflowHandle) -> None:
@@ -76,6 +81,10 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'mirror.db'}")
     await upgrade(engine)
+    if PART == "continued":
+        await _continued_runs(tmp, engine)
+        await engine.dispose()
+        return
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"))
     await search_attributes.register(env.client, env.client.namespace)
@@ -266,6 +275,120 @@ async def _cancelled_before_start(settings, engine) -> None:
     (FOLDER / "cancelled_before_start.json").write_text((await handle.fetch_history()).to_json())
     print("saved cancelled_before_start")
     await env.shutdown()
+
+
+async def _save_runs(env: WorkflowEnvironment, handle: WorkflowHandle, name: str) -> None:
+    """Each run of a workflow that continued as new: ``NAME_run1.json``, ``NAME_run2.json``, …"""
+    runs: list[str] = []
+    async for execution in env.client.list_workflows(f"WorkflowId = '{handle.id}'"):
+        runs.append(execution.run_id)
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    chain = []
+    for run_id in runs:
+        history = await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        chain.append((history.events[0].event_time.ToDatetime(), history))
+    for number, (_, history) in enumerate(sorted(chain, key=lambda c: c[0]), 1):
+        (FOLDER / f"{name}_run{number}.json").write_text(history.to_json())
+    print("saved", name, len(chain), "runs")
+
+
+async def _continued_runs(tmp: Path, engine) -> None:
+    """Runs that continued as new while waiting, each run of the chain saved: on a dev server that suggests the
+    handover after SUGGEST_AFTER events, so a few dozen decisions cross it."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"), search_attributes=search_attributes.ALL,
+        dev_server_extra_args=["--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER}"])
+
+    async def runs(handle: WorkflowHandle) -> int:
+        return len([e async for e in env.client.list_workflows(f"WorkflowId = '{handle.id}'")])
+
+    async def state(handle: WorkflowHandle) -> DecisionAck:
+        return await handle.query("state", result_type=DecisionAck)
+
+    async def signal_until_handover(handle: WorkflowHandle) -> None:
+        for _ in range(SUGGEST_AFTER):
+            if await runs(handle) > 1:
+                return
+            await handle.signal("approve", ApprovalDecision(actor_id="mallory"))
+        raise AssertionError("no continue-as-new")
+
+    async def start(name: str, task) -> WorkflowHandle:
+        started = await env.client.start_workflow("TaskWorkflow", task, id=f"history-{name}",
+                                                  task_queue=settings.task_queue, result_type=TaskOutcome)
+        # Not bound to the first run: decisions and queries reach whichever run is current.
+        return env.client.get_workflow_handle(started.id, result_type=TaskOutcome)
+
+    os.environ["FOLLOWTHROUGH_SECRET_HISTORY_LLM"] = "sk-history"
+    with FakeLlm() as llm, Receiver() as receiver:
+        settings = make_settings(str(engine.url), tmp, llm_base_url=llm.url, llm_model="history-model",
+                                 llm_api_key_secret="history_llm", llm_timeout_seconds=10)
+        async with build_worker(env.client, settings, engine):
+            # Due in two days, paused, resumed and rescheduled until the run hands over; then due at once.
+            handle = await start("continued_while_scheduled", task_input(
+                "review", due_at=datetime.now(timezone.utc) + timedelta(days=2)))
+            await eventually(lambda: state(handle), lambda s: s.status == "scheduled")
+            cycle = 0
+            while await runs(handle) < 2:
+                for update in ("pause", "resume"):
+                    await handle.execute_update(update, PauseRequest(actor_id="ops"), result_type=DecisionAck)
+                await handle.execute_update("reschedule", RescheduleRequest(
+                    due_at=datetime.now(timezone.utc) + timedelta(days=2, hours=cycle), actor_id="ops"),
+                    result_type=DecisionAck)
+                cycle += 1
+            await handle.execute_update("reschedule", RescheduleRequest(
+                due_at=datetime.now(timezone.utc) - timedelta(seconds=1), actor_id="ops"), result_type=DecisionAck)
+            await _awaiting(handle)
+            await handle.execute_update("approve", ApprovalDecision(actor_id="alice"), result_type=DecisionAck)
+            await handle.result()
+            await _save_runs(env, handle, "continued_while_scheduled")
+
+            # A draft waiting for two approvals, one given before the handover, one after.
+            handle = await start("continued_awaiting_approvals", task_input(
+                "review", approvers=["alice", "bob"], approvals_required=2))
+            await _awaiting(handle)
+            await handle.execute_update("approve", ApprovalDecision(actor_id="alice"), result_type=DecisionAck)
+            await signal_until_handover(handle)
+            await handle.execute_update("approve", ApprovalDecision(actor_id="bob"), result_type=DecisionAck)
+            await handle.result()
+            await _save_runs(env, handle, "continued_awaiting_approvals")
+
+            # An agent whose risky call waits for alice across the handover, then the turn's next call runs.
+            receiver.answer(200, '{"status": "shipped"}')
+            receiver.answer(201, '{"note": "n-1"}')
+            receiver.answer(200, '{"history": []}')
+            orders = f"{receiver.url}/orders/7"
+            llm.call_tools(("http_request", {"url": orders}),
+                           ("http_request", {"method": "POST", "url": f"{orders}/notes", "json": {"n": 1}}),
+                           ("http_request", {"url": f"{orders}/history"}))
+            llm.answer("Order 7 has shipped.")
+            handle = await start("agent_continued_awaiting_tool_approval", task_input(
+                "autonomous", type="agent", title="Order 7", subject_ref_id=None, approvers=["alice"],
+                payload={"prompt": "Has order 7 shipped?", "allowed_tools": ["http_request"], "max_turns": 3}))
+            await _awaiting(handle)
+            await signal_until_handover(handle)
+            await handle.execute_update("approve", ApprovalDecision(actor_id="alice"), result_type=DecisionAck)
+            await handle.result()
+            await _save_runs(env, handle, "agent_continued_awaiting_tool_approval")
+
+            # An agent paused between turns across the handover, then resumed.
+            receiver.answer(200, '{"status": "shipped"}', delay=2.0)
+            llm.call_tools(("http_request", {"url": orders}))
+            llm.answer("Order 7 has shipped.")
+            handle = await start("agent_continued_paused_between_turns", task_input(
+                "autonomous", type="agent", title="Order 7", subject_ref_id=None,
+                payload={"prompt": "Has order 7 shipped?", "allowed_tools": ["http_request"], "max_turns": 3}))
+            await eventually(lambda: _received(receiver), lambda n: n >= 4)
+            await handle.execute_update("pause", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+            await asyncio.sleep(3)  # the call ends; the loop holds before its next turn
+            await signal_until_handover(handle)
+            await handle.execute_update("resume", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+            await handle.result()
+            await _save_runs(env, handle, "agent_continued_paused_between_turns")
+    await env.shutdown()
+
+
+async def _received(receiver: Receiver) -> int:
+    return len(receiver.requests)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from followthrough.reconcile import _truth as reconcile_truth, reconcile
 from followthrough.tables import Task, TaskEvent
 from tests.conftest import TEST_CONVERTER, Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
+from tests.llm_server import FakeLlm, llm  # noqa: F401 - llm is a fixture
+from tests.receivers import Receiver
 from worker import SANDBOX
 from workflows.all import ALL_WORKFLOWS
 
@@ -199,3 +201,110 @@ async def test_a_draft_waiting_for_approvals_continues_as_new_and_keeps_them(sta
                                             .order_by(TaskEvent.seq))).scalars())
     assert types.count("TASK_APPROVAL_REQUESTED") == 1 and types.count("TASK_APPROVED") == 1
     assert types[-1] == "TASK_EXECUTION_COMPLETED"
+
+
+@pytest_asyncio.fixture
+async def agent_stack(short_history_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
+                      llm: FakeLlm) -> AsyncIterator[Stack]:
+    async with running_stack(short_history_env, engine, tmp_path, llm_base_url=llm.url, llm_model="fake-gpt-1",
+                             llm_api_key_secret="llm_key", llm_timeout_seconds=10) as running:
+        yield running
+
+
+async def _agent(stack: Stack, payload: dict, **fields: object) -> tuple[str, str]:
+    response = await stack.http.post("/tasks", json={"type": "agent", "tenant_id": stack.tenant, "title": "INV-1",
+                                                     "payload": payload} | fields)
+    assert response.status_code == 201, response.text
+    return response.json()["id"], response.json()["workflow_id"]
+
+
+async def _signal_until_handover(stack: Stack, workflow_id: str) -> str:
+    """Signal decisions nobody may take (each dropped, each in the history) until the run hands over."""
+    first_run, handle, signals = await _run_id(stack, workflow_id), stack.client.get_workflow_handle(workflow_id), 0
+    while (current := await _run_id(stack, workflow_id)) == first_run:
+        assert signals < HISTORY_SUGGESTS, f"no continue-as-new after {signals} signals"
+        await handle.signal("approve", ApprovalDecision(actor_id="mallory"))
+        signals += 1
+    history = await stack.client.get_workflow_handle(workflow_id, run_id=first_run).fetch_history()
+    assert history.events[-1].event_type is EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=TEST_CONVERTER,
+                   workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(history)
+    return current
+
+
+async def _types(stack: Stack, task_id: str) -> list[str]:
+    async with session_factory(stack.engine)() as session:
+        return list((await session.execute(select(TaskEvent.type).where(TaskEvent.task_id == task_id)
+                                           .order_by(TaskEvent.seq))).scalars())
+
+
+async def test_an_agent_waiting_for_a_risky_calls_decision_continues_as_new_mid_turn(agent_stack: Stack, llm: FakeLlm):
+    stack = agent_stack
+    with Receiver() as receiver:
+        receiver.answer(200, '{"status": "paid"}')
+        receiver.answer(201, '{"note": "n-1"}')
+        llm.call_tools(("http_request", {"url": f"{receiver.url}/invoices/INV-1"}),
+                       ("http_request", {"method": "POST", "url": f"{receiver.url}/notes", "json": {"t": "paid"}}),
+                       ("http_request", {"url": f"{receiver.url}/invoices/INV-1/history"}))
+        receiver.answer(200, '{"history": []}')
+        llm.answer("Paid, noted.")
+        task_id, workflow_id = await _agent(stack, {"prompt": "Is INV-1 paid? Note it.",
+                                                    "allowed_tools": ["http_request"]},
+                                            approval={"approvers": ["alice"]})
+        await until_status(stack, task_id, "awaiting_approval")
+        request = (await stack.http.get(f"/tasks/{task_id}/approval")).json()
+
+        current = await _signal_until_handover(stack, workflow_id)
+        started = await _started_input(stack, workflow_id, current)
+        assert started.carried is not None and started.carried.agent is not None
+        assert (started.carried.agent.turn, started.carried.agent.index) == (1, 2)
+        assert started.carried.approval_id == request["id"]
+
+        # The open request still decides the call; the loop goes on with the turn's third call, then answers.
+        approved = await stack.http.post(f"/tasks/{task_id}/approve", json={"approvalId": request["id"]},
+                                         headers={"X-Actor-Id": "alice"})
+        assert approved.status_code == 200, approved.text
+        task = await until_status(stack, task_id, "completed")
+        result = task["result"]
+        assert (result["ended_by"], result["answer"], result["turns"], result["tool_calls"]) == (
+            "answer", "Paid, noted.", 2, 3)
+        assert [m["role"] for m in result["transcript"]] == ["user", "assistant", "tool", "tool", "tool", "assistant"]
+        # Nothing ran twice: one model call per turn, each request to the receiver once.
+        assert len(llm.requests) == 2
+        assert [(r.method, r.path) for r in receiver.requests] == [
+            ("GET", "/invoices/INV-1"), ("POST", "/notes"), ("GET", "/invoices/INV-1/history")]
+    types = await _types(stack, task_id)
+    assert types.count("TASK_APPROVAL_REQUESTED") == 1 and types.count("TASK_DRAFTED") == 1
+    assert types.count("TASK_AGENT_TURN") == 2 and types.count("TASK_AGENT_TOOL_CALLED") == 3
+    assert types[-1] == "TASK_EXECUTION_COMPLETED"
+
+
+async def test_an_agent_paused_between_turns_continues_as_new_and_goes_on(agent_stack: Stack, llm: FakeLlm):
+    stack = agent_stack
+    with Receiver() as receiver:
+        receiver.answer(200, '{"status": "paid"}', delay=2.0)
+        llm.call_tools(("http_request", {"url": f"{receiver.url}/invoices/INV-1"}), content="Looking it up.")
+        llm.answer("INV-1 is paid.")
+        task_id, workflow_id = await _agent(stack, {"prompt": "Is INV-1 paid?", "allowed_tools": ["http_request"]})
+        # Paused while the turn's call runs: the loop holds before its next turn.
+        await eventually(lambda: _count(receiver), lambda n: n == 1)
+        await _post(stack, f"/tasks/{task_id}/pause", reason="month end")
+        await eventually(lambda: _types(stack, task_id), lambda t: "TASK_AGENT_TOOL_CALLED" in t)
+
+        current = await _signal_until_handover(stack, workflow_id)
+        started = await _started_input(stack, workflow_id, current)
+        assert started.carried is not None and started.carried.agent is not None
+        assert (started.carried.agent.turn, started.carried.agent.calls) == (2, None)
+        assert started.carried.paused is not None and started.carried.paused.reason == "month end"
+        assert (await stack.client.get_workflow_handle(workflow_id).query(
+            "state", result_type=DecisionAck)).status == "paused"
+
+        await _post(stack, f"/tasks/{task_id}/resume")
+        task = await until_status(stack, task_id, "completed")
+        assert (task["result"]["answer"], task["result"]["turns"]) == ("INV-1 is paid.", 2)
+        assert len(llm.requests) == 2 and len(receiver.requests) == 1
+        assert [m["role"] for m in llm.messages(1)] == ["user", "assistant", "tool"]
+
+
+async def _count(receiver: Receiver) -> int:
+    return len(receiver.requests)

@@ -37,6 +37,7 @@ from api.main import create_app
 from followthrough.contracts import (
     ApprovalDecision,
     CancelRequest,
+    CarriedState,
     Completion,
     DecisionAck,
     PauseRequest,
@@ -173,3 +174,23 @@ async def test_a_cancel_sent_through_the_api_before_the_first_workflow_task(dev_
                                        lambda r: r is not None and r.status == "cancelled")
                 assert row.status == "cancelled"
     assert (await event_types(sqlite_engine, created[1]["id"]))[-1] == "TASK_CANCELLED"
+
+
+async def test_a_reschedule_that_reaches_a_continued_run_before_it_starts_is_kept(dev_env: WorkflowEnvironment,
+                                                                                settings, sqlite_engine):
+    """A run that continued as new while waiting for its due time may get a reschedule in its first workflow
+    task, with its carried state: the reschedule wins over the carried due time."""
+    client = dev_env.client
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    task = task_input("review", due_at=later - timedelta(days=1), carried=CarriedState(
+        seq=3, status="scheduled", stage="waiting_until_due", due_at=later, status_before_pause="scheduled"))
+    handle = await client.start_workflow("TaskWorkflow", task, id=f"task-{task.task_id}",
+                                         task_queue=settings.task_queue, result_type=TaskOutcome)
+    sent = asyncio.create_task(handle.execute_update(
+        "reschedule", RescheduleRequest(due_at=datetime.now(timezone.utc) - timedelta(seconds=1), actor_id="ann"),
+        id="early-reschedule", result_type=DecisionAck))
+    await eventually(lambda: admitted(client, handle.id, "early-reschedule"), bool)
+    async with build_worker(client, settings, sqlite_engine), asyncio.timeout(BOUND):
+        assert (await sent).status == "scheduled"
+        assert await eventually(lambda: _state(handle), lambda s: s == "awaiting_approval", timeout=20)
+        await handle.execute_update("cancel", CancelRequest(actor_id="ann"), result_type=DecisionAck)
