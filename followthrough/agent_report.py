@@ -1,7 +1,7 @@
 """An agent task's report: its figures, answer and transcript as JSON, Markdown or HTML.
 
 Built from the task's row (its result holds what the loop recorded, see
-workflows/agent_loop.py); rendered with the task types' templates
+followthrough/workflows/agent_loop.py); rendered with the task types' templates
 (agent_report.md.j2, agent_report.html.j2), HTML autoescaped.
 """
 

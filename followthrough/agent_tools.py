@@ -4,7 +4,7 @@ Each tool has a name and description (sent to the model as an OpenAI function
 tool, with the JSON schema of its arguments), an arguments model that checks
 what the model asked for, whether a call is risky (then a person approves it
 before it runs), a one-line summary for the Temporal Web UI, and the name of
-the activity that runs it (activities/agent_tools.py).
+the activity that runs it (followthrough/activities/agent_tools.py).
 
 Pure: no I/O, so the agent loop's workflow code checks calls with it.
 """

@@ -60,7 +60,7 @@ def _tracing_problem(command: str) -> str | None:
 
 
 def _run_worker() -> int:
-    from worker import run_worker
+    from followthrough.worker import run_worker
 
     if problem := _codec_problem("worker") or _link_key_problem("worker") or _tracing_problem("worker"):
         print(problem, file=sys.stderr)
@@ -90,7 +90,7 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 def _run_api() -> int:
     import uvicorn
 
-    from api.main import create_app
+    from followthrough.api.main import create_app
 
     settings = get_settings()
     if settings.anonymous_access:

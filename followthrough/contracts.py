@@ -105,7 +105,7 @@ class TaskInput:
     subtask_index: int | None = None
     depth: int = 0
     origin: TaskOrigin | None = None
-    # Set only on a run that continues an earlier one of the same task (workflows/task.py): what it carries on.
+    # Set only on a run that continues an earlier one of the same task (followthrough/workflows/task.py): what it carries on.
     carried: "CarriedState | None" = None
 
 
@@ -264,7 +264,7 @@ class PauseRequest:
 
 @dataclass
 class AgentProgress:
-    """Where an agent task's loop stands when its run continues as new (workflows/agent_loop.py): the turn, the
+    """Where an agent task's loop stands when its run continues as new (followthrough/workflows/agent_loop.py): the turn, the
     transcript and counts so far, and, while a risky call of the turn waits for a person, the turn's calls and
     the index of the waiting one (None and 0 while it waits, paused, before the turn's model call)."""
 
@@ -280,7 +280,7 @@ class AgentProgress:
 class CarriedState:
     """What a task's run hands to the run it continues as, while the task waits before its draft or for a
     decision on it: Temporal caps a run's history, and every pause, resume, reschedule and signal adds to it
-    (workflows/task.py). The new run takes the task's input with this as its ``carried`` field, so the Web UI
+    (followthrough/workflows/task.py). The new run takes the task's input with this as its ``carried`` field, so the Web UI
     shows both."""
 
     seq: int

@@ -1,6 +1,6 @@
 """Splitting a task into subtasks: how a subtask is described, checked and resolved.
 
-A planner (a task type's ``plan`` function today; see activities/planning.py)
+A planner (a task type's ``plan`` function today; see followthrough/activities/planning.py)
 answers a list of ``SubtaskIn``; each is checked against its own type and
 resolved into a ``SubtaskSpec`` with that type's defaults, ready for the
 parent's workflow to start as a child task.

@@ -34,7 +34,7 @@ MAX_FIELDS = 100
 DEFAULT_MAX_BYTES = 2_000_000
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 MAX_REDIRECTS = 5
-# Answers that mean "later", as for sends (activities/transports/http.py).
+# Answers that mean "later", as for sends (followthrough/activities/transports/http.py).
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
 _TRUE = frozenset({"true", "yes", "y", "1", "on", "checked", "selected"})

@@ -53,7 +53,7 @@ DRAFT_RETRY = RetryPolicy(
 
 SEND_TIMEOUT = timedelta(seconds=30)
 # A send heartbeats too, so a worker that died mid-send is noticed early; a cancel does not
-# stop it (the workflow waits for the send to finish, see workflows/task.py).
+# stop it (the workflow waits for the send to finish, see followthrough/workflows/task.py).
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # A send whose attempts all failed only because the database (its delivery record) was away is not a
 # failed task: the workflow waits this long and sends again, with fresh attempts and the same key.

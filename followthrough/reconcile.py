@@ -127,7 +127,7 @@ async def _truth(client: Client, execution: WorkflowExecution) -> Truth:
                 return await _truth(client, described)
         return Truth(closed=False, status=state.status, stage=state.stage, **base)
     if status is WorkflowExecutionStatus.CONTINUED_AS_NEW:
-        # A run that waited long handed over to a new one (workflows/task.py): the task is that run's.
+        # A run that waited long handed over to a new one (followthrough/workflows/task.py): the task is that run's.
         return await _truth(client, await _described(client, execution.id))
     closed = dict(base, closed=True, closed_at=execution.close_time, stage=Stage.DONE.value)
     if status is WorkflowExecutionStatus.COMPLETED:

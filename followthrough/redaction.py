@@ -3,7 +3,7 @@
 Each secret store hands its values to ``remember`` as it resolves them; ``redact`` replaces every value this
 process has resolved (and the escaped forms an exception's text shows it in: ``repr`` of the string or of its
 bytes, JSON) with ``[redacted]``. It is applied where an error becomes text someone can read: the activity's
-ApplicationError and its causes (activities/errors.py), the failed-attempt event, a delivery's recorded
+ApplicationError and its causes (followthrough/activities/errors.py), the failed-attempt event, a delivery's recorded
 failure, agent tool answers and the worker's log lines. One registry for the process, so a value is redacted
 wherever it turns up, whichever transport or library put it there.
 """

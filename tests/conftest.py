@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough import search_attributes, tables  # noqa: F401
 from followthrough.binaries import find_binary
 from followthrough.codec import CodecKey, EncryptionCodec, data_converter
@@ -29,7 +29,7 @@ from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.settings import Settings
 from tests.helpers import free_port
-from worker import build_worker
+from followthrough.worker import build_worker
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]

@@ -6,11 +6,11 @@ import sys
 import threading
 from pathlib import Path
 
-import activities.mirror
+import followthrough.activities.mirror
 from followthrough.cli import main
 from followthrough.lifecycle import EventType
 
-_record_batches = activities.mirror.record_batches
+_record_batches = followthrough.activities.mirror.record_batches
 MARKER = Path(sys.argv[1])
 
 
@@ -22,7 +22,7 @@ async def _record_then_stop(engine, batches):
     return acks
 
 
-activities.mirror.record_batches = _record_then_stop
+followthrough.activities.mirror.record_batches = _record_then_stop
 
 if __name__ == "__main__":
     sys.exit(main(["worker"]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from tests.conftest import TEST_CODEC_ENV, make_settings
 from tests.helpers import eventually
 from tests.llm_server import FakeLlm

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.browser_guard import RequestGuard
-from activities.browser_run import BrowserFailure, RunContext, StepFailed, StepRefused, run_steps
-from activities.transports.base import DeliveryContext
-from activities.transports.browser import TRANSPORT
+from followthrough.activities.browser_guard import RequestGuard
+from followthrough.activities.browser_run import BrowserFailure, RunContext, StepFailed, StepRefused, run_steps
+from followthrough.activities.transports.base import DeliveryContext
+from followthrough.activities.transports.browser import TRANSPORT
 from followthrough.contracts import Draft
 from followthrough.outbound import OutboundPolicy
 from followthrough.secrets import SecretStore

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.database import session_factory
 from followthrough.tables import Delivery
 from tests.conftest import TEST_CODEC_ENV, make_settings

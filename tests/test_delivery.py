@@ -7,7 +7,7 @@ from temporalio.testing import ActivityEnvironment
 
 import httpx
 
-from activities.delivery import DeliveryActivities
+from followthrough.activities.delivery import DeliveryActivities
 from followthrough.contracts import Draft, SendRequest
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings

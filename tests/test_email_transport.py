@@ -17,9 +17,9 @@ from sqlalchemy import insert
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.delivery import DeliveryActivities
-from activities.transports.base import DeliveryContext, PermanentDeliveryError
-from activities.transports.email import OUTBOX, TRANSPORT, message_id_for
+from followthrough.activities.delivery import DeliveryActivities
+from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
+from followthrough.activities.transports.email import OUTBOX, TRANSPORT, message_id_for
 from followthrough import policies
 from followthrough.contracts import Draft, SendRequest
 from followthrough.secrets import SecretNotFound, SecretStore

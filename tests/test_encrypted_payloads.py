@@ -24,7 +24,7 @@ from temporalio.converter import default
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
@@ -33,7 +33,7 @@ from followthrough.mirror import TASKS, insert_created
 from followthrough.temporal_client import converter_for
 from tests.conftest import TEST_CODEC, Stack, make_settings, served_api
 from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row, until_status
-from worker import build_worker
+from followthrough.worker import build_worker
 
 UI = "http://127.0.0.1:8233"
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.delivery import DeliveryActivities
-from activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused
-from activities.transports.http import TRANSPORT as HTTP
-from activities.transports.http import TransientDeliveryError
-from activities.transports.webhook import TRANSPORT as WEBHOOK
+from followthrough.activities.delivery import DeliveryActivities
+from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused
+from followthrough.activities.transports.http import TRANSPORT as HTTP
+from followthrough.activities.transports.http import TransientDeliveryError
+from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough import signing
 from followthrough.agent_tools import HttpRequestArgs
 from followthrough.contracts import Draft, SendRequest

@@ -16,7 +16,7 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.drafting import DraftingActivities
+from followthrough.activities.drafting import DraftingActivities
 from followthrough import policies
 from followthrough.contracts import DraftRequest
 from followthrough.llm import (

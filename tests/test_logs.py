@@ -134,13 +134,13 @@ async def test_access_log_never_holds_a_link_token_or_a_key_in_a_url(dev_env, sq
     import httpx
     import uvicorn
 
-    from api.main import create_app
+    from followthrough.api.main import create_app
     from tests.conftest import make_settings
     from tests.helpers import free_port
 
     settings = make_settings(sqlite_engine.url.render_as_string(hide_password=False), tmp_path)
     port = free_port()
-    # The default log config, as a plain `uvicorn api.main:app` would have it, with the access log on.
+    # The default log config, as a plain `uvicorn followthrough.api.main:app` would have it, with the access log on.
     server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=dev_env.client), host="127.0.0.1",
                                            port=port, log_level="info"))
     token = "eyJ0YXNrIjoiYWJjIn0.c2lnbmF0dXJlLXRoYXQtZGVjaWRlcw"

@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 from temporalio.testing import WorkflowEnvironment
 
-from api.metrics import RequestMetrics, route_template
+from followthrough.api.metrics import RequestMetrics, route_template
 from followthrough import metrics
 from followthrough.contracts import MirrorBatch, MirrorEvent, TaskChanges
 from followthrough.mirror import record_batch
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import free_port, task_body, task_input, until_status
-from worker import run_worker
+from followthrough.worker import run_worker
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

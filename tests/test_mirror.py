@@ -75,7 +75,7 @@ async def test_api_insert_after_the_workflow_wrote_changes_nothing(engine):
 
 
 async def test_group_writer_coalesces_and_isolates_a_bad_batch(engine):
-    from activities.mirror import GroupWriter
+    from followthrough.activities.mirror import GroupWriter
 
     writer = GroupWriter(engine)
     good = [task_input() for _ in range(20)]

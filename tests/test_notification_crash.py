@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough import approval_links
 from followthrough.database import session_factory
 from followthrough.tables import NotificationOutbox

@@ -15,7 +15,7 @@ from followthrough.outbound import (GuardBroken, GuardedBackend, GuardedTranspor
                                     blocked_reason, guarded_client, parse_allow, self_test)
 from followthrough.settings import Settings
 from tests.receivers import Receiver
-from worker import run_worker
+from followthrough.worker import run_worker
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.settings import Settings
 from tests.helpers import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("followthrough", "api", "activities", "workflows")
+PACKAGES = ("followthrough",)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+def test_the_wheel_installs_only_the_followthrough_package_and_its_script(wheel):
+    with zipfile.ZipFile(wheel) as built:
+        top = {name.split("/")[0] for name in built.namelist()}
+        entry_points = next(built.read(n).decode() for n in built.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    assert {t for t in top if not t.endswith(".dist-info")} == {"followthrough"}, top
+    assert "followthrough = followthrough.cli:main" in entry_points
+
+
 def test_the_wheel_carries_every_file_the_packages_hold(wheel):
     tracked = subprocess.run(["git", "ls-files", *PACKAGES], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
@@ -57,11 +65,11 @@ def test_the_installed_api_serves_its_inbox_assets(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--disable-pip-version-check",
                     "--target", str(target), str(wheel)], check=True, cwd=tmp_path)
     script = """
-import api, worker
+import followthrough
 from fastapi.testclient import TestClient
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.settings import Settings
-assert api.__file__.startswith(SITE), api.__file__
+assert followthrough.__file__.startswith(SITE), followthrough.__file__
 app = create_app(Settings(database_url="sqlite+aiosqlite:///" + SITE + "/m.db", codec="off", anonymous_access=True))
 client = TestClient(app)
 for path in ("/ui/inbox.css", "/ui/live.js"):

@@ -37,7 +37,7 @@ import httpx
 import pytest
 import yaml
 
-from activities.transports.http import delivery_id_for
+from followthrough.activities.transports.http import delivery_id_for
 from followthrough.binaries import find_binary
 from tests.helpers import free_port
 from tests.receivers import Receiver

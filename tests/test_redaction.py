@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.errors import reports_attempt
+from followthrough.activities.errors import reports_attempt
 from followthrough import redaction
 from followthrough.llm.client import LlmConfig, LlmNotConfigured, api_key
 from followthrough.logs import JsonFormatter, TextFormatter

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.transports.none import TRANSPORT as NONE_TRANSPORT
+from followthrough.activities.transports.none import TRANSPORT as NONE_TRANSPORT
 from followthrough.contracts import Draft
 from followthrough.reports import TASKS, execution_stats, percentile, task_summary
 from followthrough.settings import Settings

@@ -25,8 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.transports.email import TRANSPORT as EMAIL
-from api.main import create_app
+from followthrough.activities.transports.email import TRANSPORT as EMAIL
+from followthrough.api.main import create_app
 from followthrough import tracing
 from followthrough.activity_names import DRAFT, SEND
 from followthrough.settings import Settings
@@ -37,8 +37,8 @@ from tests.test_email_transport import _draft as email_draft
 from tests.test_email_transport import _settings as smtp_settings
 from tests.test_email_transport import start_smtp
 from tests.receivers import Received, Receiver
-from worker import SANDBOX, run_worker
-from workflows.all import ALL_WORKFLOWS
+from followthrough.worker import SANDBOX, run_worker
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:

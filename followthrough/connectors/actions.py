@@ -111,7 +111,7 @@ def task_type(spec: ConnectorSpec, name: str, action: ActionSpec) -> TaskType:
         secret_refs=lambda _payload: {"auth.secret": (spec.auth.secret, spec.base_url)} if spec.auth.secret else {},
         guardrail_defaults=lambda _settings: {"allowed_hosts": None},
         default_mode=action.default_mode or spec.default_mode,
-        # As http_request: soon, with 4xx answers never retried (activities/transports/http.py).
+        # As http_request: soon, with 4xx answers never retried (followthrough/activities/transports/http.py).
         retry=RetrySpec(max_attempts=6, initial_interval_seconds=2, backoff_coefficient=2,
                         maximum_interval_seconds=120),
         send_timeout_seconds=MAX_TIMEOUT_SECONDS + 5,

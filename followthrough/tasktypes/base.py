@@ -5,7 +5,7 @@ Drafting is pure with respect to the outside world (a report may read the
 mirror); a type with a ``prompt`` has its subject and body rewritten by an
 LLM when one is configured (followthrough/llm/). What the draft says is what
 the send step delivers, through the transport its ``channel`` names
-(activities/transports/).
+(followthrough/activities/transports/).
 """
 
 from collections.abc import Awaitable, Callable

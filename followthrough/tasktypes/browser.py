@@ -1,7 +1,7 @@
 """browser: run a list of steps (navigate, click, type, wait, extract, screenshot) in headless Chromium.
 
 The payload is the script; the draft shows it to the approver and carries it in ``data`` to the
-browser transport (activities/transports/browser.py), which runs every step in one page and stores
+browser transport (followthrough/activities/transports/browser.py), which runs every step in one page and stores
 screenshots and extracted values as the task's artifacts (GET /tasks/{id}/artifacts).
 """
 

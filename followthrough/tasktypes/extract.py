@@ -1,6 +1,6 @@
 """extract: fetch a page (or take its HTML) and extract fields by CSS selectors into a JSON object.
 
-Nothing is sent anywhere: the "send" step is the fetch and the extraction (activities/transports/extract.py),
+Nothing is sent anywhere: the "send" step is the fetch and the extraction (followthrough/activities/transports/extract.py),
 through the SSRF guard, and its object becomes the task's result. Hence autonomous by default; a review-mode
 task has a person approve the fetch first. Selectors, field specs and the schema are checked when the task
 is created (a 422), the page and the data when it runs (followthrough/extraction.py).

@@ -1,7 +1,7 @@
 """http_request: call an HTTP API once, with credentials from a named secret.
 
 The payload is the request; the draft shows it to the approver and carries it
-in ``data`` to the http transport (activities/transports/http.py), which
+in ``data`` to the http transport (followthrough/activities/transports/http.py), which
 resolves the secret only when it sends.
 """
 

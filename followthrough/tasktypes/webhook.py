@@ -1,7 +1,7 @@
 """webhook: POST a signed JSON event to a receiver.
 
 The draft's ``data`` ({"url", "secret", "event", "payload"}) is the contract of
-the webhook transport (activities/transports/webhook.py); other types may emit
+the webhook transport (followthrough/activities/transports/webhook.py); other types may emit
 such drafts too.
 """
 

@@ -207,7 +207,7 @@ async def test_the_api_and_the_worker_warn_at_start_of_a_key_of_their_own(dev_en
                                                                           sqlite_engine: AsyncEngine, tmp_path: Path,
                                                                           caplog: pytest.LogCaptureFixture):
     caplog.set_level("WARNING")
-    from worker import run_worker
+    from followthrough.worker import run_worker
 
     def warned() -> list[str]:
         return sorted(r.name for r in caplog.records if "verifies only in processes that share" in r.message)

@@ -11,7 +11,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.transports.email import message_id_for
+from followthrough.activities.transports.email import message_id_for
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, outbox_rows, task_body
 from tests.test_email_transport import Received, SmtpServer, start_smtp

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from tests.conftest import make_settings, served_api

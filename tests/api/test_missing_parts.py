@@ -10,8 +10,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.delivery import DeliveryActivities
-from activities.drafting import DraftingActivities
+from followthrough.activities.delivery import DeliveryActivities
+from followthrough.activities.drafting import DraftingActivities
 from followthrough import extras, policies
 from followthrough.contracts import Draft, DraftRequest, SendRequest
 from followthrough.secrets import SecretStore

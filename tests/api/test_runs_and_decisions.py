@@ -13,18 +13,18 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.delivery import DeliveryActivities
-from activities.drafting import DraftingActivities
-from activities.mirror import MirrorActivities
-from activities.transports import DeliveryContext, PermanentDeliveryError
-from api.main import create_app
+from followthrough.activities.delivery import DeliveryActivities
+from followthrough.activities.drafting import DraftingActivities
+from followthrough.activities.mirror import MirrorActivities
+from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError
+from followthrough.api.main import create_app
 from followthrough.contracts import Draft, TaskInput
 from followthrough.mirror import TASKS
 from followthrough.secrets import SecretStore
 from followthrough.tasktypes import REGISTRY, get_type
 from tests.conftest import Stack, make_settings
 from tests.helpers import eventually, task_body, task_row
-from workflows.all import ALL_WORKFLOWS
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 
 class ScriptedEmail:

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.definitions import DefinitionRunner
+from followthrough.api.definitions import DefinitionRunner
 from followthrough import schedules
 from followthrough.contracts import DefinitionRunResult
 from tests.conftest import Stack

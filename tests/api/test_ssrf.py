@@ -209,7 +209,7 @@ async def test_special_purpose_and_embedded_ipv4_literals_are_422_at_the_api(gua
 
 
 async def test_the_api_refuses_to_start_when_the_guard_lets_loopback_through(monkeypatch, tmp_path: Path):
-    from api.main import create_app
+    from followthrough.api.main import create_app
     from followthrough import outbound
     from followthrough.settings import Settings
 

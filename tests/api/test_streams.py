@@ -18,7 +18,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from api.streams import EventReader, Scope
+from followthrough.api.streams import EventReader, Scope
 from followthrough import api_keys
 from followthrough.mirror import EVENTS, insert_created
 from tests.conftest import served_api

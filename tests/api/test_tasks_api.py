@@ -212,7 +212,7 @@ async def test_task_types_and_health(stack: Stack):
 async def test_health_reports_an_unreachable_database(dev_env, tmp_path):
     import httpx
 
-    from api.main import create_app
+    from followthrough.api.main import create_app
     from tests.conftest import make_settings
 
     settings = make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", tmp_path)
@@ -230,7 +230,7 @@ async def test_create_succeeds_while_the_mirror_is_down_and_the_workflow_writes_
     """The API answers 201 once the workflow has started; the lost insert is made good by the workflow."""
     import httpx
 
-    from api.main import create_app
+    from followthrough.api.main import create_app
 
     broken = stack.settings.model_copy(update={"database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/none"})
     app = create_app(broken, temporal=stack.client)
@@ -355,7 +355,7 @@ async def test_a_subject_claimed_by_a_request_that_died_before_starting_its_task
 
     from sqlalchemy import insert
 
-    from api.idempotency import dedupe_key
+    from followthrough.api.idempotency import dedupe_key
     from followthrough.tables import TaskDedupe
 
     body = task_body(tenant_id=stack.tenant, mode="suggest")

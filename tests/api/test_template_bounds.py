@@ -13,7 +13,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-import api.definitions
+import followthrough.api.definitions
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, until_status
 
@@ -126,7 +126,7 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
     created = await bstack.http.post("/definitions", json=definition(bstack, title=BUSY_LOOPS))
     assert created.status_code == 201, created.text
     started, finished = asyncio.Event(), asyncio.Event()
-    original = api.definitions.render
+    original = followthrough.api.definitions.render
 
     def watched(*args, **kwargs):  # either a plain or an async render: it tells when it starts and ends
         started.set()

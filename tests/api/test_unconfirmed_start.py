@@ -14,11 +14,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.mirror import TASKS
 from tests.conftest import make_settings
 from tests.helpers import eventually, task_body
-from worker import build_worker
+from followthrough.worker import build_worker
 
 
 class LostAnswers:

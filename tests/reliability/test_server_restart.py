@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.binaries import find_binary
 from followthrough.reconcile import reconcile
 from followthrough.search_attributes import dev_server_arguments

@@ -15,8 +15,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.transports.email import message_id_for
-from api.main import create_app
+from followthrough.activities.transports.email import message_id_for
+from followthrough.api.main import create_app
 from followthrough.mirror import EVENTS, TASKS
 from followthrough.reconcile import reconcile
 from followthrough.tables import Delivery

@@ -22,7 +22,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-import worker as worker_module
+from followthrough import worker as worker_module
 from followthrough import activity_names, policies, search_attributes
 from followthrough.binaries import find_binary
 from followthrough.contracts import (
@@ -46,7 +46,7 @@ from tests.conftest import make_settings
 from tests.helpers import add_task_secret, eventually, invoice_payload, task_input
 from tests.llm_server import FakeLlm
 from tests.receivers import Receiver
-from worker import build_worker
+from followthrough.worker import build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
 FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
@@ -62,7 +62,7 @@ async def _awaiting(handle: WorkflowHandle) -> None:
 
 def _database_away_at_first_send(activities: list) -> list:
     """The activities, with each task's first send meeting a database outage, failed as
-    activities/delivery.py fails it once its attempts are spent."""
+    followthrough/activities/delivery.py fails it once its attempts are spent."""
     send = next(fn for fn in activities if activity._Definition.must_from_callable(fn).name == activity_names.SEND)
     failed: set[str] = set()
 

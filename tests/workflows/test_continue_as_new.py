@@ -31,8 +31,8 @@ from tests.conftest import TEST_CONVERTER, Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
 from tests.llm_server import FakeLlm, llm  # noqa: F401 - llm is a fixture
 from tests.receivers import Receiver
-from worker import SANDBOX
-from workflows.all import ALL_WORKFLOWS
+from followthrough.worker import SANDBOX
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 HISTORY_SUGGESTS = 100
 

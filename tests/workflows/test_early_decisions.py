@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
+from followthrough.api.main import create_app
 from followthrough.contracts import (
     ApprovalDecision,
     CancelRequest,
@@ -47,7 +47,7 @@ from followthrough.contracts import (
 )
 from tests.conftest import make_settings
 from tests.helpers import event_types, eventually, task_body, task_input, task_row
-from worker import build_worker
+from followthrough.worker import build_worker
 
 # A failed first workflow task is retried for ever: without a bound a regression would hang the test.
 BOUND = 60

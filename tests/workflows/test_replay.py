@@ -17,8 +17,8 @@ from temporalio.workflow import NondeterminismError
 from followthrough.codec import EncryptionCodec, data_converter
 from tests.conftest import TEST_CODEC_KEY
 from tests.workflows.unpatched_change import UnpatchedChange
-from worker import SANDBOX
-from workflows.all import ALL_WORKFLOWS
+from followthrough.worker import SANDBOX
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 # The histories were recorded in clear, before payloads were encrypted: a worker in the migration window
 # (FOLLOWTHROUGH_CODEC_ACCEPT_PLAINTEXT) reads them; one with the default refuses them.

@@ -11,8 +11,8 @@ from temporalio.testing import WorkflowEnvironment
 from followthrough import search_attributes as sa
 from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, PauseRequest, TaskOutcome
 from tests.helpers import eventually, task_input
-from worker import build_worker
-from workflows import run_texts
+from followthrough.worker import build_worker
+from followthrough.workflows import run_texts
 
 
 async def details(handle: WorkflowHandle) -> str:

@@ -9,7 +9,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from followthrough.contracts import ApprovalDecision, DecisionAck, SlaPolicy
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input
 from tests.workflows.test_task_workflow import start, until_status
-from worker import build_worker
+from followthrough.worker import build_worker
 
 HOUR = 3600
 

@@ -17,7 +17,7 @@ from followthrough.tables import Task
 from tests.helpers import event_types, eventually, task_input, task_row
 from tests.workflows.test_task_workflow import start, state
 from tests.workflows.test_time import worker_replacing
-from worker import build_worker
+from followthrough.worker import build_worker
 
 
 def email(to: str, mode: str = "autonomous", **extra: Any) -> dict[str, Any]:

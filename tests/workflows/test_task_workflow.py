@@ -13,8 +13,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.drafting import DraftingActivities
-from activities.mirror import MirrorActivities
+from followthrough.activities.drafting import DraftingActivities
+from followthrough.activities.mirror import MirrorActivities
 from followthrough import activity_names
 from followthrough.contracts import (
     ApprovalDecision,
@@ -29,8 +29,8 @@ from followthrough.contracts import (
 from followthrough.settings import Settings
 from followthrough.tables import Approval, ApprovalDecisionRecord
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
-from worker import build_worker
-from workflows.all import ALL_WORKFLOWS
+from followthrough.worker import build_worker
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 
 async def start(env: WorkflowEnvironment, settings: Settings, task: TaskInput) -> WorkflowHandle:

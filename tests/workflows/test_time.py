@@ -12,7 +12,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import build_activities
+from followthrough.activities import build_activities
 from followthrough import activity_names
 from followthrough.contracts import (
     CancelRequest,
@@ -26,8 +26,8 @@ from followthrough.contracts import (
 from followthrough.settings import Settings
 from tests.helpers import event_types, eventually, outbox_rows, task_input, task_row, with_activities
 from tests.workflows.test_task_workflow import start, state, until_status
-from worker import build_worker
-from workflows.all import ALL_WORKFLOWS
+from followthrough.worker import build_worker
+from followthrough.workflows.all import ALL_WORKFLOWS
 
 
 def worker_replacing(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine, *replacements) -> Worker:

@@ -5,7 +5,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from followthrough.contracts import TaskInput, TaskOutcome
-    from workflows.task import TaskWorkflow
+    from followthrough.workflows.task import TaskWorkflow
 
 
 @workflow.defn(name="TaskWorkflow")
