@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from followthrough import approver_ids
+from followthrough.domain import approver_ids
 from followthrough.principals import ROLE_NAME, MintedKey, Principal, Role, matches, mint, parse
 from followthrough.tables import ApiKey
 

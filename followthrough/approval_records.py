@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followthrough.approver_ids import key_part, role_part
-from followthrough.contracts import MirrorBatch, MirrorEvent
-from followthrough.lifecycle import EventType
+from followthrough.domain.approver_ids import key_part, role_part
+from followthrough.domain.contracts import MirrorBatch, MirrorEvent
+from followthrough.domain.lifecycle import EventType
 from followthrough.tables import Approval, ApprovalDecisionRecord
 
 APPROVALS: Table = Approval.__table__  # type: ignore[attr-defined]
@@ -33,7 +33,7 @@ def closing_status(event_type: str) -> str | None:
 
 def approvers_key(approvers: list[str], roles: list[str] | None = None) -> str:
     """"|alice|role:finance|": who may decide, as one string a queue can match with LIKE; "" for anyone.
-    Each part is unambiguous (followthrough/approver_ids.py): no id can smuggle in a separator or a role."""
+    Each part is unambiguous (followthrough/domain/approver_ids.py): no id can smuggle in a separator or a role."""
     names = [key_part(a) for a in approvers] + [role_part(r) for r in roles or []]
     return "".join(f"|{a}" for a in names) + "|" if names else ""
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from followthrough import api_client
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TaskStatus
 
 _STATUSES = [s.value for s in TaskStatus]
 

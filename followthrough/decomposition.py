@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from followthrough.approver_ids import ApproverId
-from followthrough.contracts import SubtaskSpec
-from followthrough.lifecycle import Execution, FailurePolicy, TaskMode
+from followthrough.domain.approver_ids import ApproverId
+from followthrough.domain.contracts import SubtaskSpec
+from followthrough.domain.lifecycle import Execution, FailurePolicy, TaskMode
 
 T = TypeVar("T")
 

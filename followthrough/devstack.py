@@ -17,7 +17,7 @@ from followthrough.binaries import find_binary
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.principals import ANONYMOUS_WARNING, is_loopback
-from followthrough.search_attributes import dev_server_arguments
+from followthrough.domain.search_attributes import dev_server_arguments
 from followthrough.settings import Settings
 
 

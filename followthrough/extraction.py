@@ -17,21 +17,16 @@ import asyncio
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import soupsieve
 from bs4 import BeautifulSoup, Tag
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from referencing.exceptions import Unresolvable
 
+from followthrough.domain.extraction_rules import DEFAULT_MAX_BYTES, FieldSpec
 from followthrough.outbound import OutboundRefused
 
-FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-MAX_FIELDS = 100
-DEFAULT_MAX_BYTES = 2_000_000
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 MAX_REDIRECTS = 5
 # Answers that mean "later", as for sends (followthrough/activities/transports/http.py).
@@ -53,69 +48,6 @@ class FetchError(Exception):
     def __init__(self, message: str, retryable: bool, refused: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.retryable, self.refused, self.status = retryable, refused, status
-
-
-class FieldSpec(BaseModel):
-    """One field of the result: where it is on the page and what it becomes."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    selector: str = Field(min_length=1, max_length=500, examples=["h1.product-title"],
-                          description="A CSS selector; the first matching element, or every one with `all`.")
-    attribute: str | None = Field(None, min_length=1, max_length=100, examples=["href"],
-                                  description="Take this attribute instead of the element's text.")
-    all: bool = Field(False, description="A list of every match instead of the first.")
-    type: Literal["string", "number", "integer", "boolean"] = "string"
-    required: bool = Field(True, description="Matching nothing is an error; else the field is left out "
-                                             "(an empty list with `all`).")
-
-    @field_validator("selector")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            soupsieve.compile(value)
-        except soupsieve.SelectorSyntaxError as err:
-            raise ValueError(f"not a valid CSS selector: {str(err).splitlines()[0]}") from None
-        return value
-
-
-def parse_fields(raw: Any) -> dict[str, FieldSpec]:
-    """Field specs from JSON-like input; raises pydantic's ValidationError naming the field."""
-    return _Fields.model_validate({"fields": raw}).fields
-
-
-class _Fields(BaseModel):
-    fields: dict[str, FieldSpec] = Field(min_length=1, max_length=MAX_FIELDS)
-
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
-        bad = [name for name in value if not re.match(FIELD_NAME, name)]
-        if bad:
-            raise ValueError(f"field names must match {FIELD_NAME}: {', '.join(map(repr, bad))}")
-        return value
-
-
-def check_schema(schema: dict[str, Any]) -> None:
-    """Raise ValueError when ``schema`` is not a valid JSON Schema (draft 2020-12) or refers outside itself."""
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as err:
-        where = "/".join(map(str, err.absolute_path))
-        raise ValueError(f"not a valid JSON Schema{f' at {where}' if where else ''}: {err.message}") from None
-    # A schema is checked where it runs, fetching nothing: only references inside it (#/$defs/...).
-    outside = sorted({ref for ref in _refs(schema) if not ref.startswith("#")})
-    if outside:
-        raise ValueError(f"only local $ref (#/...) are supported, not {', '.join(map(repr, outside))}")
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        own = [v for k, v in node.items() if k in ("$ref", "$dynamicRef") and isinstance(v, str)]
-        return own + [ref for value in node.values() for ref in _refs(value)]
-    if isinstance(node, list):
-        return [ref for value in node for ref in _refs(value)]
-    return []
 
 
 # ---- the pure part --------------------------------------------------------------

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from followthrough import approval_records, notification_outbox
 from followthrough.task_metrics import Observed
-from followthrough.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
-from followthrough.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
+from followthrough.domain.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskChanges, TaskInput
+from followthrough.domain.lifecycle import TERMINAL_STATUSES, EventType, Priority, Stage, TaskStatus
 from followthrough.run_inputs import record_of
 from followthrough.tables import Subscription, Task, TaskEvent, TaskRun
 

@@ -2,7 +2,7 @@
 
 import re
 
-from followthrough.lifecycle import Priority
+from followthrough.domain.lifecycle import Priority
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from followthrough.contracts import MirrorEvent, Notification
+from followthrough.domain.contracts import MirrorEvent, Notification
 from followthrough.tables import NotificationOutbox
 
 OUTBOX: Table = NotificationOutbox.__table__  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from followthrough import allowed_hosts
+from followthrough.domain import allowed_hosts
 
 SETTING = "FOLLOWTHROUGH_OUTBOUND_ALLOW"
 SCHEMES = ("http", "https")

@@ -30,8 +30,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.approval_records import APPROVALS
-from followthrough.contracts import DecisionAck, TaskInput, TaskOutcome
-from followthrough.lifecycle import EventType, Stage, TaskStatus
+from followthrough.domain.contracts import DecisionAck, TaskInput, TaskOutcome
+from followthrough.domain.lifecycle import EventType, Stage, TaskStatus
 from followthrough.mirror import EVENTS, RUNS, TASKS, TERMINAL_VALUES, insert_created, insert_ignoring_duplicates
 
 MISSING_ROW, STATUS_MISMATCH, ORPHAN_ROW = "missing_row", "status_mismatch", "orphan_row"

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.lifecycle import TERMINAL_STATUSES, TaskStatus
+from followthrough.domain.lifecycle import TERMINAL_STATUSES, TaskStatus
 from followthrough.tables import Task
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio.converter import PayloadConverter, value_to_type
 
-from followthrough.contracts import TaskInput
+from followthrough.domain.contracts import TaskInput
 
 
 class RecordMismatch(ValueError):

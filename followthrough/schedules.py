@@ -21,7 +21,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from followthrough.contracts import DefinitionRunInput
+from followthrough.domain.contracts import DefinitionRunInput
 
 WORKFLOW = "DefinitionRunWorkflow"
 # A firing missed while Temporal was down is made up within this window, not for a year (Temporal's default).

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.metrics import split_address
 from followthrough.outbound import parse_allow
 
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # Per-tenant guardrail parameters, overriding a type's defaults:
     # {"<tenant>": {"<task type>": {"amount_limit": 5000, "allowed_domains": ["acme.com"]}}}
     # {"<tenant>": {"agent": {"allowed_hosts": [...]}}} holds the tenant's agents' HTTP tools and subtask URLs
-    # to those hosts (followthrough/allowed_hosts.py); an agent's payload can narrow it, never widen it.
+    # to those hosts (followthrough/domain/allowed_hosts.py); an agent's payload can narrow it, never widen it.
     guardrails: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict,
                                                              validation_alias=_env("GUARDRAILS"))
     # The loosest mode a submitter may ask for (followthrough/submitter_policy.py), per tenant and type, "*" for

@@ -9,8 +9,8 @@ clamped to the same bounds.
 from dataclasses import fields, replace
 from typing import Any
 
-from followthrough.contracts import RetrySpec
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.contracts import RetrySpec
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.settings import Settings
 
 ANY = "*"
@@ -64,5 +64,5 @@ def retry_refusals(overrides: dict[str, Any], defaults: RetrySpec) -> dict[str, 
 def clamp_retry(spec: RetrySpec | None, defaults: RetrySpec) -> RetrySpec:
     """``spec`` held to the type's caps (a new run of a task under today's policy): never more attempts or
     longer waits than the type allows now."""
-    spec = spec or RetrySpec()  # what a run without one gets (followthrough/policies.py)
+    spec = spec or RetrySpec()  # what a run without one gets (followthrough/domain/policies.py)
     return replace(spec, **{name: min(getattr(spec, name), getattr(defaults, name)) for name in CAPPED_RETRY_FIELDS})

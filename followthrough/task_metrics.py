@@ -11,7 +11,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followthrough import approval_records, metrics
-from followthrough.contracts import MirrorBatch, MirrorEvent
+from followthrough.domain.contracts import MirrorBatch, MirrorEvent
 from followthrough.tables import Approval, Task
 
 TASKS: Table = Task.__table__  # type: ignore[attr-defined]

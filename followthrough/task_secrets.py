@@ -27,7 +27,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from followthrough import allowed_hosts, redaction
+from followthrough import redaction
+
+from followthrough.domain import allowed_hosts
 
 log = logging.getLogger("followthrough.task_secrets")
 LOG_SAYS = "the log line 'the task secrets file is invalid' of this process says where"

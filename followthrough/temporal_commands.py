@@ -12,7 +12,7 @@ import sys
 
 from temporalio.service import RPCError
 
-from followthrough import search_attributes
+from followthrough import search_attribute_setup
 from followthrough.secrets import SecretNotFound
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import TemporalConnectionError, connect, converter_for
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     except TemporalConnectionError as err:  # as cli.main says it for the other commands
         print(f"followthrough temporal setup: {err}", file=sys.stderr)
         return _exit(2)
-    except (RPCError, search_attributes.SearchAttributeConflict) as err:
+    except (RPCError, search_attribute_setup.SearchAttributeConflict) as err:
         print(f"followthrough temporal setup: namespace {args.namespace or settings.temporal_namespace}: {err}",
               file=sys.stderr)
         return _exit(1)
@@ -63,5 +63,5 @@ async def _setup(settings: Settings, address: str | None,
     # Operator calls only, but connected as every project client is (profile, TLS, API key, codec): whatever
     # this command grows to send is encrypted, since the worker refuses unencrypted payloads.
     client = await connect(settings, address=address, namespace=namespace)
-    added, present = await search_attributes.register(client, client.namespace)
+    added, present = await search_attribute_setup.register(client, client.namespace)
     return client.namespace, client.service_client.config.target_host, added, present

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from followthrough.lifecycle import TERMINAL_STATUSES
+from followthrough.domain.lifecycle import TERMINAL_STATUSES
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.settings import Settings
 from followthrough.tables import RateBucket, Task

@@ -22,7 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from followthrough.api.main import create_app
-from followthrough import search_attributes, tables  # noqa: F401
+from followthrough import tables  # noqa: F401
+from followthrough.domain import search_attributes
+from followthrough import search_attribute_setup
 from followthrough.binaries import find_binary
 from followthrough.codec import CodecKey, EncryptionCodec, data_converter
 from followthrough.database import create_engine
@@ -95,7 +97,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"), data_converter=TEST_CONVERTER)
     # The test server refuses upserts of attributes it does not know, like a real cluster.
-    await search_attributes.register(env.client, env.client.namespace)
+    await search_attribute_setup.register(env.client, env.client.namespace)
     yield env
     await env.shutdown()
 

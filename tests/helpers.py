@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.contracts import TaskInput
+from followthrough.domain.contracts import TaskInput
 from followthrough.database import session_factory
 from followthrough.tables import OutboxMessage, Task, TaskEvent
 

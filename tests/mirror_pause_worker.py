@@ -8,7 +8,7 @@ from pathlib import Path
 
 import followthrough.activities.mirror
 from followthrough.cli import main
-from followthrough.lifecycle import EventType
+from followthrough.domain.lifecycle import EventType
 
 _record_batches = followthrough.activities.mirror.record_batches
 MARKER = Path(sys.argv[1])

@@ -1,11 +1,11 @@
-"""Host allow-lists (followthrough/allowed_hosts.py) and the mode order subtasks are held to
-(followthrough/lifecycle.py): pure functions, no servers."""
+"""Host allow-lists (followthrough/domain/allowed_hosts.py) and the mode order subtasks are held to
+(followthrough/domain/lifecycle.py): pure functions, no servers."""
 
 import pytest
 
-from followthrough import allowed_hosts
-from followthrough.agent_tools import out_of_bounds
-from followthrough.lifecycle import TaskMode
+from followthrough.domain import allowed_hosts
+from followthrough.domain.agent_tools import out_of_bounds
+from followthrough.domain.lifecycle import TaskMode
 
 
 def test_entries_are_host_names_wildcards_or_addresses():

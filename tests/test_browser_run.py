@@ -17,7 +17,7 @@ from followthrough.activities.browser_guard import RequestGuard
 from followthrough.activities.browser_run import BrowserFailure, RunContext, StepFailed, StepRefused, run_steps
 from followthrough.activities.transports.base import DeliveryContext
 from followthrough.activities.transports.browser import TRANSPORT
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.outbound import OutboundPolicy
 from followthrough.secrets import SecretStore
 from followthrough.tables import TaskArtifact

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from followthrough import search_attributes
+from followthrough.domain import search_attributes
 from tests.helpers import invoice_payload
 from tests.test_dev_command import running_dev
 

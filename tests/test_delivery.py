@@ -8,7 +8,7 @@ from temporalio.testing import ActivityEnvironment
 import httpx
 
 from followthrough.activities.delivery import DeliveryActivities
-from followthrough.contracts import Draft, SendRequest
+from followthrough.domain.contracts import Draft, SendRequest
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from tests.helpers import outbox_rows

@@ -20,8 +20,8 @@ from temporalio.testing import ActivityEnvironment
 from followthrough.activities.delivery import DeliveryActivities
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
 from followthrough.activities.transports.email import OUTBOX, TRANSPORT, message_id_for
-from followthrough import policies
-from followthrough.contracts import Draft, SendRequest
+from followthrough.domain import policies
+from followthrough.domain.contracts import Draft, SendRequest
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
 from tests.helpers import free_port, outbox_rows

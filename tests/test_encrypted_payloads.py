@@ -28,7 +28,7 @@ from followthrough.api.main import create_app
 from followthrough import api_keys
 from followthrough.binaries import find_binary
 from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
-from followthrough.contracts import ApprovalDecision
+from followthrough.domain.contracts import ApprovalDecision
 from followthrough.mirror import TASKS, insert_created
 from followthrough.temporal_client import converter_for
 from tests.conftest import TEST_CODEC, Stack, make_settings, served_api

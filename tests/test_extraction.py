@@ -6,15 +6,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
-from followthrough.extraction import (
-    ExtractionError,
-    FetchError,
-    check_against,
-    check_schema,
-    extract_fields,
-    fetch_page,
-    parse_fields,
-)
+from followthrough.domain.extraction_rules import check_schema, parse_fields
+from followthrough.extraction import ExtractionError, FetchError, check_against, extract_fields, fetch_page
 from followthrough.outbound import guarded_client
 from tests.receivers import Receiver
 
@@ -129,7 +122,7 @@ async def test_fetch_through_the_guard_refuses_loopback_unless_allowed(site):
 
 
 def test_a_tenants_allowed_hosts_apply_to_the_page_url_only():
-    from followthrough.contracts import Draft
+    from followthrough.domain.contracts import Draft
     from followthrough.guardrails import GuardrailFacts
     from followthrough.tasktypes.extract import PageHost
 

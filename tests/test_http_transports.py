@@ -21,8 +21,8 @@ from followthrough.activities.transports.http import TRANSPORT as HTTP
 from followthrough.activities.transports.http import TransientDeliveryError
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough import signing
-from followthrough.agent_tools import HttpRequestArgs
-from followthrough.contracts import Draft, SendRequest
+from followthrough.domain.agent_tools import HttpRequestArgs
+from followthrough.domain.contracts import Draft, SendRequest
 from followthrough.database import session_factory
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings

@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from followthrough.activities.drafting import DraftingActivities
-from followthrough import policies
-from followthrough.contracts import DraftRequest
+from followthrough.domain import policies
+from followthrough.domain.contracts import DraftRequest
 from followthrough.llm import (
     LlmAnswerInvalid,
     LlmConfig,

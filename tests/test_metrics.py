@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.metrics import RequestMetrics, route_template
 from followthrough import metrics
-from followthrough.contracts import MirrorBatch, MirrorEvent, TaskChanges
+from followthrough.domain.contracts import MirrorBatch, MirrorEvent, TaskChanges
 from followthrough.mirror import record_batch
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import free_port, task_body, task_input, until_status

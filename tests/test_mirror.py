@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from followthrough import notification_outbox
-from followthrough.contracts import MirrorBatch, MirrorEvent, RetrySpec, SlaPolicy, TaskChanges, TaskOrigin
+from followthrough.domain.contracts import MirrorBatch, MirrorEvent, RetrySpec, SlaPolicy, TaskChanges, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.mirror import insert_created, record_batch
 from followthrough.run_inputs import RecordMismatch, input_from

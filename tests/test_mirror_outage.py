@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 
-from followthrough import activity_names
-from followthrough.contracts import ApprovalDecision, DecisionAck, MirrorAck, TaskOutcome
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import ApprovalDecision, DecisionAck, MirrorAck, TaskOutcome
 from followthrough.database import create_engine
 from followthrough.migrate import upgrade
 from followthrough.mirror import EVENTS, TASKS

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.activities.transports.none import TRANSPORT as NONE_TRANSPORT
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.reports import TASKS, execution_stats, percentile, task_summary
 from followthrough.settings import Settings
 from followthrough.tasktypes import get_type

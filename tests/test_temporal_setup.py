@@ -12,7 +12,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import search_attributes
+from followthrough.domain import search_attributes
 from followthrough.binaries import find_binary
 from tests.conftest import TEST_CODEC_ENV
 

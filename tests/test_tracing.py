@@ -28,7 +28,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from followthrough.activities.transports.email import TRANSPORT as EMAIL
 from followthrough.api.main import create_app
 from followthrough import tracing
-from followthrough.activity_names import DRAFT, SEND
+from followthrough.domain.activity_names import DRAFT, SEND
 from followthrough.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, TEST_CONVERTER, make_settings
 from tests.helpers import free_port

@@ -17,7 +17,7 @@ from playwright.async_api import async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import search_attributes
+from followthrough.domain import search_attributes
 from followthrough.binaries import find_binary
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import TEST_CONVERTER, Stack, served_api

@@ -1,5 +1,5 @@
 """The agent task's side effects: one model call per turn, and one activity per tool
-(followthrough/agent_tools.py names them).
+(followthrough/domain/agent_tools.py names them).
 
 Tools with effects outside reuse the task transports, keyed per tool call: an
 HTTP request goes through the http transport (SSRF-guarded, one delivery per
@@ -26,11 +26,14 @@ from temporalio.client import Client
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt
 from followthrough.activities.heartbeat import heartbeating
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
-from followthrough import activity_names, allowed_hosts, policies, redaction
-from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
-from followthrough.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
+from followthrough import redaction
+from followthrough.domain import allowed_hosts
+from followthrough.domain import activity_names
+from followthrough.domain import policies
+from followthrough.domain.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
+from followthrough.domain.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
                                      ToolCallResult)
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from followthrough import redaction
-from followthrough.contracts import MirrorBatch, MirrorEvent, TaskChanges
-from followthrough.lifecycle import EventType
+from followthrough.domain.contracts import MirrorBatch, MirrorEvent, TaskChanges
+from followthrough.domain.lifecycle import EventType
 from followthrough.mirror import record_batch
 
 log = logging.getLogger("followthrough.activities")

@@ -10,9 +10,9 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from followthrough.api.definitions import DefinitionRunner
-from followthrough import activity_names
-from followthrough.contracts import DefinitionRunResult, ScheduledRun
-from followthrough.policies import INVALID_PAYLOAD
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import DefinitionRunResult, ScheduledRun
+from followthrough.domain.policies import INVALID_PAYLOAD
 from followthrough.settings import Settings
 
 log = logging.getLogger("followthrough.definitions")

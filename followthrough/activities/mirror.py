@@ -13,8 +13,10 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from followthrough import activity_names, tracing
-from followthrough.contracts import MirrorAck, MirrorBatch
+from followthrough import tracing
+
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import MirrorAck, MirrorBatch
 from followthrough.mirror import record_batches
 
 log = logging.getLogger("followthrough.mirror")

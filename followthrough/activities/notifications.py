@@ -9,9 +9,11 @@ from temporalio import activity
 
 from followthrough.activities.errors import permanent, reports_attempt
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport
-from followthrough import activity_names, notification_outbox, policies
+from followthrough import notification_outbox
+from followthrough.domain import activity_names
+from followthrough.domain import policies
 from followthrough.approval_links import links_for
-from followthrough.contracts import Draft, Notification
+from followthrough.domain.contracts import Draft, Notification
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
 from followthrough.task_secrets import task_secrets_for

@@ -10,10 +10,12 @@ from temporalio.exceptions import ApplicationError
 
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from followthrough.activities.heartbeat import heartbeating
-from followthrough import activity_names, policies, tenant_budget
-from followthrough.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
+from followthrough import tenant_budget
+from followthrough.domain import activity_names
+from followthrough.domain import policies
+from followthrough.domain.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.llm import LlmError
 from followthrough.settings import Settings
 from followthrough.submitter_policy import clamp_mode, loosest_mode

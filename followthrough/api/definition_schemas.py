@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from followthrough.api.schemas import ApprovalPolicy, RetryOverride, SlaIn, StorableBody, _either_case
 from followthrough.cron import InvalidCron, check_cron, check_timezone
-from followthrough.lifecycle import Priority, TaskMode
+from followthrough.domain.lifecycle import Priority, TaskMode
 
 VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]

@@ -20,7 +20,7 @@ from followthrough.api.errors import ApiError
 from followthrough.api.limits import check_payload_size
 from followthrough.api.schemas import TaskCreate, TaskCreated
 from followthrough.api.task_creation import TaskCreator, invalid, refuse_raw_credentials
-from followthrough.contracts import DefinitionRunResult, TaskOrigin
+from followthrough.domain.contracts import DefinitionRunResult, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.render_pool import RenderLimits, RenderPoolError, render_trees
 from followthrough.settings import Settings

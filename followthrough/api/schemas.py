@@ -16,8 +16,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from followthrough.approver_ids import ApproverId
-from followthrough.lifecycle import Priority, TaskMode
+from followthrough.domain.approver_ids import ApproverId
+from followthrough.domain.lifecycle import Priority, TaskMode
 
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
 MAX_DUE_AHEAD = timedelta(days=10 * 365)

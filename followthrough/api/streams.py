@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from followthrough.api.errors import ApiError
-from followthrough.lifecycle import TERMINAL_STATUSES
+from followthrough.domain.lifecycle import TERMINAL_STATUSES
 from followthrough.settings import Settings
 from followthrough.tables import Task, TaskEvent
 

@@ -28,10 +28,11 @@ from followthrough.api.limits import check_payload_size
 from followthrough.api.errors import ApiError
 from followthrough.api.schemas import BatchItemResult, TaskCreate, TaskCreated
 from followthrough.api.views import API_PREFIX, task_links
-from followthrough import search_attributes, tenant_budget
-from followthrough.contracts import SlaPolicy, TaskInput, TaskOrigin
-from followthrough.credentials import HOW_TO_REFERENCE, raw_credentials
-from followthrough.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
+from followthrough import tenant_budget
+from followthrough.domain import search_attributes
+from followthrough.domain.contracts import SlaPolicy, TaskInput, TaskOrigin
+from followthrough.domain.credentials import HOW_TO_REFERENCE, raw_credentials
+from followthrough.domain.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy

@@ -7,7 +7,7 @@ from enum import StrEnum
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough.tables import Task
 
 

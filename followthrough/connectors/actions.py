@@ -15,7 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
 from followthrough.connectors.spec import WHOLE_VARIABLE, ActionSpec, ConnectorSpec, VariableSpec, action_variables
-from followthrough.contracts import Draft, RetrySpec
+from followthrough.domain.contracts import Draft, RetrySpec
 from followthrough.guardrails import TargetHosts
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.http_request import MAX_TIMEOUT_SECONDS, HttpRequestPayload, _summary

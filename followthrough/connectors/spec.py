@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from followthrough.credentials import raw_credentials
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.credentials import raw_credentials
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.templating import TemplateProblem, strings, variables_of
-from followthrough.tasktypes.http_request import (CREDENTIAL_HEADERS, MAX_TIMEOUT_SECONDS, TRANSPORT_HEADERS, AuthSpec,
-                                                   header_refusal, http_url)
+from followthrough.domain.http_rules import CREDENTIAL_HEADERS, TRANSPORT_HEADERS, header_refusal, http_url
+from followthrough.tasktypes.http_request import MAX_TIMEOUT_SECONDS, AuthSpec
 
 NAME = r"^[a-z][a-z0-9_]{0,39}$"
 VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"

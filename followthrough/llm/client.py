@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from followthrough import policies
+from followthrough.domain import policies
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.task_secrets import header_safe
 from followthrough.settings import Settings

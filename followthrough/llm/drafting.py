@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from followthrough.contracts import Draft, DraftOrigin, TaskInput
+from followthrough.domain.contracts import Draft, DraftOrigin, TaskInput
 from followthrough.llm.client import LlmAnswerInvalid, LlmConfig, complete_json
 from followthrough.tasktypes.base import Blocked, TaskType
 from followthrough.tasktypes.rendering import render

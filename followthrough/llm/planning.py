@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from followthrough import policies
-from followthrough.contracts import TaskInput
-from followthrough.lifecycle import TaskMode
+from followthrough.domain import policies
+from followthrough.domain.contracts import TaskInput
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.llm.client import (
     LlmAnswerInvalid,
     LlmError,

@@ -3,7 +3,7 @@ model options).
 
 The workflow runs the loop (followthrough/workflows/agent_loop.py): one model call per turn, each tool call it asks
 for as an activity of its own; risky calls wait for a person's approval; the loop ends on a final
-answer or at ``max_turns``. The tools are registered in followthrough/agent_tools.py. ``{{variables}}``
+answer or at ``max_turns``. The tools are registered in followthrough/domain/agent_tools.py. ``{{variables}}``
 in the prompt are filled when the task comes from a definition (followthrough/api/definitions.py).
 """
 
@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from followthrough import allowed_hosts
-from followthrough.agent_tools import SUBTASK_TYPES_REFUSED, TOOLS
-from followthrough.contracts import Draft
-from followthrough.lifecycle import TaskMode
+from followthrough.domain import allowed_hosts
+from followthrough.domain.agent_tools import SUBTASK_TYPES_REFUSED, TOOLS
+from followthrough.domain.contracts import Draft
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
 
 MAX_TURNS = 50

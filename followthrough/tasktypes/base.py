@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.contracts import Draft, DraftOrigin, RetrySpec, SlaPolicy, TaskInput
+from followthrough.domain.contracts import Draft, DraftOrigin, RetrySpec, SlaPolicy, TaskInput
 from followthrough.guardrails import Guardrail
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.settings import Settings
 
 if TYPE_CHECKING:

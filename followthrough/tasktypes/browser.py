@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from followthrough.contracts import Draft, RetrySpec
+from followthrough.domain.contracts import Draft, RetrySpec
 from followthrough.guardrails import TargetHosts
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.tasktypes.http_request import http_url
+from followthrough.domain.http_rules import http_url
 
 MAX_STEPS = 50
 MAX_STEP_TIMEOUT_MS = 60_000

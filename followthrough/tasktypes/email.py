@@ -6,9 +6,9 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.guardrails import FirstContact, Guardrail, GuardrailFacts, RecipientDomains
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.render_pool import RenderLimits, render_strings
 from followthrough.tasktypes.rendering import environment

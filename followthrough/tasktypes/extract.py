@@ -10,64 +10,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
-from followthrough import extraction
-from followthrough.contracts import Draft, RetrySpec
+from followthrough.domain.contracts import Draft, RetrySpec
 from followthrough.guardrails import GuardrailFacts
-from followthrough.extraction import FieldSpec
 from followthrough.guardrails import TargetHosts
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
+from followthrough.domain.extraction_rules import MAX_TIMEOUT_SECONDS, ExtractPayload
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.tasktypes.http_request import http_url
 
-MAX_TIMEOUT_SECONDS = 30
-MAX_PAGE_BYTES = 5_000_000
-
-
-class ExtractPayload(BaseModel):
-    # `schema` would shadow BaseModel.schema, so the field is json_schema and travels as "schema".
-    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
-
-    url: str | None = Field(None, max_length=2000, examples=["https://shop.example.com/widgets/42"],
-                            description="The page to fetch (exclusive with `html`).")
-    html: str | None = Field(None, description="The page itself (exclusive with `url`).")
-    fields: dict[str, FieldSpec] = Field(min_length=1, max_length=extraction.MAX_FIELDS,
-                                         examples=[{"title": {"selector": "h1"},
-                                                    "price": {"selector": ".price", "type": "number"}}])
-    json_schema: dict[str, Any] | None = Field(None, alias="schema",
-                                               description="A JSON Schema (2020-12) the extracted object must meet.")
-    timeout_seconds: float = Field(10, gt=0, le=MAX_TIMEOUT_SECONDS)
-    max_bytes: int = Field(extraction.DEFAULT_MAX_BYTES, gt=0, le=MAX_PAGE_BYTES)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else http_url(value.strip())
-
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
-        return extraction.parse_fields(value)
-
-    @field_validator("json_schema")
-    @classmethod
-    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            extraction.check_schema(value)
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ExtractPayload":
-        if (self.url is None) == (self.html is None):
-            raise ValueError("give either `url` or `html`")
-        # A schema that requires what no field extracts fails every run: say so now.
-        required = (self.json_schema or {}).get("required")
-        if isinstance(required, list):
-            unknown = [name for name in required if isinstance(name, str) and name not in self.fields]
-            if unknown:
-                raise ValueError(f"the schema requires {', '.join(map(repr, unknown))}, which no field extracts")
-        return self
 
 
 @dataclass(frozen=True)

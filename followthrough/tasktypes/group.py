@@ -6,9 +6,9 @@ them (all together or one after another) and completes with their outcomes.
 
 from pydantic import ConfigDict, Field, model_validator
 
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.decomposition import SubtaskList, check_depth, outbound_urls, secret_refs
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
 
 

@@ -7,15 +7,15 @@ resolves the secret only when it sends.
 
 import json
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from followthrough.contracts import Draft, RetrySpec
-from followthrough.credentials import HOW_TO_REFERENCE
+from followthrough.domain.contracts import Draft, RetrySpec
+from followthrough.domain.credentials import HOW_TO_REFERENCE
+from followthrough.domain.http_rules import CREDENTIAL_HEADERS, TRANSPORT_HEADERS, header_refusal, http_url
 from followthrough.guardrails import TargetHosts
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 
@@ -24,14 +24,6 @@ MAX_TIMEOUT_SECONDS = 60
 RAW_CREDENTIAL_FIELDS = frozenset({
     "token", "access_token", "bearer", "password", "passwd", "api_key", "apikey", "value", "secret_value",
     "client_secret", "private_key", "credential", "credentials",
-})
-# Request headers that carry credentials: they belong in `auth`, backed by a secret.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
-# Headers the HTTP client derives from the URL and body. `Host` above all: a secret's host binding and the
-# allowed hosts check the URL's host, and a front shared by many sites routes by this header instead.
-TRANSPORT_HEADERS = frozenset({
-    "host", ":authority", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-connection",
 })
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
 
@@ -42,25 +34,6 @@ def reject_raw_credentials(value: Any) -> Any:
         found = sorted(k for k in value if isinstance(k, str) and k.lower() in RAW_CREDENTIAL_FIELDS)
         if found:
             raise ValueError(f"raw credentials are not accepted ({', '.join(found)}): {HOW_TO_REFERENCE}")
-    return value
-
-
-def header_refusal(name: str) -> str | None:
-    """Why a request may not set header ``name`` itself (credential headers aside), or None."""
-    lowered = name.lower()
-    if lowered in TRANSPORT_HEADERS:
-        return f"header {name!r} is set by the HTTP client from the URL and body, never by a request"
-    if lowered == "idempotency-key":
-        return "Idempotency-Key is set by followthrough (stable across retries)"
-    return None
-
-
-def http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    if parts.username or parts.password:
-        raise ValueError(f"credentials in the URL are not accepted: {HOW_TO_REFERENCE}")
     return value
 
 

@@ -4,8 +4,8 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from followthrough.contracts import Draft
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.contracts import Draft
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.guardrails import AmountAbove, FirstContact, RecipientDomains
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.rendering import render

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from followthrough.contracts import Draft, DraftOrigin
+from followthrough.domain.contracts import Draft, DraftOrigin
 from followthrough.decomposition import SubtaskIn, SubtaskList
-from followthrough.lifecycle import Execution, FailurePolicy, TaskMode
+from followthrough.domain.lifecycle import Execution, FailurePolicy, TaskMode
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
 
 # The types a plan may use unless the payload narrows them: those that do one thing each.

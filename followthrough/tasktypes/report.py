@@ -15,9 +15,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator,
                       model_validator)
 
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.guardrails import RecipientDomains, TargetHosts
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.reports import build_report
 from followthrough.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType

@@ -10,12 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from followthrough.contracts import Draft, RetrySpec
+from followthrough.domain.contracts import Draft, RetrySpec
 from followthrough.guardrails import TargetHosts
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.lifecycle import TaskMode
 from followthrough.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.tasktypes.http_request import http_url, reject_raw_credentials
+from followthrough.domain.http_rules import http_url
+from followthrough.tasktypes.http_request import reject_raw_credentials
 
 
 class WebhookPayload(BaseModel):

@@ -24,12 +24,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
-from followthrough import activity_names, policies
-from followthrough.agent_tools import TOOLS, AgentTool, out_of_bounds
-from followthrough.contracts import (AgentBounds, AgentProgress, AgentTurnRequest, AgentTurnResult, ApprovalDecision,
+from followthrough.domain import activity_names
+
+from followthrough.domain import policies
+from followthrough.domain.agent_tools import TOOLS, AgentTool, out_of_bounds
+from followthrough.domain.contracts import (AgentBounds, AgentProgress, AgentTurnRequest, AgentTurnResult, ApprovalDecision,
                                      CarriedState, Completion, Draft, Rejection, TaskChanges, TaskInput, TaskOutcome,
                                      ToolCallRequest, ToolCallResult)
-from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
+from followthrough.domain.lifecycle import EventType, Stage, TaskMode, TaskStatus
 from followthrough.workflows.task_events import TaskEventLog
 
 # What the model and the history see of one tool's output, and of text in events.

@@ -7,8 +7,8 @@ channel, never a recipient; they and the details are user metadata, encrypted by
 
 from datetime import datetime, timedelta, timezone
 
-from followthrough.contracts import PauseRequest, TaskInput
-from followthrough.lifecycle import Stage, TaskStatus
+from followthrough.domain.contracts import PauseRequest, TaskInput
+from followthrough.domain.lifecycle import Stage, TaskStatus
 
 # The memo entry holding the API's base URL (``…/api/v1``), set by the API when it starts a task and
 # passed on to subtasks, so that a subtask's details can link to it.

@@ -18,8 +18,10 @@ from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough import activity_names, policies, search_attributes
-    from followthrough.contracts import (
+    from followthrough.domain import search_attributes
+    from followthrough.domain import activity_names
+    from followthrough.domain import policies
+    from followthrough.domain.contracts import (
         ApprovalDecision,
         CancelRequest,
         CarriedState,
@@ -37,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         TaskInput,
         TaskOutcome,
     )
-    from followthrough.lifecycle import EventType, Stage, TaskMode, TaskStatus
+    from followthrough.domain.lifecycle import EventType, Stage, TaskMode, TaskStatus
     from followthrough.workflows import run_texts
     from followthrough.workflows.agent_loop import AgentLoop
     from followthrough.workflows.mirror_pump import MirrorPump

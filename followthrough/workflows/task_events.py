@@ -14,9 +14,9 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
-from followthrough import search_attributes
-from followthrough.contracts import MirrorEvent, TaskChanges, TaskInput, TaskOutcome
-from followthrough.lifecycle import EventType, Stage, TaskStatus
+from followthrough.domain import search_attributes
+from followthrough.domain.contracts import MirrorEvent, TaskChanges, TaskInput, TaskOutcome
+from followthrough.domain.lifecycle import EventType, Stage, TaskStatus
 from followthrough.workflows import run_texts
 from followthrough.workflows.mirror_pump import MirrorPump
 from followthrough.workflows.task_rules import attempt_of

@@ -10,8 +10,8 @@ from typing import Any
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from followthrough.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy, SubtaskSpec, TaskInput
-from followthrough.lifecycle import TaskMode
+from followthrough.domain.contracts import ApprovalDecision, Draft, Rejection, SlaPolicy, SubtaskSpec, TaskInput
+from followthrough.domain.lifecycle import TaskMode
 
 # Modes in which the engine may send without a person, unless a guardrail flags the task.
 SENDS_UNATTENDED = {TaskMode.ASSISTED, TaskMode.AUTONOMOUS}

@@ -15,9 +15,13 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
-from followthrough import activity_names, policies, search_attributes
-from followthrough.contracts import PlanRequest, SubtaskPlan, TaskChanges, TaskInput, TaskOutcome
-from followthrough.lifecycle import EventType, Execution, FailurePolicy, Stage, TaskStatus
+from followthrough.domain import search_attributes
+
+from followthrough.domain import activity_names
+
+from followthrough.domain import policies
+from followthrough.domain.contracts import PlanRequest, SubtaskPlan, TaskChanges, TaskInput, TaskOutcome
+from followthrough.domain.lifecycle import EventType, Execution, FailurePolicy, Stage, TaskStatus
 from followthrough.workflows import run_texts
 from followthrough.workflows.task_events import TaskEventLog
 from followthrough.workflows.task_rules import subtask_input, subtask_workflow_id

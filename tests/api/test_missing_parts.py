@@ -12,8 +12,9 @@ from temporalio.testing import ActivityEnvironment
 
 from followthrough.activities.delivery import DeliveryActivities
 from followthrough.activities.drafting import DraftingActivities
-from followthrough import extras, policies
-from followthrough.contracts import Draft, DraftRequest, SendRequest
+from followthrough import extras
+from followthrough.domain import policies
+from followthrough.domain.contracts import Draft, DraftRequest, SendRequest
 from followthrough.secrets import SecretStore
 from followthrough.tasktypes import unserved_types
 from tests.conftest import Stack

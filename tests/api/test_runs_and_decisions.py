@@ -18,7 +18,7 @@ from followthrough.activities.drafting import DraftingActivities
 from followthrough.activities.mirror import MirrorActivities
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError
 from followthrough.api.main import create_app
-from followthrough.contracts import Draft, TaskInput
+from followthrough.domain.contracts import Draft, TaskInput
 from followthrough.mirror import TASKS
 from followthrough.secrets import SecretStore
 from followthrough.tasktypes import REGISTRY, get_type

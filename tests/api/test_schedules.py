@@ -8,7 +8,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.api.definitions import DefinitionRunner
 from followthrough import schedules
-from followthrough.contracts import DefinitionRunResult
+from followthrough.domain.contracts import DefinitionRunResult
 from tests.conftest import Stack
 from tests.helpers import eventually, until_status
 

@@ -142,7 +142,7 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
         finally:
             finished.set()
 
-    monkeypatch.setattr(api.definitions, "render", watched)
+    monkeypatch.setattr(followthrough.api.definitions, "render", watched)
     hostile = asyncio.create_task(bstack.http.post(f"/definitions/{created.json()['id']}/run",
                                                    json={"variables": BUSY_VARIABLES}))
     await started.wait()

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from followthrough.api.main import create_app
 from followthrough.binaries import find_binary
 from followthrough.reconcile import reconcile
-from followthrough.search_attributes import dev_server_arguments
+from followthrough.domain.search_attributes import dev_server_arguments
 from tests.conftest import TEST_CONVERTER, make_settings
 from tests.helpers import add_task_secret, eventually, free_port
 from tests.receivers import Receiver

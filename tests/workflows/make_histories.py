@@ -23,9 +23,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough import worker as worker_module
-from followthrough import activity_names, policies, search_attributes
+from followthrough.domain import search_attributes
+from followthrough import search_attribute_setup
+from followthrough.domain import activity_names
+from followthrough.domain import policies
 from followthrough.binaries import find_binary
-from followthrough.contracts import (
+from followthrough.domain.contracts import (
     ApprovalDecision,
     Rejection,
     CancelRequest,
@@ -87,7 +90,7 @@ async def main() -> None:
         return
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"))
-    await search_attributes.register(env.client, env.client.namespace)
+    await search_attribute_setup.register(env.client, env.client.namespace)
     settings = make_settings(str(engine.url), tmp)
 
     async def run(name: str, task, drive=None) -> None:

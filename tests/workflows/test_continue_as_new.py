@@ -21,9 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from followthrough import search_attributes
+from followthrough.domain import search_attributes
 from followthrough.binaries import find_binary
-from followthrough.contracts import ApprovalDecision, DecisionAck, TaskInput
+from followthrough.domain.contracts import ApprovalDecision, DecisionAck, TaskInput
 from followthrough.database import session_factory
 from followthrough.reconcile import _truth as reconcile_truth, reconcile
 from followthrough.tables import Task, TaskEvent

@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.main import create_app
-from followthrough.contracts import (
+from followthrough.domain.contracts import (
     ApprovalDecision,
     CancelRequest,
     CarriedState,

@@ -8,8 +8,8 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import search_attributes as sa
-from followthrough.contracts import ApprovalDecision, CancelRequest, DecisionAck, PauseRequest, TaskOutcome
+from followthrough.domain import search_attributes as sa
+from followthrough.domain.contracts import ApprovalDecision, CancelRequest, DecisionAck, PauseRequest, TaskOutcome
 from tests.helpers import eventually, task_input
 from followthrough.worker import build_worker
 from followthrough.workflows import run_texts

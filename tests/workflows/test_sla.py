@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from followthrough.contracts import ApprovalDecision, DecisionAck, SlaPolicy
+from followthrough.domain.contracts import ApprovalDecision, DecisionAck, SlaPolicy
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input
 from tests.workflows.test_task_workflow import start, until_status
 from followthrough.worker import build_worker

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from followthrough import activity_names
-from followthrough.contracts import CancelRequest, DecisionAck, PauseRequest, SendRequest, SendResult
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import CancelRequest, DecisionAck, PauseRequest, SendRequest, SendResult
 from followthrough.database import session_factory
 from followthrough.tables import Task
 from tests.helpers import event_types, eventually, task_input, task_row

@@ -15,8 +15,8 @@ from temporalio.worker import Worker
 
 from followthrough.activities.drafting import DraftingActivities
 from followthrough.activities.mirror import MirrorActivities
-from followthrough import activity_names
-from followthrough.contracts import (
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import (
     ApprovalDecision,
     CancelRequest,
     DecisionAck,

@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from followthrough.activities import build_activities
-from followthrough import activity_names
-from followthrough.contracts import (
+from followthrough.domain import activity_names
+from followthrough.domain.contracts import (
     CancelRequest,
     DecisionAck,
     Draft,

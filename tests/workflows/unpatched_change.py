@@ -4,7 +4,7 @@ it adds a timer before drafting without ``workflow.patched``."""
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough.contracts import TaskInput, TaskOutcome
+    from followthrough.domain.contracts import TaskInput, TaskOutcome
     from followthrough.workflows.task import TaskWorkflow
 
 

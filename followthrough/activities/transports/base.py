@@ -6,8 +6,8 @@ from typing import Any, Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough import policies
-from followthrough.contracts import Draft
+from followthrough.domain import policies
+from followthrough.domain.contracts import Draft
 from followthrough.secrets import SecretStore
 from followthrough.settings import Settings
 from followthrough.task_secrets import TaskSecrets

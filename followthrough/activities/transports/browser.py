@@ -17,7 +17,7 @@ from followthrough.activities.browser_guard import RequestGuard
 from followthrough.activities.browser_run import RunContext, run_steps
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
 from followthrough.activities.transports.http import Claim, deliver_once
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.outbound import OutboundPolicy
 from followthrough.tasktypes.browser import BrowserPayload
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
 from followthrough import tracing
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Contact, OutboxMessage
 

@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused
-from followthrough import extraction, policies
-from followthrough.contracts import Draft
-from followthrough.tasktypes.extract import ExtractPayload
+from followthrough import extraction
+from followthrough.domain import policies
+from followthrough.domain.contracts import Draft
+from followthrough.domain.extraction_rules import ExtractPayload
 
 
 class ExtractionFailed(PermanentDeliveryError):

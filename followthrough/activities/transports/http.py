@@ -19,11 +19,11 @@ from sqlalchemy import Table, select, update
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused, TargetRefused
 from followthrough import redaction
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 from followthrough.outbound import OutboundRefused
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Delivery
-from followthrough.tasktypes.http_request import TRANSPORT_HEADERS
+from followthrough.domain.http_rules import TRANSPORT_HEADERS
 from followthrough.task_secrets import TaskSecretError
 
 log = logging.getLogger("followthrough.delivery")

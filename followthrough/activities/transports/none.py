@@ -7,7 +7,7 @@ figures the draft carries in ``data["report"]`` end up there too.
 from typing import Any
 
 from followthrough.activities.transports.base import DeliveryContext
-from followthrough.contracts import Draft
+from followthrough.domain.contracts import Draft
 
 
 class NoTransport:

@@ -24,11 +24,11 @@ from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND
 from followthrough.api.lookups import task_row_or_404
 from followthrough.api.routes.task_decisions import _decide
 from followthrough import approval_links
-from followthrough.approver_ids import ApproverId
+from followthrough.domain.approver_ids import ApproverId
 from followthrough.principals import Role
 from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken, OutdatedToken
-from followthrough.contracts import ApprovalDecision, Rejection
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.contracts import ApprovalDecision, Rejection
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough.mirror import insert_ignoring_duplicates
 from followthrough.tables import Approval, ApprovalLinkUse, Task
 

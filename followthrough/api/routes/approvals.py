@@ -13,7 +13,7 @@ from followthrough.api.tenancy import listing_tenant
 from followthrough.api.lookups import task_row_or_404
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from followthrough.api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
-from followthrough.approver_ids import ApproverId, key_part, role_part
+from followthrough.domain.approver_ids import ApproverId, key_part, role_part
 from followthrough.principals import Role
 from followthrough.tables import Approval, ApprovalDecisionRecord
 

@@ -19,8 +19,8 @@ from followthrough.api.routes.task_decisions import decide_row
 from followthrough.api.schemas import StorableBody, _either_case
 from followthrough.api.task_queries import TaskFilter
 from followthrough.principals import Role
-from followthrough.contracts import ApprovalDecision, Rejection
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.contracts import ApprovalDecision, Rejection
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough.tables import Approval, Task
 
 log = logging.getLogger("followthrough.api")

@@ -36,9 +36,10 @@ from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError
 from followthrough.api.routes.approvals import may_decide
 from followthrough.api.routes.task_decisions import _decide
-from followthrough.contracts import ApprovalDecision, Completion, Rejection
-from followthrough.lifecycle import TaskStatus
-from followthrough import approver_ids, inbox_sessions
+from followthrough.domain.contracts import ApprovalDecision, Completion, Rejection
+from followthrough.domain.lifecycle import TaskStatus
+from followthrough import inbox_sessions
+from followthrough.domain import approver_ids
 from followthrough.api_keys import principal_for
 from followthrough.naming import temporal_ui_link
 from followthrough.principals import Role

@@ -12,7 +12,7 @@ from followthrough.api.auth import PrincipalDep, require
 from followthrough.api.deps import SettingsDep
 from followthrough.api.errors import NOT_FOUND, not_found
 from followthrough.api.tenancy import listing_tenant
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough import api_keys
 from followthrough.principals import Principal, Role
 from followthrough.settings import Settings

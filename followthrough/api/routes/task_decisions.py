@@ -25,7 +25,7 @@ from followthrough.api.schemas import (
     TaskCreated,
 )
 from followthrough.api.task_creation import TaskCreator
-from followthrough.contracts import (
+from followthrough.domain.contracts import (
     ApprovalDecision,
     CancelRequest,
     Completion,
@@ -35,7 +35,7 @@ from followthrough.contracts import (
     RescheduleRequest,
     TaskOutcome,
 )
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough.principals import Principal, Role
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=NOT_FOUND | CONFLICT)

@@ -32,7 +32,7 @@ from followthrough.api.task_creation import invalid as _invalid
 from followthrough.api.task_queries import TaskFilter, TaskOrder, list_tasks
 from followthrough.api.views import event_public, task_public
 from followthrough.principals import Role
-from followthrough.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TaskStatus
 from followthrough.tables import Approval, Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-from followthrough.contracts import RetrySpec
+from followthrough.domain.contracts import RetrySpec
 
 # Error types activities raise for failures no retry can fix.
 INVALID_PAYLOAD = "InvalidPayload"

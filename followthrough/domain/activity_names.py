@@ -9,4 +9,4 @@ NOTIFY = "notify_subscriber"
 PLAN = "plan_subtasks"
 RUN_DEFINITION = "run_definition"
 AGENT_TURN = "agent_llm_turn"
-# Each agent tool runs as its own activity, named in followthrough/agent_tools.py (agent_tool_<name>).
+# Each agent tool runs as its own activity, named in followthrough/domain/agent_tools.py (agent_tool_<name>).

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
-from followthrough import allowed_hosts
-from followthrough.tasktypes.extract import ExtractPayload
-from followthrough.tasktypes.http_request import CREDENTIAL_HEADERS, header_refusal, http_url
+from followthrough.domain import allowed_hosts
+from followthrough.domain.extraction_rules import ExtractPayload
+from followthrough.domain.http_rules import CREDENTIAL_HEADERS, header_refusal, http_url
 
 # Agents never create agents: a loop that spawns loops has no bound. Nor tasks that split into subtasks of their
 # own (group, campaign, project): those list their own modes and approvers, past the agent's bounds.

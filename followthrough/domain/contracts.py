@@ -452,7 +452,7 @@ class ToolCallRequest:
     task_id: str
     tenant_id: str
     tool: str
-    # Checked and normalised by the tool's registry entry (followthrough/agent_tools.py).
+    # Checked and normalised by the tool's registry entry (followthrough/domain/agent_tools.py).
     arguments: dict[str, Any]
     # Stable per task, run, turn and call, so a retried tool call is recognised as the same one.
     idempotency_key: str
