@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from followthrough.binaries import find_binary  # noqa: E402
-from followthrough.search_attributes import dev_server_arguments  # noqa: E402
+from followthrough.domain.search_attributes import dev_server_arguments  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
