@@ -27,9 +27,7 @@ from followthrough.activities.errors import llm_failure, permanent, reports_atte
 from followthrough.activities.heartbeat import heartbeating
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
 from followthrough import redaction
-from followthrough.domain import allowed_hosts
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, allowed_hosts, policies
 from followthrough.domain.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
 from followthrough.domain.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
                                      ToolCallResult)

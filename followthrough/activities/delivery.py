@@ -14,8 +14,7 @@ from followthrough.activities.errors import permanent, reports_attempt
 from followthrough.activities.heartbeat import heartbeating
 from followthrough.activities.transports import (DeliveryContext, PermanentDeliveryError, Transport, build_transports,
                                    unserved_channels)
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import SendRequest, SendResult
 from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings

@@ -15,8 +15,7 @@ from temporalio import activity
 from followthrough.activities.attempts import record_failed_attempt
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from followthrough.activities.heartbeat import heartbeating
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import Draft, DraftOrigin, DraftRequest, DraftResult, TaskInput
 from followthrough.guardrails import FirstContact, GuardrailFacts, LowConfidence, assess
 from followthrough.llm import LlmConfig, LlmError, api_key, llm_config

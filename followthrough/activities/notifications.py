@@ -10,8 +10,7 @@ from temporalio import activity
 from followthrough.activities.errors import permanent, reports_attempt
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport
 from followthrough import notification_outbox
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, policies
 from followthrough.approval_links import links_for
 from followthrough.domain.contracts import Draft, Notification
 from followthrough.secrets import SecretNotFound, SecretStore

@@ -11,8 +11,7 @@ from temporalio.exceptions import ApplicationError
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from followthrough.activities.heartbeat import heartbeating
 from followthrough import tenant_budget
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
 from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
 from followthrough.domain.lifecycle import TaskMode

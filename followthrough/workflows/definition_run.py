@@ -8,8 +8,7 @@ keys the creation, so a retried activity finds the task it already made.
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough.domain import activity_names
-    from followthrough.domain import policies
+    from followthrough.domain import activity_names, policies
     from followthrough.domain.contracts import DefinitionRunInput, DefinitionRunResult, ScheduledRun
 
 

@@ -12,8 +12,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough.domain import activity_names
-    from followthrough.domain import policies
+    from followthrough.domain import activity_names, policies
     from followthrough.domain.contracts import MirrorAck, MirrorBatch, MirrorEvent, Notification, TaskInput
 
 

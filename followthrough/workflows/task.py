@@ -18,9 +18,7 @@ from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from followthrough.domain import search_attributes
-    from followthrough.domain import activity_names
-    from followthrough.domain import policies
+    from followthrough.domain import activity_names, policies, search_attributes
     from followthrough.domain.contracts import (
         ApprovalDecision,
         CancelRequest,

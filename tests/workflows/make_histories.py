@@ -25,8 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from followthrough import worker as worker_module
 from followthrough.domain import search_attributes
 from followthrough import search_attribute_setup
-from followthrough.domain import activity_names
-from followthrough.domain import policies
+from followthrough.domain import activity_names, policies
 from followthrough.binaries import find_binary
 from followthrough.domain.contracts import (
     ApprovalDecision,
