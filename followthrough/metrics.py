@@ -2,8 +2,8 @@
 
 Two registries, one per kind of process, so a process exposes only what it measures even when the API and the
 worker share one (as in the tests): ``API`` (requests, served by the API at ``/metrics``) and ``TASKS`` (task
-outcomes and approval waits, counted by the worker's mirror writer and served on
-``FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS``). Both also carry the process's CPU, memory and file descriptors.
+outcomes and approval waits, counted by the worker's mirror writer, and the notification outbox's sweep; served
+on ``FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS``). Both also carry the process's CPU, memory and file descriptors.
 Labels never hold ids, tenants or payload data: only methods, route templates, status classes, task types and
 outcomes, all from small fixed sets.
 """
@@ -34,6 +34,13 @@ APPROVAL_WAIT_SECONDS = Histogram("followthrough_approval_wait_seconds",
                                   registry=TASKS,
                                   buckets=(1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400,
                                            3 * 86400, 7 * 86400))
+
+NOTIFICATIONS_RESENT = Counter("followthrough_notifications_resent",
+                               "Re-sends of undelivered notifications by the worker's outbox sweep, by outcome: "
+                               "delivered, failed (tried again later), given_up (its last attempt failed), "
+                               "unsubscribed (its subscription was deleted: not sent)", ["outcome"], registry=TASKS)
+for _outcome in ("delivered", "failed", "given_up", "unsubscribed"):
+    NOTIFICATIONS_RESENT.labels(_outcome)  # each outcome shows from the start, at 0
 
 
 def split_address(address: str) -> tuple[str, int]:

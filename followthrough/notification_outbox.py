@@ -4,7 +4,8 @@ A notification is recorded in the transaction that writes its event, so it exist
 Every mirror write answers with the undelivered notifications of the events it carries, whether it inserted
 them or found them written: a write retried after its answer was lost (a worker killed after the commit, a
 timeout) still hands the workflow what it owes. The sender marks each one delivered under its delivery key,
-and skips one already marked.
+and skips one already marked. What the workflow could not deliver, the worker's sweep re-sends under the same key
+(followthrough/notification_sweep.py).
 """
 
 from datetime import datetime, timezone
@@ -39,10 +40,13 @@ async def undelivered(conn: AsyncConnection, events: list[MirrorEvent]) -> dict[
                                                     OUTBOX.c.delivered_at.is_(None)).order_by(OUTBOX.c.id))).all()
     owed: dict[str, list[Notification]] = {}
     for r in rows:
-        owed.setdefault(r.event_id, []).append(Notification(
-            subscription_id=r.subscription_id, url=r.url, secret=r.secret, event=r.event, event_id=r.event_id,
-            task=r.task))
+        owed.setdefault(r.event_id, []).append(notification_of(r))
     return owed
+
+
+def notification_of(row: Any) -> Notification:
+    return Notification(subscription_id=row.subscription_id, url=row.url, secret=row.secret, event=row.event,
+                        event_id=row.event_id, task=row.task)
 
 
 async def is_delivered(engine: AsyncEngine, key: str) -> bool:
@@ -50,7 +54,7 @@ async def is_delivered(engine: AsyncEngine, key: str) -> bool:
         return (await conn.execute(select(OUTBOX.c.delivered_at).where(OUTBOX.c.id == key))).scalar() is not None
 
 
-async def mark_delivered(engine: AsyncEngine, key: str) -> None:
+async def mark_delivered(engine: AsyncEngine, key: str, at: datetime | None = None) -> None:
     async with engine.begin() as conn:
         await conn.execute(update(OUTBOX).where(OUTBOX.c.id == key, OUTBOX.c.delivered_at.is_(None))
-                           .values(delivered_at=datetime.now(timezone.utc)))
+                           .values(delivered_at=at or datetime.now(timezone.utc)))

@@ -242,6 +242,20 @@ class Settings(BaseSettings):
     # How many events a Last-Event-ID may lie behind; further back, the stream answers event: reset (0: no cap).
     stream_resume_max_events: int = Field(10_000, ge=0, validation_alias=_env("STREAM_RESUME_MAX_EVENTS"))
 
+    # The worker's re-send sweep of the notification outbox (docs/operations.md: Notification sweep): how often it
+    # runs in each worker process (0: not in this one), how old an undelivered row must be before it re-sends it
+    # (longer than the workflow's own retries, about 8 minutes, or the two may send at once), how many attempts
+    # it makes at one before giving it up, the delay after a failed attempt (doubled each time, up to the cap),
+    # and how many rows one sweep takes.
+    notify_sweep_interval_seconds: float = Field(60, ge=0, le=86400,
+                                                 validation_alias=_env("NOTIFY_SWEEP_INTERVAL_SECONDS"))
+    notify_sweep_grace_seconds: float = Field(600, ge=60, validation_alias=_env("NOTIFY_SWEEP_GRACE_SECONDS"))
+    notify_sweep_max_attempts: int = Field(10, ge=1, le=100, validation_alias=_env("NOTIFY_SWEEP_MAX_ATTEMPTS"))
+    notify_sweep_backoff_seconds: float = Field(60, gt=0, validation_alias=_env("NOTIFY_SWEEP_BACKOFF_SECONDS"))
+    notify_sweep_max_backoff_seconds: float = Field(3600, gt=0,
+                                                    validation_alias=_env("NOTIFY_SWEEP_MAX_BACKOFF_SECONDS"))
+    notify_sweep_batch_size: int = Field(20, ge=1, le=100, validation_alias=_env("NOTIFY_SWEEP_BATCH_SIZE"))
+
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker
     # whose workflow code is already proven may turn it off for throughput.
@@ -276,6 +290,13 @@ class Settings(BaseSettings):
         if self.worker_metrics_address and self.worker_metrics_address == self.worker_app_metrics_address:
             raise ValueError("FOLLOWTHROUGH_WORKER_METRICS_ADDRESS and FOLLOWTHROUGH_WORKER_APP_METRICS_ADDRESS "
                              "must differ: the SDK's exporter and the task metrics each need a port of their own")
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_backoff(self) -> "Settings":
+        if self.notify_sweep_max_backoff_seconds < self.notify_sweep_backoff_seconds:
+            raise ValueError("FOLLOWTHROUGH_NOTIFY_SWEEP_MAX_BACKOFF_SECONDS must be at least "
+                             "FOLLOWTHROUGH_NOTIFY_SWEEP_BACKOFF_SECONDS, the first delay it caps")
         return self
 
     @field_validator("log_format", "log_level", "tracing", mode="before")

@@ -157,9 +157,12 @@ class Delivery(SQLModel, table=True):
 class NotificationOutbox(SQLModel, table=True):
     """A subscriber's notification, written in the transaction that wrote its event and marked once delivered.
 
-    A mirror write retried after its answer was lost inserts no event, but still finds here what is owed."""
+    A mirror write retried after its answer was lost inserts no event, but still finds here what is owed. One the
+    workflow could not deliver is re-sent by the worker's sweep (followthrough/notification_sweep.py)."""
 
     __tablename__ = "notification_outbox"
+    # The sweep's scan: rows neither delivered nor given up, oldest first.
+    __table_args__ = (Index("ix_notification_outbox_owed", "delivered_at", "given_up_at", "created_at"),)
 
     # The delivery key, notify:<event id>:<subscription id>: one row, and one send, per event and subscriber.
     id: str = Field(primary_key=True, max_length=200)
@@ -173,6 +176,13 @@ class NotificationOutbox(SQLModel, table=True):
     task: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _when(nullable=False)
     delivered_at: datetime | None = _when()
+    # The sweep's re-sends (the workflow's own attempts are counted in the deliveries row): how many it began,
+    # the last one's error, when the next may start, until when a sweep holds the row, and when it stopped trying.
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    next_attempt_at: datetime | None = _when()
+    claimed_until: datetime | None = _when()
+    given_up_at: datetime | None = _when()
 
 
 class Contact(SQLModel, table=True):

@@ -11,11 +11,14 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from followthrough.activities import build_activities
-from followthrough import connectors, metrics, render_pool, tracing
+from followthrough.activities.notifications import NotificationActivities
+from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
+from followthrough import connectors, metrics, notification_sweep, render_pool, tracing
 from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine
 from followthrough.logs import ActivityLogContext
 from followthrough.outbound import guarded_client, self_test
+from followthrough.secrets import SecretStore
 from followthrough.settings import Settings, get_settings
 from followthrough.tasktypes import unserved_types
 from followthrough.temporal_client import connect, metrics_runtime
@@ -58,6 +61,24 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
     )
 
 
+def notification_sender(settings: Settings, engine: AsyncEngine, outbound: httpx.AsyncClient
+                        ) -> notification_sweep.Send:
+    """What the outbox sweep re-sends with: the NOTIFY activity's own webhook, through the guarded client."""
+    return NotificationActivities(settings, engine, outbound, SecretStore(settings.secrets_file), WEBHOOK).resend
+
+
+async def _stop_sweep(sweeping: asyncio.Task | None, stop: asyncio.Event) -> None:
+    """Let a sweep under way finish for a few seconds, then cancel it: a row it holds is tried again, under the
+    same key, once its claim runs out."""
+    if sweeping is None:
+        return
+    stop.set()
+    try:
+        await asyncio.wait_for(sweeping, timeout=5)
+    except TimeoutError:  # cancelled by wait_for
+        pass
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until ``stop`` is set (or forever), then shut down gracefully."""
     await self_test()  # an SSRF guard that lets loopback through stops the worker here
@@ -81,10 +102,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             log.warning("task types this worker does not serve: %s", "; ".join(unserved.values()))
         if link_warning := generated_key_warning(settings):
             log.warning("%s", link_warning)
+        # Every worker process sweeps the notification outbox; claims keep two sweeps off one row.
+        sweep_stop, sweeping = asyncio.Event(), None
+        if settings.notify_sweep_interval_seconds:
+            sweeping = asyncio.create_task(notification_sweep.run(
+                engine, notification_sender(settings, engine, outbound),
+                notification_sweep.SweepConfig.from_settings(settings), settings.notify_sweep_interval_seconds,
+                sweep_stop))
         try:
             async with worker:
                 await (stop.wait() if stop else asyncio.Event().wait())
         finally:
+            await _stop_sweep(sweeping, sweep_stop)
             await engine.dispose()
             render_pool.shutdown()  # the template render processes go with the worker
             if stop_app_metrics:

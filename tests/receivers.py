@@ -28,11 +28,12 @@ Body = str | Callable[[Received], str]
 class Receiver:
     """An HTTP server in a thread: each request takes the next scripted answer, then the default (200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """On ``port`` (a free one unless given: a test may aim at a port first and bring the receiver up later)."""
         self.requests: list[Received] = []
         self._script: list[tuple[int, Body, float, dict[str, str]]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         # A short poll interval keeps shutdown (once per test) quick.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)

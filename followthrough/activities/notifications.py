@@ -1,6 +1,5 @@
 """Notifying subscribers of task events with signed webhooks."""
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -32,11 +31,18 @@ class NotificationActivities:
         # A notification handed on again (the mirror write retried after its answer was lost) is sent once.
         if await notification_outbox.is_delivered(self._engine, key):
             return {"duplicate": True, "delivery_key": key}
-        result = await self._send(notification, key)
+        info = activity.info()
+        timeout = (info.start_to_close_timeout or policies.NOTIFY_TIMEOUT).total_seconds()
+        result = await self._send(notification, key, info.attempt, timeout)
         await notification_outbox.mark_delivered(self._engine, key)
         return result
 
-    async def _send(self, notification: Notification, key: str) -> dict[str, Any]:
+    async def resend(self, notification: Notification, key: str, attempt: int) -> dict[str, Any]:
+        """The outbox sweep's re-send (followthrough/notification_sweep.py), outside any activity: the same
+        webhook under the same delivery key. The sweep marks the row."""
+        return await self._send(notification, key, attempt, policies.NOTIFY_TIMEOUT.total_seconds())
+
+    async def _send(self, notification: Notification, key: str, attempt: int, timeout: float) -> dict[str, Any]:
         task = notification.task
         link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
         payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
@@ -48,14 +54,13 @@ class NotificationActivities:
         draft = Draft(channel="webhook", subject=notification.event, body="", data={
             "url": notification.url, "secret": notification.secret, "event": notification.event, "payload": payload,
         })
-        info = activity.info()
         ctx = DeliveryContext(
             settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
             task_secrets=self._task_secrets,
             task_id=task["id"], task_type=task["type"], tenant_id=task["tenant_id"],
             idempotency_key=key,  # one delivery per event and subscriber, however often this is retried
-            attempt=info.attempt,
-            timeout_seconds=max(1.0, (info.start_to_close_timeout or timedelta(seconds=30)).total_seconds() - 2),
+            attempt=attempt,
+            timeout_seconds=max(1.0, timeout - 2),  # room to record the outcome within the caller's deadline
         )
         try:
             return await self._webhook.deliver(draft, ctx)
