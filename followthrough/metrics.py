@@ -41,6 +41,9 @@ NOTIFICATIONS_RESENT = Counter("followthrough_notifications_resent",
                                "unsubscribed (its subscription was deleted: not sent)", ["outcome"], registry=TASKS)
 for _outcome in ("delivered", "failed", "given_up", "unsubscribed"):
     NOTIFICATIONS_RESENT.labels(_outcome)  # each outcome shows from the start, at 0
+NOTIFICATIONS_PRUNED = Counter("followthrough_notifications_pruned",
+                               "Delivered and given-up notification outbox rows the sweep deleted past their "
+                               "retention", registry=TASKS)
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -1,10 +1,11 @@
-"""The worker's sweep of the notification outbox: it re-sends what the workflow could not deliver.
+"""The worker's sweep of the notification outbox: it re-sends what the workflow could not deliver, and prunes.
 
 The workflow delivers each notification itself, with a few minutes of retries (policies.NOTIFY_RETRY, about 8
 minutes in all). A row still undelivered after the grace period is one those retries gave up on (its receiver
 was down longer), or one never tried (its run was terminated or failed first). The sweep re-sends it under its
 delivery key, the key the receiver dedups on (and the ``deliveries`` row keeps a key already delivered from being
 sent again), with a bounded number of attempts of its own and a growing delay between them, then gives it up.
+Rows delivered or given up longer ago than the retention period are deleted, a bounded batch at a time.
 
 Every worker process runs the sweep (``run``, started by followthrough/worker.py); two at once never send one row
 twice: a sweep takes a row with a conditional update (claimed_until past, the row still owed) and sends only what
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
@@ -45,7 +46,8 @@ SEND_TIMEOUT_SECONDS = policies.NOTIFY_TIMEOUT.total_seconds()  # each send, as 
 SEND_CONCURRENCY = 10  # sends at once per sweep
 SEND_PHASE = timedelta(minutes=4)  # every send of one sweep, claims to outcomes; rows not reached wait for the next
 CLAIM = SEND_PHASE + timedelta(minutes=1)  # longer than the send phase: no claim runs out under a send in flight
-SWEEP_TIMEOUT_SECONDS = 10 * 60.0  # one whole sweep
+SWEEP_TIMEOUT_SECONDS = 10 * 60.0  # one whole sweep, pruning included
+PRUNE_BATCHES = 10  # per sweep and kind (delivered, given up); the rest waits for the next sweep
 ERROR_CHARS = 1000
 
 DELIVERED, FAILED, GIVEN_UP, UNSUBSCRIBED = "delivered", "failed", "given_up", "unsubscribed"
@@ -59,6 +61,8 @@ class SweepConfig:
     backoff: timedelta = timedelta(minutes=1)
     max_backoff: timedelta = timedelta(hours=1)
     batch_size: int = 20
+    retention: timedelta = timedelta(days=30)
+    prune_batch_size: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SweepConfig":
@@ -66,12 +70,13 @@ class SweepConfig:
                    max_attempts=settings.notify_sweep_max_attempts,
                    backoff=timedelta(seconds=settings.notify_sweep_backoff_seconds),
                    max_backoff=timedelta(seconds=settings.notify_sweep_max_backoff_seconds),
-                   batch_size=settings.notify_sweep_batch_size)
+                   batch_size=settings.notify_sweep_batch_size,
+                   retention=timedelta(seconds=settings.notify_retention_seconds))
 
     def delay(self, attempts: int) -> timedelta:
         """The wait after the ``attempts``-th failed attempt: the first delay, doubled each time, up to the cap."""
         seconds = self.backoff.total_seconds() * 2.0 ** min(attempts - 1, 40)
-        return min(timedelta(seconds=seconds), self.max_backoff)
+        return timedelta(seconds=min(seconds, self.max_backoff.total_seconds()))
 
 
 @dataclass
@@ -80,6 +85,7 @@ class SweepResult:
     failed: int = 0  # attempts that failed; the row is tried again after its delay
     given_up: int = 0  # rows whose last attempt failed
     unsubscribed: int = 0  # rows whose subscription was deleted: not sent, given up
+    pruned: int = 0
     full: bool = False  # a whole batch was owed: more may be waiting
 
 
@@ -147,7 +153,8 @@ async def _resend(engine: AsyncEngine, send: Send, config: SweepConfig, now: dat
                         row.event, row.task_id, attempt, error,
                         extra={"task_id": row.task_id, "tenant_id": row.tenant_id})
             return GIVEN_UP
-        await notification_outbox.mark_delivered(engine, key, now)
+        async with asyncio.timeout(DB_TIMEOUT_SECONDS):
+            await notification_outbox.mark_delivered(engine, key, now)
         return DELIVERED
 
 
@@ -159,15 +166,21 @@ async def resend_owed(engine: AsyncEngine, send: Send, config: SweepConfig, now:
     attempts = [asyncio.create_task(_resend(engine, send, config, now, row, slots)) for row in rows]
     if not attempts:
         return
-    # Past the deadline the rest are cancelled: those not yet claimed wait untouched for the next sweep, one
-    # cancelled mid-send keeps its claim until it runs out and is then tried again under the same key.
-    done, pending = await asyncio.wait(attempts, timeout=SEND_PHASE.total_seconds())
-    for each in pending:
-        each.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    if pending:
-        log.warning("the notification sweep reached its deadline with %d rows not done", len(pending))
-    for each in done:
+    # Past the deadline (or when the worker stops) the rest are cancelled: those not yet claimed wait untouched
+    # for the next sweep, one cancelled mid-send keeps its claim until it runs out and is then tried again under
+    # the same key.
+    try:
+        await asyncio.wait(attempts, timeout=SEND_PHASE.total_seconds())
+    finally:
+        unfinished = [each for each in attempts if not each.done()]
+        for each in unfinished:
+            each.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+    if unfinished:
+        log.warning("the notification sweep reached its deadline with %d rows not done", len(unfinished))
+    for each in attempts:
+        if each.cancelled():
+            continue
         if each.exception() is not None:
             log.error("the notification sweep could not handle a row", exc_info=each.exception())
         elif outcome := each.result():
@@ -175,10 +188,29 @@ async def resend_owed(engine: AsyncEngine, send: Send, config: SweepConfig, now:
             metrics.NOTIFICATIONS_RESENT.labels(outcome).inc()
 
 
+async def prune(engine: AsyncEngine, config: SweepConfig, now: datetime) -> int:
+    """Delete rows delivered, or given up, longer than the retention period ago; a batch per transaction, so no
+    lock is held long. A row still owed is kept however old: a retried mirror write finds nothing owed for a
+    deleted one, which is right for these."""
+    cutoff, pruned = now - config.retention, 0
+    for column, kind in ((OUTBOX.c.delivered_at, OUTBOX.c.delivered_at < cutoff),
+                         (OUTBOX.c.given_up_at, OUTBOX.c.delivered_at.is_(None) & (OUTBOX.c.given_up_at < cutoff))):
+        for _ in range(PRUNE_BATCHES):
+            batch = select(OUTBOX.c.id).where(kind).order_by(column).limit(config.prune_batch_size)
+            deleted = await _execute(engine, delete(OUTBOX).where(OUTBOX.c.id.in_(batch)))
+            pruned += deleted
+            if deleted < config.prune_batch_size:
+                break
+    if pruned:
+        metrics.NOTIFICATIONS_PRUNED.inc(pruned)
+    return pruned
+
+
 async def sweep(engine: AsyncEngine, send: Send, config: SweepConfig, now: datetime) -> SweepResult:
-    """One sweep at time ``now``: re-send a batch of what is owed."""
+    """One sweep at time ``now``: re-send a batch of what is owed, then prune."""
     result = SweepResult()
     await resend_owed(engine, send, config, now, result)
+    result.pruned = await prune(engine, config, now)
     return result
 
 

@@ -246,7 +246,7 @@ class Settings(BaseSettings):
     # runs in each worker process (0: not in this one), how old an undelivered row must be before it re-sends it
     # (longer than the workflow's own retries, about 8 minutes, or the two may send at once), how many attempts
     # it makes at one before giving it up, the delay after a failed attempt (doubled each time, up to the cap),
-    # and how many rows one sweep takes.
+    # how many rows one sweep takes, and how long it keeps a row once delivered or given up.
     notify_sweep_interval_seconds: float = Field(60, ge=0, le=86400,
                                                  validation_alias=_env("NOTIFY_SWEEP_INTERVAL_SECONDS"))
     notify_sweep_grace_seconds: float = Field(600, ge=60, validation_alias=_env("NOTIFY_SWEEP_GRACE_SECONDS"))
@@ -255,6 +255,7 @@ class Settings(BaseSettings):
     notify_sweep_max_backoff_seconds: float = Field(3600, gt=0,
                                                     validation_alias=_env("NOTIFY_SWEEP_MAX_BACKOFF_SECONDS"))
     notify_sweep_batch_size: int = Field(20, ge=1, le=100, validation_alias=_env("NOTIFY_SWEEP_BATCH_SIZE"))
+    notify_retention_seconds: int = Field(30 * 86400, gt=0, validation_alias=_env("NOTIFY_RETENTION_SECONDS"))
 
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker

@@ -222,6 +222,26 @@ async def test_a_deleted_subscription_is_not_sent_to(engine, tmp_path: Path):
         assert _counted("unsubscribed") - before == 1
 
 
+async def test_old_delivered_and_given_up_rows_are_pruned_in_batches_and_recent_ones_kept(engine, tmp_path: Path):
+    now = _epoch(6)
+    async with outbox_for(engine, tmp_path) as outbox:
+        config = replace(outbox.config, retention=timedelta(days=30), prune_batch_size=2)
+        url = "http://127.0.0.1:9/hooks"
+        subscription = await outbox.subscribe(url)
+        old, recent = now - timedelta(days=31), now - timedelta(days=29)
+        pruned = {await outbox.add(subscription, url, old, delivered_at=old + timedelta(seconds=i)) for i in range(4)}
+        pruned.add(await outbox.add(subscription, url, old, given_up_at=old + timedelta(hours=5)))
+        kept = {await outbox.add(subscription, url, recent, delivered_at=recent),
+                await outbox.add(subscription, url, recent, given_up_at=recent),
+                # Still owed (its next attempt is not due yet): never deleted, however old.
+                await outbox.add(subscription, url, old, attempts=2, next_attempt_at=now + timedelta(hours=1))}
+        counted = metrics.TASKS.get_sample_value("followthrough_notifications_pruned_total") or 0.0
+        result = await outbox.sweep(now, config=config)
+        assert (result.pruned, result.delivered, result.failed) == (5, 0, 0)
+        assert await outbox.keys() == kept
+        assert metrics.TASKS.get_sample_value("followthrough_notifications_pruned_total") - counted == 5
+
+
 async def test_the_worker_runs_the_sweep(dev_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # A database of this test's own: the sweep runs on the real clock here, and must see no other test's rows.
     for name, secret in TEST_CODEC_ENV.items():
@@ -252,15 +272,18 @@ async def test_the_worker_runs_the_sweep(dev_env, tmp_path: Path, monkeypatch: p
 
 def test_sweep_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
     config = SweepConfig.from_settings(Settings())
-    assert (config.grace, config.max_attempts) == (timedelta(minutes=10), 10)
+    assert (config.grace, config.max_attempts, config.retention) == (
+        timedelta(minutes=10), 10, timedelta(days=30))
     for name, value in {"INTERVAL_SECONDS": "30", "GRACE_SECONDS": "900", "MAX_ATTEMPTS": "4",
                         "BACKOFF_SECONDS": "120", "MAX_BACKOFF_SECONDS": "7200", "BATCH_SIZE": "5"}.items():
         monkeypatch.setenv(f"FOLLOWTHROUGH_NOTIFY_SWEEP_{name}", value)
+    monkeypatch.setenv("FOLLOWTHROUGH_NOTIFY_RETENTION_SECONDS", str(7 * 86400))
     settings = Settings()
     config = SweepConfig.from_settings(settings)
     assert settings.notify_sweep_interval_seconds == 30
-    assert (config.grace, config.max_attempts, config.backoff, config.max_backoff, config.batch_size) == (
-        timedelta(minutes=15), 4, timedelta(minutes=2), timedelta(hours=2), 5)
+    assert (config.grace, config.max_attempts, config.backoff, config.max_backoff, config.batch_size,
+            config.retention) == (timedelta(minutes=15), 4, timedelta(minutes=2), timedelta(hours=2), 5,
+                                  timedelta(days=7))
     # A grace shorter than a minute would race the workflow's own delivery; a cap below the first delay is a typo.
     for bad in ({"notify_sweep_grace_seconds": 5}, {"notify_sweep_backoff_seconds": 600,
                                                     "notify_sweep_max_backoff_seconds": 60}):
