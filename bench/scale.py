@@ -38,7 +38,7 @@ from bench import scale_seed, stack  # noqa: E402
 from bench.stack import ROOT, cpu_seconds, memory_kib, payload, run_bounded  # noqa: E402
 
 from followthrough.api.routes.approvals import may_decide  # noqa: E402
-from followthrough.api.task_queries import _ORDER_BY, TaskFilter, TaskOrder  # noqa: E402
+from followthrough.services.task_queries import _ORDER_BY, TaskFilter, TaskOrder  # noqa: E402
 from followthrough.database import create_engine, is_sqlite  # noqa: E402
 from followthrough.domain.lifecycle import TaskStatus  # noqa: E402
 from followthrough.migrate import upgrade  # noqa: E402

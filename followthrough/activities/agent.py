@@ -17,8 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.client import Client
@@ -35,8 +33,12 @@ from followthrough.domain.lifecycle import TaskMode
 from followthrough.outbound import OutboundRefused
 from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
 from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.services.errors import Invalid, ServiceError, jsonable
+from followthrough.services.requests import TaskCreate
+from followthrough.services.task_creation import TaskCreator
 from followthrough.settings import Settings
 from followthrough.task_secrets import task_secrets_for
+from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import DraftContext, TaskType
 
 # Every answer the model may read: statuses 2xx-4xx come back to it; 5xx and timeouts are retried first.
@@ -201,12 +203,6 @@ class AgentActivities:
                               detail={k: result.get(k) for k in ("message_id", "status", "duplicate")})
 
     async def _create_subtask(self, request: ToolCallRequest) -> ToolCallResult:
-        # Imported here: the API's creation path is only needed by the worker, not by the workflow sandbox.
-        from followthrough.api.errors import ApiError
-        from followthrough.api.schemas import TaskCreate
-        from followthrough.api.task_creation import TaskCreator
-        from followthrough.tasktypes import UnknownTaskType, get_type
-
         args = request.arguments
         if args["type"] not in request.subtask_types or args["type"] in SUBTASK_TYPES_REFUSED:
             allowed = ", ".join(t for t in request.subtask_types if t not in SUBTASK_TYPES_REFUSED) or "none"
@@ -242,11 +238,13 @@ class AgentActivities:
             # Charged to the tenant's creation rate and cap on tasks in flight like a POST /tasks (not again when
             # a retried call repeats it: the task id is the same).
             created = await creator.create(body, actor, task_id=task_id)
-        except RequestValidationError as err:
-            return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable_encoder(err.errors()))}",
+        except Invalid as err:
+            if err.errors is None:
+                return ToolCallResult(output=f"error: {err.message}", detail={"error": err.message})
+            return ToolCallResult(output=f"error: the task is invalid: {_json(jsonable(err.errors))}",
                                   detail={"error": "invalid"})
-        except ApiError as err:
-            return ToolCallResult(output=f"error: {err.detail}", detail={"error": err.detail})
+        except ServiceError as err:
+            return ToolCallResult(output=f"error: {err.message}", detail={"error": err.message})
         except ValueError as err:  # pydantic's ValidationError of the body
             return ToolCallResult(output=f"error: the task is invalid: {err}", detail={"error": "invalid"})
         return ToolCallResult(output=_json({"task_id": created.id, "status": "started", "mode": body.mode}),

@@ -5,13 +5,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from followthrough.api.schemas import ApprovalPolicy, RetryOverride, SlaIn, StorableBody, _either_case
 from followthrough.cron import InvalidCron, check_cron, check_timezone
 from followthrough.domain.lifecycle import Priority, TaskMode
+from followthrough.services.requests import ApprovalPolicy, RetryOverride, SlaIn, StorableBody, either_case
 
 VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
-_CONFIG = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid", str_strip_whitespace=True)
+_CONFIG = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid", str_strip_whitespace=True)
 
 
 class TaskDefaults(StorableBody):

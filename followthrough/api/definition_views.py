@@ -3,9 +3,9 @@
 from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleDescription
 
 from followthrough.api.definition_schemas import DefinitionLinks, DefinitionPublic, ScheduledRunPublic, SchedulePublic
-from followthrough.api.definitions import used_variables
-from followthrough.api.views import API_PREFIX
 from followthrough.schedules import schedule_id_for
+from followthrough.services.definitions import used_variables
+from followthrough.services.results import API_PREFIX
 from followthrough.settings import Settings
 from followthrough.tables import TaskDefinition
 

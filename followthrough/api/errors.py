@@ -1,4 +1,5 @@
-"""Error responses: JSON with a short ``detail``; Temporal failures mapped by type."""
+"""Error responses: JSON with a short ``detail``; the services' refusals (followthrough/services/errors.py)
+and Temporal failures mapped by type."""
 
 import logging
 import math
@@ -10,9 +11,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+
+from followthrough.services import errors as service
 
 log = logging.getLogger("followthrough.api")
 
@@ -59,20 +60,27 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, f"{what} {ident!r} not found")
 
 
-def update_refused(err: WorkflowUpdateFailedError) -> ApiError:
-    """The workflow's validator refused the decision: 403 for someone not allowed to decide, else 409."""
-    cause = err.cause
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-    forbidden = isinstance(cause, ApplicationError) and cause.type == "NotAllowed"
-    return ApiError(403 if forbidden else 409, message)
+_STATUS: dict[type[service.ServiceError], int] = {
+    service.NotFound: 404, service.Forbidden: 403, service.Conflict: 409, service.Invalid: 422,
+    service.TooManyRequests: 429, service.Unavailable: 503,
+}
 
 
-def decision_failure(err: RPCError, status: str) -> Exception:
-    """An RPC error answering a decision on an existing task, as the error to raise."""
-    if err.status == RPCStatusCode.NOT_FOUND:
-        # The workflow has already closed: the task exists but can take no decision.
-        return ApiError(409, f"task is already {status}" if status else "task has already finished")
-    return err
+def status_of(err: service.ServiceError) -> int:
+    """The HTTP status a service's refusal is answered with."""
+    return next((status for kind, status in _STATUS.items() if isinstance(err, kind)), 500)
+
+
+def headers_of(err: service.ServiceError) -> dict[str, str] | None:
+    retry_after = getattr(err, "retry_after", None)
+    return None if retry_after is None else {"Retry-After": str(retry_after)}
+
+
+def detail_of(err: service.ServiceError) -> Any:
+    """What ``detail`` says: the located errors of invalid input, else the sentence."""
+    if isinstance(err, service.Invalid) and err.errors is not None:
+        return jsonable_encoder(err.errors)
+    return err.message
 
 
 def _json_safe(value: Any) -> Any:
@@ -111,6 +119,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(service.ServiceError)
+    async def _refused(_request: Request, exc: service.ServiceError) -> JSONResponse:
+        if isinstance(exc, service.Invalid) and exc.errors is not None:
+            return JSONResponse({"detail": _json_safe(detail_of(exc))}, status_code=422)
+        return JSONResponse({"detail": exc.message, **exc.extra}, status_code=status_of(exc),
+                            headers=headers_of(exc))
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

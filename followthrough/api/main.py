@@ -16,10 +16,10 @@ from followthrough.api.middleware import LimitBodySize, RefuseNulInUrl
 from followthrough.api.same_origin import RefuseCrossSiteRequests
 from followthrough.api.security_headers import SecurityHeaders
 from followthrough.api.tenancy import tenant_guard
-from followthrough.api.views import API_PREFIX
 from followthrough import connectors, logs, outbound, render_pool, tracing
 from followthrough.approval_links import generated_key_warning
 from followthrough.database import create_engine, session_factory
+from followthrough.services.results import API_PREFIX
 from followthrough.settings import Settings, get_settings
 from followthrough.temporal_client import connect
 

@@ -1,181 +1,21 @@
-"""Request and response models of the HTTP API (the Create / Public / ListPublic family)."""
+"""Request and response models of the HTTP API (the Create / Public / ListPublic family). The requests
+operations take are in followthrough/services/requests.py, what they answer with in services/results.py."""
 
-import math
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    AliasGenerator,
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from followthrough.domain.approver_ids import ApproverId
-from followthrough.domain.lifecycle import Priority, TaskMode
-
-MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
-MAX_DUE_AHEAD = timedelta(days=10 * 365)
-
-def storable(value: Any, where: str = "body") -> Any:
-    """Refuse what JSON parsing lets through but no database column can hold."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{where}: text must not contain NUL characters")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where}: numbers must be finite")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            storable(key, where)
-            storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            storable(item, f"{where}[{index}]")
-    return value
-
-
-class StorableBody(BaseModel):
-    """A request body whose every string and number can be stored as given."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: Any) -> Any:
-        return storable(data)
-
-
-# Clients may send snake_case or the seeds' camelCase (ownerId, subjectRefId, dueAt, ...).
-_either_case = AliasGenerator(validation_alias=lambda name: AliasChoices(name, to_camel(name)))
-
-
-class RetryOverride(StorableBody):
-    """Per-task overrides of the type's retry policy for the send step."""
-
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid")
-
-    max_attempts: int | None = Field(None, ge=1, le=100)
-    initial_interval_seconds: float | None = Field(None, gt=0, le=3600)
-    backoff_coefficient: float | None = Field(None, ge=1, le=10)
-    maximum_interval_seconds: float | None = Field(None, gt=0, le=24 * 3600)
-
-
-class ApprovalPolicy(StorableBody):
-    """Who may decide a task — user ids, and holders of team roles (none of either: anyone) —
-    and how many of them must approve."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    approvers: list[ApproverId] = Field(default_factory=list, max_length=50)
-    roles: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]] = Field(
-        default_factory=list, max_length=20, description="Team roles whose holders may decide, e.g. finance.")
-    required: int = Field(1, ge=1, le=50)
-
-    @model_validator(mode="after")
-    def _enough(self) -> "ApprovalPolicy":
-        if self.approvers and not self.roles and self.required > len(set(self.approvers)):
-            raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(set(self.approvers))})")
-        return self
-
-
-class SlaIn(StorableBody):
-    """While a decision is awaited: remind after T1, escalate after T2, act at the deadline."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    remind_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
-    escalate_after_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT)
-    escalate_to: list[ApproverId] = Field(default_factory=list, max_length=50)
-    on_deadline: Literal["expire", "reject", "approve"] = "expire"
-
-    @model_validator(mode="after")
-    def _escalation_has_people(self) -> "SlaIn":
-        if self.escalate_after_seconds and not self.escalate_to:
-            raise ValueError("escalate_after_seconds needs escalate_to: whom to escalate to")
-        return self
-
-
-def _utc_within_range(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    if value - datetime.now(timezone.utc) > MAX_DUE_AHEAD:
-        raise ValueError("due_at must be within 10 years from now")
-    return value
-
-
-class TaskCreate(StorableBody):
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
-                              str_strip_whitespace=True)
-
-    type: str = Field(min_length=1, max_length=128, examples=["invoice_follow_up"])
-    title: str | None = Field(None, min_length=1, max_length=500,
-                              description="Defaults to the type and subject.")
-    mode: TaskMode | None = Field(None, description="suggest, review, assisted, autonomous or manual "
-                                  "(SUGGESTION, ASSISTED, AUTONOMOUS, semi_automated, fully_automated are "
-                                  "accepted too). Defaults to the type's mode. No looser than the tenant's policy "
-                                  "for the type allows (FOLLOWTHROUGH_MODE_LIMITS).")
-    payload: dict[str, Any] = Field(default_factory=dict)
-    priority: Priority = Priority.NORMAL
-    owner_type: str | None = Field(None, max_length=64)
-    owner_id: str | None = Field(None, max_length=128)
-    subject_ref_type: str | None = Field(None, max_length=64)
-    subject_ref_id: str | None = Field(None, max_length=256)
-    source: str | None = Field(None, max_length=128)
-    due_at: datetime | None = Field(None, description="ISO 8601; without an offset it is taken as UTC.")
-    tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
-    approval_timeout_seconds: int | None = Field(None, gt=0, le=MAX_APPROVAL_TIMEOUT,
-                                                 description="How long to wait for a decision; default 24 h.")
-    retry: RetryOverride | None = Field(None, description="Overrides of the type's retry policy for sending: "
-                                        "max_attempts and maximum_interval_seconds at most the type's.")
-    approval: ApprovalPolicy | None = Field(None, description="Who may decide, and how many approvals it takes.")
-    sla: SlaIn | None = Field(None, description="Reminders, escalation and the deadline's action; "
-                                                "defaults to the type's.")
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode(cls, value: Any) -> Any:
-        return TaskMode.parse(value) if isinstance(value, str) else value
-
-    @field_validator("priority", mode="before")
-    @classmethod
-    def _priority(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("due_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc_within_range(value)
+from followthrough.services.requests import StorableBody, either_case, utc_within_range
+from followthrough.services.results import BatchItemResult, TaskLinks
 
 
 class BatchCreate(StorableBody):
     items: list[dict[str, Any]] = Field(min_length=1, description="Task bodies, as for POST /tasks.")
 
 
-class BatchItemResult(BaseModel):
-    index: int
-    status_code: int
-    id: str | None = None
-    workflow_id: str | None = None
-    detail: Any = None
-
-
 class BatchResult(BaseModel):
     items: list[BatchItemResult]
-
-
-class TaskLinks(BaseModel):
-    self: str
-    events: str
-    temporal_ui: str
-
-
-class TaskCreated(BaseModel):
-    id: str
-    status: str
-    workflow_id: str
-    links: TaskLinks
 
 
 class TaskPublic(BaseModel):
@@ -286,7 +126,7 @@ class TaskEventListPublic(BaseModel):
 
 
 class _Decision(StorableBody):
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
     actor_id: str | None = Field(None, min_length=1, max_length=128,
@@ -328,7 +168,7 @@ class RescheduleBody(_Decision):
     @field_validator("due_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return _utc_within_range(value)
+        return utc_within_range(value)
 
 
 class PauseBody(_Decision):
@@ -377,7 +217,7 @@ NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed"
 
 
 class SubscriptionCreate(StorableBody):
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
     tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")

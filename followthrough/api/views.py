@@ -1,17 +1,19 @@
-"""Turning mirror rows into API responses."""
+"""Turning mirror rows and the services' answers into API responses."""
 
-from followthrough.api.schemas import TaskEventPublic, TaskLinks, TaskPublic
-from followthrough.naming import temporal_ui_link
+from fastapi.responses import JSONResponse
+
+from followthrough.api.schemas import TaskEventPublic, TaskPublic
+from followthrough.services.idempotency import StoredResponse
+from followthrough.services.results import TaskCreated, task_links
 from followthrough.settings import Settings
 from followthrough.tables import Task, TaskEvent
 
-API_PREFIX = "/api/v1"
 
-
-def task_links(settings: Settings, task_id: str, workflow_id: str) -> TaskLinks:
-    base = f"{settings.effective_public_url}{API_PREFIX}/tasks/{task_id}"
-    return TaskLinks(self=base, events=f"{base}/events",
-                     temporal_ui=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, workflow_id))
+def created_or_replayed(answer: TaskCreated | StoredResponse) -> TaskCreated | JSONResponse:
+    """A creation's answer; under an Idempotency-Key already answered, the first answer, marked replayed."""
+    if isinstance(answer, StoredResponse):
+        return JSONResponse(answer.body, status_code=answer.status_code, headers={"Idempotent-Replayed": "true"})
+    return answer
 
 
 def task_public(settings: Settings, row: Task) -> TaskPublic:

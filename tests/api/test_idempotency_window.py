@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from followthrough.api import idempotency
+from followthrough.services import idempotency
 from tests.conftest import Stack
 from tests.helpers import task_body, until_status
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from followthrough.api.definitions import DefinitionRunner
+from followthrough.services.definitions import DefinitionRunner
 from followthrough import schedules
 from followthrough.domain.contracts import DefinitionRunResult
 from tests.conftest import Stack

@@ -355,7 +355,7 @@ async def test_a_subject_claimed_by_a_request_that_died_before_starting_its_task
 
     from sqlalchemy import insert
 
-    from followthrough.api.idempotency import dedupe_key
+    from followthrough.services.idempotency import dedupe_key
     from followthrough.tables import TaskDedupe
 
     body = task_body(tenant_id=stack.tenant, mode="suggest")

@@ -13,7 +13,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-import followthrough.api.definitions
+import followthrough.services.definitions
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, until_status
 
@@ -126,7 +126,7 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
     created = await bstack.http.post("/definitions", json=definition(bstack, title=BUSY_LOOPS))
     assert created.status_code == 201, created.text
     started, finished = asyncio.Event(), asyncio.Event()
-    original = followthrough.api.definitions.render
+    original = followthrough.services.definitions.render
 
     def watched(*args, **kwargs):  # either a plain or an async render: it tells when it starts and ends
         started.set()
@@ -142,7 +142,7 @@ async def test_other_requests_are_answered_while_a_hostile_render_runs(bstack: S
         finally:
             finished.set()
 
-    monkeypatch.setattr(followthrough.api.definitions, "render", watched)
+    monkeypatch.setattr(followthrough.services.definitions, "render", watched)
     hostile = asyncio.create_task(bstack.http.post(f"/definitions/{created.json()['id']}/run",
                                                    json={"variables": BUSY_VARIABLES}))
     await started.wait()

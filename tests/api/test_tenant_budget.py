@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough.api.definitions import DefinitionRunner
+from followthrough.services.definitions import DefinitionRunner
 from tests.api.test_llm_drafting import llm  # noqa: F401 - fixture
 from tests.conftest import running_stack
 from tests.helpers import eventually, task_body, until_status

@@ -20,9 +20,8 @@ from temporalio.service import RPCError
 
 from followthrough.api.auth import require
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
-from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND
+from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND, detail_of, status_of
 from followthrough.api.lookups import task_row_or_404
-from followthrough.api.routes.task_decisions import _decide
 from followthrough import approval_links
 from followthrough.domain.approver_ids import ApproverId
 from followthrough.principals import Role
@@ -30,6 +29,8 @@ from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToke
 from followthrough.domain.contracts import ApprovalDecision, Rejection
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.mirror import insert_ignoring_duplicates
+from followthrough.services.decisions import decide
+from followthrough.services.errors import Conflict, Forbidden, ServiceError
 from followthrough.tables import Approval, ApprovalLinkUse, Task
 
 router = APIRouter(tags=["approval links"], responses=NOT_FOUND | CONFLICT)
@@ -253,19 +254,19 @@ async def use_approval_link(token: str, request: Request, session: SessionDep, s
                 if link.decision == "approve"
                 else Rejection(actor_id=link.approver, reason=reason or "", approval_id=link.approval_id))
     try:
-        ack = await _decide(session, temporal, link.task_id, link.decision, arg)
-    except ApiError as err:
-        if err.status_code not in (403, 409):
+        ack = await decide(session, temporal, link.task_id, link.decision, arg)
+    except ServiceError as err:
+        if not isinstance(err, (Forbidden, Conflict)):
             await _release(session, link.nonce)
         task = await _fresh_task(session, link.task_id)
-        if err.status_code == 409:
+        if isinstance(err, Conflict):
             approval = await _open_approval(session, link.task_id)
             decided = approval is not None and approval.status != "pending"
-            outcome = _outcome(task, approval) if decided else f"The decision was not taken: {err.detail}."
+            outcome = _outcome(task, approval) if decided else f"The decision was not taken: {err.message}."
             return _page(409, "Nothing to decide", outcome, error=True, task=task)
-        if err.status_code == 403:
+        if isinstance(err, Forbidden):
             return _page(403, "Not allowed", f"{link.approver} may not decide this task.", error=True, task=task)
-        return _page(err.status_code, "Not done", err.detail, error=True, task=task)
+        return _page(status_of(err), "Not done", detail_of(err), error=True, task=task)
     except RPCError:
         await _release(session, link.nonce)
         return _page(503, "Try again shortly", "The decision could not be taken just now; the link still works.",

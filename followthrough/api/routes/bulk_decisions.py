@@ -14,13 +14,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from followthrough.api.auth import PrincipalDep, acting_as, require
 from followthrough.api.tenancy import listing_tenant
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
-from followthrough.api.errors import ApiError
-from followthrough.api.routes.task_decisions import decide_row
-from followthrough.api.schemas import StorableBody, _either_case
-from followthrough.api.task_queries import TaskFilter
+from followthrough.api.errors import detail_of, status_of
 from followthrough.principals import Role
 from followthrough.domain.contracts import ApprovalDecision, Rejection
 from followthrough.domain.lifecycle import TaskStatus
+from followthrough.services.decisions import decide_row
+from followthrough.services.errors import ServiceError
+from followthrough.services.requests import StorableBody, either_case
+from followthrough.services.task_queries import TaskFilter
 from followthrough.tables import Approval, Task
 
 log = logging.getLogger("followthrough.api")
@@ -41,7 +42,7 @@ TaskId = Annotated[str, StringConstraints(min_length=1, max_length=36)]
 class BulkFilter(StorableBody):
     """Which waiting tasks to decide; at least one criterion, so nothing is decided wholesale by accident."""
 
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
     tenant_id: str | None = Field(None, min_length=1, max_length=128)
@@ -62,7 +63,7 @@ class BulkFilter(StorableBody):
 
 
 class BulkDecisionBody(StorableBody):
-    model_config = ConfigDict(alias_generator=_either_case, populate_by_name=True, extra="forbid",
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
 
     filter: BulkFilter
@@ -184,8 +185,8 @@ async def _one(temporal: TemporalDep, row, update: str, arg: object,  # type: ig
                timeout: timedelta) -> BulkDecisionItem:
     try:
         ack = await decide_row(temporal, row, update, arg, timeout=timeout)
-    except ApiError as err:
-        return BulkDecisionItem(task_id=row.id, status_code=err.status_code, detail=err.detail)
+    except ServiceError as err:
+        return BulkDecisionItem(task_id=row.id, status_code=status_of(err), detail=detail_of(err))
     except RPCError as err:  # one task's trouble must not hide what was already decided
         if err.status in _UNAVAILABLE:
             return BulkDecisionItem(task_id=row.id, status_code=503,

@@ -22,17 +22,18 @@ from followthrough.api.definition_schemas import (
     Tag,
 )
 from followthrough.api.definition_views import definition_public
-from followthrough.api.definitions import DefinitionRunner, check
 from followthrough.api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, CONFLICT, LIMITED, NOT_FOUND
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
-from followthrough.api.schedule_sync import definition_or_404, forget_schedule, sync_schedule
-from followthrough.api.schemas import TaskCreated, TaskListPublic
-from followthrough.api.task_creation import invalid
-from followthrough.api.task_queries import TaskFilter, TaskOrder, list_tasks
-from followthrough.api.views import task_public
+from followthrough.api.schemas import TaskListPublic
+from followthrough.api.views import created_or_replayed, task_public
 from followthrough import schedules
 from followthrough.principals import Role
+from followthrough.services.definitions import DefinitionRunner, check
+from followthrough.services.errors import invalid
+from followthrough.services.results import TaskCreated
+from followthrough.services.schedule_sync import definition_or_404, forget_schedule, sync_schedule
+from followthrough.services.task_queries import TaskFilter, TaskOrder, list_tasks
 from followthrough.tables import TaskDefinition
 
 log = logging.getLogger("followthrough.api")
@@ -186,8 +187,8 @@ async def run_definition(
     row = await definition_or_404(session, definition_id)
     await session.close()  # creating the task may take a moment; hold no connection meanwhile
     body = body or DefinitionRun()
-    return await DefinitionRunner(settings, temporal, engine).run(row, body.variables, body.due_at, actor,
-                                                                  idempotency_key)
+    return created_or_replayed(await DefinitionRunner(settings, temporal, engine).run(
+        row, body.variables, body.due_at, actor, idempotency_key))
 
 
 @router.get("/{definition_id}/runs", dependencies=[require(Role.VIEWER)], response_model=TaskListPublic)

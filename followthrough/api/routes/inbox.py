@@ -33,9 +33,8 @@ from temporalio.service import RPCError
 
 from followthrough.api import streams
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
-from followthrough.api.errors import ApiError
+from followthrough.api.errors import ApiError, detail_of, status_of
 from followthrough.api.routes.approvals import may_decide
-from followthrough.api.routes.task_decisions import _decide
 from followthrough.domain.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough import inbox_sessions
@@ -43,6 +42,8 @@ from followthrough.domain import approver_ids
 from followthrough.api_keys import principal_for
 from followthrough.naming import temporal_ui_link
 from followthrough.principals import Role
+from followthrough.services import decisions
+from followthrough.services.errors import Conflict, Forbidden, ServiceError
 from followthrough.settings import Settings
 from followthrough.tables import Approval, ApprovalDecisionRecord, Task
 
@@ -458,13 +459,13 @@ async def decide(task_id: str, request: Request, session: SessionDep, settings: 
         return await failed(422, "Choose approve, reject or mark done.")
 
     try:
-        ack = await _decide(session, temporal, task_id, action, arg)
-    except ApiError as err:
-        if err.status_code == 403:
-            return await failed(403, f"{actor} may not decide “{task.title}”: {err.detail}")
-        if err.status_code == 409:
-            return await failed(409, f"“{task.title}” was not decided: {err.detail}")
-        return await failed(err.status_code, str(err.detail))
+        ack = await decisions.decide(session, temporal, task_id, action, arg)
+    except ServiceError as err:
+        if isinstance(err, Forbidden):
+            return await failed(403, f"{actor} may not decide “{task.title}”: {err.message}")
+        if isinstance(err, Conflict):
+            return await failed(409, f"“{task.title}” was not decided: {err.message}")
+        return await failed(status_of(err), str(detail_of(err)))
     except RPCError:
         return await failed(503, "The decision could not be taken just now; please try again shortly.")
 

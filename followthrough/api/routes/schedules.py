@@ -10,9 +10,9 @@ from followthrough.api.definition_schemas import ScheduleNote, SchedulePublic
 from followthrough.api.definition_views import schedule_public
 from followthrough.api.deps import ActorDep, SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND
-from followthrough.api.schedule_sync import definition_or_404, forget_schedule, scheduled_or_409
 from followthrough import schedules
 from followthrough.principals import Role
+from followthrough.services.schedule_sync import definition_or_404, forget_schedule, scheduled_or_409
 from followthrough.tables import TaskDefinition
 
 router = APIRouter(prefix="/definitions/{definition_id}/schedule", tags=["schedules"],

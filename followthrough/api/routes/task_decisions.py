@@ -1,17 +1,13 @@
 """/tasks/{id}/…: the decisions a person can take on a task (approve, reject, complete, cancel,
 reschedule, pause, resume), and its retry."""
 
-import logging
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.api.auth import PrincipalDep, acting_as, demand, require
 from followthrough.api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
-from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND, decision_failure, update_refused
+from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND
 from followthrough.api.lookups import task_row_or_404
 from followthrough.api.schemas import (
     ApproveBody,
@@ -22,68 +18,16 @@ from followthrough.api.schemas import (
     RejectBody,
     RescheduleBody,
     StatusPatch,
-    TaskCreated,
 )
-from followthrough.api.task_creation import TaskCreator
-from followthrough.domain.contracts import (
-    ApprovalDecision,
-    CancelRequest,
-    Completion,
-    DecisionAck,
-    PauseRequest,
-    Rejection,
-    RescheduleRequest,
-    TaskOutcome,
-)
+from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Completion, PauseRequest, Rejection,
+                                     RescheduleRequest)
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.principals import Principal, Role
+from followthrough.services.decisions import decide
+from followthrough.services.results import TaskCreated
+from followthrough.services.task_creation import TaskCreator
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=NOT_FOUND | CONFLICT)
-
-_UPDATE_TIMEOUT = timedelta(seconds=30)
-log = logging.getLogger("followthrough.api")
-
-
-async def _decide(session: SessionDep, temporal: TemporalDep, task_id: str, update: str, arg: Any) -> DecisionAck:
-    return await decide_row(temporal, await task_row_or_404(session, task_id), update, arg)
-
-
-async def decide_row(temporal: TemporalDep, row: Any, update: str, arg: Any,
-                     timeout: timedelta = _UPDATE_TIMEOUT) -> DecisionAck:
-    """The decision as a Workflow Update on the task ``row`` names (its id, workflow_id, status, tenant_id)."""
-    handle = temporal.get_workflow_handle(row.workflow_id)
-    try:
-        ack = await handle.execute_update(update, arg, result_type=DecisionAck, rpc_timeout=timeout)
-    except WorkflowUpdateFailedError as err:
-        raise update_refused(err) from err
-    except RPCError as err:
-        # An update that raced the workflow's end (NOT_FOUND once closed; aborted as it closed, which the
-        # server reports as UNAVAILABLE) is a decision the task can no longer take: 409 with how it ended.
-        if err.status in _MAYBE_CLOSED:
-            ended = await _ended_as(handle, row.status)
-            if ended is not None:
-                raise ApiError(409, f"task is already {ended}") from err
-        raise decision_failure(err, row.status) from err
-    log.info("task %s: %s by %s, now %s", row.id, update, getattr(arg, "actor_id", None) or "-", ack.status,
-             extra={"task_id": row.id, "tenant_id": row.tenant_id, "workflow_id": row.workflow_id})
-    return ack
-
-
-_MAYBE_CLOSED = {RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE, RPCStatusCode.ABORTED}
-
-
-async def _ended_as(handle: WorkflowHandle, mirrored: str) -> str | None:
-    """How the task's workflow ended, or None while it runs (the mirror may lag: ask Temporal)."""
-    try:
-        described = await handle.describe(rpc_timeout=timedelta(seconds=5))
-    except RPCError:
-        return None
-    if described.status in (None, WorkflowExecutionStatus.RUNNING):
-        return None
-    try:
-        return (await handle.result(result_type=TaskOutcome, rpc_timeout=timedelta(seconds=5))).status
-    except Exception:  # noqa: BLE001 - best effort: it ended; the mirror's status says how
-        return mirrored
 
 
 def _who(principal: Principal, named: str | None) -> dict[str, Any]:
@@ -96,14 +40,14 @@ async def approve_task(task_id: str, body: ApproveBody, session: SessionDep, tem
                        principal: PrincipalDep) -> DecisionPublic:
     decision = ApprovalDecision(**_who(principal, body.actor_id), comment=body.comment, subject=body.subject,
                                 body=body.body, approval_id=body.approval_id)
-    ack = await _decide(session, temporal, task_id, "approve", decision)
+    ack = await decide(session, temporal, task_id, "approve", decision)
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
 @router.post("/{task_id}/reject", response_model=DecisionPublic, dependencies=[require(Role.APPROVER)])
 async def reject_task(task_id: str, body: RejectBody, session: SessionDep, temporal: TemporalDep,
                       principal: PrincipalDep) -> DecisionPublic:
-    ack = await _decide(session, temporal, task_id, "reject",
+    ack = await decide(session, temporal, task_id, "reject",
                         Rejection(**_who(principal, body.actor_id), reason=body.reason,
                                   approval_id=body.approval_id))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
@@ -114,7 +58,7 @@ async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep
                         body: CompleteBody | None = None) -> DecisionPublic:
     """Mark a manual task done, with an optional result."""
     body = body or CompleteBody()
-    ack = await _decide(session, temporal, task_id, "complete",
+    ack = await decide(session, temporal, task_id, "complete",
                         Completion(**_who(principal, body.actor_id), comment=body.comment, result=body.result))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
@@ -153,7 +97,7 @@ async def retry_task(task_id: str, settings: SettingsDep, session: SessionDep, t
 async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
                       body: CancelBody | None = None) -> DecisionPublic:
     body = body or CancelBody()
-    ack = await _decide(session, temporal, task_id, "cancel",
+    ack = await decide(session, temporal, task_id, "cancel",
                         CancelRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     if ack.status != TaskStatus.CANCELLED.value:
         raise ApiError(409, f"task was {ack.status} before the cancellation took effect")
@@ -164,7 +108,7 @@ async def cancel_task(task_id: str, session: SessionDep, temporal: TemporalDep, 
 async def reschedule_task(task_id: str, body: RescheduleBody, session: SessionDep, temporal: TemporalDep,
                           principal: PrincipalDep) -> DecisionPublic:
     """Move the due time of a task still waiting for it (409 once it has started)."""
-    ack = await _decide(session, temporal, task_id, "reschedule",
+    ack = await decide(session, temporal, task_id, "reschedule",
                         RescheduleRequest(due_at=body.due_at, actor_id=acting_as(principal, body.actor_id),
                                           reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
@@ -175,7 +119,7 @@ async def pause_task(task_id: str, session: SessionDep, temporal: TemporalDep, p
                      body: PauseBody | None = None) -> DecisionPublic:
     """Hold the task before its next step (a step under way finishes first) until it is resumed."""
     body = body or PauseBody()
-    ack = await _decide(session, temporal, task_id, "pause",
+    ack = await decide(session, temporal, task_id, "pause",
                         PauseRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
@@ -185,6 +129,6 @@ async def resume_task(task_id: str, session: SessionDep, temporal: TemporalDep, 
                       body: PauseBody | None = None) -> DecisionPublic:
     """Let a paused task go on from where it was held."""
     body = body or PauseBody()
-    ack = await _decide(session, temporal, task_id, "resume",
+    ack = await decide(session, temporal, task_id, "resume",
                         PauseRequest(actor_id=acting_as(principal, body.actor_id), reason=body.reason))
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)

@@ -1,38 +1,42 @@
 """/tasks: create, list, read and the events of tasks."""
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
+from fastapi.encoders import jsonable_encoder
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from followthrough.api import limits
 from followthrough.api.auth import PrincipalDep, require
 from followthrough.api.tenancy import listing_tenant, tenant_for
 from followthrough.api.deps import ActorDep, EngineDep, SessionDep, SettingsDep, TemporalDep
-from followthrough.api.errors import LIMITED, NOT_FOUND
+from followthrough.api.errors import LIMITED, NOT_FOUND, ApiError, detail_of, status_of
 from followthrough.api.lookups import task_row_or_404
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from followthrough.api.schemas import (
     BatchCreate,
     BatchResult,
     SubtaskListPublic,
-    TaskCreate,
-    TaskCreated,
     TaskEventListPublic,
     TaskListPublic,
     TaskPublic,
     TaskRunPublic,
     TaskStatsPublic,
 )
-from followthrough.api.task_creation import TaskCreator
-from followthrough.api.task_creation import invalid as _invalid
-from followthrough.api.task_queries import TaskFilter, TaskOrder, list_tasks
-from followthrough.api.views import event_public, task_public
+from followthrough.api.views import created_or_replayed, event_public, task_public
 from followthrough.principals import Role
 from followthrough.domain.lifecycle import TaskStatus
+from followthrough.services import limits
+from followthrough.services.errors import Invalid, ServiceError
+from followthrough.services.errors import invalid as _invalid
+from followthrough.services.requests import TaskCreate
+from followthrough.services.results import BatchItemResult, TaskCreated
+from followthrough.services.task_creation import TaskCreator
+from followthrough.services.task_queries import TaskFilter, TaskOrder, list_tasks
 from followthrough.tables import Approval, Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")
@@ -54,7 +58,7 @@ async def create_task(
     creator = TaskCreator(settings, temporal, engine)
     if idempotency_key is None:
         return await creator.create(body, actor)
-    return await creator.create_once(body, actor, idempotency_key)
+    return created_or_replayed(await creator.create_once(body, actor, idempotency_key))
 
 
 @router.post("/batch", response_model=BatchResult, dependencies=[require(Role.SUBMITTER)], responses=LIMITED)
@@ -69,11 +73,30 @@ async def create_tasks(body: BatchCreate, settings: SettingsDep, temporal: Tempo
     wanted, listed = creator.batch_charge(body.items, actor, place)
     hold = await limits.admit(settings, engine, wanted)
     try:
-        results = [await creator.create_item(i, item, actor, place, admitted=True)
-                   for i, item in enumerate(body.items)]
+        results = [await _create_item(creator, i, item, actor, place) for i, item in enumerate(body.items)]
     finally:
         await creator.release(hold, listed)
     return BatchResult(items=results)
+
+
+async def _create_item(creator: TaskCreator, index: int, raw: dict[str, Any], actor: str,
+                       tenant: Callable[[TaskCreate], str]) -> BatchItemResult:
+    """One batch item, already charged for, answered like a single POST /tasks would be; ``tenant`` places it
+    in the caller's tenant (or refuses it)."""
+    try:
+        body = TaskCreate.model_validate(raw)
+        body.tenant_id = tenant(body)
+        created = await creator.create(body, actor, admitted=True)
+    except ValidationError as err:
+        return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors(include_url=False)))
+    except ServiceError as err:
+        located = isinstance(err, Invalid) and err.errors is not None
+        return BatchItemResult(index=index, status_code=status_of(err), detail=detail_of(err),
+                               id=None if located else err.extra.get("task_id"))
+    except ApiError as err:
+        return BatchItemResult(index=index, status_code=err.status_code, detail=err.detail,
+                               id=err.extra.get("task_id"))  # type: ignore[arg-type]
+    return BatchItemResult(index=index, status_code=201, id=created.id, workflow_id=created.workflow_id)
 
 
 @router.get("", response_model=TaskListPublic, dependencies=[require(Role.VIEWER)])

@@ -9,9 +9,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,12 +19,6 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from followthrough.api import idempotency
-from followthrough.api import limits
-from followthrough.api.limits import check_payload_size
-from followthrough.api.errors import ApiError
-from followthrough.api.schemas import BatchItemResult, TaskCreate, TaskCreated
-from followthrough.api.views import API_PREFIX, task_links
 from followthrough import tenant_budget
 from followthrough.domain import search_attributes
 from followthrough.domain.contracts import SlaPolicy, TaskInput, TaskOrigin
@@ -37,6 +28,11 @@ from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_
 from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.outbound import OutboundPolicy
 from followthrough.run_inputs import input_from, record_of
+from followthrough.services import idempotency, limits
+from followthrough.services.errors import Conflict, Invalid, ServiceError, Unavailable, invalid, located
+from followthrough.services.limits import check_payload_size
+from followthrough.services.requests import TaskCreate
+from followthrough.services.results import API_PREFIX, TaskCreated, task_links
 from followthrough.settings import Settings
 from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
 from followthrough.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
@@ -52,22 +48,18 @@ log = logging.getLogger("followthrough.api")
 # been lost (a deadline passed, the connection dropped). The workflow's id says which.
 _UNCONFIRMED = frozenset({RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED,
                           RPCStatusCode.UNKNOWN})
-_RETRY_SOON = {"Retry-After": "5"}
+_RETRY_SOON = 5  # seconds
 
 
 class StartUnconfirmed(Exception):
     """Temporal did not answer whether the workflow started."""
 
 
-def invalid(loc: tuple[Any, ...], message: str, kind: str = "value_error") -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
-
-
 def refuse_raw_credentials(payload: dict[str, Any]) -> None:
     """422 for credential-named fields anywhere in a payload, saying how to reference a secret instead."""
     pasted = raw_credentials(payload)
     if pasted:
-        raise RequestValidationError([
+        raise located([
             {"type": "raw_credential", "loc": ("body", "payload", *where), "input": None,
              "msg": f"raw credentials are not accepted: {HOW_TO_REFERENCE}"} for where in pasted])
 
@@ -94,7 +86,7 @@ class TaskCreator:
         try:
             payload = task_type.payload_model.model_validate(body.payload)
         except ValidationError as err:
-            raise RequestValidationError([
+            raise located([
                 {"type": e["type"], "loc": ("body", "payload", *e["loc"]), "msg": e["msg"], "input": e.get("input")}
                 for e in err.errors(include_url=False)
             ]) from err
@@ -105,7 +97,7 @@ class TaskCreator:
         self._check_secrets(task_type, payload, body.tenant_id)
         overrides = body.retry.model_dump(exclude_none=True) if body.retry else {}
         if refused := retry_refusals(overrides, task_type.retry):
-            raise RequestValidationError([{"type": "looser_than_policy", "loc": ("body", "retry", name), "msg": msg,
+            raise located([{"type": "looser_than_policy", "loc": ("body", "retry", name), "msg": msg,
                                            "input": overrides[name]} for name, msg in refused.items()])
         mode = self._mode(body, task_type)
         self._check_subtasks(task_type, payload, mode, body.tenant_id, ("payload",))
@@ -136,10 +128,9 @@ class TaskCreator:
             problems = [(path, refusal) for path, (name, url) in refs.items()
                         if (refusal := self.task_secrets.refusal(tenant_id, name, url)) is not None]
         except TaskSecretsFileInvalid:  # logged, with where, by followthrough/task_secrets.py
-            raise ApiError(503, "the task secrets file is invalid; an operator must fix it",
-                           headers={"Retry-After": "30"}) from None
+            raise Unavailable("the task secrets file is invalid; an operator must fix it", retry_after=30) from None
         if problems:
-            raise RequestValidationError([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
+            raise located([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
                                            "msg": refusal, "input": None} for path, refusal in problems])
 
     def _mode(self, body: TaskCreate, task_type: TaskType) -> TaskMode:
@@ -193,11 +184,11 @@ class TaskCreator:
             # for followthrough (most often: its search attributes were never registered).
             if err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
                 log.error("Temporal refused to start task %s: %s", task.task_id, err.message)
-                raise ApiError(503, f"Temporal refused to start the task ({err.message}); is the cluster set up? "
-                                    f"run `followthrough temporal setup`", headers={"Retry-After": "30"}) from err
+                raise Unavailable(f"Temporal refused to start the task ({err.message}); is the cluster set up? "
+                                  f"run `followthrough temporal setup`", retry_after=30) from err
             if err.status == RPCStatusCode.RESOURCE_EXHAUSTED:
-                raise ApiError(503, f"Temporal is too busy to start the task now ({err.message}); retry shortly",
-                               headers=_RETRY_SOON) from err
+                raise Unavailable(f"Temporal is too busy to start the task now ({err.message}); retry shortly",
+                                  retry_after=_RETRY_SOON) from err
             if err.status in _UNCONFIRMED:
                 raise StartUnconfirmed(err.message) from err
             raise
@@ -270,7 +261,7 @@ class TaskCreator:
                 body = TaskCreate.model_validate(raw)
                 body.tenant_id = tenant(body)
                 count = self.tasks_started_by(self.build(body, actor))
-            except (ValidationError, RequestValidationError, ApiError):
+            except (ValidationError, ServiceError):
                 continue
             wanted[body.tenant_id] += count
             listed[body.tenant_id] += count - 1
@@ -283,7 +274,7 @@ class TaskCreator:
         if key is not None:
             holder = await idempotency.claim_subject(self.engine, key, task.task_id, self.window)
             if holder is not None and holder != task.task_id:
-                raise ApiError(409, "a task for this subject and source was created within the idempotency window",
+                raise Conflict("a task for this subject and source was created within the idempotency window",
                                task_id=holder)
         try:
             await self.start(task, workflow_id, once=task_id is not None)
@@ -299,14 +290,14 @@ class TaskCreator:
                 # Unknown: the subject stays claimed, so a plain retry cannot make a second task; if the workflow
                 # did start, it writes its own mirror row.
                 log.warning("start of task %s unconfirmed: %s", task.task_id, err, extra={"task_id": task.task_id})
-                raise ApiError(503, f"Temporal did not confirm the start of the task ({err}); it may have started: "
-                                    f"retry with the same Idempotency-Key, or look for task {task.task_id}",
-                               headers=_RETRY_SOON, task_id=task.task_id) from None
+                raise Unavailable(f"Temporal did not confirm the start of the task ({err}); it may have started: "
+                                  f"retry with the same Idempotency-Key, or look for task {task.task_id}",
+                                  retry_after=_RETRY_SOON, task_id=task.task_id) from None
             if not started:
                 if key is not None:
                     await idempotency.release_subject(self.engine, key, task.task_id)
-                raise ApiError(503, f"Temporal did not start the task ({err}); retry shortly",
-                               headers=_RETRY_SOON) from None
+                raise Unavailable(f"Temporal did not start the task ({err}); retry shortly",
+                                  retry_after=_RETRY_SOON) from None
             # It started; only the answer was lost.
         except BaseException:
             if key is not None:
@@ -330,8 +321,8 @@ class TaskCreator:
         try:
             task_type = get_type(last.type)
         except UnknownTaskType as err:
-            raise ApiError(409, f"this deployment no longer runs {last.type} tasks ({err}); the task cannot be "
-                                f"retried here") from None
+            raise Conflict(f"this deployment no longer runs {last.type} tasks ({err}); the task cannot be "
+                           f"retried here") from None
         # A new run is held to today's policy: an operator who has tightened the mode or the type's retries
         # since, tightens them here; and it never runs looser than the run before it.
         limit = loosest_mode(self.settings, last.tenant_id, last.type)
@@ -348,10 +339,10 @@ class TaskCreator:
         try:
             await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
-            raise ApiError(409, "a new run of this task has already started") from None
+            raise Conflict("a new run of this task has already started") from None
         except StartUnconfirmed as err:
-            raise ApiError(503, f"Temporal did not confirm the new run's start ({err}); look at the task before "
-                                f"retrying it", headers=_RETRY_SOON) from None
+            raise Unavailable(f"Temporal did not confirm the new run's start ({err}); look at the task before "
+                              f"retrying it", retry_after=_RETRY_SOON) from None
         now = datetime.now(timezone.utc)
         async with self.engine.begin() as conn:
             # Unless the new run has already written, the task reads as pending for it.
@@ -379,8 +370,8 @@ class TaskCreator:
             except (TypeError, ValueError) as err:
                 log.error("task %s: its stored run input is unusable: %s", row.id, err,
                           extra={"task_id": row.id, "tenant_id": row.tenant_id})
-                raise ApiError(409, "the task's stored input cannot be read, so it cannot be retried exactly; "
-                                    "create a new task") from None
+                raise Conflict("the task's stored input cannot be read, so it cannot be retried exactly; "
+                               "create a new task") from None
         handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
         try:
             async for event in handle.fetch_history_events():
@@ -388,66 +379,44 @@ class TaskCreator:
                 try:
                     [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
                 except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/codec.py)
-                    raise ApiError(409, "the task's last run was started with unencrypted input, which this "
-                                        "deployment refuses; create a new task") from None
+                    raise Conflict("the task's last run was started with unencrypted input, which this "
+                                   "deployment refuses; create a new task") from None
                 return task
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
-                raise ApiError(409, "the task predates the mirror keeping a run's input, and its last run is no "
-                                    "longer in Temporal (past the namespace's retention), so its input is gone; "
-                                    "create a new task") from None
+                raise Conflict("the task predates the mirror keeping a run's input, and its last run is no "
+                               "longer in Temporal (past the namespace's retention), so its input is gone; "
+                               "create a new task") from None
             if err.status in _UNCONFIRMED | {RPCStatusCode.RESOURCE_EXHAUSTED}:
-                raise ApiError(503, f"Temporal did not answer with the task's last run ({err.message}); retry "
-                                    f"shortly", headers=_RETRY_SOON) from None
+                raise Unavailable(f"Temporal did not answer with the task's last run ({err.message}); retry "
+                                  f"shortly", retry_after=_RETRY_SOON) from None
             raise
-        raise ApiError(409, "the task's last run is no longer in Temporal's history; create a new task")
+        raise Conflict("the task's last run is no longer in Temporal's history; create a new task")
 
     async def create_once(self, body: TaskCreate, actor: str, key: str,
-                          origin: TaskOrigin | None = None) -> TaskCreated | JSONResponse:
-        """``create`` behind an Idempotency-Key: repeats get the first answer, marked as replayed."""
+                          origin: TaskOrigin | None = None) -> TaskCreated | idempotency.StoredResponse:
+        """``create`` behind an Idempotency-Key: repeats get the first answer (a StoredResponse), to be marked
+        as replayed."""
         digest = idempotency.request_hash(body.model_dump(mode="json"))
         try:
             stored = await idempotency.begin(self.engine, body.tenant_id, key, digest, self.window)
         except idempotency.KeyReused:
-            raise ApiError(422, "this Idempotency-Key was already used for a different request") from None
+            raise Invalid("this Idempotency-Key was already used for a different request") from None
         except idempotency.KeyInFlight:
-            raise ApiError(409, "a request with this Idempotency-Key is still being processed; retry shortly") \
-                from None
+            raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly") from None
         if isinstance(stored, idempotency.StoredResponse):
-            return JSONResponse(stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+            return stored
         try:
             # The key's record decides the task's id, so a repeat after the first request died (its process
             # killed between starting the workflow and storing the answer) answers with that task, not a second.
             created = await self.create(body, actor, origin, task_id=stored.task_id)
-        except ApiError as err:
-            if err.status_code == 409:  # a duplicate subject is an answer worth replaying
-                answer = idempotency.StoredResponse(409, {"detail": err.detail, **err.extra})
-                await idempotency.finish(self.engine, body.tenant_id, key, answer)
-            else:
-                await idempotency.finish(self.engine, body.tenant_id, key, None)
+        except Conflict as err:  # a duplicate subject is an answer worth replaying
+            answer = idempotency.StoredResponse(409, {"detail": err.message, **err.extra})
+            await idempotency.finish(self.engine, body.tenant_id, key, answer)
             raise
         except BaseException:
             await idempotency.finish(self.engine, body.tenant_id, key, None)
             raise
         await idempotency.finish(self.engine, body.tenant_id, key,
-                                 idempotency.StoredResponse(201, jsonable_encoder(created)))
+                                 idempotency.StoredResponse(201, created.model_dump(mode="json", by_alias=True)))
         return created
-
-    async def create_item(self, index: int, raw: dict[str, Any], actor: str,
-                          tenant: Callable[[TaskCreate], str] | None = None,
-                          admitted: bool = False) -> BatchItemResult:
-        """One batch item, answered like a single POST /tasks would be; ``tenant`` places it
-        in the caller's tenant (or refuses it); ``admitted``: the batch has been charged for it."""
-        try:
-            body = TaskCreate.model_validate(raw)
-            if tenant is not None:
-                body.tenant_id = tenant(body)
-            created = await self.create(body, actor, admitted=admitted)
-        except ValidationError as err:
-            return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors(include_url=False)))
-        except RequestValidationError as err:
-            return BatchItemResult(index=index, status_code=422, detail=jsonable_encoder(err.errors()))
-        except ApiError as err:
-            return BatchItemResult(index=index, status_code=err.status_code, detail=err.detail,
-                                   id=err.extra.get("task_id"))  # type: ignore[arg-type]
-        return BatchItemResult(index=index, status_code=201, id=created.id, workflow_id=created.workflow_id)

@@ -10,19 +10,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from followthrough.api.errors import ApiError
-from followthrough.api.limits import check_payload_size
-from followthrough.api.schemas import TaskCreate, TaskCreated
-from followthrough.api.task_creation import TaskCreator, invalid, refuse_raw_credentials
 from followthrough.domain.contracts import DefinitionRunResult, TaskOrigin
 from followthrough.database import session_factory
 from followthrough.render_pool import RenderLimits, RenderPoolError, render_trees
+from followthrough.services.errors import Conflict, Invalid, TooManyRequests, Unavailable, invalid, located
+from followthrough.services.idempotency import StoredResponse
+from followthrough.services.limits import check_payload_size
+from followthrough.services.requests import TaskCreate
+from followthrough.services.results import TaskCreated
+from followthrough.services.task_creation import TaskCreator, refuse_raw_credentials
 from followthrough.settings import Settings
 from followthrough.tables import TaskDefinition
 from followthrough.tasktypes import UnknownTaskType, get_type, unserved
@@ -47,7 +47,7 @@ def _check_sizes(settings: Settings, templates: dict[str, Any]) -> None:
     limit = settings.template_max_chars
     long = [(path, len(source)) for path, source in strings(templates) if len(source) > limit]
     if long:
-        raise RequestValidationError([
+        raise located([
             {"type": "template_limit", "loc": ("body", *path), "input": None,
              "msg": f"template is {size} characters, over the limit of {limit} (template_max_chars): send a "
                     "shorter one, or put long text in a variable"} for path, size in long])
@@ -77,14 +77,16 @@ async def check(row: TaskDefinition, settings: Settings, temporal: Client, engin
         return
     missing = sorted(used - set(row.variables))
     if missing:
-        raise RequestValidationError([
+        raise located([
             {"type": "missing_variable", "loc": ("body", "variables", name), "input": None,
              "msg": f"a scheduled definition runs without inputs: give variable {name!r} a default"}
             for name in missing])
     try:
         TaskCreator(settings, temporal, engine).build(await render(row, {}, settings=settings), "check")
-    except RequestValidationError as err:  # located in the definition: here, the request's body
-        raise RequestValidationError(_relocated(err.errors(), "body")) from err
+    except Invalid as err:  # located in the definition: here, the request's body
+        if err.errors is None:
+            raise
+        raise located(_relocated(err.errors, "body")) from err
 
 
 async def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None = None, *,
@@ -100,21 +102,21 @@ async def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetim
                                             ({"payload": row.payload}, True)], values, RenderLimits.of(settings))
         payload = payload["payload"]
     except RenderPoolError as err:
-        raise ApiError(503, f"{err}; try again") from err
+        raise Unavailable(f"{err}; try again") from err
     except MissingVariables as err:
-        raise RequestValidationError([
+        raise located([
             {"type": "missing_variable", "loc": ("body", "variables", name), "input": None,
              "msg": f"variable {name!r} is used by the definition and was not given"} for name in err.names
         ]) from err
     except TemplateProblem as err:
-        raise RequestValidationError([{"type": "template_limit" if err.limit else "template_error",
+        raise located([{"type": "template_limit" if err.limit else "template_error",
                                        "loc": ("definition", *err.path), "msg": err.message, "input": None}]) from err
     body = {"type": row.type, "mode": row.mode, "title": text["title"], "payload": payload,
             "tenant_id": row.tenant_id, "due_at": due_at} | text["defaults"]
     try:
         return TaskCreate.model_validate({k: v for k, v in body.items() if v is not None})
     except ValidationError as err:
-        raise RequestValidationError([
+        raise located([
             {"type": e["type"], "msg": e["msg"], "input": e.get("input"),
              "loc": ("definition", *(("defaults",) if e["loc"][:1] and e["loc"][0] in _DEFAULT_FIELDS else ()),
                      *e["loc"])}
@@ -133,7 +135,7 @@ class DefinitionRunner:
         self.creator = TaskCreator(settings, temporal, engine)
 
     async def run(self, row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None, actor: str,
-                  idempotency_key: str | None = None) -> TaskCreated | JSONResponse:
+                  idempotency_key: str | None = None) -> TaskCreated | StoredResponse:
         """``POST /definitions/{id}/run``: a task from the definition, marked trigger=definition."""
         body = await render(row, variables, due_at, settings=self.settings)
         origin = TaskOrigin(trigger="definition", definition_id=row.id, definition_version=row.version,
@@ -142,8 +144,10 @@ class DefinitionRunner:
             if idempotency_key is None:
                 return await self.creator.create(body, actor, origin)
             return await self.creator.create_once(body, actor, idempotency_key, origin)
-        except RequestValidationError as err:  # the rendered task fails its type
-            raise RequestValidationError(_relocated(err.errors(), "definition")) from err
+        except Invalid as err:  # the rendered task fails its type
+            if err.errors is None:
+                raise
+            raise located(_relocated(err.errors, "definition")) from err
 
     async def run_scheduled(self, definition_id: str, schedule_run_id: str) -> DefinitionRunResult:
         """One firing of a definition's schedule, as the definition is now. Repeatable: the same
@@ -160,11 +164,9 @@ class DefinitionRunner:
         task_id = str(uuid.uuid5(_SCHEDULED_TASKS, schedule_run_id))
         try:
             created = await self.creator.create(body, f"schedule:{row.name}"[:128], origin, task_id=task_id)
-        except ApiError as err:
-            if err.status_code == 429:  # over the tenant's budget: this firing is skipped, and says why
-                return DefinitionRunResult(outcome="refused", detail=err.detail)
-            if err.status_code != 409:
-                raise
+        except TooManyRequests as err:  # over the tenant's budget: this firing is skipped, and says why
+            return DefinitionRunResult(outcome="refused", detail=err.message)
+        except Conflict as err:
             return DefinitionRunResult(outcome="duplicate", task_id=err.extra.get("task_id"),  # type: ignore[arg-type]
-                                       detail=err.detail)
+                                       detail=err.message)
         return DefinitionRunResult(outcome="created", task_id=created.id)

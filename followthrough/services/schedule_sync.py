@@ -1,26 +1,25 @@
 """Keeping a definition's Temporal Schedule in step with the definition, and finding definitions."""
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, ScheduleAlreadyRunningError
 from temporalio.service import RPCError, RPCStatusCode
 
-from followthrough.api.deps import SessionDep
-from followthrough.api.errors import ApiError, not_found
-from followthrough.api.task_creation import invalid
 from followthrough import schedules
+from followthrough.services.errors import Conflict, NotFound, invalid
 from followthrough.settings import Settings
 from followthrough.tables import TaskDefinition
 
 
-async def definition_or_404(session: SessionDep, definition_id: str, deleted_too: bool = False) -> TaskDefinition:
+async def definition_or_404(session: AsyncSession, definition_id: str, deleted_too: bool = False) -> TaskDefinition:
     row = await session.get(TaskDefinition, definition_id) if len(definition_id) <= 36 else None
     if row is None or (row.deleted_at is not None and not deleted_too):
-        raise not_found("definition", definition_id)
+        raise NotFound(f"definition {definition_id!r} not found")
     return row
 
 
 def scheduled_or_409(row: TaskDefinition) -> TaskDefinition:
     if row.cron is None:
-        raise ApiError(409, f"definition {row.id!r} has no schedule; give it a cron expression first")
+        raise Conflict(f"definition {row.id!r} has no schedule; give it a cron expression first")
     return row
 
 

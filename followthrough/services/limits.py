@@ -1,20 +1,15 @@
 """Limits on what a request may ask: payload size, and the tenant's budget for starting tasks (its rate and
-cap on tasks in flight, kept in followthrough/tenant_budget.py) answered as HTTP refusals.
+cap on tasks in flight, kept in followthrough/tenant_budget.py) answered as refusals.
 """
 
 import json
 from collections.abc import Mapping
 
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.api.errors import ApiError
 from followthrough import tenant_budget
+from followthrough.services.errors import ServiceError, TooManyRequests, invalid
 from followthrough.settings import Settings
-
-
-def invalid(loc: tuple[object, ...], message: str, kind: str) -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body", *loc), "msg": message, "input": None}])
 
 
 def check_payload_size(settings: Settings, payload: object, loc: tuple[object, ...] = ("payload",)) -> None:
@@ -38,7 +33,7 @@ async def admit(settings: Settings, engine: AsyncEngine, wanted: Mapping[str, in
         raise refusal(err, loc) from None
 
 
-def refusal(err: tenant_budget.OverBudget, loc: tuple[object, ...]) -> Exception:
+def refusal(err: tenant_budget.OverBudget, loc: tuple[object, ...]) -> ServiceError:
     if err.limit == "rate_burst":
         return invalid(loc, err.message, "rate_burst")
-    return ApiError(429, err.message, headers={"Retry-After": str(err.retry_after)}, limit=err.limit)
+    return TooManyRequests(err.message, retry_after=err.retry_after, limit=err.limit)

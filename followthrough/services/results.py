@@ -1,0 +1,38 @@
+"""What operations answer with: the task created (and the links to it in the API), a batch item's outcome."""
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from followthrough.naming import temporal_ui_link
+from followthrough.settings import Settings
+
+# Where the HTTP API serves its resources; a task's links point there.
+API_PREFIX = "/api/v1"
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status_code: int
+    id: str | None = None
+    workflow_id: str | None = None
+    detail: Any = None
+
+
+class TaskLinks(BaseModel):
+    self: str
+    events: str
+    temporal_ui: str
+
+
+class TaskCreated(BaseModel):
+    id: str
+    status: str
+    workflow_id: str
+    links: TaskLinks
+
+
+def task_links(settings: Settings, task_id: str, workflow_id: str) -> TaskLinks:
+    base = f"{settings.effective_public_url}{API_PREFIX}/tasks/{task_id}"
+    return TaskLinks(self=base, events=f"{base}/events",
+                     temporal_ui=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, workflow_id))
