@@ -1,5 +1,7 @@
-"""The package's layers hold: `lint-imports` checks the contracts in pyproject.toml ([tool.importlinter]), and
-the contracts that name what workflows and the domain may not import name every module there is."""
+"""The package's layers hold: `lint-imports` checks the contracts in pyproject.toml ([tool.importlinter]), among
+them that the services import no FastAPI or Starlette and that neither they, the activities nor the workflows
+import followthrough.api; and the contracts that name what workflows and the domain may not import name every
+module there is."""
 
 import subprocess
 import sys
@@ -15,10 +17,29 @@ def _contracts() -> dict[str, dict]:
     return {c["name"]: c for c in config["contracts"]}
 
 
-def test_the_import_contracts_hold():
+def _lint(*args: str) -> subprocess.CompletedProcess[str]:
     lint = Path(sys.executable).parent / "lint-imports"
-    run = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([str(lint), "--no-cache", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_import_contracts_hold():
+    run = _lint()
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    for name in ("services import no fastapi/starlette",
+                 "activities, services and workflows do not import followthrough.api"):
+        assert f"{name} KEPT" in run.stdout, run.stdout[-4000:]
+
+
+def test_a_contract_the_code_breaks_fails_the_check(tmp_path: Path):
+    # The same analysis with a contract the code does break (the API imports FastAPI) must fail: the check
+    # above reads the real import graph.
+    config = tmp_path / "contracts.toml"
+    config.write_text('[tool.importlinter]\nroot_package = "followthrough"\ninclude_external_packages = true\n\n'
+                      '[[tool.importlinter.contracts]]\nname = "api imports no fastapi"\ntype = "forbidden"\n'
+                      'source_modules = ["followthrough.api"]\nforbidden_modules = ["fastapi"]\n')
+    run = _lint("--config", str(config))
+    assert run.returncode != 0, run.stdout[-4000:]
+    assert "api imports no fastapi BROKEN" in run.stdout, run.stdout[-4000:]
 
 
 def test_the_forbidden_lists_name_every_module_of_the_package():
