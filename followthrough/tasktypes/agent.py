@@ -4,7 +4,7 @@ model options).
 The workflow runs the loop (followthrough/workflows/agent_loop.py): one model call per turn, each tool call it asks
 for as an activity of its own; risky calls wait for a person's approval; the loop ends on a final
 answer or at ``max_turns``. The tools are registered in followthrough/domain/agent_tools.py. ``{{variables}}``
-in the prompt are filled when the task comes from a definition (followthrough/api/definitions.py).
+in the prompt are filled when the task comes from a definition (followthrough/services/definitions.py).
 """
 
 from typing import Literal
