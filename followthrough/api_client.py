@@ -6,7 +6,10 @@ answered with an error, 2 when it could not be reached at all.
 """
 
 import getpass
+import json as jsonlib
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -134,6 +137,78 @@ def get_events(http: httpx.Client, task_id: str) -> list[dict[str, Any]]:
         events.extend(page["items"])
         if page.get("next_offset") is None or not page["items"]:
             return events
+
+
+# The stream sends a keep-alive every 15 s (FOLLOWTHROUGH_STREAM_KEEPALIVE_SECONDS): quiet for longer than this,
+# it is taken as lost and resumed.
+STREAM_READ_SECONDS = 60.0
+
+
+class StreamLost(Exception):
+    """The event stream could not be opened or was cut off; it can be resumed from the last message's id.
+    ``answered``: the API answered (over a cap, 429 or 503) rather than being out of reach."""
+
+    def __init__(self, message: str, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+@dataclass(frozen=True)
+class StreamMessage:
+    """One server-sent message: its ``event`` name, its JSON ``data``, the stream's last ``id`` (the cursor to
+    resume after) and the reconnect delay in ms the stream asked for, if this message carried one."""
+
+    event: str
+    data: Any
+    id: str | None
+    retry: int | None = None
+
+
+def task_stream(http: httpx.Client, task_id: str, last_event_id: str | None = None) -> Iterator[StreamMessage]:
+    """``GET /tasks/{id}/stream`` message by message, after ``last_event_id`` when given (docs/api.md,
+    "Live updates"). An error answer raises ApiFailure; an API out of reach or a cut stream, StreamLost."""
+    base = str(http.base_url).rstrip("/").removesuffix(API_PREFIX)
+    headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_event_id} if last_event_id else {})
+    try:
+        with http.stream("GET", _path(task_id, "/stream"), headers=headers,
+                         timeout=httpx.Timeout(TIMEOUT_SECONDS, read=STREAM_READ_SECONDS)) as response:
+            if not response.is_success:
+                response.read()
+                if response.status_code in (429, 503):  # the API's stream caps: a place frees up shortly
+                    raise StreamLost(error_message(response, task_id), answered=True)
+                raise ApiFailure(error_message(response, task_id))
+            yield from _messages(response.iter_lines(), base)
+    except httpx.TransportError as err:
+        raise StreamLost(f"cannot reach the API at {base} ({err or type(err).__name__})") from err
+
+
+def _messages(lines: Iterable[str], base: str) -> Iterator[StreamMessage]:
+    """The text/event-stream format: ``field: value`` lines, a blank line ending each message, ``:`` comments
+    (the keep-alives). The last id seen carries over to the messages after it, as the format says."""
+    event, data, last_id, retry = "", [], None, None
+    for line in lines:
+        if not line:
+            if data or retry is not None:
+                try:
+                    value = jsonlib.loads("\n".join(data)) if data else None
+                except ValueError as err:
+                    raise ApiFailure(f"{base} streamed a message that is not JSON; is that the followthrough "
+                                     f"API?") from err
+                yield StreamMessage(event or "message", value, last_id, retry)
+            event, data, retry = "", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and value.isdigit():
+            retry = int(value)
 
 
 def _definition_path(definition_id: str, suffix: str = "") -> str:

@@ -356,30 +356,3 @@ async def reconcile(client: Client, engine: AsyncEngine, *, task_queue: str | No
     reconciler = Reconciler(client, engine, task_queue=task_queue, since=since, tenant=tenant,
                             settle_seconds=settle_seconds)
     return await reconciler.run(repair=repair)
-
-
-# ---- output -------------------------------------------------------------------
-
-def _state(view: dict[str, Any] | None) -> str:
-    if view is None:
-        return "-"
-    return f"{view['status']}/{view['stage']}"
-
-
-def render(report: Report) -> str:
-    lines = []
-    if report.drift:
-        header = ("kind", "task", "workflow", "mirror", "temporal", "repaired" if report.repair else "detail")
-        table = [header] + [(d.kind, d.task_id or "-", d.workflow_id, _state(d.mirror), _state(d.temporal),
-                             ("yes" if d.repaired else "no") if report.repair else d.detail)
-                            for d in report.drift]
-        widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
-        lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-    for item in report.unverified:
-        lines.append(f"unverified: {item['workflow_id']}: {item['reason']}")
-    repaired = sum(d.repaired for d in report.drift)
-    summary = f"{report.workflows} workflows checked, {len(report.drift)} drift"
-    if report.repair:
-        summary += f", {repaired} repaired"
-    lines.append(summary)
-    return "\n".join(lines)

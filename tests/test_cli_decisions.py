@@ -55,11 +55,16 @@ class Api:
         return task_id
 
 
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any FOLLOWTHROUGH_ setting, nor one that colours output into a pipe."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("FOLLOWTHROUGH_") and k not in ("FORCE_COLOR", "PY_COLORS")} | (env or {})
+
+
 async def cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Cli:
     """Run the command line in its own process, without blocking the loop the API serves on."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWTHROUGH_")} | (env or {})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "followthrough.cli", *args, cwd=REPO, env=clean,
+        sys.executable, "-m", "followthrough.cli", *args, cwd=REPO, env=cli_env(env),
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)

@@ -32,7 +32,9 @@ async def test_definitions_and_schedules_from_the_command_line(api: Api):  # noq
     assert scheduled.status_code == 200, scheduled.text
     listed = await cli("definitions", "list", "--tenant", tenant, "--api", api.url)
     assert listed.returncode == 0, listed.stderr
-    assert definition_id in listed.stdout and "0 3 1 1 * (UTC, active)  [digest]" in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "TYPE", "SCHEDULE", "TAGS"]
+    assert row.split("  ") == [definition_id, "team-digest", "email", "0 3 1 1 * (UTC, active)", "digest"]
 
     paused = await cli("schedules", "pause", definition_id, "--note", "holidays", "--api", api.url)
     assert paused.returncode == 0, paused.stderr

@@ -1,10 +1,13 @@
 """`followthrough tasks …`, `types` and `status` as a person runs them: a separate process talking to the
 API over real HTTP, with a worker behind it on the dev server, on every configured database."""
 
+import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -13,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough import api_keys
-from tests.conftest import served_api
-from tests.helpers import free_port, get_task, invoice_payload, until_status
-from tests.test_cli_decisions import cli
+from tests.conftest import make_settings, served_api, worker_for
+from tests.helpers import eventually, free_port, get_task, invoice_payload, task_body, until_status
+from tests.reliability.processes import kill, process_env, start
+from tests.test_cli_decisions import REPO, cli, cli_env
 
 
 @dataclass
@@ -170,3 +174,129 @@ async def test_with_a_key_the_commands_see_its_tenant_only(dev_env: WorkflowEnvi
         assert revoked.returncode == 1 and "not valid or has been revoked" in revoked.stderr
         assert "the key in FOLLOWTHROUGH_API_KEY was refused" in revoked.stderr
         assert "followthrough keys create" in revoked.stderr
+
+
+# ---- --follow: the task's events from its event stream ---------------------------------
+
+async def following(*args: str) -> asyncio.subprocess.Process:
+    """`followthrough tasks show ... --follow` running in its own process, its output read as it comes."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "followthrough.cli", "tasks", "show", *args, "--follow", cwd=REPO, env=cli_env(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def read_until(process: asyncio.subprocess.Process, text: str, timeout: float = 30) -> list[str]:
+    """The lines it prints, up to and including the first holding ``text``."""
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or text not in lines[-1]:
+            line = await process.stdout.readline()
+            assert line, f"ended before printing {text!r}: {lines}, {(await process.stderr.read()).decode()}"
+            lines.append(line.decode().rstrip("\n"))
+    return lines
+
+
+def event_types(lines: list[str]) -> list[str]:
+    """The event types of `show`'s event lines, in order."""
+    return [line.split()[2] for line in lines if line.startswith("  ") and line.split()[2:3] and
+            line.split()[2].startswith("TASK_")]
+
+
+async def test_show_follow_prints_each_new_event_once_until_the_task_ends(api: Api, tmp_path: Path):
+    task_id = await api.create(tmp_path)
+    await api.until(task_id, "awaiting_approval")
+    text, as_json = await following(task_id, "--api", api.url), await following(task_id, "--json", "--api", api.url)
+    summary = await read_until(text, "TASK_APPROVAL_REQUESTED")  # the task and its events so far, at once
+    assert summary[1].startswith("status:  awaiting_approval")
+    first = json.loads((await as_json.stdout.readline()).decode())
+    assert (first["id"], first["status"]) == (task_id, "awaiting_approval")
+
+    approved = await api.http.post(f"/tasks/{task_id}/approve", json={"actor_id": "alice", "comment": "fine"})
+    assert approved.status_code == 200, approved.text
+    out, err = await asyncio.wait_for(text.communicate(), timeout=60)  # it ends by itself once the task has
+    assert (text.returncode, err.decode()) == (0, "")
+    followed = out.decode().splitlines()
+    assert followed[-1] == "ended: completed"
+
+    # Every event once, in order: the ones before it started in the summary, the rest as they came.
+    recorded = (await api.http.get(f"/tasks/{task_id}/events")).json()["items"]
+    assert event_types(summary + followed) == [e["type"] for e in recorded]
+    assert "TASK_APPROVED" in event_types(followed) and "TASK_APPROVED" not in event_types(summary)
+    assert next(line for line in followed if "TASK_APPROVED" in line).split()[-2:] == ["comment:", "fine"]
+
+    # With --json, a line for the task, then one for each event after those it had then.
+    out, err = await asyncio.wait_for(as_json.communicate(), timeout=60)
+    assert as_json.returncode == 0, err.decode()
+    streamed = [json.loads(line) for line in out.decode().splitlines()]
+    ids = [e["id"] for e in recorded]
+    assert [e["id"] for e in streamed] == ids[len(ids) - len(streamed):]
+    assert streamed[-1]["type"] == "TASK_EXECUTION_COMPLETED" and "TASK_APPROVED" in {e["type"] for e in streamed}
+
+
+async def test_show_follow_of_an_ended_task_ends_at_once_and_an_unknown_one_fails(api: Api, tmp_path: Path):
+    task_id = await api.create(tmp_path)
+    await api.until(task_id, "awaiting_approval")
+    assert (await api.run("tasks", "cancel", task_id)).returncode == 0
+    await api.until(task_id, "cancelled")
+    done = await api.run("tasks", "show", task_id, "--follow")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ended: cancelled"
+    assert event_types(done.stdout.splitlines()).count("TASK_CANCELLED") == 1
+
+    unknown = await api.run("tasks", "show", "no-such-task", "--follow")
+    assert unknown.returncode == 1 and "not found" in unknown.stderr
+    dead = await cli("tasks", "show", task_id, "--follow", "--api", f"http://127.0.0.1:{free_port()}")
+    assert dead.returncode == 2 and "cannot reach" in dead.stderr
+
+
+async def _serving(url: str, process) -> None:  # noqa: ANN001 - a Popen
+    async def health() -> int | None:
+        assert process.poll() is None, "the API exited"
+        try:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"{url}/api/v1/healthz", timeout=2)).status_code
+        except httpx.HTTPError:
+            return None
+    await eventually(health, lambda status: status == 200, timeout=60)
+
+
+async def test_show_follow_resumes_after_the_last_event_when_the_api_restarts(dev_env: WorkflowEnvironment,
+                                                                              engine: AsyncEngine, tmp_path: Path):
+    # The API as the process an operator runs, killed while the stream is open and started again on its port:
+    # the follower reconnects with the last event's id, and what it had printed is not printed again.
+    settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = process_env(settings, dev_env.client.service_client.config.target_host,
+                      FOLLOWTHROUGH_API_HOST="127.0.0.1", FOLLOWTHROUGH_API_PORT=str(port))
+    log = tmp_path / "api.log"
+    async with worker_for(dev_env, settings, engine):
+        api = start("api", env, log)
+        try:
+            await _serving(url, api)
+            async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=30) as http:
+                due = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
+                created = await http.post("/tasks", json=task_body(due_at=due, tenant_id="follow"))
+                assert created.status_code == 201, created.text
+                task_id = created.json()["id"]
+                stack = Api(url, http, engine, "follow")
+                await stack.until(task_id, "scheduled")
+
+                follower = await following(task_id, "--api", url)
+                await read_until(follower, "status:  scheduled")
+                assert (await http.post(f"/tasks/{task_id}/pause", json={"reason": "hold"})).status_code == 200
+                await read_until(follower, "TASK_PAUSED")
+
+                kill(api)
+                api = start("api", env, log)
+                await _serving(url, api)
+                assert (await http.post(f"/tasks/{task_id}/resume")).status_code == 200
+                assert (await http.post(f"/tasks/{task_id}/cancel", json={"reason": "done"})).status_code == 200
+                out, err = await asyncio.wait_for(follower.communicate(), timeout=60)
+                assert follower.returncode == 0, err.decode() + log.read_text()[-2000:]
+                rest = out.decode().splitlines()
+                assert rest[-1] == "ended: cancelled"
+                assert "TASK_PAUSED" not in event_types(rest)  # resumed after it, not from the start
+                assert {"TASK_RESUMED", "TASK_CANCELLED"} <= set(event_types(rest))
+        finally:
+            kill(api)

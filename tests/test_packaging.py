@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import tomllib
 import uuid
 import zipfile
 from pathlib import Path
@@ -107,6 +108,14 @@ def test_an_install_without_extras_lacks_playwright_and_the_temporal_cli(bare):
                            capture_output=True, text=True, check=True)
     assert probe.stdout.split() == ["None", "None"], probe.stdout
     assert not (bare / "bin" / "temporal").exists()
+
+
+def test_the_installed_command_says_its_version(bare, tmp_path):
+    # The command line's own dependencies (Typer, Rich) come with a plain install.
+    done = subprocess.run([str(bare / "bin" / "followthrough"), "--version"], capture_output=True, text=True,
+                          env={"PATH": f"{bare / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=60)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"followthrough {project['version']}\n", "")
 
 
 def health_probe(bare: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
