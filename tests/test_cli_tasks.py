@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough import api_keys
+from followthrough.domain.contracts import CancelRequest, DecisionAck, PauseRequest
 from tests.conftest import make_settings, served_api, worker_for
-from tests.helpers import eventually, free_port, get_task, invoice_payload, task_body, until_status
+from tests.helpers import eventually, free_port, get_task, invoice_payload, task_body, task_row, until_status
 from tests.reliability.processes import kill, process_env, start
 from tests.test_cli_decisions import REPO, cli, cli_env
 
@@ -260,10 +261,12 @@ async def _serving(url: str, process) -> None:  # noqa: ANN001 - a Popen
     await eventually(health, lambda status: status == 200, timeout=60)
 
 
-async def test_show_follow_resumes_after_the_last_event_when_the_api_restarts(dev_env: WorkflowEnvironment,
-                                                                              engine: AsyncEngine, tmp_path: Path):
-    # The API as the process an operator runs, killed while the stream is open and started again on its port:
-    # the follower reconnects with the last event's id, and what it had printed is not printed again.
+async def test_show_follow_resumes_across_api_restarts_without_a_gap_or_a_repeat(dev_env: WorkflowEnvironment,
+                                                                                engine: AsyncEngine, tmp_path: Path):
+    # The API as the process an operator runs, killed while the stream is open and started again on its port,
+    # twice. The first time the follower resumes after the last event it printed (Last-Event-ID); the second
+    # time more happened meanwhile than the restarted API replays (FOLLOWTHROUGH_STREAM_RESUME_MAX_EVENTS=1),
+    # so the stream says reset and the follower fetches what it missed. Either way every event once, in order.
     settings = make_settings(engine.url.render_as_string(hide_password=False), tmp_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -278,25 +281,36 @@ async def test_show_follow_resumes_after_the_last_event_when_the_api_restarts(de
                 due = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
                 created = await http.post("/tasks", json=task_body(due_at=due, tenant_id="follow"))
                 assert created.status_code == 201, created.text
-                task_id = created.json()["id"]
+                task_id, workflow_id = created.json()["id"], created.json()["workflow_id"]
                 stack = Api(url, http, engine, "follow")
                 await stack.until(task_id, "scheduled")
+                before = len((await http.get(f"/tasks/{task_id}/events")).json()["items"])
 
-                follower = await following(task_id, "--api", url)
+                follower = await following(task_id, "--events", "0", "--api", url)
                 await read_until(follower, "status:  scheduled")
                 assert (await http.post(f"/tasks/{task_id}/pause", json={"reason": "hold"})).status_code == 200
-                await read_until(follower, "TASK_PAUSED")
+                printed = await read_until(follower, "TASK_PAUSED")
 
                 kill(api)
                 api = start("api", env, log)
                 await _serving(url, api)
                 assert (await http.post(f"/tasks/{task_id}/resume")).status_code == 200
-                assert (await http.post(f"/tasks/{task_id}/cancel", json={"reason": "done"})).status_code == 200
+                printed += await read_until(follower, "TASK_RESUMED")
+
+                # Meanwhile, with the API away, two decisions straight through Temporal.
+                kill(api)
+                handle = dev_env.client.get_workflow_handle(workflow_id)
+                await handle.execute_update("pause", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+                await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
+                await eventually(lambda: task_row(engine, task_id), lambda row: row.status == "cancelled")
+                api = start("api", env | {"FOLLOWTHROUGH_STREAM_RESUME_MAX_EVENTS": "1"}, log)
+                await _serving(url, api)
                 out, err = await asyncio.wait_for(follower.communicate(), timeout=60)
                 assert follower.returncode == 0, err.decode() + log.read_text()[-2000:]
-                rest = out.decode().splitlines()
-                assert rest[-1] == "ended: cancelled"
-                assert "TASK_PAUSED" not in event_types(rest)  # resumed after it, not from the start
-                assert {"TASK_RESUMED", "TASK_CANCELLED"} <= set(event_types(rest))
+                printed += out.decode().splitlines()
+
+                recorded = (await http.get(f"/tasks/{task_id}/events")).json()["items"]
+                assert event_types(printed) == [e["type"] for e in recorded[before:]]
+                assert event_types(printed).count("TASK_PAUSED") == 2 and printed[-1] == "ended: cancelled"
         finally:
             kill(api)
