@@ -1,6 +1,7 @@
 """What the commands share: how they fail, how they reach the HTTP API, and how they print tables and JSON."""
 
 import json
+import re
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -84,8 +85,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right:
                       if sys.stdout.isatty() else 100_000)
     with console.capture() as captured:
         console.print(table)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.write("".join(_TRAILING_SPACE.sub(r"\1", line) + "\n" for line in captured.get().splitlines()))
     sys.stdout.flush()
+
+
+# A line's padding, before any style codes that end it (which a plain rstrip would leave it behind).
+_TRAILING_SPACE = re.compile(r"\s+((?:\x1b\[[0-9;]*m)*)$")
 
 
 _LAST_COLUMN_AT_LEAST = 30
