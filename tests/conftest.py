@@ -54,7 +54,7 @@ def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings
     # The receivers tests send to listen on 127.0.0.1, which the SSRF guard refuses unless allowed: allowed here;
     # tests of the guard itself override outbound_allow (tests/api/test_ssrf.py).
     # Task secrets (per tenant) from a file of the test's own: tests/helpers.py add_task_secret writes it.
-    # The outbox sweep runs in a worker only where a test asks for it (tests/test_notification_sweep.py): on the
+    # The outbox sweep runs in a worker only where a test asks for it (tests/activities/test_notification_sweep.py): on the
     # real clock it would re-send rows other tests left in the shared database.
     values: dict[str, object] = {"anonymous_access": True, "codec_keys": [TEST_CODEC_SECRET],
                                  "outbound_allow": ["127.0.0.1/32"],

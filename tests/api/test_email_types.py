@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from followthrough.activities.transports.email import message_id_for
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, outbox_rows, task_body
-from tests.test_email_transport import Received, SmtpServer, start_smtp
+from tests.activities.test_email_transport import Received, SmtpServer, start_smtp
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 need it when a task is created — through POST /tasks, a group's subtasks, a definition and its runs — with a
 422 that names the extra; a task that still reaches such a worker fails at once with that reason, not retried.
 Playwright's absence is simulated at the seam both the API and the worker read (followthrough.extras.installed);
-tests/test_packaging.py proves it on an install without the extra."""
+tests/deploy/test_packaging.py proves it on an install without the extra."""
 
 import uuid
 

@@ -24,7 +24,7 @@ from tests.conftest import make_settings
 from tests.helpers import add_task_secret
 from tests.receivers import Receiver
 from tests.reliability.processes import kill, process_env, start
-from tests.test_email_transport import start_smtp
+from tests.activities.test_email_transport import start_smtp
 
 SEED = 50_4_2026
 KINDS = {"webhook": 14, "http_request": 12, "email": 10, "review": 6, "suggest": 4, "manual": 4}

@@ -106,7 +106,7 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
     inbox = f"http://127.0.0.1:{ports['FOLLOWTHROUGH_API_PORT']}/ui"
     assert f"Inbox        {inbox}\n" in (folder / "dev.log").read_text()
     assert httpx.get(inbox, timeout=10).status_code == 200
-    # What commands beside it read (tests/test_cli_beside_dev.py) is there while it runs, and goes with it.
+    # What commands beside it read (tests/cli/test_cli_beside_dev.py) is there while it runs, and goes with it.
     assert (folder / ".followthrough" / "dev.json").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0

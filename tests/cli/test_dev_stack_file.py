@@ -1,7 +1,7 @@
 """<data_dir>/dev.json as an attacker sees it: a file in a working folder that commands read. It gives a command
 the choices of a live `followthrough dev` of this user on loopback, below the environment, and nothing else:
 never to `api` or `worker`, never for a command pointed at another Temporal or database, never anonymous
-access, keys or secrets. (tests/test_cli_beside_dev.py runs the commands against a real dev stack.)"""
+access, keys or secrets. (tests/cli/test_cli_beside_dev.py runs the commands against a real dev stack.)"""
 
 import json
 import os

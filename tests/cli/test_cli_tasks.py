@@ -20,7 +20,7 @@ from followthrough.domain.contracts import CancelRequest, DecisionAck, PauseRequ
 from tests.conftest import make_settings, served_api, worker_for
 from tests.helpers import eventually, free_port, get_task, invoice_payload, task_body, task_row, until_status
 from tests.reliability.processes import kill, process_env, start
-from tests.test_cli_decisions import REPO, cli, cli_env
+from tests.cli.test_cli_decisions import REPO, cli, cli_env
 
 
 @dataclass

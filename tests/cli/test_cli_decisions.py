@@ -19,7 +19,7 @@ from followthrough.settings import Settings
 from tests.conftest import served_api
 from tests.helpers import free_port, get_task, task_body, until_status
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 

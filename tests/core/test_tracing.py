@@ -32,10 +32,10 @@ from followthrough.domain.activity_names import DRAFT, SEND
 from followthrough.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, TEST_CONVERTER, make_settings
 from tests.helpers import free_port
-from tests.test_email_transport import _ctx as smtp_ctx
-from tests.test_email_transport import _draft as email_draft
-from tests.test_email_transport import _settings as smtp_settings
-from tests.test_email_transport import start_smtp
+from tests.activities.test_email_transport import _ctx as smtp_ctx
+from tests.activities.test_email_transport import _draft as email_draft
+from tests.activities.test_email_transport import _settings as smtp_settings
+from tests.activities.test_email_transport import start_smtp
 from tests.receivers import Received, Receiver
 from followthrough.worker import SANDBOX, run_worker
 from followthrough.workflows.all import ALL_WORKFLOWS

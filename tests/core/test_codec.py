@@ -19,7 +19,7 @@ from followthrough.secrets import SecretNotFound, SecretStore
 from followthrough.settings import Settings
 
 KEY_A, KEY_B = CodecKey("a", os.urandom(32)), CodecKey("b", os.urandom(32))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def plain(text: str) -> Payload:

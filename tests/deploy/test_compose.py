@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SERVICES = {"postgres", "temporal", "temporal-ui", "migrate", "temporal-setup", "api", "worker"}
 APP_SERVICES = ("migrate", "temporal-setup", "api", "worker")
@@ -237,7 +237,7 @@ def test_the_api_starts_on_a_migrated_database(rendered: dict) -> None:
 
 
 def test_worker_health_is_its_own_poller_on_the_task_queue(rendered: dict) -> None:
-    # The probe itself runs against a real worker in tests/test_packaging.py; the image has no `temporal` CLI.
+    # The probe itself runs against a real worker in tests/deploy/test_packaging.py; the image has no `temporal` CLI.
     assert rendered["worker"]["healthcheck"]["test"] == ["CMD", "followthrough", "worker-health"]
 
 

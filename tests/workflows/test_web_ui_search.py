@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers import task_body, until_status
-from tests.test_web_ui_signal import env_with_ui, ports, stack_with_ui  # noqa: F401 - fixtures
+from tests.workflows.test_web_ui_signal import env_with_ui, ports, stack_with_ui  # noqa: F401 - fixtures
 
 
 def screenshots(tmp_path: Path) -> Path:
     """docs/images (the README's screenshots) when FOLLOWTHROUGH_UPDATE_SCREENSHOTS is set, else a throwaway folder."""
     if os.environ.get("FOLLOWTHROUGH_UPDATE_SCREENSHOTS"):
-        return Path(__file__).resolve().parent.parent / "docs" / "images"
+        return Path(__file__).resolve().parents[2] / "docs" / "images"
     return tmp_path
 
 

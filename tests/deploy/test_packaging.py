@@ -23,7 +23,7 @@ from followthrough.api.main import create_app
 from followthrough.settings import Settings
 from tests.helpers import eventually, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("followthrough",)
 
 

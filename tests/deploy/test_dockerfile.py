@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from followthrough.binaries import find_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements" / "image.lock"
 # The platform the image runs on, for the dependencies' markers.

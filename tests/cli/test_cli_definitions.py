@@ -4,7 +4,7 @@ process talking to the API over real HTTP, with a worker behind it on the dev se
 import uuid
 
 from tests.helpers import eventually
-from tests.test_cli_decisions import Api, api, cli  # noqa: F401 - the fixture is used by name
+from tests.cli.test_cli_decisions import Api, api, cli  # noqa: F401 - the fixture is used by name
 
 
 async def test_definitions_and_schedules_from_the_command_line(api: Api):  # noqa: F811

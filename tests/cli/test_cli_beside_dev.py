@@ -20,7 +20,7 @@ import pytest
 
 from followthrough.domain import search_attributes
 from tests.helpers import invoice_payload
-from tests.test_dev_command import running_dev
+from tests.cli.test_dev_command import running_dev
 
 
 @dataclass

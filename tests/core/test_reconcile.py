@@ -19,7 +19,7 @@ from followthrough.reconcile import MISSING_ROW, ORPHAN_ROW, STATUS_MISMATCH, re
 from tests.conftest import TEST_CODEC_ENV, Stack, running_stack
 from tests.helpers import task_body, task_input, until_status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _create(stack: Stack, mode: str) -> str:

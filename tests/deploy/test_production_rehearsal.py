@@ -42,7 +42,7 @@ from followthrough.binaries import find_binary
 from tests.helpers import free_port
 from tests.receivers import Receiver
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 TASKS = 6
 TENANT = "rehearsal"

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from followthrough.domain.lifecycle import Priority, TaskMode, TaskStatus
 from followthrough.services.task_queries import TaskOrder
 from tests.helpers import free_port
-from tests.test_cli_decisions import cli
+from tests.cli.test_cli_decisions import cli
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
