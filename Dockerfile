@@ -1,6 +1,6 @@
 # One image for every followthrough process: `followthrough api` (the default),
 # `followthrough worker` and `followthrough migrate`. All settings come from
-# FOLLOWTHROUGH_* environment variables (see followthrough/settings.py).
+# FOLLOWTHROUGH_* environment variables (see followthrough/config/settings.py).
 #
 # Two stages: the builder installs into a virtual environment, which the runtime stage copies alone (no pip
 # cache, no build tools, no source tree).

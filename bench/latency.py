@@ -40,8 +40,8 @@ from temporalio.client import Client
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import stack  # noqa: E402
-from followthrough.database import create_engine  # noqa: E402
-from followthrough.tables import Task, TaskEvent  # noqa: E402
+from followthrough.db.database import create_engine  # noqa: E402
+from followthrough.db.tables import Task, TaskEvent  # noqa: E402
 
 CREATE_TARGET_MS, APPROVE_TARGET_MS = 100, 300
 _RPC_TIMEOUT = timedelta(seconds=60)  # as patient as the engine side's HTTP client

@@ -39,10 +39,10 @@ from bench.stack import ROOT, cpu_seconds, memory_kib, payload, run_bounded  # n
 
 from followthrough.api.routes.approvals import may_decide  # noqa: E402
 from followthrough.services.task_queries import _ORDER_BY, TaskFilter, TaskOrder  # noqa: E402
-from followthrough.database import create_engine, is_sqlite  # noqa: E402
+from followthrough.db.database import create_engine, is_sqlite  # noqa: E402
 from followthrough.domain.lifecycle import TaskStatus  # noqa: E402
-from followthrough.migrate import upgrade  # noqa: E402
-from followthrough.tables import Approval, Task, TaskEvent  # noqa: E402
+from followthrough.db.migrate import upgrade  # noqa: E402
+from followthrough.db.tables import Approval, Task, TaskEvent  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

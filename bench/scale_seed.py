@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.tables import Approval, ApprovalDecisionRecord, Task, TaskEvent
+from followthrough.db.tables import Approval, ApprovalDecisionRecord, Task, TaskEvent
 
 TYPES = ["invoice_follow_up", "email", "reminder", "webhook", "http_request", "report"]
 STATUSES = {"completed": 55, "awaiting_approval": 10, "scheduled": 10, "failed": 5, "cancelled": 5,

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from followthrough.binaries import find_binary  # noqa: E402
+from followthrough.infra.binaries import find_binary  # noqa: E402
 from followthrough.domain.search_attributes import dev_server_arguments  # noqa: E402
 
 

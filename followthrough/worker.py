@@ -13,15 +13,19 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from followthrough.activities import build_activities
 from followthrough.activities.notifications import NotificationActivities
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
-from followthrough import connectors, metrics, notification_sweep, render_pool, tracing
-from followthrough.approval_links import generated_key_warning
-from followthrough.database import create_engine
-from followthrough.logs import ActivityLogContext
-from followthrough.outbound import guarded_client, self_test
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings, get_settings
+from followthrough import connectors
+from followthrough.infra import metrics
+from followthrough.services import notification_sweep
+from followthrough.infra import render_pool
+from followthrough.infra import tracing
+from followthrough.infra.approval_links import generated_key_warning
+from followthrough.db.database import create_engine
+from followthrough.infra.logs import ActivityLogContext, configure
+from followthrough.infra.outbound import guarded_client, self_test
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings, get_settings
 from followthrough.tasktypes import unserved_types
-from followthrough.temporal_client import connect, metrics_runtime
+from followthrough.infra.temporal_client import connect, metrics_runtime
 from followthrough.workflows.all import ALL_WORKFLOWS
 
 log = logging.getLogger("followthrough.worker")
@@ -42,7 +46,7 @@ def build_worker(client: Client, settings: Settings, engine: AsyncEngine, task_q
     http = http or httpx.AsyncClient(follow_redirects=False)
     outbound = outbound or guarded_client(settings.outbound_allow)
     # With tracing on: a span per LLM and outbound request; workflow and activity spans come with the client's
-    # interceptors (followthrough/tracing.py).
+    # interceptors (followthrough/infra/tracing.py).
     for each in (http, outbound):
         tracing.instrument_client(each, settings)
     return Worker(
@@ -121,7 +125,5 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
 
 
 if __name__ == "__main__":
-    from followthrough.logs import configure
-
     configure(get_settings().log_format, get_settings().log_level)
     asyncio.run(run_worker(get_settings()))

@@ -22,14 +22,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from followthrough.api.main import create_app
-from followthrough import tables  # noqa: F401
+from followthrough.db import tables  # noqa: F401
 from followthrough.domain import search_attributes
-from followthrough import search_attribute_setup
-from followthrough.binaries import find_binary
-from followthrough.codec import CodecKey, EncryptionCodec, data_converter
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
-from followthrough.settings import Settings
+from followthrough.infra import search_attribute_setup
+from followthrough.infra.binaries import find_binary
+from followthrough.infra.codec import CodecKey, EncryptionCodec, data_converter
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
+from followthrough.config.settings import Settings
 from tests.helpers import free_port
 from followthrough.worker import build_worker
 

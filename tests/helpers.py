@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.domain.contracts import TaskInput
-from followthrough.database import session_factory
-from followthrough.tables import OutboxMessage, Task, TaskEvent
+from followthrough.db.database import session_factory
+from followthrough.db.tables import OutboxMessage, Task, TaskEvent
 
 T = TypeVar("T")
 

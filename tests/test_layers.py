@@ -1,7 +1,7 @@
 """The package's layers hold: `lint-imports` checks the contracts in pyproject.toml ([tool.importlinter]), among
 them that the services import no FastAPI or Starlette and that neither they, the activities nor the workflows
 import followthrough.api; and the contracts that name what workflows and the domain may not import name every
-module there is."""
+layer there is, and every module of the package sits in a layer."""
 
 import subprocess
 import sys
@@ -42,11 +42,15 @@ def test_a_contract_the_code_breaks_fails_the_check(tmp_path: Path):
     assert "api imports no fastapi BROKEN" in run.stdout, run.stdout[-4000:]
 
 
-def test_the_forbidden_lists_name_every_module_of_the_package():
-    modules = {f"followthrough.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    modules |= {f"followthrough.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+def test_every_module_sits_in_a_layer_and_the_forbidden_lists_name_every_layer():
+    layers = _contracts()[next(n for n in _contracts() if n.startswith("Layers:"))]["layers"]
+    in_layers = {name.strip() for layer in layers for name in layer.split("|")}
+    top = {f"followthrough.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    top |= {f"followthrough.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert top == in_layers, (f"modules at the package's top outside the layers: {sorted(top - in_layers)}; "
+                              f"layers naming nothing: {sorted(in_layers - top)}")
     for name in ("Workflows import only the domain", "The domain imports nothing else of ours and does no I/O"):
         contract = _contracts()[name]
         allowed = {"followthrough.domain", *contract["source_modules"]}
-        missing = sorted(modules - allowed - set(contract["forbidden_modules"]))
+        missing = sorted(top - allowed - set(contract["forbidden_modules"]))
         assert not missing, f"add {missing} to the forbidden modules of the contract {name!r} in pyproject.toml"

@@ -13,9 +13,9 @@ from followthrough.activities.mirror import MirrorActivities
 from followthrough.activities.notifications import NotificationActivities
 from followthrough.activities.planning import PlanningActivities
 from followthrough.activities.transports import build_transports
-from followthrough.outbound import guarded_client
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
+from followthrough.infra.outbound import guarded_client
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
 
 
 def build_activities(settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient, temporal: Client,

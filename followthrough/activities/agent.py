@@ -24,20 +24,20 @@ from temporalio.client import Client
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt
 from followthrough.activities.heartbeat import heartbeating
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport, build_transports
-from followthrough import redaction
+from followthrough.infra import redaction
 from followthrough.domain import activity_names, allowed_hosts, policies
 from followthrough.domain.agent_tools import SUBTASK_TYPES_REFUSED, SUBTASK_TYPES_UNBOUNDED_HOSTS, TOOLS
 from followthrough.domain.contracts import (AgentTurnRequest, AgentTurnResult, Draft, TaskInput, ToolCallRequest,
                                      ToolCallResult)
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.outbound import OutboundRefused
-from followthrough.llm import LlmError, api_key, complete_with_tools, llm_config
-from followthrough.secrets import SecretNotFound, SecretStore
+from followthrough.infra.outbound import OutboundRefused
+from followthrough.infra.llm import LlmError, api_key, complete_with_tools, llm_config
+from followthrough.infra.secrets import SecretNotFound, SecretStore
 from followthrough.services.errors import Invalid, ServiceError, jsonable
 from followthrough.services.requests import TaskCreate
 from followthrough.services.task_creation import TaskCreator
-from followthrough.settings import Settings
-from followthrough.task_secrets import task_secrets_for
+from followthrough.config.settings import Settings
+from followthrough.infra.task_secrets import task_secrets_for
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import DraftContext, TaskType
 

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from followthrough import redaction
+from followthrough.infra import redaction
 from followthrough.domain.contracts import MirrorBatch, MirrorEvent, TaskChanges
 from followthrough.domain.lifecycle import EventType
-from followthrough.mirror import record_batch
+from followthrough.db.mirror import record_batch
 
 log = logging.getLogger("followthrough.activities")
 

@@ -2,7 +2,7 @@
 
 Playwright's request routing hands each request (navigations, redirect hops, subresources, fetch/XHR,
 frames, popups) to ``_request`` before Chromium sends it: its host is resolved and every address checked
-with the policy of followthrough/outbound.py, and a refused one is aborted. WebSockets are routed the same
+with the policy of followthrough/infra/outbound.py, and a refused one is aborted. WebSockets are routed the same
 way; service workers are blocked when the context is made (their requests would bypass routing).
 
 What this cannot do, unlike the guarded HTTP client: make Chromium connect to the address it checked.
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpcore
 from playwright.async_api import BrowserContext, Route, WebSocketRoute
 
-from followthrough.outbound import OutboundPolicy, OutboundRefused
+from followthrough.infra.outbound import OutboundPolicy, OutboundRefused
 
 log = logging.getLogger("followthrough.browser")
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpcore
 
 from followthrough.activities.browser_guard import RESOLVE_TIMEOUT, RequestGuard
-from followthrough.outbound import Address, OutboundRefused
+from followthrough.infra.outbound import Address, OutboundRefused
 
 log = logging.getLogger("followthrough.browser")
 

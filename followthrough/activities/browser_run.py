@@ -26,8 +26,9 @@ from temporalio import activity
 from followthrough.activities.browser_guard import RequestGuard
 from followthrough.activities.browser_proxy import REFUSED_HEADER, GuardedProxy
 from followthrough.activities.transports.base import PermanentDeliveryError, SecretRefused, TargetRefused
-from followthrough import artifacts, redaction
-from followthrough.task_secrets import TaskSecretError, TaskSecrets
+from followthrough.db import artifacts
+from followthrough.infra import redaction
+from followthrough.infra.task_secrets import TaskSecretError, TaskSecrets
 from followthrough.tasktypes.browser import MAX_ELEMENTS, BrowserPayload, describe
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -13,7 +13,7 @@ from followthrough.domain.contracts import DefinitionRunResult, ScheduledRun
 from followthrough.domain.policies import INVALID_PAYLOAD
 from followthrough.services.definitions import DefinitionRunner
 from followthrough.services.errors import Invalid
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 log = logging.getLogger("followthrough.definitions")
 

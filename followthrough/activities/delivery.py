@@ -16,9 +16,9 @@ from followthrough.activities.transports import (DeliveryContext, PermanentDeliv
                                    unserved_channels)
 from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import SendRequest, SendResult
-from followthrough.secrets import SecretNotFound, SecretStore
-from followthrough.settings import Settings
-from followthrough.task_secrets import task_secrets_for
+from followthrough.infra.secrets import SecretNotFound, SecretStore
+from followthrough.config.settings import Settings
+from followthrough.infra.task_secrets import task_secrets_for
 
 
 def database_unavailable(err: BaseException) -> bool:

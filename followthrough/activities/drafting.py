@@ -1,7 +1,7 @@
 """Drafting: render a task's content and assess it against its guardrails.
 
 A type with a prompt template has its subject and body written by the LLM
-when one is configured (followthrough/llm/); otherwise, and for every other
+when one is configured (followthrough/infra/llm.py); otherwise, and for every other
 type, its templates write the draft.
 """
 
@@ -17,12 +17,12 @@ from followthrough.activities.errors import llm_failure, permanent, reports_atte
 from followthrough.activities.heartbeat import heartbeating
 from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import Draft, DraftOrigin, DraftRequest, DraftResult, TaskInput
-from followthrough.guardrails import FirstContact, GuardrailFacts, LowConfidence, assess
-from followthrough.llm import LlmConfig, LlmError, api_key, llm_config
-from followthrough.llm.drafting import draft_messages, write_draft
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
-from followthrough.tables import Contact
+from followthrough.domain.guardrails import FirstContact, GuardrailFacts, LowConfidence, assess
+from followthrough.infra.llm import LlmConfig, LlmError, api_key, llm_config
+from followthrough.tasktypes.llm_drafting import draft_messages, write_draft
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Contact
 from followthrough.tasktypes.base import Blocked, DraftContext, TaskType
 
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]

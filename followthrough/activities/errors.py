@@ -10,11 +10,10 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from followthrough import redaction
-
+from followthrough.infra import redaction
 from followthrough.domain import policies
 from followthrough.domain.contracts import TaskInput
-from followthrough.llm.client import LlmError
+from followthrough.infra.llm import LlmError
 from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.tasktypes.base import TaskType
 

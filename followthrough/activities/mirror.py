@@ -13,13 +13,12 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from followthrough import tracing
-
+from followthrough.infra import tracing
 from followthrough.domain import activity_names
 from followthrough.domain.contracts import MirrorAck, MirrorBatch
-from followthrough.mirror import record_batches
+from followthrough.db.mirror import record_batches
 
-log = logging.getLogger("followthrough.mirror")
+log = logging.getLogger("followthrough.db.mirror")
 
 MAX_GROUP = 256
 

@@ -8,13 +8,13 @@ from temporalio import activity
 
 from followthrough.activities.errors import permanent, reports_attempt
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport
-from followthrough import notification_outbox
+from followthrough.db import notification_outbox
 from followthrough.domain import activity_names, policies
-from followthrough.approval_links import links_for
+from followthrough.infra.approval_links import links_for
 from followthrough.domain.contracts import Draft, Notification
-from followthrough.secrets import SecretNotFound, SecretStore
-from followthrough.settings import Settings
-from followthrough.task_secrets import task_secrets_for
+from followthrough.infra.secrets import SecretNotFound, SecretStore
+from followthrough.config.settings import Settings
+from followthrough.infra.task_secrets import task_secrets_for
 
 
 class NotificationActivities:
@@ -38,7 +38,7 @@ class NotificationActivities:
         return result
 
     async def resend(self, notification: Notification, key: str, attempt: int) -> dict[str, Any]:
-        """The outbox sweep's re-send (followthrough/notification_sweep.py), outside any activity: the same
+        """The outbox sweep's re-send (followthrough/services/notification_sweep.py), outside any activity: the same
         webhook under the same delivery key. The sweep marks the row."""
         return await self._send(notification, key, attempt, policies.NOTIFY_TIMEOUT.total_seconds())
 

@@ -10,14 +10,14 @@ from temporalio.exceptions import ApplicationError
 
 from followthrough.activities.errors import llm_failure, permanent, reports_attempt, typed_payload
 from followthrough.activities.heartbeat import heartbeating
-from followthrough import tenant_budget
+from followthrough.services import tenant_budget
 from followthrough.domain import activity_names, policies
 from followthrough.domain.contracts import PlanRequest, SubtaskPlan, SubtaskSpec, TaskInput
-from followthrough.decomposition import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
+from followthrough.tasktypes.subtasks import MAX_DEPTH, MAX_SUBTASKS, SubtaskList, check_depth, resolve
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.llm import LlmError
-from followthrough.settings import Settings
-from followthrough.submitter_policy import clamp_mode, loosest_mode
+from followthrough.infra.llm import LlmError
+from followthrough.config.settings import Settings
+from followthrough.services.submitter_policy import clamp_mode, loosest_mode
 from followthrough.tasktypes import UnknownTaskType, get_type
 from followthrough.tasktypes.base import PlanContext, TaskType
 
@@ -34,7 +34,7 @@ class PlanningActivities:
             raise permanent(f"subtasks nest at most {MAX_DEPTH} levels deep", policies.INVALID_PLAN)
         task_type, payload = typed_payload(task)
         # The type's own planning function: listed steps (group), expanded ones (campaign), or
-        # a model's plan (project, through followthrough/llm/planning.py).
+        # a model's plan (project, through followthrough/tasktypes/llm_planning.py).
         planner = task_type.plan
         if planner is None:
             raise permanent(f"type {task_type.name!r} does not plan subtasks", policies.INVALID_PLAN)

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from followthrough.api.errors import ApiError
-from followthrough.api_keys import principal_for
-from followthrough.principals import ROLE_NAME, Principal, Role, anonymous
+from followthrough.db.api_keys import principal_for
+from followthrough.domain.principals import ROLE_NAME, Principal, Role, anonymous
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

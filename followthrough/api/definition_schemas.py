@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from followthrough.cron import InvalidCron, check_cron, check_timezone
+from followthrough.domain.cron import InvalidCron, check_cron, check_timezone
 from followthrough.domain.lifecycle import Priority, TaskMode
 from followthrough.services.requests import ApprovalPolicy, RetryOverride, SlaIn, StorableBody, either_case
 

@@ -3,11 +3,11 @@
 from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleDescription
 
 from followthrough.api.definition_schemas import DefinitionLinks, DefinitionPublic, ScheduledRunPublic, SchedulePublic
-from followthrough.schedules import schedule_id_for
+from followthrough.services.schedules import schedule_id_for
 from followthrough.services.definitions import used_variables
 from followthrough.services.results import API_PREFIX
-from followthrough.settings import Settings
-from followthrough.tables import TaskDefinition
+from followthrough.config.settings import Settings
+from followthrough.db.tables import TaskDefinition
 
 
 def definition_links(settings: Settings, definition_id: str) -> DefinitionLinks:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.client import Client
 
 from followthrough.api.auth import PrincipalDep
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 
 async def get_settings(request: Request) -> Settings:

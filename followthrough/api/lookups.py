@@ -2,7 +2,7 @@
 
 from followthrough.api.deps import SessionDep
 from followthrough.api.errors import not_found
-from followthrough.tables import Task
+from followthrough.db.tables import Task
 
 
 async def task_row_or_404(session: SessionDep, task_id: str) -> Task:

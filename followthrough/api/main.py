@@ -16,12 +16,16 @@ from followthrough.api.middleware import LimitBodySize, RefuseNulInUrl
 from followthrough.api.same_origin import RefuseCrossSiteRequests
 from followthrough.api.security_headers import SecurityHeaders
 from followthrough.api.tenancy import tenant_guard
-from followthrough import connectors, logs, outbound, render_pool, tracing
-from followthrough.approval_links import generated_key_warning
-from followthrough.database import create_engine, session_factory
+from followthrough import connectors
+from followthrough.infra import logs
+from followthrough.infra import outbound
+from followthrough.infra import render_pool
+from followthrough.infra import tracing
+from followthrough.infra.approval_links import generated_key_warning
+from followthrough.db.database import create_engine, session_factory
 from followthrough.services.results import API_PREFIX
-from followthrough.settings import Settings, get_settings
-from followthrough.temporal_client import connect
+from followthrough.config.settings import Settings, get_settings
+from followthrough.infra.temporal_client import connect
 
 log = logging.getLogger("followthrough.api")
 
@@ -34,7 +38,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     connectors.install(settings)
     logs.redact_access_log()  # however uvicorn is started and configured: link tokens stay out of its log
     # Templates people send render in child processes (started on first use, stopped at exit and by
-    # `followthrough api`); see followthrough/render_pool.py.
+    # `followthrough api`); see followthrough/infra/render_pool.py.
     render_pool.configure(settings)
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 LimitQuery = Annotated[int | None, Query(ge=1, le=10**9, description="Capped at the configured maximum "
                                                                      "(FOLLOWTHROUGH_PAGE_SIZE_MAX).")]

@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from followthrough.api.errors import ApiError
 from followthrough.domain.lifecycle import TERMINAL_STATUSES
-from followthrough.settings import Settings
-from followthrough.tables import Task, TaskEvent
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Task, TaskEvent
 
 log = logging.getLogger("followthrough.api")
 

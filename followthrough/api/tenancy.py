@@ -14,8 +14,8 @@ from sqlalchemy import Table, select
 
 from followthrough.api.auth import principal_of
 from followthrough.api.errors import ApiError, not_found
-from followthrough.principals import Principal
-from followthrough.tables import Subscription, Task, TaskArtifact, TaskDefinition
+from followthrough.domain.principals import Principal
+from followthrough.db.tables import Subscription, Task, TaskArtifact, TaskDefinition
 
 # Path parameter → (what it names, its table).
 _OWNED: dict[str, tuple[str, Table]] = {

@@ -5,8 +5,8 @@ from fastapi.responses import JSONResponse
 from followthrough.api.schemas import TaskEventPublic, TaskPublic
 from followthrough.services.idempotency import StoredResponse
 from followthrough.services.results import TaskCreated, task_links
-from followthrough.settings import Settings
-from followthrough.tables import Task, TaskEvent
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Task, TaskEvent
 
 
 def created_or_replayed(answer: TaskCreated | StoredResponse) -> TaskCreated | JSONResponse:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from followthrough.cli.common import fail, print_table
-from followthrough.principals import Role
-from followthrough.settings import Settings, get_settings
+from followthrough.domain.principals import Role
+from followthrough.config.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from followthrough.reconcile import Report
+    from followthrough.services.reconcile import Report
 
 keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 temporal = typer.Typer(no_args_is_help=True,
@@ -29,9 +29,9 @@ temporal = typer.Typer(no_args_is_help=True,
 
 def _with_engine(command: Callable[[Any], Awaitable[None]]) -> None:
     """Run ``command(engine)`` on the mirror database, brought to the newest schema first."""
-    from followthrough import api_keys
-    from followthrough.database import create_engine
-    from followthrough.migrate import upgrade
+    from followthrough.db import api_keys
+    from followthrough.db.database import create_engine
+    from followthrough.db.migrate import upgrade
 
     async def main() -> None:
         engine = create_engine(get_settings().effective_database_url)
@@ -58,8 +58,7 @@ def key_create(
     name: Annotated[str, typer.Option("--name", metavar="TEXT", help="what the key is for")] = "",
 ) -> None:
     """Make a key; it is printed once and never shown again."""
-    from followthrough import api_keys
-
+    from followthrough.db import api_keys
     async def create(engine: Any) -> None:
         row, token = await api_keys.create(engine, tenant_id=tenant, actor_id=user, name=name, roles=roles)
         print(f"key {row['id']} for {row['actor_id']} in tenant {row['tenant_id']} ({', '.join(row['roles'])}):\n"
@@ -72,8 +71,7 @@ def key_create(
 def key_list(tenant: Annotated[str | None, typer.Option("--tenant", metavar="TENANT")] = None,
              as_json: Annotated[bool, typer.Option("--json", help="print the keys as JSON")] = False) -> None:
     """List keys (never their secrets)."""
-    from followthrough import api_keys
-
+    from followthrough.db import api_keys
     async def listing(engine: Any) -> None:
         rows = await api_keys.listed(engine, tenant)
         if as_json:
@@ -92,8 +90,7 @@ def key_list(tenant: Annotated[str | None, typer.Option("--tenant", metavar="TEN
 @keys.command("revoke")
 def key_revoke(key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="the key's id")]) -> None:
     """Revoke a key for good."""
-    from followthrough import api_keys
-
+    from followthrough.db import api_keys
     async def revoke(engine: Any) -> None:
         if not await api_keys.revoke(engine, key_id):
             fail(f"no live key {key_id!r}")
@@ -117,9 +114,9 @@ def reconcile(
 
     Exit 0: no drift (or all of it repaired); 1: drift left; 2: bad arguments or settings."""
     from followthrough.cli.running import codec_problem
-    from followthrough.database import create_engine
-    from followthrough.reconcile import reconcile as compare
-    from followthrough.temporal_client import connect
+    from followthrough.db.database import create_engine
+    from followthrough.services.reconcile import reconcile as compare
+    from followthrough.infra.temporal_client import connect
 
     try:
         start = parse_since(since)
@@ -187,9 +184,9 @@ def setup(address: Annotated[str | None, typer.Option(
               help="the namespace (default: FOLLOWTHROUGH_TEMPORAL_NAMESPACE)")] = None) -> None:
     from temporalio.service import RPCError
 
-    from followthrough import search_attribute_setup
-    from followthrough.secrets import SecretNotFound
-    from followthrough.temporal_client import TemporalConnectionError, connect, converter_for
+    from followthrough.infra import search_attribute_setup
+    from followthrough.infra.secrets import SecretNotFound
+    from followthrough.infra.temporal_client import TemporalConnectionError, connect, converter_for
 
     settings = get_settings()
     if address and address != settings.temporal_address:

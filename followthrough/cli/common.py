@@ -15,9 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from followthrough import api_client
-
-# The top-level command being run (`tasks` for `followthrough tasks show ...`), for the start of error lines.
+from followthrough.cli import api_client  # The top-level command being run (`tasks` for `followthrough tasks show ...`), for the start of error lines.
 invoked = ""
 
 

@@ -1,12 +1,12 @@
 """``followthrough definitions ...`` and ``followthrough schedules ...``: task definitions and their schedules
-from a shell, through the HTTP API (followthrough/api_client.py)."""
+from a shell, through the HTTP API (followthrough/cli/api_client.py)."""
 
 import json
 from typing import Annotated, Any
 
 import typer
 
-from followthrough import api_client
+from followthrough.cli import api_client
 from followthrough.cli.common import STATUS_STYLES, Actor, ApiUrl, api, fail, print_json, print_table, when
 
 definitions = typer.Typer(no_args_is_help=True,

@@ -10,9 +10,10 @@ from typing import Any
 
 import typer
 
-from followthrough import logs, worker_health
-from followthrough.principals import ANONYMOUS_WARNING, is_loopback
-from followthrough.settings import get_settings
+from followthrough.infra import logs
+from followthrough.cli import worker_health
+from followthrough.domain.principals import ANONYMOUS_WARNING, is_loopback
+from followthrough.config.settings import get_settings
 
 
 def _configure_logs(command: str) -> None:
@@ -24,8 +25,8 @@ def _configure_logs(command: str) -> None:
 
 def codec_problem(command: str) -> str | None:
     """Why the payload codec cannot be built from the settings, said before anything starts."""
-    from followthrough.codec_keys import codec_for
-    from followthrough.secrets import SecretNotFound
+    from followthrough.infra.codec_keys import codec_for
+    from followthrough.infra.secrets import SecretNotFound
 
     try:
         codec_for(get_settings())
@@ -36,8 +37,8 @@ def codec_problem(command: str) -> str | None:
 
 def _link_key_problem(command: str) -> str | None:
     """Why the approval-link key named in the settings cannot be read, said before anything starts."""
-    from followthrough.approval_links import signing_key
-    from followthrough.secrets import SecretNotFound
+    from followthrough.infra.approval_links import signing_key
+    from followthrough.infra.secrets import SecretNotFound
 
     settings = get_settings()
     if not settings.approval_link_secret:
@@ -52,7 +53,7 @@ def _link_key_problem(command: str) -> str | None:
 def _tracing_problem(command: str) -> str | None:
     """Tracing asked for without the packages it needs, said before anything starts. Otherwise tracing starts
     here (when on), before any connection, under the service name of the command."""
-    from followthrough.tracing import TracingUnavailable, configure
+    from followthrough.infra.tracing import TracingUnavailable, configure
 
     try:
         configure(get_settings(), f"followthrough-{command}")
@@ -69,7 +70,7 @@ def _refuse_on_problem(command: str) -> None:
 
 def dev() -> None:
     """Run the Temporal dev server, the worker and the API together."""
-    from followthrough.devstack import run_dev
+    from followthrough.cli.devstack import run_dev
 
     _configure_logs("dev")
     raise typer.Exit(run_dev(get_settings()))
@@ -90,12 +91,12 @@ def api() -> None:
             raise typer.Exit(2)
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
     _refuse_on_problem("api")
-    from followthrough import render_pool
-    from followthrough.temporal_client import connect
+    from followthrough.infra import render_pool
+    from followthrough.infra.temporal_client import connect
 
     asyncio.run(connect(settings))  # an unreachable Temporal is one line here, not a failed lifespan's traceback
     try:
-        # log_config=None: uvicorn's records go to the handler followthrough.logs configured, in its format.
+        # log_config=None: uvicorn's records go to the handler followthrough.infra.logs configured, in its format.
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
                     log_config=None)
     finally:
@@ -137,8 +138,8 @@ def worker_health_probe() -> None:
 
 def migrate() -> None:
     """Bring the mirror database to the newest schema."""
-    from followthrough.database import create_engine
-    from followthrough.migrate import upgrade
+    from followthrough.db.database import create_engine
+    from followthrough.db.migrate import upgrade
 
     _configure_logs("migrate")
 

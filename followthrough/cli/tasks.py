@@ -1,5 +1,5 @@
 """``followthrough tasks ...``, ``types`` and ``status``: tasks and their decisions from a shell, through the HTTP
-API (followthrough/api_client.py). Readable tables by default, ``--json`` for the API's own answer."""
+API (followthrough/cli/api_client.py). Readable tables by default, ``--json`` for the API's own answer."""
 
 import json
 import sys
@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from followthrough import api_client
+from followthrough.cli import api_client
 from followthrough.cli.common import (STATUS_STYLES, Actor, ApiUrl, AsJson, api, fail, one_of, print_json,
                                       print_table, when)
 from followthrough.domain.lifecycle import Priority, TaskMode, TaskStatus

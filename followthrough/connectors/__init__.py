@@ -9,16 +9,17 @@ with an error naming the file and the part of it at fault.
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from followthrough.config.settings import Settings
+from followthrough.connectors.actions import task_type
 from followthrough.connectors.spec import ConnectorSpec
+from followthrough.infra.outbound import OutboundPolicy
+from followthrough.tasktypes import REGISTRY
 from followthrough.tasktypes.base import TaskType
-
-if TYPE_CHECKING:
-    from followthrough.settings import Settings
 
 log = logging.getLogger("followthrough.connectors")
 
@@ -81,17 +82,12 @@ def load(connectors_dir: Path | None = None, base_urls: dict[str, str] | None = 
 
 
 def task_types(specs: list[ConnectorSpec]) -> dict[str, TaskType]:
-    from followthrough.connectors.actions import task_type
-
     return {f"{spec.name}.{name}": task_type(spec, name, action)
             for spec in specs for name, action in spec.actions.items()}
 
 
-def install(settings: "Settings") -> list[ConnectorSpec]:
+def install(settings: Settings) -> list[ConnectorSpec]:
     """Register every connector's actions as task types (replacing those of an earlier install)."""
-    from followthrough.outbound import OutboundPolicy
-    from followthrough.tasktypes import REGISTRY
-
     specs = load(settings.connectors_dir, settings.connector_base_urls)
     types = task_types(specs)
     clashes = sorted(name for name in types if name in REGISTRY and name not in _installed)

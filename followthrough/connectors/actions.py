@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from followthrough.connectors.spec import WHOLE_VARIABLE, ActionSpec, ConnectorSpec, VariableSpec, action_variables
 from followthrough.domain.contracts import Draft, RetrySpec
-from followthrough.guardrails import TargetHosts
+from followthrough.domain.guardrails import TargetHosts
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.http_request import MAX_TIMEOUT_SECONDS, HttpRequestPayload, _summary
-from followthrough.templating import MissingVariables, TemplateProblem, render_tree
+from followthrough.infra.templating import MissingVariables, TemplateProblem, render_tree
 
 MAX_STRING = 10_000
 _SCALARS: dict[str, Any] = {"string": Annotated[str, StringConstraints(max_length=MAX_STRING)], "integer": int,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from followthrough.domain.credentials import raw_credentials
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.templating import TemplateProblem, strings, variables_of
+from followthrough.infra.templating import TemplateProblem, strings, variables_of
 from followthrough.domain.http_rules import CREDENTIAL_HEADERS, TRANSPORT_HEADERS, header_refusal, http_url
 from followthrough.tasktypes.http_request import MAX_TIMEOUT_SECONDS, AuthSpec
 

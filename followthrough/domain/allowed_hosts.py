@@ -1,9 +1,9 @@
 """Host lists, one syntax and one matcher for each: the hosts an agent's HTTP tools may reach (its payload's
 ``allowed_hosts``, and a tenant's ``FOLLOWTHROUGH_GUARDRAILS`` ``{"<tenant>": {"agent": {"allowed_hosts":
-[...]}}}``), the hosts a task secret is bound to (followthrough/task_secrets.py) and the names in
-``FOLLOWTHROUGH_OUTBOUND_ALLOW`` (followthrough/outbound.py).
+[...]}}}``), the hosts a task secret is bound to (followthrough/infra/task_secrets.py) and the names in
+``FOLLOWTHROUGH_OUTBOUND_ALLOW`` (followthrough/infra/outbound.py).
 
-A list only narrows: a host must be on every list that is set, and the SSRF guard (followthrough/outbound.py)
+A list only narrows: a host must be on every list that is set, and the SSRF guard (followthrough/infra/outbound.py)
 still decides on the addresses a name resolves to. Entries are host names (``api.example.com``), wildcards for
 subdomains (``*.example.com``, which does not match ``example.com`` itself) or IP addresses, matched against
 the URL's host as written. Pure: the agent loop's workflow code checks calls with it.
@@ -12,6 +12,8 @@ the URL's host as written. Pure: the agent loop's workflow code checks calls wit
 import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HOW_TO = "list host names (api.example.com), subdomain wildcards (*.example.com) or IP addresses"
 
@@ -69,3 +71,21 @@ def refusal(url: str, *lists: list[str] | None) -> str | None:
             listed = ", ".join(hosts) or "none"
             return f"{host or url} is not one of this agent's allowed hosts ({listed})"
     return None
+
+
+def parse_allow(entries: Iterable[str]) -> tuple[tuple[Network, ...], frozenset[str]]:
+    """Allowlist entries (``FOLLOWTHROUGH_OUTBOUND_ALLOW``) as networks and host names; raises ValueError on an
+    entry that is neither."""
+    networks: list[Network] = []
+    names: set[str] = set()
+    for raw in entries:
+        entry = raw.strip().lower()
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+            continue
+        except ValueError:
+            pass
+        if not is_name_pattern(entry):
+            raise ValueError(f"{raw!r} is neither an address, a network (CIDR) nor a host name")
+        names.add(entry.rstrip("."))
+    return tuple(networks), frozenset(names)

@@ -1,6 +1,6 @@
 """What an extraction is asked for: field specs (CSS selectors, types), the JSON Schema the result must meet, and
 the extract type's payload (also the agent's fetch_and_extract tool's arguments, which the workflow checks).
-Checked without fetching anything; the fetching and extracting is followthrough/extraction.py."""
+Checked without fetching anything; the fetching and extracting is followthrough/infra/extraction.py."""
 
 import re
 from typing import Any, Literal

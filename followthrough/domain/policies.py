@@ -15,7 +15,7 @@ INVALID_PAYLOAD = "InvalidPayload"
 TEMPLATE_ERROR = "TemplateError"
 UNKNOWN_TASK_TYPE = "UnknownTaskType"
 DELIVERY_REFUSED = "DeliveryRefused"
-# The SSRF guard refused the target: an internal address not in FOLLOWTHROUGH_OUTBOUND_ALLOW (followthrough/outbound.py).
+# The SSRF guard refused the target: an internal address not in FOLLOWTHROUGH_OUTBOUND_ALLOW (followthrough/infra/outbound.py).
 OUTBOUND_REFUSED = "OutboundRefused"
 # The LLM endpoint refused the request (400, 401, 403, 404, ...) or its API key secret is missing.
 LLM_REFUSED = "LlmRequestRefused"
@@ -32,7 +32,7 @@ EXTRACTION_FAILED = "ExtractionFailed"
 # A task named a secret its tenant has not (or not for that host), or one whose value cannot be sent; raised
 # non-retryable by the activity itself, like EXTRACTION_FAILED.
 SECRET_REFUSED = "SecretRefused"
-# The task's type or channel needs an optional part (a pip extra, followthrough/extras.py) this worker lacks;
+# The task's type or channel needs an optional part (a pip extra, followthrough/infra/extras.py) this worker lacks;
 # raised non-retryable by the activity itself, like EXTRACTION_FAILED.
 PART_MISSING = "PartMissing"
 # Retryable, for the record: LlmUnavailable (timeouts, 429, 5xx; a Retry-After header sets the next delay)

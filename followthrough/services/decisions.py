@@ -13,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.domain.contracts import DecisionAck, TaskOutcome
 from followthrough.services.errors import Conflict, Forbidden, NotFound, ServiceError
-from followthrough.tables import Task
+from followthrough.db.tables import Task
 
 UPDATE_TIMEOUT = timedelta(seconds=30)
 log = logging.getLogger("followthrough.api")

@@ -15,18 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from followthrough.domain.contracts import DefinitionRunResult, TaskOrigin
-from followthrough.database import session_factory
-from followthrough.render_pool import RenderLimits, RenderPoolError, render_trees
+from followthrough.db.database import session_factory
+from followthrough.infra.render_pool import RenderLimits, RenderPoolError, render_trees
 from followthrough.services.errors import Conflict, Invalid, TooManyRequests, Unavailable, invalid, located
 from followthrough.services.idempotency import StoredResponse
 from followthrough.services.limits import check_payload_size
 from followthrough.services.requests import TaskCreate
 from followthrough.services.results import TaskCreated
 from followthrough.services.task_creation import TaskCreator, refuse_raw_credentials
-from followthrough.settings import Settings
-from followthrough.tables import TaskDefinition
+from followthrough.config.settings import Settings
+from followthrough.db.tables import TaskDefinition
 from followthrough.tasktypes import UnknownTaskType, get_type, unserved
-from followthrough.templating import MissingVariables, TemplateProblem, strings, variables_of
+from followthrough.infra.templating import MissingVariables, TemplateProblem, strings, variables_of
 
 _DEFAULT_FIELDS = {"priority", "owner_type", "owner_id", "subject_ref_type", "subject_ref_id", "source",
                    "approval_timeout_seconds", "retry", "approval", "sla"}

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.mirror import TASKS, insert_ignoring_duplicates
-from followthrough.tables import IdempotencyRecord, TaskDedupe
+from followthrough.db.mirror import TASKS, insert_ignoring_duplicates
+from followthrough.db.tables import IdempotencyRecord, TaskDedupe
 
 DEDUPE: Table = TaskDedupe.__table__  # type: ignore[attr-defined]
 # A request still unanswered after this long is taken to have died with its process.

@@ -1,5 +1,5 @@
 """Limits on what a request may ask: payload size, and the tenant's budget for starting tasks (its rate and
-cap on tasks in flight, kept in followthrough/tenant_budget.py) answered as refusals.
+cap on tasks in flight, kept in followthrough/services/tenant_budget.py) answered as refusals.
 """
 
 import json
@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough import tenant_budget
+from followthrough.services import tenant_budget
 from followthrough.services.errors import ServiceError, TooManyRequests, invalid
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 
 def check_payload_size(settings: Settings, payload: object, loc: tuple[object, ...] = ("payload",)) -> None:
@@ -25,7 +25,7 @@ def check_payload_size(settings: Settings, payload: object, loc: tuple[object, .
 
 async def admit(settings: Settings, engine: AsyncEngine, wanted: Mapping[str, int],
                 charge_key: str | None = None, loc: tuple[object, ...] = ("items",)) -> tenant_budget.Hold:
-    """Charge ``wanted[tenant]`` new tasks to each tenant (followthrough/tenant_budget.py), or refuse the whole
+    """Charge ``wanted[tenant]`` new tasks to each tenant (followthrough/services/tenant_budget.py), or refuse the whole
     request: 429 over the rate or the cap on tasks in flight, 422 at ``loc`` when it needs more than the burst."""
     try:
         return await tenant_budget.admit(settings, engine, wanted, charge_key)

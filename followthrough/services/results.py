@@ -4,8 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from followthrough.naming import temporal_ui_link
-from followthrough.settings import Settings
+from followthrough.domain.naming import temporal_ui_link
+from followthrough.config.settings import Settings
 
 # Where the HTTP API serves its resources; a task's links point there.
 API_PREFIX = "/api/v1"

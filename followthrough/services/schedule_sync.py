@@ -4,10 +4,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, ScheduleAlreadyRunningError
 from temporalio.service import RPCError, RPCStatusCode
 
-from followthrough import schedules
+from followthrough.services import schedules
 from followthrough.services.errors import Conflict, NotFound, invalid
-from followthrough.settings import Settings
-from followthrough.tables import TaskDefinition
+from followthrough.config.settings import Settings
+from followthrough.db.tables import TaskDefinition
 
 
 async def definition_or_404(session: AsyncSession, definition_id: str, deleted_too: bool = False) -> TaskDefinition:

@@ -19,25 +19,25 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from followthrough import tenant_budget
+from followthrough.services import tenant_budget
 from followthrough.domain import search_attributes
 from followthrough.domain.contracts import SlaPolicy, TaskInput, TaskOrigin
 from followthrough.domain.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.domain.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
-from followthrough.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
-from followthrough.naming import TEMPORAL_PRIORITY, workflow_id_for
-from followthrough.outbound import OutboundPolicy
-from followthrough.run_inputs import input_from, record_of
+from followthrough.db.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
+from followthrough.domain.naming import TEMPORAL_PRIORITY, workflow_id_for
+from followthrough.infra.outbound import OutboundPolicy
+from followthrough.domain.run_inputs import input_from, record_of
 from followthrough.services import idempotency, limits
 from followthrough.services.errors import Conflict, Invalid, ServiceError, Unavailable, invalid, located
 from followthrough.services.limits import check_payload_size
 from followthrough.services.requests import TaskCreate
 from followthrough.services.results import API_PREFIX, TaskCreated, task_links
-from followthrough.settings import Settings
-from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
-from followthrough.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
+from followthrough.config.settings import Settings
+from followthrough.infra.task_secrets import TaskSecretsFileInvalid, task_secrets_for
+from followthrough.services.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
                                            retry_refusals)
-from followthrough.tables import Task
+from followthrough.db.tables import Task
 from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.tasktypes.base import TaskType
 from followthrough.workflows import run_texts
@@ -127,7 +127,7 @@ class TaskCreator:
         try:
             problems = [(path, refusal) for path, (name, url) in refs.items()
                         if (refusal := self.task_secrets.refusal(tenant_id, name, url)) is not None]
-        except TaskSecretsFileInvalid:  # logged, with where, by followthrough/task_secrets.py
+        except TaskSecretsFileInvalid:  # logged, with where, by followthrough/infra/task_secrets.py
             raise Unavailable("the task secrets file is invalid; an operator must fix it", retry_after=30) from None
         if problems:
             raise located([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
@@ -247,7 +247,7 @@ class TaskCreator:
     async def release(self, hold: tenant_budget.Hold, keep: dict[str, int] | None = None) -> None:
         try:
             await tenant_budget.release(self.engine, hold, keep)
-        except (DBAPIError, OSError) as err:  # the hold expires by itself (followthrough/tenant_budget.py)
+        except (DBAPIError, OSError) as err:  # the hold expires by itself (followthrough/services/tenant_budget.py)
             log.warning("could not release a hold on tasks in flight: %s", err)
 
     def batch_charge(self, items: list[dict[str, Any]], actor: str,
@@ -361,7 +361,7 @@ class TaskCreator:
                            links=task_links(self.settings, row.id, row.workflow_id))
 
     async def _input_of(self, row: Task) -> TaskInput:
-        """The task as its last run received it: from the mirror, which keeps it (followthrough/run_inputs.py);
+        """The task as its last run received it: from the mirror, which keeps it (followthrough/domain/run_inputs.py);
         for a row written before it did, from that run's history while Temporal still has it."""
         if row.run_input is not None:
             try:
@@ -378,7 +378,7 @@ class TaskCreator:
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
                 try:
                     [task] = await self.temporal.data_converter.decode(payloads, [TaskInput])
-                except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/codec.py)
+                except ApplicationError:  # started unencrypted, which the codec refuses (followthrough/infra/codec.py)
                     raise Conflict("the task's last run was started with unencrypted input, which this "
                                    "deployment refuses; create a new task") from None
                 return task

@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from followthrough.domain.lifecycle import TaskStatus
-from followthrough.tables import Task
+from followthrough.db.tables import Task
 
 
 class TaskOrder(StrEnum):

@@ -7,7 +7,6 @@ answer or at ``max_turns``. The tools are registered in followthrough/domain/age
 in the prompt are filled when the task comes from a definition (followthrough/services/definitions.py).
 """
 
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 

@@ -3,7 +3,7 @@ declares, and how its send step retries.
 
 Drafting is pure with respect to the outside world (a report may read the
 mirror); a type with a ``prompt`` has its subject and body rewritten by an
-LLM when one is configured (followthrough/llm/). What the draft says is what
+LLM when one is configured (followthrough/infra/llm.py). What the draft says is what
 the send step delivers, through the transport its ``channel`` names
 (followthrough/activities/transports/).
 """
@@ -16,12 +16,12 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.domain.contracts import Draft, DraftOrigin, RetrySpec, SlaPolicy, TaskInput
-from followthrough.guardrails import Guardrail
+from followthrough.domain.guardrails import Guardrail
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 if TYPE_CHECKING:
-    from followthrough.decomposition import SubtaskList
+    from followthrough.tasktypes.subtasks import SubtaskList
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,10 @@ class TaskType:
     plan: Planner | None = None
     # Its tasks cannot run without a configured LLM, so the API refuses them when none is.
     needs_llm: bool = False
-    # The optional part (followthrough/extras.py) its tasks need; without it the API refuses them.
+    # The optional part (followthrough/infra/extras.py) its tasks need; without it the API refuses them.
     needs_part: str | None = None
     # The URLs its payload sends to, by dotted field path ("webhook.url"), for the SSRF guard's early check when a task is created
-    # (followthrough/outbound.py); the guard checks again, on the resolved addresses, when it connects.
+    # (followthrough/infra/outbound.py); the guard checks again, on the resolved addresses, when it connects.
     outbound_urls: Callable[[Any], dict[str, str]] = field(default=lambda _payload: {})
     # The task secrets its payload names, by dotted field path: (secret name, the URL it is sent to, or None
     # where only the run knows, as for a browser page). The API refuses a name the task's tenant has not (or
@@ -89,7 +89,7 @@ class TaskType:
     listed_subtasks: Callable[[Any], list[tuple[tuple[str | int, ...], str, TaskMode | None, dict[str, Any]]]] = \
         field(default=lambda _payload: [])
     # How many subtasks its payload makes at its own level (a group's steps, a campaign's messages): charged to
-    # the tenant when the task is created (followthrough/tenant_budget.py). Planned ones are charged when planned.
+    # the tenant when the task is created (followthrough/services/tenant_budget.py). Planned ones are charged when planned.
     listed_count: Callable[[Any], int] = field(default=lambda _payload: 0)
 
     def payload_schema(self) -> dict:

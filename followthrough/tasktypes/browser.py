@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from followthrough.domain.contracts import Draft, RetrySpec
-from followthrough.guardrails import TargetHosts
+from followthrough.domain.guardrails import TargetHosts
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.secrets import SECRET_NAME
+from followthrough.infra.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.domain.http_rules import http_url
 

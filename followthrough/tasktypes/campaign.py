@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from followthrough.domain.contracts import Draft
-from followthrough.decomposition import MAX_SUBTASKS, SubtaskIn, SubtaskList
+from followthrough.tasktypes.subtasks import MAX_SUBTASKS, SubtaskIn, SubtaskList
 from followthrough.domain.lifecycle import Execution, FailurePolicy, TaskMode
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
 from followthrough.tasktypes.email import check_template

@@ -7,12 +7,12 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from followthrough.domain.contracts import Draft
-from followthrough.guardrails import FirstContact, Guardrail, GuardrailFacts, RecipientDomains
+from followthrough.domain.guardrails import FirstContact, Guardrail, GuardrailFacts, RecipientDomains
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
-from followthrough.render_pool import RenderLimits, render_strings
+from followthrough.infra.render_pool import RenderLimits, render_strings
 from followthrough.tasktypes.rendering import environment
-from followthrough.templating import TemplateProblem
+from followthrough.infra.templating import TemplateProblem
 
 
 def check_template(source: str) -> str:

@@ -3,7 +3,7 @@
 Nothing is sent anywhere: the "send" step is the fetch and the extraction (followthrough/activities/transports/extract.py),
 through the SSRF guard, and its object becomes the task's result. Hence autonomous by default; a review-mode
 task has a person approve the fetch first. Selectors, field specs and the schema are checked when the task
-is created (a 422), the page and the data when it runs (followthrough/extraction.py).
+is created (a 422), the page and the data when it runs (followthrough/infra/extraction.py).
 """
 
 import json
@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from followthrough.domain.contracts import Draft, RetrySpec
-from followthrough.guardrails import GuardrailFacts
-from followthrough.guardrails import TargetHosts
+from followthrough.domain.guardrails import GuardrailFacts
+from followthrough.domain.guardrails import TargetHosts
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.domain.extraction_rules import MAX_TIMEOUT_SECONDS, ExtractPayload
 from followthrough.tasktypes.base import DraftContext, TaskType

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from followthrough.domain.contracts import Draft, RetrySpec
 from followthrough.domain.credentials import HOW_TO_REFERENCE
 from followthrough.domain.http_rules import CREDENTIAL_HEADERS, TRANSPORT_HEADERS, header_refusal, http_url
-from followthrough.guardrails import TargetHosts
+from followthrough.domain.guardrails import TargetHosts
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.secrets import SECRET_NAME
+from followthrough.infra.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 
 MAX_TIMEOUT_SECONDS = 60

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from followthrough.domain.contracts import Draft
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.guardrails import AmountAbove, FirstContact, RecipientDomains
+from followthrough.domain.guardrails import AmountAbove, FirstContact, RecipientDomains
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.rendering import render
 

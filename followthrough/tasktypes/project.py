@@ -1,7 +1,7 @@
 """project: a goal that a language model plans into subtasks.
 
 Where ``group`` lists its steps, a project states what it wants done; the
-planner asks the configured LLM (followthrough/llm/planning.py) for subtasks of
+planner asks the configured LLM (followthrough/tasktypes/llm_planning.py) for subtasks of
 the allowed types, checks each against its type, and the project then runs
 them like any decomposed task: each drafted, approved (as its mode says) and
 done on its own. Without an LLM configured a project cannot be created.
@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from followthrough.domain.contracts import Draft, DraftOrigin
-from followthrough.decomposition import SubtaskIn, SubtaskList
+from followthrough.tasktypes.subtasks import SubtaskIn, SubtaskList
 from followthrough.domain.lifecycle import Execution, FailurePolicy, TaskMode
+from followthrough.tasktypes import REGISTRY, unserved
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
+from followthrough.tasktypes.llm_planning import plan_subtasks
 
 # The types a plan may use unless the payload narrows them: those that do one thing each.
 DEFAULT_ALLOWED = ("email", "http_request", "invoice_follow_up", "reminder", "report", "webhook")
@@ -33,8 +35,6 @@ class ProjectPayload(BaseModel):
     @field_validator("allowed_types")
     @classmethod
     def _plannable(cls, value: list[str]) -> list[str]:
-        from followthrough.tasktypes import REGISTRY, unserved
-
         bad = [name for name in value if name not in REGISTRY or REGISTRY[name].plan is not None]
         if bad:
             raise ValueError(f"not task types a plan can use: {', '.join(bad)}")
@@ -50,8 +50,6 @@ class PlannedSubtasks(SubtaskList):
 
 
 async def plan(payload: ProjectPayload, ctx: PlanContext) -> SubtaskList:
-    from followthrough.llm.planning import plan_subtasks  # it reads the type registry this module is part of
-
     planned = await plan_subtasks(ctx.settings, ctx.task, payload.allowed_types)
     usage = planned.usage
     origin = DraftOrigin(drafter="llm", model=usage.model, prompt_tokens=usage.prompt_tokens,

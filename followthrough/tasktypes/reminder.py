@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator, model_validator
 
 from followthrough.domain.contracts import Draft
-from followthrough.guardrails import Guardrail, GuardrailFacts, RecipientDomains, TargetHosts
+from followthrough.domain.guardrails import Guardrail, GuardrailFacts, RecipientDomains, TargetHosts
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.secrets import SECRET_NAME
+from followthrough.infra.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.email import check_template, render_texts
 

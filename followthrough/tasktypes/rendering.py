@@ -1,10 +1,10 @@
 """Rendering the task types' shipped templates (templates/), in-process: the template is ours, only its
 data is not, and the sandbox bounds what the data can make it do. A template a person sends (an email's
-body, a definition's payload) renders in followthrough/render_pool.py instead."""
+body, a definition's payload) renders in followthrough/infra/render_pool.py instead."""
 
 from typing import Any
 
-from followthrough.template_sandbox import TEMPLATES, environment, render_capped
+from followthrough.infra.template_sandbox import TEMPLATES, environment, render_capped
 
 __all__ = ["TEMPLATES", "environment", "render"]
 

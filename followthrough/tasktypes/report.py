@@ -16,10 +16,10 @@ from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, Valida
                       model_validator)
 
 from followthrough.domain.contracts import Draft
-from followthrough.guardrails import RecipientDomains, TargetHosts
+from followthrough.domain.guardrails import RecipientDomains, TargetHosts
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.reports import build_report
-from followthrough.secrets import SECRET_NAME
+from followthrough.db.reports import build_report
+from followthrough.infra.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.tasktypes.rendering import TEMPLATES
 
@@ -37,7 +37,7 @@ class EmailTarget(_Strict):
 
 class WebhookTarget(_Strict):
     url: AnyHttpUrl
-    # The NAME of a secret (followthrough/secrets.py); its value never enters the payload.
+    # The NAME of a secret (followthrough/infra/secrets.py); its value never enters the payload.
     secret: str = Field(pattern=SECRET_NAME.pattern)
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from followthrough.domain.contracts import Draft, RetrySpec
-from followthrough.guardrails import TargetHosts
+from followthrough.domain.guardrails import TargetHosts
 from followthrough.domain.lifecycle import TaskMode
-from followthrough.secrets import SECRET_NAME
+from followthrough.infra.secrets import SECRET_NAME
 from followthrough.tasktypes.base import DraftContext, TaskType
 from followthrough.domain.http_rules import http_url
 from followthrough.tasktypes.http_request import reject_raw_credentials
@@ -34,7 +34,7 @@ class WebhookPayload(BaseModel):
     @field_validator("event")
     @classmethod
     def _not_a_lifecycle_event(cls, value: str) -> str:
-        # Subscriptions sign `task.*` events (followthrough/mirror.py) with secrets a task may also name: a
+        # Subscriptions sign `task.*` events (followthrough/db/mirror.py) with secrets a task may also name: a
         # receiver must be able to trust that a `task.completed` came from followthrough's own lifecycle.
         if value.lower().startswith("task."):
             raise ValueError("events named task.* are followthrough's own lifecycle events; name yours otherwise")

@@ -18,10 +18,10 @@ from followthrough.activities.browser_run import BrowserFailure, RunContext, Ste
 from followthrough.activities.transports.base import DeliveryContext
 from followthrough.activities.transports.browser import TRANSPORT
 from followthrough.domain.contracts import Draft
-from followthrough.outbound import OutboundPolicy
-from followthrough.secrets import SecretStore
-from followthrough.tables import TaskArtifact
-from followthrough.task_secrets import TaskSecrets
+from followthrough.infra.outbound import OutboundPolicy
+from followthrough.infra.secrets import SecretStore
+from followthrough.db.tables import TaskArtifact
+from followthrough.infra.task_secrets import TaskSecrets
 from followthrough.tasktypes.browser import BrowserPayload
 from tests.conftest import make_settings
 from tests.helpers import free_port

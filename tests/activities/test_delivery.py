@@ -9,8 +9,8 @@ import httpx
 
 from followthrough.activities.delivery import DeliveryActivities
 from followthrough.domain.contracts import Draft, SendRequest
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
 from tests.helpers import outbox_rows
 
 

@@ -22,8 +22,8 @@ from followthrough.activities.transports.base import DeliveryContext, PermanentD
 from followthrough.activities.transports.email import OUTBOX, TRANSPORT, message_id_for
 from followthrough.domain import policies
 from followthrough.domain.contracts import Draft, SendRequest
-from followthrough.secrets import SecretNotFound, SecretStore
-from followthrough.settings import Settings
+from followthrough.infra.secrets import SecretNotFound, SecretStore
+from followthrough.config.settings import Settings
 from tests.helpers import free_port, outbox_rows
 
 

@@ -20,14 +20,14 @@ from followthrough.activities.transports.base import DeliveryContext, PermanentD
 from followthrough.activities.transports.http import TRANSPORT as HTTP
 from followthrough.activities.transports.http import TransientDeliveryError
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
-from followthrough import signing
+from followthrough.infra import signing
 from followthrough.domain.agent_tools import HttpRequestArgs
 from followthrough.domain.contracts import Draft, SendRequest
-from followthrough.database import session_factory
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
-from followthrough.tables import Delivery
-from followthrough.task_secrets import TaskSecrets
+from followthrough.db.database import session_factory
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Delivery
+from followthrough.infra.task_secrets import TaskSecrets
 from tests.receivers import Received, Receiver
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import httpx
 from sqlalchemy import select
 
 from followthrough.api.main import create_app
-from followthrough import approval_links
-from followthrough.database import session_factory
-from followthrough.tables import NotificationOutbox
+from followthrough.infra import approval_links
+from followthrough.db.database import session_factory
+from followthrough.db.tables import NotificationOutbox
 from tests.conftest import TEST_CODEC_ENV, make_settings
 from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver

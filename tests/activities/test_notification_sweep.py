@@ -1,4 +1,4 @@
-"""The worker's re-send sweep of the notification outbox (followthrough/notification_sweep.py).
+"""The worker's re-send sweep of the notification outbox (followthrough/services/notification_sweep.py).
 
 Real parts: receivers on 127.0.0.1, the real webhook transport and SSRF-guarded client, SQLite and PostgreSQL.
 Time is the sweep's ``now`` argument, so nothing here sleeps through a grace period or a backoff. Each test
@@ -20,17 +20,20 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.common import RetryPolicy
 
-from followthrough import metrics, notification_outbox, notification_sweep, signing
+from followthrough.infra import metrics
+from followthrough.db import notification_outbox
+from followthrough.services import notification_sweep
+from followthrough.infra import signing
 from followthrough.activities.transports.http import delivery_id_for
 from followthrough.domain import policies
 from followthrough.domain.contracts import Notification
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
-from followthrough.mirror import SUBSCRIPTIONS
-from followthrough.notification_outbox import OUTBOX
-from followthrough.notification_sweep import SweepConfig, sweep
-from followthrough.outbound import guarded_client
-from followthrough.settings import Settings
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
+from followthrough.db.mirror import SUBSCRIPTIONS
+from followthrough.db.notification_outbox import OUTBOX
+from followthrough.services.notification_sweep import SweepConfig, sweep
+from followthrough.infra.outbound import guarded_client
+from followthrough.config.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import add_task_secret, eventually, free_port, task_body
 from tests.receivers import Receiver
@@ -194,7 +197,7 @@ async def test_failed_attempts_back_off_and_give_up_at_the_limit(engine, tmp_pat
             second = first + timedelta(minutes=1)
             assert (await outbox.sweep(second, config=config)).failed == 1
             assert (await outbox.row(key)).next_attempt_at == second + timedelta(minutes=2)
-            with caplog.at_level(logging.WARNING, logger="followthrough.notification_sweep"):
+            with caplog.at_level(logging.WARNING, logger="followthrough.services.notification_sweep"):
                 result = await outbox.sweep(second + timedelta(minutes=2), config=config)
             assert (result.failed, result.given_up) == (0, 1)
             row = await outbox.row(key)

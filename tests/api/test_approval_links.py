@@ -21,7 +21,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import approval_links
+from followthrough.infra import approval_links
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, task_body, until_status
 from tests.llm_server import FakeLlm, llm  # noqa: F401 - llm is a fixture
@@ -152,7 +152,7 @@ async def test_fifty_concurrent_posts_decide_once(stack: Stack):
 
 
 def test_tokens_check_and_the_generated_key_is_private(tmp_path):
-    from followthrough.settings import Settings
+    from followthrough.config.settings import Settings
 
     settings = Settings(data_dir=tmp_path)
     key = approval_links.signing_key(settings)
@@ -175,7 +175,7 @@ def test_tokens_check_and_the_generated_key_is_private(tmp_path):
 
 
 def test_a_named_secret_signs_the_links(tmp_path, monkeypatch):
-    from followthrough.settings import Settings
+    from followthrough.config.settings import Settings
 
     monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LINK_KEY", "s3cret")
     settings = Settings(data_dir=tmp_path, approval_link_secret="link_key")
@@ -186,7 +186,7 @@ def test_a_named_secret_signs_the_links(tmp_path, monkeypatch):
 def test_an_empty_named_secret_signs_nothing(tmp_path, monkeypatch):
     """An empty key would let anyone sign a link: refused, as compose renders it when FOLLOWTHROUGH_LINK_KEY
     is not set."""
-    from followthrough.settings import Settings
+    from followthrough.config.settings import Settings
 
     monkeypatch.setenv("FOLLOWTHROUGH_SECRET_LINK_1", " ")
     with pytest.raises(ValueError, match="'link_1' that signs approval links"):
@@ -194,7 +194,7 @@ def test_an_empty_named_secret_signs_nothing(tmp_path, monkeypatch):
 
 
 def test_a_generated_key_outside_a_dev_setup_is_warned_about(tmp_path):
-    from followthrough.settings import Settings
+    from followthrough.config.settings import Settings
 
     warning = approval_links.generated_key_warning(Settings(data_dir=tmp_path))
     assert warning and str(tmp_path / "approval-link.key") in warning

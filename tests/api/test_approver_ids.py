@@ -7,9 +7,9 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from followthrough import api_keys
-from followthrough.approval_records import approvers_key
-from followthrough.tables import Approval
+from followthrough.db import api_keys
+from followthrough.db.approval_records import approvers_key
+from followthrough.db.tables import Approval
 from tests.conftest import Stack
 from tests.helpers import eventually, task_body, until_status
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough.naming import workflow_id_for
+from followthrough.domain.naming import workflow_id_for
 from tests.conftest import Stack, running_stack
 from tests.helpers import eventually, get_task, task_body, until_status
 

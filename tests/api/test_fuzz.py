@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.main import create_app
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
 from tests.conftest import make_settings, served_api
 from tests.helpers import add_task_secret, task_body
 

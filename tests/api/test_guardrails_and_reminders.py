@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import pytest_asyncio
 
-from followthrough import signing
+from followthrough.infra import signing
 from tests.conftest import running_stack
 from tests.helpers import add_task_secret, eventually, invoice_payload, task_body
 from tests.receivers import Receiver

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import signing
-from followthrough.database import session_factory
-from followthrough.tables import Delivery
+from followthrough.infra import signing
+from followthrough.db.database import session_factory
+from followthrough.db.tables import Delivery
 from tests.conftest import Stack, running_stack
 from tests.helpers import add_task_secret, eventually
 from tests.receivers import Receiver

@@ -312,8 +312,7 @@ async def test_sign_in_decide_and_sign_out_with_a_key(dev_env: WorkflowEnvironme
                                                       tmp_path: Path):
     """Without anonymous access: a person signs in with a key, the live page follows its session's events,
     decides, signs out; the browser never holds the key, and the session is worth nothing after."""
-    from followthrough import api_keys
-
+    from followthrough.db import api_keys
     async with served_api(dev_env, engine, tmp_path, anonymous_access=False) as (url, _):
         tenant = f"keyed-{url.rsplit(':', 1)[1]}"
         _, submitter = await api_keys.create(engine, tenant_id=tenant, actor_id="sam", name="sam",

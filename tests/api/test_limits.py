@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough.api_keys import create as create_key
+from followthrough.db.api_keys import create as create_key
 from tests.conftest import running_stack
 from tests.helpers import add_task_secret, eventually, invoice_payload, task_body, until_status
 

@@ -1,7 +1,7 @@
-"""An installation without an optional part (a pip extra, followthrough/extras.py) refuses the task types that
+"""An installation without an optional part (a pip extra, followthrough/infra/extras.py) refuses the task types that
 need it when a task is created — through POST /tasks, a group's subtasks, a definition and its runs — with a
 422 that names the extra; a task that still reaches such a worker fails at once with that reason, not retried.
-Playwright's absence is simulated at the seam both the API and the worker read (followthrough.extras.installed);
+Playwright's absence is simulated at the seam both the API and the worker read (followthrough.infra.extras.installed);
 tests/deploy/test_packaging.py proves it on an install without the extra."""
 
 import uuid
@@ -12,10 +12,10 @@ from temporalio.testing import ActivityEnvironment
 
 from followthrough.activities.delivery import DeliveryActivities
 from followthrough.activities.drafting import DraftingActivities
-from followthrough import extras
+from followthrough.infra import extras
 from followthrough.domain import policies
 from followthrough.domain.contracts import Draft, DraftRequest, SendRequest
-from followthrough.secrets import SecretStore
+from followthrough.infra.secrets import SecretStore
 from followthrough.tasktypes import unserved_types
 from tests.conftest import Stack
 from tests.helpers import task_input

@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from followthrough import approval_links, signing
+from followthrough.infra import approval_links
+from followthrough.infra import signing
 from tests.conftest import Stack
 from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver

@@ -88,7 +88,7 @@ async def test_report_is_listed_among_task_types(stack: Stack):
 async def test_report_delivered_to_a_webhook_arrives_signed(stack: Stack):
     import asyncio
 
-    from followthrough import signing
+    from followthrough.infra import signing
     from tests.receivers import Receiver
 
     add_task_secret(stack.settings, stack.tenant, "report_hook", "report-secret")

@@ -19,8 +19,8 @@ from followthrough.activities.mirror import MirrorActivities
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError
 from followthrough.api.main import create_app
 from followthrough.domain.contracts import Draft, TaskInput
-from followthrough.mirror import TASKS
-from followthrough.secrets import SecretStore
+from followthrough.db.mirror import TASKS
+from followthrough.infra.secrets import SecretStore
 from followthrough.tasktypes import REGISTRY, get_type
 from tests.conftest import Stack, make_settings
 from tests.helpers import eventually, task_body, task_row

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.services.definitions import DefinitionRunner
-from followthrough import schedules
+from followthrough.services import schedules
 from followthrough.domain.contracts import DefinitionRunResult
 from tests.conftest import Stack
 from tests.helpers import eventually, until_status

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough.database import session_factory
-from followthrough.tables import Delivery
+from followthrough.db.database import session_factory
+from followthrough.db.tables import Delivery
 from tests.conftest import Stack, running_stack
 from tests.helpers import add_task_secret, eventually, task_body
 from tests.receivers import Receiver
@@ -210,8 +210,8 @@ async def test_special_purpose_and_embedded_ipv4_literals_are_422_at_the_api(gua
 
 async def test_the_api_refuses_to_start_when_the_guard_lets_loopback_through(monkeypatch, tmp_path: Path):
     from followthrough.api.main import create_app
-    from followthrough import outbound
-    from followthrough.settings import Settings
+    from followthrough.infra import outbound
+    from followthrough.config.settings import Settings
 
     monkeypatch.setattr(outbound, "_listed", lambda address: None)  # a guard that takes every address for public
     app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"))

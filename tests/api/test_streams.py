@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.streams import EventReader, Scope
-from followthrough import api_keys
-from followthrough.mirror import EVENTS, insert_created
+from followthrough.db import api_keys
+from followthrough.db.mirror import EVENTS, insert_created
 from tests.conftest import served_api
 from tests.helpers import eventually, sign_in, task_body, task_input, until_status
 

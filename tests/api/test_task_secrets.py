@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough.database import session_factory
-from followthrough.tables import Delivery, TaskEvent
+from followthrough.db.database import session_factory
+from followthrough.db.tables import Delivery, TaskEvent
 from tests.api.test_keys_and_roles import bearer, make_key
 from tests.conftest import Stack, running_stack, served_api
 from tests.helpers import add_task_secret, eventually

@@ -313,7 +313,7 @@ async def test_an_idempotency_key_left_unanswered_by_a_dead_request_is_taken_ove
 
     from sqlalchemy import insert
 
-    from followthrough.tables import IdempotencyRecord
+    from followthrough.db.tables import IdempotencyRecord
 
     body = task_body(tenant_id=stack.tenant, mode="suggest")
     async with stack.engine.begin() as conn:  # as a request that died before answering would leave it
@@ -331,7 +331,7 @@ async def test_a_key_whose_request_died_after_starting_its_task_answers_with_tha
 
     from sqlalchemy import func, select, update
 
-    from followthrough.tables import IdempotencyRecord, Task
+    from followthrough.db.tables import IdempotencyRecord, Task
 
     body = task_body(tenant_id=stack.tenant, mode="suggest")
     first = await stack.http.post("/tasks", json=body, headers={"Idempotency-Key": "died-late"})
@@ -356,7 +356,7 @@ async def test_a_subject_claimed_by_a_request_that_died_before_starting_its_task
     from sqlalchemy import insert
 
     from followthrough.services.idempotency import dedupe_key
-    from followthrough.tables import TaskDedupe
+    from followthrough.db.tables import TaskDedupe
 
     body = task_body(tenant_id=stack.tenant, mode="suggest")
     key = dedupe_key(stack.tenant, "invoice_follow_up", body["subject_ref_type"], body["subject_ref_id"],

@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.main import create_app
-from followthrough.mirror import TASKS
+from followthrough.db.mirror import TASKS
 from tests.conftest import make_settings
 from tests.helpers import eventually, task_body
 from followthrough.worker import build_worker

@@ -14,8 +14,8 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import api_client
-from followthrough.settings import Settings
+from followthrough.cli import api_client
+from followthrough.config.settings import Settings
 from tests.conftest import served_api
 from tests.helpers import free_port, get_task, task_body, until_status
 

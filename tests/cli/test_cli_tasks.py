@@ -15,7 +15,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import api_keys
+from followthrough.db import api_keys
 from followthrough.domain.contracts import CancelRequest, DecisionAck, PauseRequest
 from tests.conftest import make_settings, served_api, worker_for
 from tests.helpers import eventually, free_port, get_task, invoice_payload, task_body, task_row, until_status

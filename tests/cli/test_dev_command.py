@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from tests.helpers import free_port, task_body
 
 

@@ -13,9 +13,10 @@ import pytest
 
 import typer.main
 
-from followthrough import api_client, dev_stack_file
+from followthrough.cli import api_client
+from followthrough.config import dev_stack_file
 from followthrough.cli import BESIDE_DEV, app
-from followthrough.settings import Settings, beside_dev_stack
+from followthrough.config.settings import Settings, beside_dev_stack
 
 STACK = {"temporal_address": "127.0.0.1:17233", "temporal_namespace": "default", "task_queue": "followthrough",
          "temporal_ui_url": "http://127.0.0.1:18233", "temporal_envconfig": False, "api_host": "127.0.0.1",

@@ -13,10 +13,10 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.converter import default
 from temporalio.exceptions import ApplicationError
 
-from followthrough.codec import ENCODING, KEY_ID, REFUSED, CodecError, CodecKey, EncryptionCodec, data_converter
-from followthrough.codec_keys import LOCAL_KEY_FILE, CodecNotConfigured, codec_for
-from followthrough.secrets import SecretNotFound, SecretStore
-from followthrough.settings import Settings
+from followthrough.infra.codec import ENCODING, KEY_ID, REFUSED, CodecError, CodecKey, EncryptionCodec, data_converter
+from followthrough.infra.codec_keys import LOCAL_KEY_FILE, CodecNotConfigured, codec_for
+from followthrough.infra.secrets import SecretNotFound, SecretStore
+from followthrough.config.settings import Settings
 
 KEY_A, KEY_B = CodecKey("a", os.urandom(32)), CodecKey("b", os.urandom(32))
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from followthrough import cli
 from followthrough.connectors import ConnectorError, install, load, load_file, task_types
 from followthrough.connectors.actions import render_request
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from followthrough.tasktypes import REGISTRY
 
 GOOD = """

@@ -25,12 +25,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.main import create_app
-from followthrough import api_keys
-from followthrough.binaries import find_binary
-from followthrough.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
+from followthrough.db import api_keys
+from followthrough.infra.binaries import find_binary
+from followthrough.infra.codec import ENCODING, KEY_ID, CodecKey, EncryptionCodec, data_converter
 from followthrough.domain.contracts import ApprovalDecision
-from followthrough.mirror import TASKS, insert_created
-from followthrough.temporal_client import converter_for
+from followthrough.db.mirror import TASKS, insert_created
+from followthrough.infra.temporal_client import converter_for
 from tests.conftest import TEST_CODEC, Stack, make_settings, served_api
 from tests.helpers import eventually, invoice_payload, task_body, task_input, task_row, until_status
 from followthrough.worker import build_worker

@@ -1,4 +1,4 @@
-"""followthrough/extraction.py on its own: selectors, coercion, schema errors, and the fetch's limits against a
+"""followthrough/infra/extraction.py on its own: selectors, coercion, schema errors, and the fetch's limits against a
 real server on 127.0.0.1 through the SSRF-guarded client."""
 
 from collections.abc import Iterator
@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from followthrough.domain.extraction_rules import check_schema, parse_fields
-from followthrough.extraction import ExtractionError, FetchError, check_against, extract_fields, fetch_page
-from followthrough.outbound import guarded_client
+from followthrough.infra.extraction import ExtractionError, FetchError, check_against, extract_fields, fetch_page
+from followthrough.infra.outbound import guarded_client
 from tests.receivers import Receiver
 
 PAGE = """<html><head><title>Widget</title></head><body>
@@ -123,7 +123,7 @@ async def test_fetch_through_the_guard_refuses_loopback_unless_allowed(site):
 
 def test_a_tenants_allowed_hosts_apply_to_the_page_url_only():
     from followthrough.domain.contracts import Draft
-    from followthrough.guardrails import GuardrailFacts
+    from followthrough.domain.guardrails import GuardrailFacts
     from followthrough.tasktypes.extract import PageHost
 
     params, facts = {"allowed_hosts": ["shop.example.com"]}, GuardrailFacts()

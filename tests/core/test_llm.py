@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 from followthrough.activities.drafting import DraftingActivities
 from followthrough.domain import policies
 from followthrough.domain.contracts import DraftRequest
-from followthrough.llm import (
+from followthrough.infra.llm import (
     LlmAnswerInvalid,
     LlmConfig,
     LlmNotConfigured,
@@ -28,11 +28,11 @@ from followthrough.llm import (
     complete_json,
     llm_config,
 )
-from followthrough.llm.client import complete_with_tools, parse_json_object, retry_after
-from followthrough.llm.drafting import confidence
-from followthrough.llm.planning import InvalidPlan, plan_subtasks
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
+from followthrough.infra.llm import complete_with_tools, parse_json_object, retry_after
+from followthrough.tasktypes.llm_drafting import confidence
+from followthrough.tasktypes.llm_planning import InvalidPlan, plan_subtasks
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
 from tests.helpers import task_input
 from tests.llm_server import FakeLlm, completion
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from followthrough import logs
-from followthrough.logs import ActivityLogContext, JsonFormatter, TextFormatter
+from followthrough.infra import logs
+from followthrough.infra.logs import ActivityLogContext, JsonFormatter, TextFormatter
 from tests.conftest import running_stack
 from tests.helpers import task_body, until_status
 

@@ -13,9 +13,9 @@ from starlette.types import Receive, Scope, Send
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.metrics import RequestMetrics, route_template
-from followthrough import metrics
+from followthrough.infra import metrics
 from followthrough.domain.contracts import MirrorBatch, MirrorEvent, TaskChanges
-from followthrough.mirror import record_batch
+from followthrough.db.mirror import record_batch
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import free_port, task_body, task_input, until_status
 from followthrough.worker import run_worker

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 
 from sqlalchemy import insert, select
 
-from followthrough import tables  # noqa: F401
-from followthrough.approval_records import approvers_key
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
-from followthrough.tables import Approval
+from followthrough.db import tables  # noqa: F401
+from followthrough.db.approval_records import approvers_key
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
+from followthrough.db.tables import Approval
 
 
 async def test_migrated_schema_matches_the_models(engine):

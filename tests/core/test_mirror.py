@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from followthrough import notification_outbox
+from followthrough.db import notification_outbox
 from followthrough.domain.contracts import MirrorBatch, MirrorEvent, RetrySpec, SlaPolicy, TaskChanges, TaskOrigin
-from followthrough.database import session_factory
-from followthrough.mirror import insert_created, record_batch
-from followthrough.run_inputs import RecordMismatch, input_from
-from followthrough.tables import Subscription, TaskEvent
+from followthrough.db.database import session_factory
+from followthrough.db.mirror import insert_created, record_batch
+from followthrough.domain.run_inputs import RecordMismatch, input_from
+from followthrough.db.tables import Subscription, TaskEvent
 from tests.helpers import task_input, task_row
 
 

@@ -23,10 +23,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from followthrough.domain import activity_names
 from followthrough.domain.contracts import ApprovalDecision, DecisionAck, MirrorAck, TaskOutcome
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
-from followthrough.mirror import EVENTS, TASKS
-from followthrough.reconcile import reconcile
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
+from followthrough.db.mirror import EVENTS, TASKS
+from followthrough.services.reconcile import reconcile
 from tests.conftest import running_stack
 from tests.helpers import add_task_secret, eventually
 from tests.private_postgres import PrivatePostgres, postgres_server  # noqa: F401 - the fixture

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from followthrough import outbound
-from followthrough.outbound import (GuardBroken, GuardedBackend, GuardedTransport, OutboundPolicy, OutboundRefused,
+from followthrough.infra import outbound
+from followthrough.infra.outbound import (GuardBroken, GuardedBackend, GuardedTransport, OutboundPolicy, OutboundRefused,
                                     blocked_reason, guarded_client, parse_allow, self_test)
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.receivers import Receiver
 from followthrough.worker import run_worker
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.approval_records import APPROVALS, DECISIONS
-from followthrough.mirror import EVENTS, RUNS, TASKS, insert_created
-from followthrough.reconcile import MISSING_ROW, ORPHAN_ROW, STATUS_MISMATCH, reconcile
+from followthrough.db.approval_records import APPROVALS, DECISIONS
+from followthrough.db.mirror import EVENTS, RUNS, TASKS, insert_created
+from followthrough.services.reconcile import MISSING_ROW, ORPHAN_ROW, STATUS_MISMATCH, reconcile
 from tests.conftest import TEST_CODEC_ENV, Stack, running_stack
 from tests.helpers import task_body, task_input, until_status
 

@@ -15,11 +15,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from followthrough.activities.errors import reports_attempt
-from followthrough import redaction
-from followthrough.llm.client import LlmConfig, LlmNotConfigured, api_key
-from followthrough.logs import JsonFormatter, TextFormatter
-from followthrough.secrets import SecretStore
-from followthrough.task_secrets import (TaskSecrets, TaskSecretsFileInvalid, TaskSecretUnavailable,
+from followthrough.infra import redaction
+from followthrough.infra.llm import LlmConfig, LlmNotConfigured, api_key
+from followthrough.infra.logs import JsonFormatter, TextFormatter
+from followthrough.infra.secrets import SecretStore
+from followthrough.infra.task_secrets import (TaskSecrets, TaskSecretsFileInvalid, TaskSecretUnavailable,
                                         TaskSecretUnusable)
 
 
@@ -108,7 +108,7 @@ def test_task_secrets_are_per_tenant_host_bound_and_checked(tmp_path: Path, monk
     # Another tenant's broken entry: the error a task of acme's would show names neither that tenant nor the
     # secret; the operator's log line does.
     path.write_text(json.dumps({"acme": {"crm": "crm-value-1"}, "globex": {"merger_key": {"hosts": []}}}))
-    with caplog.at_level(logging.ERROR, logger="followthrough.task_secrets"), \
+    with caplog.at_level(logging.ERROR, logger="followthrough.infra.task_secrets"), \
             pytest.raises(TaskSecretsFileInvalid) as invalid:
         store.resolve("acme", "crm", "x.example")
     assert "globex" not in str(invalid.value) and "merger_key" not in str(invalid.value)

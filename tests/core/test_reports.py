@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.activities.transports.none import TRANSPORT as NONE_TRANSPORT
 from followthrough.domain.contracts import Draft
-from followthrough.reports import TASKS, execution_stats, percentile, task_summary
-from followthrough.settings import Settings
+from followthrough.db.reports import TASKS, execution_stats, percentile, task_summary
+from followthrough.config.settings import Settings
 from followthrough.tasktypes import get_type
 from followthrough.tasktypes.base import DraftContext
 from followthrough.tasktypes.report import ReportPayload, render_report

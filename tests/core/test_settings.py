@@ -2,7 +2,7 @@
 
 import pytest
 
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 
 
 def test_only_our_variables_are_read(monkeypatch: pytest.MonkeyPatch):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from followthrough.cron import InvalidCron, check_cron, check_timezone
-from followthrough.templating import MissingVariables, TemplateProblem, render_tree, variables_of
+from followthrough.domain.cron import InvalidCron, check_cron, check_timezone
+from followthrough.infra.templating import MissingVariables, TemplateProblem, render_tree, variables_of
 
 
 def test_every_string_of_a_nested_tree_is_rendered_and_whole_expressions_keep_their_type():

@@ -14,9 +14,9 @@ import pytest_asyncio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
-from followthrough import temporal_client
-from followthrough.codec_keys import CodecNotConfigured
-from followthrough.settings import Settings
+from followthrough.infra import temporal_client
+from followthrough.infra.codec_keys import CodecNotConfigured
+from followthrough.config.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, make_settings, running_stack
 from tests.helpers import free_port, task_body
 from tests.tls_proxy import SERVER_NAME, Pki, TlsProxy, make_pki

@@ -13,7 +13,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.domain import search_attributes
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from tests.conftest import TEST_CODEC_ENV
 
 NAMES = sorted(key.name for key in search_attributes.ALL)

@@ -1,4 +1,4 @@
-"""Tracing (followthrough/tracing.py): one trace from POST /tasks through the workflow, its activities and the
+"""Tracing (followthrough/infra/tracing.py): one trace from POST /tasks through the workflow, its activities and the
 outbound call, with the API and the worker built as production builds them (create_app connecting its own
 client, run_worker) against the dev server; spans go to an in-memory exporter through the module's seam."""
 
@@ -27,9 +27,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from followthrough.activities.transports.email import TRANSPORT as EMAIL
 from followthrough.api.main import create_app
-from followthrough import tracing
+from followthrough.infra import tracing
 from followthrough.domain.activity_names import DRAFT, SEND
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.conftest import TEST_CODEC_ENV, TEST_CONVERTER, make_settings
 from tests.helpers import free_port
 from tests.activities.test_email_transport import _ctx as smtp_ctx
@@ -170,8 +170,8 @@ async def test_an_smtp_send_is_a_client_span_under_the_caller(sqlite_engine, spa
 
 # The production exporter, in processes of their own: the SDK's OTLP/HTTP exporter reads the standard variables.
 EXPORTING = """
-from followthrough import tracing
-from followthrough.settings import Settings
+from followthrough.infra import tracing
+from followthrough.config.settings import Settings
 
 settings = Settings()  # FOLLOWTHROUGH_TRACING from the environment
 tracing.configure(settings, "followthrough-worker")

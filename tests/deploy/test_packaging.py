@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.api.main import create_app
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.helpers import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_the_installed_api_serves_its_inbox_assets(wheel, tmp_path):
 import followthrough
 from fastapi.testclient import TestClient
 from followthrough.api.main import create_app
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 assert followthrough.__file__.startswith(SITE), followthrough.__file__
 app = create_app(Settings(database_url="sqlite+aiosqlite:///" + SITE + "/m.db", codec="off", anonymous_access=True))
 client = TestClient(app)

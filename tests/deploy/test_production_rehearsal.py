@@ -38,7 +38,7 @@ import pytest
 import yaml
 
 from followthrough.activities.transports.http import delivery_id_for
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from tests.helpers import free_port
 from tests.receivers import Receiver
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.conftest import TEST_CODEC_ENV
 
 ROOT = Path(__file__).resolve().parent.parent.parent

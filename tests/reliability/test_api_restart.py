@@ -13,8 +13,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.mirror import TASKS
-from followthrough.reconcile import reconcile
+from followthrough.db.mirror import TASKS
+from followthrough.services.reconcile import reconcile
 from tests.conftest import make_settings, worker_for
 from tests.helpers import eventually, free_port
 from tests.reliability.processes import kill, process_env, start

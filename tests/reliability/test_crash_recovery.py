@@ -14,8 +14,8 @@ import httpx
 from sqlalchemy import select
 
 from followthrough.api.main import create_app
-from followthrough.database import session_factory
-from followthrough.tables import Delivery
+from followthrough.db.database import session_factory
+from followthrough.db.tables import Delivery
 from tests.conftest import TEST_CODEC_ENV, make_settings
 from tests.helpers import add_task_secret, eventually
 from tests.receivers import Receiver

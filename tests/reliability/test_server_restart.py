@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from followthrough.api.main import create_app
-from followthrough.binaries import find_binary
-from followthrough.reconcile import reconcile
+from followthrough.infra.binaries import find_binary
+from followthrough.services.reconcile import reconcile
 from followthrough.domain.search_attributes import dev_server_arguments
 from tests.conftest import TEST_CONVERTER, make_settings
 from tests.helpers import add_task_secret, eventually, free_port

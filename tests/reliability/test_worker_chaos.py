@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.activities.transports.email import message_id_for
 from followthrough.api.main import create_app
-from followthrough.mirror import EVENTS, TASKS
-from followthrough.reconcile import reconcile
-from followthrough.tables import Delivery
+from followthrough.db.mirror import EVENTS, TASKS
+from followthrough.services.reconcile import reconcile
+from followthrough.db.tables import Delivery
 from tests.conftest import make_settings
 from tests.helpers import add_task_secret
 from tests.receivers import Receiver

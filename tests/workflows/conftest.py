@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.conftest import make_settings
 
 

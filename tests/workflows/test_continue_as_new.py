@@ -22,11 +22,11 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from followthrough.domain import search_attributes
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from followthrough.domain.contracts import ApprovalDecision, DecisionAck, TaskInput
-from followthrough.database import session_factory
-from followthrough.reconcile import _truth as reconcile_truth, reconcile
-from followthrough.tables import Task, TaskEvent
+from followthrough.db.database import session_factory
+from followthrough.services.reconcile import _truth as reconcile_truth, reconcile
+from followthrough.db.tables import Task, TaskEvent
 from tests.conftest import TEST_CONVERTER, Stack, running_stack
 from tests.helpers import eventually, get_task, outbox_rows, task_body, until_status
 from tests.llm_server import FakeLlm, llm  # noqa: F401 - llm is a fixture

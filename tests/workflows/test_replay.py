@@ -14,7 +14,7 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-from followthrough.codec import EncryptionCodec, data_converter
+from followthrough.infra.codec import EncryptionCodec, data_converter
 from tests.conftest import TEST_CODEC_KEY
 from tests.workflows.unpatched_change import UnpatchedChange
 from followthrough.worker import SANDBOX

@@ -3,7 +3,6 @@ TaskWorkflow with its own mirror row; parallel and sequential; fail_fast and
 continue; cancel reaching the children; a type that plans."""
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -12,8 +11,8 @@ from temporalio.exceptions import ApplicationError
 
 from followthrough.domain import activity_names
 from followthrough.domain.contracts import CancelRequest, DecisionAck, PauseRequest, SendRequest, SendResult
-from followthrough.database import session_factory
-from followthrough.tables import Task
+from followthrough.db.database import session_factory
+from followthrough.db.tables import Task
 from tests.helpers import event_types, eventually, task_input, task_row
 from tests.workflows.test_task_workflow import start, state
 from tests.workflows.test_time import worker_replacing

@@ -26,8 +26,8 @@ from followthrough.domain.contracts import (
     TaskInput,
     TaskOutcome,
 )
-from followthrough.settings import Settings
-from followthrough.tables import Approval, ApprovalDecisionRecord
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Approval, ApprovalDecisionRecord
 from tests.helpers import event_types, eventually, invoice_payload, outbox_rows, task_input, task_row
 from followthrough.worker import build_worker
 from followthrough.workflows.all import ALL_WORKFLOWS

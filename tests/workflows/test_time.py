@@ -23,7 +23,7 @@ from followthrough.domain.contracts import (
     PauseRequest,
     RescheduleRequest,
 )
-from followthrough.settings import Settings
+from followthrough.config.settings import Settings
 from tests.helpers import event_types, eventually, outbox_rows, task_input, task_row, with_activities
 from tests.workflows.test_task_workflow import start, state, until_status
 from followthrough.worker import build_worker

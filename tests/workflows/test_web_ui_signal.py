@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.domain import search_attributes
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from tests.api.test_inbox_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import TEST_CONVERTER, Stack, served_api
 from tests.helpers import eventually, free_port, task_body, until_status

@@ -2,16 +2,14 @@
 
 Every module in this package that defines ``TRANSPORT`` (an object with a
 ``channel`` name and an async ``deliver(draft, ctx)``) is registered, but for one whose optional part
-(followthrough/extras.py) is not installed: that one is not imported, and its channel is unserved.
+(followthrough/infra/extras.py) is not installed: that one is not imported, and its channel is unserved.
 """
 
 import importlib
 import pkgutil
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused, Transport
-from followthrough import extras
-
-# The transports that need an optional part, by module (and channel) name.
+from followthrough.infra import extras  # The transports that need an optional part, by module (and channel) name.
 NEEDS_PART = {"browser": "browser"}
 
 

@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followthrough.domain import policies
 from followthrough.domain.contracts import Draft
-from followthrough.secrets import SecretStore
-from followthrough.settings import Settings
-from followthrough.task_secrets import TaskSecrets
+from followthrough.infra.secrets import SecretStore
+from followthrough.config.settings import Settings
+from followthrough.infra.task_secrets import TaskSecrets
 
 
 class PermanentDeliveryError(Exception):
@@ -27,7 +27,7 @@ class SecretRefused(PermanentDeliveryError):
 
 
 class TargetRefused(PermanentDeliveryError):
-    """The SSRF guard refused the target's address (followthrough/outbound.py)."""
+    """The SSRF guard refused the target's address (followthrough/infra/outbound.py)."""
 
     error_type = policies.OUTBOUND_REFUSED
 

@@ -18,7 +18,7 @@ from followthrough.activities.browser_run import RunContext, run_steps
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
 from followthrough.activities.transports.http import Claim, deliver_once
 from followthrough.domain.contracts import Draft
-from followthrough.outbound import OutboundPolicy
+from followthrough.infra.outbound import OutboundPolicy
 from followthrough.tasktypes.browser import BrowserPayload
 
 

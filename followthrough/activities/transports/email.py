@@ -19,10 +19,10 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError
-from followthrough import tracing
+from followthrough.infra import tracing
 from followthrough.domain.contracts import Draft
-from followthrough.mirror import insert_ignoring_duplicates
-from followthrough.tables import Contact, OutboxMessage
+from followthrough.db.mirror import insert_ignoring_duplicates
+from followthrough.db.tables import Contact, OutboxMessage
 
 OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 CONTACTS: Table = Contact.__table__  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The "extract" channel: the extract task's fetch and extraction (followthrough/extraction.py).
+"""The "extract" channel: the extract task's fetch and extraction (followthrough/infra/extraction.py).
 
 A GET changes nothing at the target, so there is no delivery record to keep it to once per key: a retry
 fetches again. The extracted object is the result, and ``event_data`` puts it on the completed event too.
@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, TargetRefused
-from followthrough import extraction
+from followthrough.infra import extraction
 from followthrough.domain import policies
 from followthrough.domain.contracts import Draft
 from followthrough.domain.extraction_rules import ExtractPayload

@@ -18,13 +18,13 @@ import httpx
 from sqlalchemy import Table, select, update
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused, TargetRefused
-from followthrough import redaction
+from followthrough.infra import redaction
 from followthrough.domain.contracts import Draft
-from followthrough.outbound import OutboundRefused
-from followthrough.mirror import insert_ignoring_duplicates
-from followthrough.tables import Delivery
+from followthrough.infra.outbound import OutboundRefused
+from followthrough.db.mirror import insert_ignoring_duplicates
+from followthrough.db.tables import Delivery
 from followthrough.domain.http_rules import TRANSPORT_HEADERS
-from followthrough.task_secrets import TaskSecretError
+from followthrough.infra.task_secrets import TaskSecretError
 
 log = logging.getLogger("followthrough.delivery")
 

@@ -12,9 +12,9 @@ import httpx
 
 from followthrough.activities.transports.base import DeliveryContext, PermanentDeliveryError, SecretRefused
 from followthrough.activities.transports.http import Claim, check_url, deliver_once, exchange
-from followthrough import signing
+from followthrough.infra import signing
 from followthrough.domain.contracts import Draft
-from followthrough.task_secrets import TaskSecretError
+from followthrough.infra.task_secrets import TaskSecretError
 
 USER_AGENT = "followthrough-webhooks/1"
 

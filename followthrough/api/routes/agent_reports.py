@@ -10,8 +10,8 @@ from followthrough.api.auth import require
 from followthrough.api.deps import SessionDep
 from followthrough.api.errors import CONFLICT, NOT_FOUND, ApiError
 from followthrough.api.lookups import task_row_or_404
-from followthrough.agent_report import MEDIA_TYPES, agent_report, render_agent_report
-from followthrough.principals import Role
+from followthrough.tasktypes.agent_report import MEDIA_TYPES, agent_report, render_agent_report
+from followthrough.domain.principals import Role
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

@@ -22,16 +22,16 @@ from followthrough.api.auth import require
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND, detail_of, status_of
 from followthrough.api.lookups import task_row_or_404
-from followthrough import approval_links
+from followthrough.infra import approval_links
 from followthrough.domain.approver_ids import ApproverId
-from followthrough.principals import Role
-from followthrough.approval_links import ApprovalLink, ExpiredToken, InvalidToken, OutdatedToken
+from followthrough.domain.principals import Role
+from followthrough.infra.approval_links import ApprovalLink, ExpiredToken, InvalidToken, OutdatedToken
 from followthrough.domain.contracts import ApprovalDecision, Rejection
 from followthrough.domain.lifecycle import TaskStatus
-from followthrough.mirror import insert_ignoring_duplicates
+from followthrough.db.mirror import insert_ignoring_duplicates
 from followthrough.services.decisions import decide
 from followthrough.services.errors import Conflict, Forbidden, ServiceError
-from followthrough.tables import Approval, ApprovalLinkUse, Task
+from followthrough.db.tables import Approval, ApprovalLinkUse, Task
 
 router = APIRouter(tags=["approval links"], responses=NOT_FOUND | CONFLICT)
 

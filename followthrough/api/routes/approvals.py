@@ -14,8 +14,8 @@ from followthrough.api.lookups import task_row_or_404
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from followthrough.api.schemas import ApprovalDecisionPublic, ApprovalListPublic, ApprovalPublic
 from followthrough.domain.approver_ids import ApproverId, key_part, role_part
-from followthrough.principals import Role
-from followthrough.tables import Approval, ApprovalDecisionRecord
+from followthrough.domain.principals import Role
+from followthrough.db.tables import Approval, ApprovalDecisionRecord
 
 router = APIRouter(dependencies=[require(Role.VIEWER)], tags=["approvals"], responses=NOT_FOUND)
 

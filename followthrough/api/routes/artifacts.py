@@ -12,8 +12,8 @@ from followthrough.api.auth import require
 from followthrough.api.deps import SessionDep
 from followthrough.api.errors import NOT_FOUND, not_found
 from followthrough.api.lookups import task_row_or_404
-from followthrough.principals import Role
-from followthrough.tables import TaskArtifact
+from followthrough.domain.principals import Role
+from followthrough.db.tables import TaskArtifact
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 # Everything but the stored bytes and value.

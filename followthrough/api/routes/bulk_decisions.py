@@ -15,14 +15,14 @@ from followthrough.api.auth import PrincipalDep, acting_as, require
 from followthrough.api.tenancy import listing_tenant
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import detail_of, status_of
-from followthrough.principals import Role
+from followthrough.domain.principals import Role
 from followthrough.domain.contracts import ApprovalDecision, Rejection
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.services.decisions import decide_row
 from followthrough.services.errors import ServiceError
 from followthrough.services.requests import StorableBody, either_case
 from followthrough.services.task_queries import TaskFilter
-from followthrough.tables import Approval, Task
+from followthrough.db.tables import Approval, Task
 
 log = logging.getLogger("followthrough.api")
 

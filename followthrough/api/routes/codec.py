@@ -16,8 +16,8 @@ from temporalio.api.common.v1 import Payload
 
 from followthrough.api.auth import PrincipalDep
 from followthrough.api.errors import ApiError
-from followthrough.codec import CodecError
-from followthrough.principals import Role
+from followthrough.infra.codec import CodecError
+from followthrough.domain.principals import Role
 
 PREFIX = "/codec"
 

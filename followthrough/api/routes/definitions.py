@@ -27,14 +27,14 @@ from followthrough.api.errors import ApiError, CONFLICT, LIMITED, NOT_FOUND
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from followthrough.api.schemas import TaskListPublic
 from followthrough.api.views import created_or_replayed, task_public
-from followthrough import schedules
-from followthrough.principals import Role
+from followthrough.services import schedules
+from followthrough.domain.principals import Role
 from followthrough.services.definitions import DefinitionRunner, check
 from followthrough.services.errors import invalid
 from followthrough.services.results import TaskCreated
 from followthrough.services.schedule_sync import definition_or_404, forget_schedule, sync_schedule
 from followthrough.services.task_queries import TaskFilter, TaskOrder, list_tasks
-from followthrough.tables import TaskDefinition
+from followthrough.db.tables import TaskDefinition
 
 log = logging.getLogger("followthrough.api")
 

@@ -10,7 +10,7 @@ new request refreshes it.
 
 A person signs in with their API key (it needs the approver role). The key is checked and forgotten: the
 browser gets a random session id in an HttpOnly, SameSite=Strict cookie for ``/ui`` only, the database
-keeps its hash (followthrough/inbox_sessions.py), and the JSON API never accepts it. Every form that
+keeps its hash (followthrough/db/inbox_sessions.py), and the JSON API never accepts it. Every form that
 posts carries a CSRF token: the session's, or before sign-in (and under anonymous access) one that must
 match a cookie of its own (double submit); and followthrough/api/same_origin.py refuses a post another site sends.
 With anonymous access (dev on 127.0.0.1) the caller names themself with ``?as=<user id>`` (else the
@@ -37,15 +37,15 @@ from followthrough.api.errors import ApiError, detail_of, status_of
 from followthrough.api.routes.approvals import may_decide
 from followthrough.domain.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.domain.lifecycle import TaskStatus
-from followthrough import inbox_sessions
+from followthrough.db import inbox_sessions
 from followthrough.domain import approver_ids
-from followthrough.api_keys import principal_for
-from followthrough.naming import temporal_ui_link
-from followthrough.principals import Role
+from followthrough.db.api_keys import principal_for
+from followthrough.domain.naming import temporal_ui_link
+from followthrough.domain.principals import Role
 from followthrough.services import decisions
 from followthrough.services.errors import Conflict, Forbidden, ServiceError
-from followthrough.settings import Settings
-from followthrough.tables import Approval, ApprovalDecisionRecord, Task
+from followthrough.config.settings import Settings
+from followthrough.db.tables import Approval, ApprovalDecisionRecord, Task
 
 router = APIRouter(tags=["inbox"], include_in_schema=False)
 

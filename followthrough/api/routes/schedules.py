@@ -10,10 +10,10 @@ from followthrough.api.definition_schemas import ScheduleNote, SchedulePublic
 from followthrough.api.definition_views import schedule_public
 from followthrough.api.deps import ActorDep, SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, CONFLICT, NOT_FOUND
-from followthrough import schedules
-from followthrough.principals import Role
+from followthrough.services import schedules
+from followthrough.domain.principals import Role
 from followthrough.services.schedule_sync import definition_or_404, forget_schedule, scheduled_or_409
-from followthrough.tables import TaskDefinition
+from followthrough.db.tables import TaskDefinition
 
 router = APIRouter(prefix="/definitions/{definition_id}/schedule", tags=["schedules"],
                    responses=NOT_FOUND | CONFLICT)

@@ -13,9 +13,9 @@ from followthrough.api.deps import SettingsDep
 from followthrough.api.errors import NOT_FOUND, not_found
 from followthrough.api.tenancy import listing_tenant
 from followthrough.domain.lifecycle import TaskStatus
-from followthrough import api_keys
-from followthrough.principals import Principal, Role
-from followthrough.settings import Settings
+from followthrough.db import api_keys
+from followthrough.domain.principals import Principal, Role
+from followthrough.config.settings import Settings
 
 router = APIRouter(tags=["streams"], dependencies=[require(Role.VIEWER)])
 

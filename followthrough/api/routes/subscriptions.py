@@ -13,10 +13,10 @@ from followthrough.api.errors import NOT_FOUND, ApiError, not_found
 from followthrough.api.paging import LimitQuery, OffsetQuery, next_offset, page_size
 from followthrough.api.tenancy import listing_tenant, tenant_for
 from followthrough.api.schemas import SubscriptionCreate, SubscriptionListPublic, SubscriptionPublic
-from followthrough.outbound import OutboundPolicy
-from followthrough.principals import Role
-from followthrough.tables import Subscription
-from followthrough.task_secrets import TaskSecretsFileInvalid, task_secrets_for
+from followthrough.infra.outbound import OutboundPolicy
+from followthrough.domain.principals import Role
+from followthrough.db.tables import Subscription
+from followthrough.infra.task_secrets import TaskSecretsFileInvalid, task_secrets_for
 
 router = APIRouter(dependencies=[require(Role.ADMIN)], prefix="/subscriptions", tags=["subscriptions"],
                    responses=NOT_FOUND)

@@ -22,7 +22,7 @@ from followthrough.api.schemas import (
 from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Completion, PauseRequest, Rejection,
                                      RescheduleRequest)
 from followthrough.domain.lifecycle import TaskStatus
-from followthrough.principals import Principal, Role
+from followthrough.domain.principals import Principal, Role
 from followthrough.services.decisions import decide
 from followthrough.services.results import TaskCreated
 from followthrough.services.task_creation import TaskCreator

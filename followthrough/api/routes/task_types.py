@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from followthrough.api.auth import require
 from followthrough.api.schemas import TaskTypeListPublic, TaskTypePublic
-from followthrough.principals import Role
+from followthrough.domain.principals import Role
 from followthrough.tasktypes import REGISTRY, unserved
 
 router = APIRouter(dependencies=[require(Role.VIEWER)], prefix="/task-types", tags=["task types"])

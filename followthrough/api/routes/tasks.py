@@ -28,7 +28,7 @@ from followthrough.api.schemas import (
     TaskStatsPublic,
 )
 from followthrough.api.views import created_or_replayed, event_public, task_public
-from followthrough.principals import Role
+from followthrough.domain.principals import Role
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.services import limits
 from followthrough.services.errors import Invalid, ServiceError
@@ -37,7 +37,7 @@ from followthrough.services.requests import TaskCreate
 from followthrough.services.results import BatchItemResult, TaskCreated
 from followthrough.services.task_creation import TaskCreator
 from followthrough.services.task_queries import TaskFilter, TaskOrder, list_tasks
-from followthrough.tables import Approval, Task, TaskEvent, TaskRun
+from followthrough.db.tables import Approval, Task, TaskEvent, TaskRun
 
 log = logging.getLogger("followthrough.api")
 
