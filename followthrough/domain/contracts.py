@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from followthrough.domain.waits import StepWait
+
 
 @dataclass
 class RetrySpec:
@@ -54,6 +56,8 @@ class SubtaskSpec:
     decompose: bool = False
     # Team roles whose holders may decide (a subtask naming no approvers has its parent's).
     approver_roles: list[str] = field(default_factory=list)
+    # A cadence's step: what it waits for before it starts (None: it starts when the step before it ends).
+    wait: StepWait | None = None
 
 
 @dataclass

@@ -39,11 +39,17 @@ class Stage(StrEnum):
     AWAITING_PERSON = "awaiting_person"
     PLANNING = "planning"
     WAITING_ON_SUBTASKS = "waiting_on_subtasks"
+    # A cadence waiting before its next step (status scheduled): a wait a reschedule moves and a cancel ends.
+    WAITING = "waiting"
     SENDING = "sending"
     # An agent task: asking the model for its next step, or running a tool it asked for.
     THINKING = "thinking"
     USING_TOOL = "using_tool"
     DONE = "done"
+
+
+# Stages in which a task waits (for its due time, a cadence's next step, a decision, a person) rather than works.
+WAITING_STAGES = frozenset({Stage.WAITING_UNTIL_DUE, Stage.WAITING, Stage.AWAITING_APPROVAL, Stage.AWAITING_PERSON})
 
 
 class Execution(StrEnum):
@@ -143,6 +149,10 @@ class EventType(StrEnum):
     TASK_SUBTASKS_PLANNED = "TASK_SUBTASKS_PLANNED"
     TASK_SUBTASK_COMPLETED = "TASK_SUBTASK_COMPLETED"
     TASK_SUBTASK_FAILED = "TASK_SUBTASK_FAILED"
+    # A cadence's step: its wait began (until when), it started, it ended (with the step's status).
+    TASK_CADENCE_WAITING = "TASK_CADENCE_WAITING"
+    TASK_CADENCE_STEP_STARTED = "TASK_CADENCE_STEP_STARTED"
+    TASK_CADENCE_STEP_ENDED = "TASK_CADENCE_STEP_ENDED"
     # An agent task's model answered one turn; one of its tool calls ended (ran, refused, rejected or failed).
     TASK_AGENT_TURN = "TASK_AGENT_TURN"
     TASK_AGENT_TOOL_CALLED = "TASK_AGENT_TOOL_CALLED"

@@ -7,7 +7,7 @@ them (all together or one after another) and completes with their outcomes.
 from pydantic import ConfigDict, Field, model_validator
 
 from followthrough.domain.contracts import Draft
-from followthrough.tasktypes.subtasks import SubtaskList, check_depth, outbound_urls, secret_refs
+from followthrough.tasktypes.subtasks import SubtaskList, check_depth, outbound_urls, refuse_waits, secret_refs
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, PlanContext, TaskType
 
@@ -20,6 +20,7 @@ class GroupPayload(SubtaskList):
     @model_validator(mode="after")
     def _not_too_deep(self) -> "GroupPayload":
         check_depth(self.subtasks)
+        refuse_waits(self.subtasks, "group")
         return self
 
 

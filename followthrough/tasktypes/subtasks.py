@@ -15,6 +15,7 @@ from followthrough.domain.approver_ids import ApproverId
 from followthrough.domain.contracts import SubtaskSpec
 from followthrough.domain.lifecycle import Execution, FailurePolicy, TaskMode
 from followthrough.tasktypes import UnknownTaskType, get_type
+from followthrough.tasktypes.waits import WaitIn
 
 T = TypeVar("T")
 
@@ -52,6 +53,7 @@ class SubtaskIn(BaseModel):
     owner_id: str | None = Field(None, max_length=128)
     approval: SubtaskApproval | None = None
     approval_timeout_seconds: int | None = Field(None, gt=0, le=365 * 24 * 3600)
+    wait: WaitIn | None = Field(None, description="A cadence step's wait before it starts (cadences only).")
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +86,14 @@ class SubtaskList(BaseModel):
     subtasks: list[SubtaskIn] = Field(min_length=1, max_length=MAX_SUBTASKS)
     execution: Execution = Execution.PARALLEL
     failure_policy: FailurePolicy = FailurePolicy.FAIL_FAST
+
+
+def refuse_waits(subtasks: list[SubtaskIn], kind: str) -> None:
+    """Only a cadence's steps wait; elsewhere a ``wait`` is refused rather than ignored."""
+    for position, item in enumerate(subtasks):
+        if item.wait is not None:
+            raise ValueError(f"subtask {position + 1}: a {kind}'s subtasks take no `wait`; "
+                             "steps with waits between them make a `cadence`")
 
 
 def nesting_depth(subtasks: list[SubtaskIn]) -> int:
@@ -138,5 +148,6 @@ def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_
         approvals_required=item.approval.required if item.approval else 1, send_retry=task_type.retry,
         send_timeout_seconds=task_type.send_timeout_seconds, sla=task_type.sla,
         decompose=task_type.plan is not None,
+        wait=item.wait.as_step_wait() if item.wait else None,
     )
 

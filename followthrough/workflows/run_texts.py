@@ -24,6 +24,7 @@ _WORK = {
     "report": "report",
     "campaign": "campaign",
     "group": "group of subtasks",
+    "cadence": "cadence",
     "project": "project",
     "browser": "browser steps",
     "agent": "agent task",
@@ -85,6 +86,10 @@ def due_wait_summary(due_at: datetime) -> str:
     return f"Wait until due ({when(due_at)})"
 
 
+def step_wait_summary(index: int, total: int, step: TaskInput, until: datetime) -> str:
+    return f"Wait before step {index} of {total}, {work(step.type)} ({when(until)})"
+
+
 def approval_wait_summary(wait: timedelta, then: str | None = None, *, person: bool = False) -> str:
     waiting = "Wait for the person to do it" if person else "Wait for approval"
     return f"{waiting}, then {then} ({duration(wait)})" if then else f"{waiting} ({duration(wait)})"
@@ -120,6 +125,13 @@ def subtasks(progress: dict[str, int]) -> str:
     done, failed, total = progress.get("done", 0), progress.get("failed", 0), progress.get("total", 0)
     ended = f"{done} done, {failed} failed" if failed else f"{done} done"
     return f"Waiting on {total} subtask{'s' if total != 1 else ''} ({ended})"
+
+
+def cadence(step: int, total: int, progress: dict[str, int] | None, waiting_until: datetime | None) -> str:
+    done = (progress or {}).get("done", 0)
+    if waiting_until is not None:
+        return f"Waiting until {when(waiting_until)} before step {step} of {total} ({done} done)"
+    return f"Running step {step} of {total} ({done} done)"
 
 
 def in_progress(task: TaskInput, stage: Stage) -> str:

@@ -396,6 +396,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         assert self._task is not None
         if self._paused is not None:
             return run_texts.paused(self._paused, self._status_before_pause)
+        if self._cadence_step is not None:
+            return run_texts.cadence(self._cadence_step, self._cadence_steps, self._progress,
+                                     self._due_at if self._stage is Stage.WAITING else None)
         if self._status is TaskStatus.SCHEDULED:
             due = self._due_at or self._task.due_at
             return f"Scheduled for {run_texts.when(due)}" if due else "Scheduled"
@@ -522,7 +525,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                    type="InvalidTransition")
         if not self._reschedulable:
             raise ApplicationError(f"cannot reschedule: task is {self._status.value} ({self._stage.value}); "
-                                   "only a task still waiting for its due time can be rescheduled",
+                                   "only a task still waiting for its due time can be rescheduled (or a cadence "
+                                   "during a wait before its next step)",
                                    type="InvalidTransition")
         if request.due_at.tzinfo is None:
             raise ValueError("due_at must carry a time zone")

@@ -9,6 +9,7 @@ and waits until each has recorded it.
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -20,8 +21,9 @@ from followthrough.domain import search_attributes
 from followthrough.domain import activity_names
 
 from followthrough.domain import policies
-from followthrough.domain.contracts import PlanRequest, SubtaskPlan, TaskChanges, TaskInput, TaskOutcome
+from followthrough.domain.contracts import PauseRequest, PlanRequest, SubtaskPlan, TaskChanges, TaskInput, TaskOutcome
 from followthrough.domain.lifecycle import EventType, Execution, FailurePolicy, Stage, TaskStatus
+from followthrough.domain.waits import StepWait, wait_end
 from followthrough.workflows import run_texts
 from followthrough.workflows.task_events import TaskEventLog
 from followthrough.workflows.task_rules import subtask_input, subtask_workflow_id
@@ -35,11 +37,25 @@ class _Child:
     outcome: TaskOutcome | None = None
     runner: asyncio.Task | None = None
     recorded: bool = False
+    # A cadence's step: what it waits for before it starts.
+    wait: StepWait | None = None
+
+
+# A cadence (task type "cadence") runs its steps in order, each after its wait, with its steps' starts and ends
+# as events of its own. No run before this code had a cadence.
+CADENCE = "cadence"
+CADENCE_STEPS = "cadence-step-waits"
 
 
 class TaskSubtasks(TaskEventLog):
     _execution: str | None
     _children_started: bool
+    _paused: PauseRequest | None
+    _due_at: datetime | None
+    _reschedulable: bool
+    # While a cadence runs: its step now waiting or running (1-based), and how many it has.
+    _cadence_step: int | None = None
+    _cadence_steps: int = 0
 
     async def _hold(self) -> None:  # provided by the workflow: waits while the task is paused
         raise NotImplementedError
@@ -59,16 +75,20 @@ class TaskSubtasks(TaskEventLog):
         now = workflow.now()
         parent_workflow = workflow.info().workflow_id
         children = [_Child(n, subtask_input(task, n, spec, now),
-                           subtask_workflow_id(parent_workflow, task.run_number, n))
+                           subtask_workflow_id(parent_workflow, task.run_number, n), wait=spec.wait)
                     for n, spec in enumerate(plan.subtasks, 1)]
+        cadence = task.type == CADENCE and workflow.patched(CADENCE_STEPS)
+        if cadence:
+            self._cadence_steps = len(children)
         self._emit(EventType.TASK_SUBTASKS_PLANNED, stage=Stage.WAITING_ON_SUBTASKS,
                    data={"execution": plan.execution, "failure_policy": plan.failure_policy,
                          "subtasks": [{"id": c.task.task_id, "index": c.index, "title": c.task.title,
-                                       "type": c.task.type, "mode": c.task.mode} for c in children]}
+                                       "type": c.task.type, "mode": c.task.mode}
+                                      | ({"wait": c.wait.as_data()} if c.wait else {}) for c in children]}
                    | ({"planned_by": plan.origin} if plan.origin else {}),
                    changes=TaskChanges(progress=_progress(children)))
         try:
-            stopped_by = await self._wait_for_children(children, plan)
+            stopped_by = await (self._run_steps(children) if cadence else self._wait_for_children(children, plan))
         except asyncio.CancelledError:
             await self._cancel_children(children)
             self._record_ended(children)
@@ -99,6 +119,53 @@ class TaskSubtasks(TaskEventLog):
                     self._record_ended(children)
                     return child
         return None
+
+    async def _run_steps(self, children: list[_Child]) -> _Child | None:
+        """A cadence: each step after its wait, one after another; the first that does not complete stops it."""
+        for child in children:
+            self._cadence_step = child.index
+            await self._hold()
+            if child.wait is not None:
+                await self._step_wait(child, children)
+            self._emit(EventType.TASK_CADENCE_STEP_STARTED, TaskStatus.IN_PROGRESS, Stage.WAITING_ON_SUBTASKS,
+                       data=_step_data(child), changes=TaskChanges(progress=_progress(children, child.index)))
+            self._start_child(child)
+            await workflow.wait_condition(lambda: child.outcome is not None)
+            assert child.outcome is not None
+            child.recorded = True
+            self._emit(EventType.TASK_CADENCE_STEP_ENDED, data=_step_data(child) | {"status": child.outcome.status}
+                       | ({"error": child.outcome.error} if child.outcome.error else {}),
+                       changes=TaskChanges(progress=_progress(children, child.index)))
+            if _failed(child):
+                return child
+        self._cadence_step = None
+        return None
+
+    async def _step_wait(self, child: _Child, children: list[_Child]) -> None:
+        """A durable timer to the end of the step's wait, recomputed when a reschedule moves it; while paused,
+        the step does not start even once the wait is over (it starts on resume)."""
+        assert child.wait is not None
+        end = wait_end(child.wait, workflow.now())
+        self._due_at, self._reschedulable = end, True
+        self._emit(EventType.TASK_CADENCE_WAITING, TaskStatus.SCHEDULED, Stage.WAITING,
+                   data=_step_data(child) | {"until": end.isoformat(), "wait": child.wait.as_data()},
+                   changes=TaskChanges(due_at=end, progress=_progress(children, child.index)))
+        while True:
+            if self._paused is not None:
+                await workflow.wait_condition(lambda: self._paused is None)
+                continue
+            assert self._due_at is not None
+            remaining = self._due_at - workflow.now()
+            if remaining <= timedelta(0):
+                break
+            due = self._due_at
+            try:
+                await workflow.wait_condition(lambda: self._due_at != due or self._paused is not None,
+                                              timeout=remaining, timeout_summary=run_texts.step_wait_summary(
+                                                  child.index, self._cadence_steps, child.task, due))
+            except asyncio.TimeoutError:
+                pass
+        self._reschedulable = False
 
     def _record_ended(self, children: list[_Child]) -> list[_Child]:
         """Record the children that have ended since last time, in the order they are listed (whichever
@@ -171,10 +238,15 @@ def _failed(child: _Child) -> bool:
     return child.outcome is not None and child.outcome.status != TaskStatus.COMPLETED.value
 
 
-def _progress(children: list[_Child]) -> dict[str, int]:
+def _progress(children: list[_Child], step: int | None = None) -> dict[str, int]:
     ended = [c for c in children if c.recorded]
     failed = sum(1 for c in ended if _failed(c))
-    return {"done": len(ended) - failed, "failed": failed, "total": len(children)}
+    return {"done": len(ended) - failed, "failed": failed, "total": len(children)} | (
+        {"step": step} if step is not None else {})
+
+
+def _step_data(child: _Child) -> dict[str, Any]:
+    return {"index": child.index, "subtask_id": child.task.task_id, "title": child.task.title, "type": child.task.type}
 
 
 def _summary(child: _Child) -> dict[str, Any]:
