@@ -4,7 +4,7 @@ operations take are in followthrough/services/requests.py, what they answer with
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from followthrough.services.requests import StorableBody, either_case, utc_within_range
 from followthrough.services.results import BatchItemResult, TaskLinks
@@ -106,6 +106,15 @@ class SubtaskProgress(BaseModel):
     done: int = Field(description="Subtasks that completed.")
     failed: int = Field(description="Subtasks that ended otherwise (failed, rejected, expired, cancelled).")
     total: int
+    step: int | None = Field(None, description="A cadence's step now waiting or running (1-based); left out "
+                                               "for other tasks.")
+
+    @model_serializer(mode="wrap")
+    def _step_only_for_a_cadence(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("step") is None:
+            data.pop("step", None)
+        return data
 
 
 class SubtaskListPublic(BaseModel):
