@@ -21,8 +21,8 @@ from followthrough.domain.extraction_rules import ExtractPayload
 from followthrough.domain.http_rules import CREDENTIAL_HEADERS, header_refusal, http_url
 
 # Agents never create agents: a loop that spawns loops has no bound. Nor tasks that split into subtasks of their
-# own (group, campaign, project): those list their own modes and approvers, past the agent's bounds.
-SUBTASK_TYPES_REFUSED = frozenset({"agent", "group", "campaign", "project"})
+# own (group, campaign, project, cadence): those list their own modes and approvers, past the agent's bounds.
+SUBTASK_TYPES_REFUSED = frozenset({"agent", "group", "campaign", "project", "cadence"})
 # Types whose requests go on past the URLs in their payload (redirects followed, pages navigated from): an agent
 # held to hosts may not create them, since its list could not follow them there.
 SUBTASK_TYPES_UNBOUNDED_HOSTS = frozenset({"browser", "extract"})
