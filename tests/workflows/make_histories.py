@@ -3,8 +3,10 @@
 Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
     python -m tests.workflows.make_histories v7
-A part's name after the folder records only that part's histories (``continued``: runs that continued as new):
+A part's name after the folder records only that part's histories (``continued``: runs that continued as new;
+``cadence``: cadences, their waits paused, rescheduled and cancelled):
     python -m tests.workflows.make_histories v9 continued
+    python -m tests.workflows.make_histories v10 cadence
 """
 
 import asyncio
@@ -24,9 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from followthrough import worker as worker_module
 from followthrough.domain import search_attributes
-from followthrough import search_attribute_setup
+from followthrough.infra import search_attribute_setup
 from followthrough.domain import activity_names, policies
-from followthrough.binaries import find_binary
+from followthrough.infra.binaries import find_binary
 from followthrough.domain.contracts import (
     ApprovalDecision,
     Rejection,
@@ -41,9 +43,9 @@ from followthrough.domain.contracts import (
     SlaPolicy,
     TaskOutcome,
 )
-from followthrough.database import create_engine
-from followthrough.migrate import upgrade
-from followthrough.tables import Subscription
+from followthrough.db.database import create_engine
+from followthrough.db.migrate import upgrade
+from followthrough.db.tables import Subscription
 from tests.conftest import make_settings
 from tests.helpers import add_task_secret, eventually, invoice_payload, task_input
 from tests.llm_server import FakeLlm
@@ -85,6 +87,10 @@ async def main() -> None:
     await upgrade(engine)
     if PART == "continued":
         await _continued_runs(tmp, engine)
+        await engine.dispose()
+        return
+    if PART == "cadence":
+        await _cadences(tmp, engine)
         await engine.dispose()
         return
     env = await WorkflowEnvironment.start_time_skipping(
@@ -386,6 +392,72 @@ async def _continued_runs(tmp: Path, engine) -> None:
             await handle.execute_update("resume", PauseRequest(actor_id="ops"), result_type=DecisionAck)
             await handle.result()
             await _save_runs(env, handle, "agent_continued_paused_between_turns")
+    await env.shutdown()
+
+
+async def _cadences(tmp: Path, engine) -> None:
+    """Cadences on the time-skipping server: three steps with two waits (one in business hours) run to the end;
+    a wait paused, rescheduled and resumed; a cancel during the second wait."""
+    from followthrough.tasktypes import get_type
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"))
+    await search_attribute_setup.register(env.client, env.client.namespace)
+    settings = make_settings(str(engine.url), tmp)
+
+    def email(to: str, wait: dict | None = None) -> dict:
+        return {"type": "email", "mode": "autonomous", "title": f"Mail {to}",
+                "payload": {"to": [to], "subject": "Invoice INV-123", "body": "Please pay"}} | (
+                    {"wait": wait} if wait else {})
+
+    def cadence(*steps: dict):
+        payload = get_type("cadence").payload_model.model_validate({"steps": list(steps)}).model_dump(mode="json")
+        return task_input("autonomous", type="cadence", title="Dunning INV-123", subject_ref_id=None,
+                          decompose=True, payload=payload)
+
+    async def waiting(handle: WorkflowHandle) -> None:
+        await eventually(lambda: handle.query("state", result_type=DecisionAck),
+                         lambda s: (s.status, s.stage) == ("scheduled", "waiting"))
+
+    async def run(name: str, task, drive=None) -> None:
+        handle = await env.client.start_workflow("TaskWorkflow", task, id=f"history-{name}",
+                                                 task_queue=settings.task_queue, result_type=TaskOutcome)
+        if drive:
+            await drive(handle)
+        await handle.result()
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        (FOLDER / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+        print("saved", name)
+
+    async def pause_reschedule_resume(handle: WorkflowHandle) -> None:
+        await waiting(handle)
+        await handle.execute_update("pause", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+        await handle.execute_update("reschedule", RescheduleRequest(
+            due_at=await env.get_current_time() + timedelta(hours=1), actor_id="ops"), result_type=DecisionAck)
+        await env.sleep(timedelta(hours=2))
+        await handle.execute_update("resume", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+
+    async def cancel_in_second_wait(handle: WorkflowHandle) -> None:
+        await waiting(handle)
+        await handle.execute_update("reschedule", RescheduleRequest(
+            due_at=await env.get_current_time() - timedelta(seconds=1), actor_id="ops"), result_type=DecisionAck)
+        await eventually(lambda: handle.query("state", result_type=DecisionAck),
+                         lambda s: s.stage == "waiting_on_subtasks")
+        await waiting(handle)
+        await handle.execute_update("cancel", CancelRequest(actor_id="ops", reason="invoice paid"),
+                                    result_type=DecisionAck)
+
+    hours = {"timezone": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00",
+             "end": "17:00"}
+    async with build_worker(env.client, settings, engine):
+        await run("cadence_completed", cadence(email("ada@acme.example"), email("ada@acme.example", {"for": "P3D"}),
+                                               email("calls@acme.example", {"for": "PT1H", "business_hours": hours})))
+        await run("cadence_paused_rescheduled_resumed",
+                  cadence(email("ada@acme.example"), email("ada@acme.example", {"for": "P1D"})),
+                  pause_reschedule_resume)
+        await run("cadence_cancelled_in_second_wait",
+                  cadence(email("ada@acme.example"), email("ada@acme.example", {"for": "P3D"}),
+                          email("calls@acme.example", {"for": "P3D"})), cancel_in_second_wait)
     await env.shutdown()
 
 
