@@ -245,6 +245,9 @@ async def test_reschedule_moves_the_current_wait(time_skipping_env, settings, sq
         # While a step runs there is no wait to move.
         first = await eventually(lambda: steps(sqlite_engine, parent.task_id),
                                  lambda rs: [r.status for r in rs] == ["awaiting_approval"])
+        assert await details(handle) == "Running step 1 of 2 (0 done)"
+        planned = next(e for e in await events(sqlite_engine, parent.task_id) if e.type == "TASK_SUBTASKS_PLANNED")
+        assert [s.get("wait") for s in planned.data["subtasks"]] == [None, {"seconds": 259200.0}]
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("reschedule", RescheduleRequest(
                 due_at=await env.get_current_time() + timedelta(hours=1)), result_type=DecisionAck)
