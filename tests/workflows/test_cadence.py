@@ -307,3 +307,20 @@ async def test_cancel_during_a_later_wait_while_paused(time_skipping_env, settin
         ack = await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
         assert ack.status == "cancelled"
     assert len(await steps(sqlite_engine, parent.task_id)) == 1
+
+
+async def test_cancel_while_a_step_runs_cancels_the_step_and_starts_no_later_one(time_skipping_env, settings,
+                                                                                  sqlite_engine):
+    env = time_skipping_env
+    parent = cadence([email("ada@acme.example", mode="review"), email("ada@acme.example", {"for": "P1D"})])
+    async with worker_replacing(env, settings, sqlite_engine, records_sends):
+        handle = await start(env, settings, parent)
+        await eventually(lambda: steps(sqlite_engine, parent.task_id),
+                         lambda rs: [r.status for r in rs] == ["awaiting_approval"])
+        ack = await handle.execute_update("cancel", CancelRequest(actor_id="ops"), result_type=DecisionAck)
+        assert ack.status == "cancelled"
+    rows = await eventually(lambda: steps(sqlite_engine, parent.task_id),
+                            lambda rs: [r.status for r in rs] == ["cancelled"])
+    assert len(rows) == 1
+    types = [e.type for e in await events(sqlite_engine, parent.task_id)]
+    assert "TASK_CADENCE_WAITING" not in types and types[-1] == "TASK_CANCELLED"
