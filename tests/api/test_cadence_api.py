@@ -151,6 +151,11 @@ async def test_a_cadence_is_checked_strictly(stack: Stack, hook: Receiver):
     # A step looser than its cadence is refused where it is written.
     body = dunning(stack, hook, mode="review")
     assert (await refused(body))[0]["loc"] == ["body", "payload", "steps", 0, "mode"]
+    # A step's URL is checked by the outbound guard when the cadence is created.
+    body = dunning(stack, hook)
+    body["payload"]["steps"][2]["payload"]["webhook"]["url"] = "http://169.254.169.254/latest/meta-data"
+    detail = (await refused(body))[0]
+    assert [str(p) for p in detail["loc"]] == ["body", "payload", "steps", "2", "payload", "webhook", "url"]
     # A group's subtasks take no wait.
     grouped = {"type": "group", "tenant_id": stack.tenant, "payload": {
         "execution": "sequential", "subtasks": [reminder(hook, "Later", {"for": 60})]}}
