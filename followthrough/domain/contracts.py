@@ -73,6 +73,27 @@ class TaskOrigin:
 
 
 @dataclass
+class StopRequest:
+    """An inbound event (POST /events) that a task's ``stop_on`` names: the task ends cancelled if it is still
+    waiting (followthrough/services/events.py)."""
+
+    event_id: str
+    event_type: str
+    received_at: datetime | None = None
+    source: str | None = None
+
+
+@dataclass
+class StopResult:
+    """What a task did with a StopRequest: ``stopped``, ``not_waiting`` (its stage says what it is doing),
+    ``already_ended`` or ``not_subscribed`` (its stop_on does not name the event's type)."""
+
+    outcome: str
+    status: str
+    stage: str
+
+
+@dataclass
 class TaskInput:
     """Everything the workflow needs to run a task; also the row's snapshot."""
 
@@ -109,6 +130,11 @@ class TaskInput:
     subtask_index: int | None = None
     depth: int = 0
     origin: TaskOrigin | None = None
+    # Inbound event types that stop the task while it waits (its due time, a decision, a pause).
+    stop_on: list[str] = field(default_factory=list)
+    # An event received before the task was created (within the lookback) that its stop_on names: the run ends
+    # cancelled before its first step.
+    stopped_by: StopRequest | None = None
     # Set only on a run that continues an earlier one of the same task (followthrough/workflows/task.py): what it carries on.
     carried: "CarriedState | None" = None
 

@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         RescheduleRequest,
         SendRequest,
         SendResult,
+        StopRequest,
+        StopResult,
         TaskChanges,
         TaskInput,
         TaskOutcome,
@@ -73,6 +75,9 @@ CANCEL_BEFORE_START = "cancel-before-start"
 CONTINUE_AS_NEW = "continue-as-new-while-waiting"
 # A continued run's reschedule that arrives with its start is kept; it was overwritten by the carried due time.
 EARLY_RESCHEDULE_KEPT = "continued-run-keeps-early-reschedule"
+# An inbound event a task's stop_on names ends it cancelled while it waits (the ``stop`` update), or before its
+# first step when the event came before the task (TaskInput.stopped_by). No older run was stopped so.
+STOP_ON_EVENT = "stop-on-event"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -88,6 +93,10 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._approval_id: str | None = None
         self._escalated: list[str] = []
         self._cancel: CancelRequest | None = None
+        # What the task is waiting for while an inbound event may stop it ("due", "approval", "paused"; any wait
+        # that sets it is stoppable), and the event that stopped it.
+        self._in_wait: str | None = None
+        self._stopped_by: StopRequest | None = None
         self._flow: asyncio.Task | None = None
         self._pump: MirrorPump | None = None
         self._task: TaskInput | None = None
@@ -145,12 +154,20 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _execute(self, task: TaskInput, carried: CarriedState | None) -> TaskOutcome:
         try:
+            if task.stopped_by is not None and self._cancel is None and workflow.patched(STOP_ON_EVENT):
+                self._stop(task.stopped_by)
+                raise asyncio.CancelledError()
             if self._cancel is not None and workflow.patched(CANCEL_BEFORE_START):
                 raise asyncio.CancelledError()
             return await self._steps(task, carried)
         except asyncio.CancelledError:
             request = self._cancel or CancelRequest(actor_id="temporal", actor_type="system")
             data: dict = {"reason": request.reason} if request.reason else {}
+            if self._stopped_by is not None:
+                stopped = self._stopped_by
+                data["stopped_by_event"] = {
+                    "id": stopped.event_id, "type": stopped.event_type, "source": stopped.source,
+                    "received_at": stopped.received_at.isoformat() if stopped.received_at else None}
             if self._approval_id is not None and self._decision is None:
                 data["approval_id"] = self._approval_id
             return self._finish(TaskStatus.CANCELLED, EventType.TASK_CANCELLED,
@@ -223,7 +240,11 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                blocked: str | None, resumed: CarriedState | None = None) -> TaskOutcome:
         if resumed is not None or mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or flags:
             self._awaiting = {"draft": draft, "flags": flags, "blocked": blocked, "mode": mode.value}
-            decision = await self._await_decision(task, mode, flags, blocked, resumed=resumed)
+            self._in_wait = "approval"
+            try:
+                decision = await self._await_decision(task, mode, flags, blocked, resumed=resumed)
+            finally:
+                self._in_wait = None
             self._awaiting = None
             approval = {"approval_id": self._approval_id}
             if decision is None:
@@ -372,6 +393,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         """A durable timer to the due time, recomputed whenever a reschedule moves it;
         while paused, the task does not start even once the time has come."""
         self._due_at, self._reschedulable = due_at, True
+        self._in_wait = "due"
         while True:
             if self._paused is not None:
                 await workflow.wait_condition(lambda: self._paused is None or self._continue_suggested())
@@ -390,6 +412,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 pass
             await self._continue_if_suggested(waiting_until_due=True)
         self._reschedulable = False
+        self._in_wait = None
 
     def _details(self) -> str:
         """What the open task is doing or waiting for, for the Web UI (its current details)."""
@@ -413,10 +436,15 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _hold(self, continuable: bool = False) -> None:
         """Between steps: wait while the task is paused (before its draft, the run may continue as new)."""
-        while self._paused is not None:
-            await workflow.wait_condition(lambda: self._paused is None or (continuable and self._continue_suggested()))
-            if continuable:
-                await self._continue_if_suggested(waiting_until_due=False)
+        self._in_wait = "paused"
+        try:
+            while self._paused is not None:
+                await workflow.wait_condition(
+                    lambda: self._paused is None or (continuable and self._continue_suggested()))
+                if continuable:
+                    await self._continue_if_suggested(waiting_until_due=False)
+        finally:
+            self._in_wait = None
 
     # ---- continue-as-new: a long wait's history handed to a fresh run ------
 
@@ -507,6 +535,35 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             raise ApplicationError(f"task is already {self._status.value}", type="InvalidTransition")
         if self._cancel is not None:
             raise ApplicationError("task is already being cancelled", type="InvalidTransition")
+
+    @workflow.update(name="stop")
+    async def stop(self, request: StopRequest) -> StopResult:
+        """An inbound event the task's stop_on names: it ends cancelled if it is still waiting (for its due time,
+        a decision, a resume, or any wait that sets ``_in_wait``); a task doing its work, or ended, is untouched.
+        The answer says which. The same event again answers ``stopped`` and records nothing more."""
+        if self._stopped_by is not None and self._stopped_by.event_id == request.event_id:
+            await workflow.wait_condition(lambda: self._status.terminal)
+            return self._stop_result("stopped")
+        if self._status.terminal:
+            return self._stop_result("already_ended")
+        if self._task is not None and request.event_type not in self._task.stop_on:
+            return self._stop_result("not_subscribed")
+        if (self._in_wait is None or self._cancel is not None or self._decision is not None
+                or self._flow is None or self._stage is Stage.SENDING):
+            return self._stop_result("not_waiting")
+        workflow.patched(STOP_ON_EVENT)
+        self._stop(request)
+        self._flow.cancel()
+        await workflow.wait_condition(lambda: self._status.terminal)
+        return self._stop_result("stopped")
+
+    def _stop(self, request: StopRequest) -> None:
+        self._stopped_by = request
+        self._cancel = CancelRequest(actor_id=f"event:{request.event_id}"[:128], actor_type="system",
+                                     reason=f"stopped by event {request.event_type}")
+
+    def _stop_result(self, outcome: str) -> StopResult:
+        return StopResult(outcome=outcome, status=self._status.value, stage=self._stage.value)
 
     @workflow.update(name="reschedule")
     async def reschedule(self, request: RescheduleRequest) -> DecisionAck:
