@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from followthrough.domain.cron import InvalidCron, check_cron, check_timezone
 from followthrough.domain.lifecycle import Priority, TaskMode
-from followthrough.services.requests import ApprovalPolicy, RetryOverride, SlaIn, StorableBody, either_case
+from followthrough.services.requests import (MAX_STOP_ON, ApprovalPolicy, EventTypeName, RetryOverride, SlaIn,
+                                             StorableBody, either_case)
 
 VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
@@ -29,11 +30,23 @@ class TaskDefaults(StorableBody):
     retry: RetryOverride | None = None
     approval: ApprovalPolicy | None = None
     sla: SlaIn | None = None
+    stop_on: list[EventTypeName] | None = Field(None, max_length=MAX_STOP_ON,
+                                                description="As for POST /tasks: event types that stop the task "
+                                                            "while it waits.")
 
     @field_validator("priority", mode="before")
     @classmethod
     def _priority(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+
+class TriggerIn(StorableBody):
+    """What starts a run of the definition besides a person and its cron: an inbound event of this type
+    (POST /events), whose id, type, subject and data the templates see as ``{{ event.… }}``."""
+
+    model_config = _CONFIG
+
+    event: EventTypeName
 
 
 def _mode(value: Any) -> Any:
@@ -93,6 +106,8 @@ class DefinitionCreate(_DefinitionFields):
     cron: str | None = Field(None, max_length=200, description="Five-field cron (or @daily, ...): runs on a "
                              "Temporal Schedule with the variables' defaults.", examples=["0 9 * * MON-FRI"])
     timezone: str = Field("UTC", max_length=64, description="IANA time zone of the cron expression.")
+    trigger: TriggerIn | None = Field(None, description='{"event": "invoice.overdue"}: a run per such event, '
+                                      'with the event as the variable `event`.')
 
 
 class DefinitionUpdate(_DefinitionFields):
@@ -109,6 +124,7 @@ class DefinitionUpdate(_DefinitionFields):
     defaults: TaskDefaults | None = None
     cron: str | None = Field(None, max_length=200)
     timezone: str | None = Field(None, max_length=64)
+    trigger: TriggerIn | None = Field(None, description="null removes the trigger.")
     version: int | None = Field(None, ge=1, description="When given, the update applies only to this version "
                                                         "(else 409): a guard against overwriting a change.")
 
@@ -162,6 +178,7 @@ class DefinitionPublic(BaseModel):
     cron: str | None
     timezone: str
     schedule: SchedulePublic | None = Field(None, description="With next run times in the detail view.")
+    trigger: dict[str, Any] | None = Field(None, description='{"event": "<type>"} when inbound events start runs.')
     version: int
     created_by: str | None
     created_at: datetime

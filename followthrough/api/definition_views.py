@@ -48,6 +48,7 @@ def definition_public(settings: Settings, row: TaskDefinition,
         id=row.id, tenant_id=row.tenant_id, name=row.name, description=row.description, type=row.type,
         mode=row.mode, title=row.title, payload=row.payload, variables=row.variables, variables_used=used,
         variables_required=[v for v in used if v not in row.variables], tags=row.tags, defaults=row.defaults,
+        trigger={"event": row.trigger_event} if row.trigger_event else None,
         cron=row.cron, timezone=row.timezone, schedule=schedule_public(settings, row, description),
         version=row.version, created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
         links=definition_links(settings, row.id))

@@ -50,7 +50,9 @@ class TaskPublic(BaseModel):
     parent_id: str | None = Field(None, description="The task this one is a subtask of.")
     subtask_index: int | None = Field(None, description="Its place among the parent's subtasks (1-based).")
     progress: "SubtaskProgress | None" = Field(None, description="For a task split into subtasks.")
-    trigger: str = Field("api", description="api, definition (run through the API) or schedule")
+    trigger: str = Field("api", description="api, definition (run through the API), schedule or event (a "
+                                            "definition's event trigger)")
+    stop_on: list[str] = Field(default_factory=list, description="Inbound event types that stop it while it waits")
     definition_id: str | None = None
     schedule_run_id: str | None = Field(None, description="The schedule's firing that created it, if any.")
     links: TaskLinks

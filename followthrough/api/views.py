@@ -18,7 +18,8 @@ def created_or_replayed(answer: TaskCreated | StoredResponse) -> TaskCreated | J
 
 def task_public(settings: Settings, row: Task) -> TaskPublic:
     return TaskPublic.model_validate(
-        row.model_dump() | {"links": task_links(settings, row.id, row.workflow_id)}
+        row.model_dump() | {"links": task_links(settings, row.id, row.workflow_id),
+                            "stop_on": (row.run_input or {}).get("stop_on") or []}
     )
 
 

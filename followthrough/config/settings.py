@@ -30,6 +30,21 @@ def _env(name: str, *bare: str) -> AliasChoices:
     return AliasChoices(f"FOLLOWTHROUGH_{name}", *bare)
 
 
+class EventSource(BaseModel):
+    """An inbound-webhook source (POST /events/webhooks/{source}): the operator secret that signs its posts
+    (a name in the secret store, followthrough/infra/secrets.py) and the tenant its events belong to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(min_length=1, max_length=128)
+    tenant: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"secret": value} if isinstance(value, str) else value
+
+
 class LlmTypeOptions(BaseModel):
     """Per task type: another model or temperature, or no LLM at all for that type."""
 
@@ -264,6 +279,17 @@ class Settings(BaseSettings):
                                                     validation_alias=_env("NOTIFY_SWEEP_MAX_BACKOFF_SECONDS"))
     notify_sweep_batch_size: int = Field(20, ge=1, le=100, validation_alias=_env("NOTIFY_SWEEP_BATCH_SIZE"))
     notify_retention_seconds: int = Field(30 * 86400, gt=0, validation_alias=_env("NOTIFY_RETENTION_SECONDS"))
+
+    # Inbound events (POST /events): how far back an event still stops a task created after it whose stop_on
+    # names it; how many tasks of one subject an event looks at; the signed webhook sources, as JSON
+    # {"billing": {"secret": "billing-hook", "tenant": "acme"}} (or {"billing": "billing-hook"}: tenant default),
+    # and how old (or ahead) a webhook's signed timestamp may be.
+    event_lookback_seconds: int = Field(24 * 3600, ge=0, le=365 * 86400,
+                                        validation_alias=_env("EVENT_LOOKBACK_SECONDS"))
+    event_max_tasks: int = Field(500, ge=1, le=10000, validation_alias=_env("EVENT_MAX_TASKS"))
+    event_sources: dict[str, EventSource] = Field(default_factory=dict, validation_alias=_env("EVENT_SOURCES"))
+    event_webhook_tolerance_seconds: int = Field(300, ge=1, le=3600,
+                                                 validation_alias=_env("EVENT_WEBHOOK_TOLERANCE_SECONDS"))
 
     # The sandbox re-imports workflow code for every run and checks it for
     # non-deterministic calls. The test suite always runs with it; a worker

@@ -357,6 +357,8 @@ class TaskDefinition(SQLModel, table=True):
     tags_key: str = Field(default="", sa_column=Column(Text, nullable=False))
     cron: str | None = Field(default=None, max_length=200)
     timezone: str = Field(default="UTC", max_length=64)
+    # An inbound event type (POST /events) that starts a run of the definition per event; NULL: none.
+    trigger_event: str | None = Field(default=None, max_length=128)
     # none (no cron), active or paused, as last set through the API; Temporal holds the truth.
     schedule_state: str = Field(default="none", max_length=16)
     version: int = Field(default=1)
@@ -397,3 +399,26 @@ class TaskArtifact(SQLModel, table=True):
     content: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     data: Any = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = _when(nullable=False)
+
+
+class InboundEvent(SQLModel, table=True):
+    """An event from outside (POST /events, or a signed webhook): kept once per tenant and id, with the answer
+    its first post got, so a repeat answers the same and changes nothing; and so a task created later whose
+    stop_on names it is created stopped, within the lookback (FOLLOWTHROUGH_EVENT_LOOKBACK_SECONDS)."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (Index("ix_inbound_events_subject", "tenant_id", "subject_ref_type", "subject_ref_id",
+                            "type", "received_at"),)
+
+    tenant_id: str = Field(primary_key=True, max_length=128)
+    id: str = Field(primary_key=True, max_length=200)
+    type: str = Field(max_length=128)
+    subject_ref_type: str | None = Field(default=None, max_length=64)
+    subject_ref_id: str | None = Field(default=None, max_length=256)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # api (POST /events, with the key's user in received_by) or webhook:<source>.
+    source: str = Field(max_length=160)
+    received_by: str | None = Field(default=None, max_length=128)
+    received_at: datetime = _when(nullable=False)
+    # The first post's answer once it was processed; NULL while (or if) it is being processed.
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -29,7 +29,7 @@ from followthrough.tasktypes import UnknownTaskType, get_type, unserved
 from followthrough.infra.templating import MissingVariables, TemplateProblem, strings, variables_of
 
 _DEFAULT_FIELDS = {"priority", "owner_type", "owner_id", "subject_ref_type", "subject_ref_id", "source",
-                   "approval_timeout_seconds", "retry", "approval", "sla"}
+                   "approval_timeout_seconds", "retry", "approval", "sla", "stop_on"}
 # Keys that make a scheduled run's task id: the same firing always gives the same task.
 _SCHEDULED_TASKS = uuid.UUID("5b0d7d0e-4a8f-4c39-9d55-7f0f2b6c1e21")
 

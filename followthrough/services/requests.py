@@ -13,6 +13,10 @@ from followthrough.domain.lifecycle import Priority, TaskMode
 
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
 MAX_DUE_AHEAD = timedelta(days=10 * 365)
+# An inbound event's type: lower-case dotted words, e.g. invoice.paid, customer.replied.
+EventTypeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$", max_length=128,
+                                     examples=["invoice.paid"])]
+MAX_STOP_ON = 20
 
 def storable(value: Any, where: str = "body") -> Any:
     """Refuse what JSON parsing lets through but no database column can hold."""
@@ -124,6 +128,21 @@ class TaskCreate(StorableBody):
     approval: ApprovalPolicy | None = Field(None, description="Who may decide, and how many approvals it takes.")
     sla: SlaIn | None = Field(None, description="Reminders, escalation and the deadline's action; "
                                                 "defaults to the type's.")
+    stop_on: list[EventTypeName] = Field(default_factory=list, max_length=MAX_STOP_ON,
+                                         description="Inbound event types (POST /events) for the task's subject "
+                                                     "that stop it while it waits: it ends cancelled.")
+
+    @field_validator("stop_on")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _stop_needs_subject(self) -> "TaskCreate":
+        if self.stop_on and not (self.subject_ref_type and self.subject_ref_id):
+            raise ValueError("stop_on needs subject_ref_type and subject_ref_id: events stop the tasks of their "
+                             "subject")
+        return self
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -139,3 +158,25 @@ class TaskCreate(StorableBody):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else utc_within_range(value)
+
+
+class EventIn(StorableBody):
+    """An inbound event: something that happened outside (an invoice paid, a customer's reply), for the
+    subject it names. Its id is the sender's: a repeat is recognised by it, per tenant."""
+
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                    description="The sender's id of the event; a repeat with the same id changes nothing.")
+    type: EventTypeName
+    subject_ref_type: str | None = Field(None, min_length=1, max_length=64, examples=["INVOICE"])
+    subject_ref_id: str | None = Field(None, min_length=1, max_length=256, examples=["INV-123"])
+    data: dict[str, Any] = Field(default_factory=dict)
+    tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
+
+    @model_validator(mode="after")
+    def _whole_subject(self) -> "EventIn":
+        if (self.subject_ref_type is None) != (self.subject_ref_id is None):
+            raise ValueError("give both subject_ref_type and subject_ref_id, or neither")
+        return self

@@ -30,6 +30,9 @@ class TaskCreated(BaseModel):
     status: str
     workflow_id: str
     links: TaskLinks
+    # Set when an event its stop_on names came before it (within the lookback): the task is created cancelled,
+    # and never drafts or sends.
+    stopped_by_event: dict[str, Any] | None = None
 
 
 def task_links(settings: Settings, task_id: str, workflow_id: str) -> TaskLinks:

@@ -28,7 +28,7 @@ from followthrough.db.mirror import EVENTS, TASKS, insert_created, insert_ignori
 from followthrough.domain.naming import TEMPORAL_PRIORITY, workflow_id_for
 from followthrough.infra.outbound import OutboundPolicy
 from followthrough.domain.run_inputs import input_from, record_of
-from followthrough.services import idempotency, limits
+from followthrough.services import event_lookback, idempotency, limits
 from followthrough.services.errors import Conflict, Invalid, ServiceError, Unavailable, invalid, located
 from followthrough.services.limits import check_payload_size
 from followthrough.services.requests import TaskCreate
@@ -115,7 +115,7 @@ class TaskCreator:
             approvals_required=body.approval.required if body.approval else 1,
             approver_roles=list(dict.fromkeys(body.approval.roles)) if body.approval else [],
             sla=self._sla(body, task_type),
-            decompose=task_type.plan is not None, origin=origin,
+            decompose=task_type.plan is not None, origin=origin, stop_on=list(body.stop_on),
         )
 
     def _check_secrets(self, task_type: TaskType, payload: Any, tenant_id: str) -> None:
@@ -226,6 +226,8 @@ class TaskCreator:
         ``task_id`` makes the creation repeatable: a repeat (a retried activity, say) is not charged again, and
         finds the task the first attempt started and answers with it."""
         task = self.build(body, actor, origin, task_id)
+        if task.stop_on:
+            task = replace(task, stopped_by=await event_lookback.earlier_stop(self.settings, self.engine, task))
         count = self.tasks_started_by(task)
         hold = tenant_budget.Hold() if admitted else await limits.admit(
             self.settings, self.engine, {task.tenant_id: count},
@@ -312,8 +314,12 @@ class TaskCreator:
             log.warning("task %s started; its mirror row will be written by the workflow (%s)", task.task_id, err)
         log.info("task %s created: %s, %s mode, by %s", task.task_id, task.type, task.mode, actor,
                  extra={"task_id": task.task_id, "tenant_id": task.tenant_id, "workflow_id": workflow_id})
-        return TaskCreated(id=task.task_id, status=TaskStatus.PENDING.value, workflow_id=workflow_id,
-                           links=task_links(self.settings, task.task_id, workflow_id))
+        stopped = task.stopped_by
+        return TaskCreated(id=task.task_id, status=(TaskStatus.CANCELLED if stopped else TaskStatus.PENDING).value,
+                           workflow_id=workflow_id, links=task_links(self.settings, task.task_id, workflow_id),
+                           stopped_by_event=None if stopped is None else {
+                               "id": stopped.event_id, "type": stopped.event_type,
+                               "received_at": stopped.received_at})
 
     async def rerun(self, row: Task, actor: str) -> TaskCreated:
         """A new run of a failed task, with the input its last run had."""
@@ -328,7 +334,8 @@ class TaskCreator:
         limit = loosest_mode(self.settings, last.tenant_id, last.type)
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
         task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
-                       send_retry=clamp_retry(last.send_retry, task_type.retry), carried=None)
+                       send_retry=clamp_retry(last.send_retry, task_type.retry), carried=None,
+                       stopped_by=None)
         # The new run starts its task (and the subtasks its payload lists) again: charged like a creation.
         count = self.tasks_started_by(task)
         hold = await limits.admit(self.settings, self.engine, {task.tenant_id: count},

@@ -68,7 +68,8 @@ async def create_definition(body: DefinitionCreate, settings: SettingsDep, tempo
         description=body.description, type=body.type, mode=body.mode.value if body.mode else None, title=body.title,
         payload=body.payload, variables=body.variables, tags=tags, tags_key=_tags_key(tags),
         defaults=body.defaults.model_dump(mode="json", exclude_unset=True), cron=body.cron, timezone=body.timezone,
-        schedule_state="active" if body.cron else "none", created_by=actor, created_at=now, updated_at=now)
+        schedule_state="active" if body.cron else "none", created_by=actor, created_at=now, updated_at=now,
+        trigger_event=body.trigger.event if body.trigger else None)
     await check(row, settings, temporal, engine)
     session.add(row)
     try:
@@ -135,6 +136,9 @@ async def update_definition(definition_id: str, body: DefinitionUpdate, settings
         changes["mode"] = body.mode.value if body.mode else None
     if "defaults" in changes:
         changes["defaults"] = body.defaults.model_dump(mode="json", exclude_unset=True)  # type: ignore[union-attr]
+    if "trigger" in changes:
+        changes["trigger_event"] = body.trigger.event if body.trigger else None
+        del changes["trigger"]
     if "tags" in changes:
         changes["tags"] = list(dict.fromkeys(changes["tags"]))
         changes["tags_key"] = _tags_key(changes["tags"])
@@ -194,7 +198,7 @@ async def run_definition(
 @router.get("/{definition_id}/runs", dependencies=[require(Role.VIEWER)], response_model=TaskListPublic)
 async def list_runs(
     definition_id: str, settings: SettingsDep, session: SessionDep,
-    trigger: Annotated[str | None, Query(pattern="^(definition|schedule)$")] = None,
+    trigger: Annotated[str | None, Query(pattern="^(definition|schedule|event)$")] = None,
     limit: LimitQuery = None, offset: OffsetQuery = 0,
 ) -> TaskListPublic:
     """The tasks the definition created, newest first; a deleted definition's runs too."""

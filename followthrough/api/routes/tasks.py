@@ -107,7 +107,7 @@ async def list_tasks_route(
     subject_ref_id: str | None = None, source: str | None = None, tenant_id: str | None = None,
     due_before: datetime | None = None, due_after: datetime | None = None,
     created_before: datetime | None = None, created_after: datetime | None = None,
-    trigger: Annotated[str | None, Query(pattern="^(api|definition|schedule)$")] = None,
+    trigger: Annotated[str | None, Query(pattern="^(api|definition|schedule|event)$")] = None,
     definition_id: str | None = None,
     order: TaskOrder = TaskOrder.NEWEST,
     limit: LimitQuery = None, offset: OffsetQuery = 0,
