@@ -90,7 +90,7 @@ async def check(row: TaskDefinition, settings: Settings, temporal: Client, engin
 
 
 async def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetime | None = None, *,
-                 settings: Settings) -> TaskCreate:
+                 settings: Settings, fallback: dict[str, Any] | None = None) -> TaskCreate:
     """The task body the definition gives with these variables; 422 naming what is missing, wrong or over a
     render bound. The templates render in the render pool, off the event loop."""
     values = row.variables | variables
@@ -113,6 +113,8 @@ async def render(row: TaskDefinition, variables: dict[str, Any], due_at: datetim
                                        "loc": ("definition", *err.path), "msg": err.message, "input": None}]) from err
     body = {"type": row.type, "mode": row.mode, "title": text["title"], "payload": payload,
             "tenant_id": row.tenant_id, "due_at": due_at} | text["defaults"]
+    # What the caller gives where the definition gives nothing (an event's subject, for its trigger's runs).
+    body |= {k: v for k, v in (fallback or {}).items() if body.get(k) is None}
     try:
         return TaskCreate.model_validate({k: v for k, v in body.items() if v is not None})
     except ValidationError as err:

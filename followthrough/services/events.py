@@ -32,7 +32,7 @@ from followthrough.db.tables import InboundEvent, Task, TaskDefinition
 from followthrough.domain.contracts import StopRequest, StopResult, TaskOrigin
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.services.definitions import DefinitionRunner, render
-from followthrough.services.errors import Conflict, ServiceError
+from followthrough.services.errors import Conflict, Invalid, ServiceError
 from followthrough.services.requests import EventIn
 
 log = logging.getLogger("followthrough.api")
@@ -69,7 +69,8 @@ class EventReceiver:
                 "tenant_id": event.tenant_id, "id": event.id, "type": event.type,
                 "subject_ref_type": event.subject_ref_type, "subject_ref_id": event.subject_ref_id,
                 "data": event.data, "source": source[:160], "received_by": actor[:128] if actor else None,
-                "received_at": now, "response": None}]) == 1
+                # No "response" key: a JSON column stores None as JSON null, which IS NULL does not match.
+                "received_at": now}]) == 1
             if not first:
                 stored = (await conn.execute(select(EVENTS).where(
                     EVENTS.c.tenant_id == event.tenant_id, EVENTS.c.id == event.id))).one()
@@ -155,14 +156,17 @@ class EventReceiver:
         variables = {"event": event_variables(event, received_at)}
         task_id = str(uuid.uuid5(_EVENT_TASKS, f"{event.tenant_id}\x00{event.id}\x00{row.id}"))
         try:
-            body = await render(row, variables, settings=self.settings)
-            if event.subject_ref_id is not None and body.subject_ref_id is None:
-                body.subject_ref_type, body.subject_ref_id = event.subject_ref_type, event.subject_ref_id
+            body = await render(row, variables, settings=self.settings, fallback={
+                "subject_ref_type": event.subject_ref_type, "subject_ref_id": event.subject_ref_id})
             origin = TaskOrigin(trigger="event", definition_id=row.id, definition_version=row.version,
                                 variables=row.variables | variables)
             created = await runner.creator.create(body, f"event:{event.id}"[:128], origin, task_id=task_id)
         except Conflict as err:
             return answer | {"outcome": "duplicate", "task_id": err.extra.get("task_id"), "detail": err.message}
+        except Invalid as err:
+            return answer | {"outcome": "refused", "detail": [
+                {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg"))} for e in err.errors]
+                if err.errors else err.message}
         except ServiceError as err:
             return answer | {"outcome": "refused", "detail": err.message}
         return answer | {"outcome": "created", "task_id": created.id, "status": created.status}
