@@ -4,9 +4,10 @@ Run after a deliberate, released change of workflow behaviour (and only then),
 naming a new folder so the earlier behaviours keep being replayed:
     python -m tests.workflows.make_histories v7
 A part's name after the folder records only that part's histories (``continued``: runs that continued as new;
-``cadence``: cadences, their waits paused, rescheduled and cancelled):
+``cadence``: cadences, their waits paused, rescheduled and cancelled; ``stopped``: runs an inbound event stopped):
     python -m tests.workflows.make_histories v9 continued
     python -m tests.workflows.make_histories v10 cadence
+    python -m tests.workflows.make_histories v11 stopped
 """
 
 import asyncio
@@ -41,6 +42,8 @@ from followthrough.domain.contracts import (
     SendRequest,
     SendResult,
     SlaPolicy,
+    StopRequest,
+    StopResult,
     TaskOutcome,
 )
 from followthrough.db.database import create_engine
@@ -91,6 +94,10 @@ async def main() -> None:
         return
     if PART == "cadence":
         await _cadences(tmp, engine)
+        await engine.dispose()
+        return
+    if PART == "stopped":
+        await _stopped_runs(tmp, engine)
         await engine.dispose()
         return
     env = await WorkflowEnvironment.start_time_skipping(
@@ -282,6 +289,37 @@ async def _cancelled_before_start(settings, engine) -> None:
     FOLDER.mkdir(parents=True, exist_ok=True)
     (FOLDER / "cancelled_before_start.json").write_text((await handle.fetch_history()).to_json())
     print("saved cancelled_before_start")
+    await env.shutdown()
+
+
+async def _stopped_runs(tmp: Path, engine) -> None:
+    """Runs an inbound event stopped (the ``stop`` update, and TaskInput.stopped_by): in the due wait, in the
+    approval wait, and at the start of a task created after its event; and one the event found sending."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"))
+    await search_attribute_setup.register(env.client, env.client.namespace)
+    settings = make_settings(str(engine.url), tmp)
+    FOLDER.mkdir(parents=True, exist_ok=True)
+
+    async def run(name: str, task, status: str | None) -> None:
+        handle = await env.client.start_workflow("TaskWorkflow", task, id=f"history-{name}",
+                                                 task_queue=settings.task_queue, result_type=TaskOutcome)
+        if status is not None:
+            await eventually(lambda: handle.query("state", result_type=DecisionAck), lambda s: s.status == status)
+            result = await handle.execute_update("stop", StopRequest(event_id="evt-1", event_type="invoice.paid"),
+                                                 result_type=StopResult)
+            assert result.outcome == "stopped", result
+        assert (await handle.result()).status == "cancelled"
+        (FOLDER / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+        print("saved", name)
+
+    stop_on = {"subject_ref_type": "INVOICE", "stop_on": ["invoice.paid"]}
+    async with build_worker(env.client, settings, engine):
+        due = await env.get_current_time() + timedelta(days=3)
+        await run("stopped_while_scheduled", task_input("autonomous", due_at=due, **stop_on), "scheduled")
+        await run("stopped_awaiting_approval", task_input("review", **stop_on), "awaiting_approval")
+        await run("stopped_at_start", task_input("autonomous", stopped_by=StopRequest(
+            event_id="evt-0", event_type="invoice.paid", source="api"), **stop_on), None)
     await env.shutdown()
 
 
