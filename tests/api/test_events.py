@@ -255,3 +255,34 @@ async def test_a_bad_stop_on_is_a_422(estack, fields, where):
     response = await estack.http.post("/tasks", json=task_body(tenant_id=estack.tenant) | fields)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == where
+
+
+async def test_events_take_a_submitter_key_and_stay_in_its_tenant(dev_env, engine, tmp_path):
+    from followthrough.db import api_keys
+
+    tenant, other = f"k-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+    async with running_stack(dev_env, engine, tmp_path, anonymous_access=False) as stack:
+        _, submitter = await api_keys.create(engine, tenant_id=tenant, actor_id="billing-bot", name="s",
+                                             roles=["submitter"])
+        _, viewer = await api_keys.create(engine, tenant_id=tenant, actor_id="vera", name="v", roles=["viewer"])
+        _, outsider = await api_keys.create(engine, tenant_id=other, actor_id="otto", name="o", roles=["submitter"])
+        invoice = subject()
+        response = await stack.http.post("/tasks", headers={"Authorization": f"Bearer {submitter}"},
+                                         json=task_body(subject_ref_id=invoice, stop_on=["invoice.paid"]))
+        assert response.status_code == 201, response.text
+        task_id = response.json()["id"]
+        await eventually(lambda: stack.http.get(f"/tasks/{task_id}", headers={"Authorization": f"Bearer {viewer}"}),
+                         lambda r: r.json()["status"] == "awaiting_approval", timeout=20)
+        event = {"id": "paid-1", "type": "invoice.paid", "subject_ref_type": "INVOICE", "subject_ref_id": invoice}
+        assert (await stack.http.post("/events", json=event)).status_code == 401
+        assert (await stack.http.post("/events", json=event,
+                                      headers={"Authorization": f"Bearer {viewer}"})).status_code == 403
+        named = await stack.http.post("/events", json=event | {"tenant_id": other},
+                                      headers={"Authorization": f"Bearer {submitter}"})
+        assert named.status_code == 403
+        # Another tenant's event of the same subject and id touches nothing here.
+        foreign = await stack.http.post("/events", json=event, headers={"Authorization": f"Bearer {outsider}"})
+        assert foreign.status_code == 201 and foreign.json()["tasks"] == []
+        own = await stack.http.post("/events", json=event, headers={"Authorization": f"Bearer {submitter}"})
+        assert own.status_code == 201 and own.json()["tenant_id"] == tenant
+        assert [(t["task_id"], t["outcome"]) for t in own.json()["tasks"]] == [(task_id, "stopped")]
