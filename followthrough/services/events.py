@@ -33,6 +33,7 @@ from followthrough.domain.contracts import StopRequest, StopResult, TaskOrigin
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.services.definitions import DefinitionRunner, render
 from followthrough.services.errors import Conflict, Invalid, ServiceError
+from followthrough.services.limits import check_payload_size
 from followthrough.services.requests import EventIn
 
 log = logging.getLogger("followthrough.api")
@@ -63,6 +64,7 @@ class EventReceiver:
         self.settings, self.temporal, self.engine = settings, temporal, engine
 
     async def receive(self, event: EventIn, source: str, actor: str | None) -> Received:
+        check_payload_size(self.settings, event.data, ("data",))
         now = datetime.now(timezone.utc)
         async with self.engine.begin() as conn:
             first = await insert_ignoring_duplicates(conn, EVENTS, [{

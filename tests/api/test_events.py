@@ -239,6 +239,7 @@ async def test_webhook_events_are_verified_by_their_sources_signature(estack):
     ({"id": "e", "type": "Invoice Paid"}, ["body", "type"]),
     ({"id": "e", "type": "invoice.paid", "subject_ref_type": "INVOICE"}, ["body"]),
     ({"id": "has space", "type": "invoice.paid"}, ["body", "id"]),
+    ({"id": "e", "type": "invoice.paid", "data": {"note": "x" * 300_000}}, ["body", "data"]),
 ])
 async def test_a_bad_event_is_a_422_naming_the_field(estack, body, where):
     response = await estack.http.post("/events", json=body)
