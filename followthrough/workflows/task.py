@@ -240,11 +240,11 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                blocked: str | None, resumed: CarriedState | None = None) -> TaskOutcome:
         if resumed is not None or mode is TaskMode.MANUAL or mode not in SENDS_UNATTENDED or flags:
             self._awaiting = {"draft": draft, "flags": flags, "blocked": blocked, "mode": mode.value}
-            self._in_wait = "approval"
+            before, self._in_wait = self._in_wait, "approval"
             try:
                 decision = await self._await_decision(task, mode, flags, blocked, resumed=resumed)
             finally:
-                self._in_wait = None
+                self._in_wait = before
             self._awaiting = None
             approval = {"approval_id": self._approval_id}
             if decision is None:
@@ -393,7 +393,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         """A durable timer to the due time, recomputed whenever a reschedule moves it;
         while paused, the task does not start even once the time has come."""
         self._due_at, self._reschedulable = due_at, True
-        self._in_wait = "due"
+        before, self._in_wait = self._in_wait, "due"
         while True:
             if self._paused is not None:
                 await workflow.wait_condition(lambda: self._paused is None or self._continue_suggested())
@@ -412,7 +412,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 pass
             await self._continue_if_suggested(waiting_until_due=True)
         self._reschedulable = False
-        self._in_wait = None
+        self._in_wait = before
 
     def _details(self) -> str:
         """What the open task is doing or waiting for, for the Web UI (its current details)."""
@@ -436,7 +436,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _hold(self, continuable: bool = False) -> None:
         """Between steps: wait while the task is paused (before its draft, the run may continue as new)."""
-        self._in_wait = "paused"
+        before, self._in_wait = self._in_wait, self._in_wait or "paused"
         try:
             while self._paused is not None:
                 await workflow.wait_condition(
@@ -444,7 +444,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 if continuable:
                     await self._continue_if_suggested(waiting_until_due=False)
         finally:
-            self._in_wait = None
+            self._in_wait = before
 
     # ---- continue-as-new: a long wait's history handed to a fresh run ------
 
