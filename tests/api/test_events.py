@@ -287,3 +287,20 @@ async def test_events_take_a_submitter_key_and_stay_in_its_tenant(dev_env, engin
         own = await stack.http.post("/events", json=event, headers={"Authorization": f"Bearer {submitter}"})
         assert own.status_code == 201 and own.json()["tenant_id"] == tenant
         assert [(t["task_id"], t["outcome"]) for t in own.json()["tasks"]] == [(task_id, "stopped")]
+
+
+async def test_a_post_that_died_part_way_is_finished_by_its_repeat(estack):
+    invoice = subject()
+    task = await create(estack, subject_ref_id=invoice, stop_on=["invoice.paid"])
+    await until_status(estack, task["id"], "awaiting_approval")
+    first = await post_event(estack, invoice, event_id="paid-crash")
+    table = InboundEvent.__table__
+    async with estack.engine.begin() as conn:  # as if the process died before storing its answer
+        await conn.execute(update(table).where(table.c.id == "paid-crash").values(response=None))
+    again = await post_event(estack, invoice, event_id="paid-crash", expect=200)
+    assert again["duplicate"] is True and again["received_at"] == first["received_at"]
+    assert outcomes(again) == {task["id"]: ("already_ended", "already ended: cancelled")}
+    await until_status(estack, task["id"], "cancelled")
+    assert (await event_types(estack.engine, task["id"])).count("TASK_CANCELLED") == 1
+    # Its answer is stored now: a third post gets it.
+    assert await post_event(estack, invoice, event_id="paid-crash", expect=200) == again

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from followthrough.db.database import session_factory
 from followthrough.db.tables import TaskEvent
-from followthrough.domain.contracts import StopRequest, StopResult
+from followthrough.domain.contracts import DecisionAck, PauseRequest, StopRequest, StopResult
 from followthrough.worker import build_worker
 from tests.helpers import event_types, eventually, outbox_rows, task_input, task_row
 from tests.workflows.test_task_workflow import start, state, until_status
@@ -85,3 +85,17 @@ async def test_a_task_created_after_its_event_ends_before_its_first_step(time_sk
     assert event.data["stopped_by_event"]["id"] == "early-1"
     assert await event_types(sqlite_engine, task.task_id) == ["TASK_CREATED", "TASK_CANCELLED"]
     assert await outbox_rows(sqlite_engine, task.task_id) == []
+
+
+async def test_a_task_paused_past_its_due_time_is_stopped(time_skipping_env, settings, sqlite_engine):
+    env = time_skipping_env
+    task = task_input("autonomous", due_at=await env.get_current_time() + timedelta(days=1),
+                      subject_ref_type="INVOICE", stop_on=["invoice.paid"])
+    async with build_worker(env.client, settings, sqlite_engine):
+        handle = await start(env, settings, task)
+        await until_status(handle, "scheduled")
+        await handle.execute_update("pause", PauseRequest(actor_id="ops"), result_type=DecisionAck)
+        await env.sleep(timedelta(days=2))  # past its due time, still paused
+        result = await stop(handle)
+        assert (result.outcome, result.status) == ("stopped", "cancelled")
+        assert (await handle.result()).status == "cancelled"
