@@ -548,8 +548,11 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             return self._stop_result("already_ended")
         if self._task is not None and request.event_type not in self._task.stop_on:
             return self._stop_result("not_subscribed")
-        if (self._in_wait is None or self._cancel is not None or self._decision is not None
-                or self._flow is None or self._stage is Stage.SENDING):
+        if self._cancel is not None and self._flow is not None:  # another event or a person is ending it
+            await workflow.wait_condition(lambda: self._status.terminal)
+            return self._stop_result("already_ended")
+        if (self._in_wait is None or self._decision is not None or self._flow is None
+                or self._stage is Stage.SENDING):
             return self._stop_result("not_waiting")
         workflow.patched(STOP_ON_EVENT)
         self._stop(request)

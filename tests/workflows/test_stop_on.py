@@ -2,6 +2,7 @@
 its due time days out, or for a decision, ends cancelled with the event recorded; one created after the event
 (TaskInput.stopped_by) ends before its first step; a task not subscribed, or ended, is untouched."""
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -99,3 +100,16 @@ async def test_a_task_paused_past_its_due_time_is_stopped(time_skipping_env, set
         result = await stop(handle)
         assert (result.outcome, result.status) == ("stopped", "cancelled")
         assert (await handle.result()).status == "cancelled"
+
+
+async def test_two_events_at_once_stop_the_task_once(time_skipping_env, settings, sqlite_engine):
+    env = time_skipping_env
+    task = task_input("review", subject_ref_type="INVOICE", stop_on=["invoice.paid", "customer.replied"])
+    async with build_worker(env.client, settings, sqlite_engine):
+        handle = await start(env, settings, task)
+        await until_status(handle, "awaiting_approval")
+        results = await asyncio.gather(stop(handle, "a", "invoice.paid"), stop(handle, "b", "customer.replied"))
+        assert sorted(r.outcome for r in results) == ["already_ended", "stopped"]
+        assert {r.status for r in results} == {"cancelled"}
+        assert (await handle.result()).status == "cancelled"
+        await cancelled_event(sqlite_engine, task.task_id)
