@@ -53,6 +53,7 @@ class TaskSubtasks(TaskEventLog):
     _paused: PauseRequest | None
     _due_at: datetime | None
     _reschedulable: bool
+    _in_wait: str | None
     # While a cadence runs: its step now waiting or running (1-based), and how many it has.
     _cadence_step: int | None = None
     _cadence_steps: int = 0
@@ -146,6 +147,8 @@ class TaskSubtasks(TaskEventLog):
         the step does not start even once the wait is over (it starts on resume)."""
         assert child.wait is not None
         end = wait_end(child.wait, workflow.now())
+        # A wait an inbound event may end (the task's stop_on, TaskWorkflow.stop), as the due wait is.
+        before, self._in_wait = self._in_wait, "cadence"
         self._due_at, self._reschedulable = end, True
         self._emit(EventType.TASK_CADENCE_WAITING, TaskStatus.SCHEDULED, Stage.WAITING,
                    data=_step_data(child) | {"until": end.isoformat(), "wait": child.wait.as_data()},
@@ -166,6 +169,7 @@ class TaskSubtasks(TaskEventLog):
             except asyncio.TimeoutError:
                 pass
         self._reschedulable = False
+        self._in_wait = before
 
     def _record_ended(self, children: list[_Child]) -> list[_Child]:
         """Record the children that have ended since last time, in the order they are listed (whichever
