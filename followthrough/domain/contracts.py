@@ -281,6 +281,8 @@ class RescheduleRequest:
     actor_id: str = "anonymous"
     actor_type: str = "user"
     reason: str | None = None
+    # POST /tasks/{id}/run: due now, recorded as run now; refused once the task no longer waits for its time.
+    run_now: bool = False
 
 
 @dataclass

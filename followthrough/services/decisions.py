@@ -3,7 +3,7 @@ Workflow Update on its workflow, whichever way it comes: the JSON API, the inbox
 decision."""
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from followthrough.domain.contracts import DecisionAck, TaskOutcome
+from followthrough.domain.contracts import DecisionAck, RescheduleRequest, TaskOutcome
 from followthrough.services.errors import Conflict, Forbidden, NotFound, ServiceError
 from followthrough.db.tables import Task
 
@@ -32,6 +32,18 @@ async def task_row(session: AsyncSession, task_id: str) -> Task:
 async def decide(session: AsyncSession, temporal: Client, task_id: str, update: str, arg: Any) -> DecisionAck:
     """The decision ``update`` (with its ``arg``) on the task with this id."""
     return await decide_row(temporal, await task_row(session, task_id), update, arg)
+
+
+def run_now_request(actor_id: str, reason: str | None = None) -> RescheduleRequest:
+    """A task waiting for its due time made due now, recorded as run now by ``actor_id``."""
+    return RescheduleRequest(due_at=datetime.now(timezone.utc), actor_id=actor_id, reason=reason or "run now",
+                             run_now=True)
+
+
+async def run_now(session: AsyncSession, temporal: Client, task_id: str, actor_id: str,
+                  reason: str | None = None) -> DecisionAck:
+    """Start now the task waiting for its due time; Conflict (with why) for one that is not waiting for it."""
+    return await decide(session, temporal, task_id, "reschedule", run_now_request(actor_id, reason))
 
 
 async def decide_row(temporal: Client, row: Any, update: str, arg: Any,

@@ -571,23 +571,31 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
     @workflow.update(name="reschedule")
     async def reschedule(self, request: RescheduleRequest) -> DecisionAck:
         previous, self._due_at = self._due_at, request.due_at
+        data = {"from": previous.isoformat() if previous else None, "to": request.due_at.isoformat(),
+                "reason": request.reason}
+        if request.run_now:  # only new requests carry it: older histories replay with the data they had
+            data["run_now"] = True
         self._emit(EventType.TASK_RESCHEDULED, actor_type=request.actor_type, actor_id=request.actor_id,
-                   data={"from": previous.isoformat() if previous else None, "to": request.due_at.isoformat(),
-                         "reason": request.reason},
-                   changes=TaskChanges(due_at=request.due_at))
+                   data=data, changes=TaskChanges(due_at=request.due_at))
         return DecisionAck(status=self._status.value, stage=self._stage.value)
 
     @reschedule.validator
     def _check_reschedule(self, request: RescheduleRequest) -> None:
-        self._require_open("reschedule")
+        what = "run now" if request.run_now else "reschedule"
+        self._require_open(what)
         if self._task is None:  # arrived with the start, before run(): its due wait has not begun
-            raise ApplicationError("cannot reschedule: the task has not started yet; try again",
+            raise ApplicationError(f"cannot {what}: the task has not started yet; try again",
                                    type="InvalidTransition")
         if not self._reschedulable:
-            raise ApplicationError(f"cannot reschedule: task is {self._status.value} ({self._stage.value}); "
-                                   "only a task still waiting for its due time can be rescheduled (or a cadence "
-                                   "during a wait before its next step)",
+            raise ApplicationError(f"cannot {what}: task is {self._status.value} ({self._stage.value}); "
+                                   f"only a task still waiting for its due time (or a cadence during a wait before "
+                                   f"its next step) can be {'run now' if request.run_now else 'rescheduled'}",
                                    type="InvalidTransition")
+        if request.run_now and self._paused is not None:
+            raise ApplicationError("cannot run now: the task is paused; resume it first", type="InvalidTransition")
+        if request.run_now and self._due_at is not None and self._due_at <= workflow.now():
+            # Already due (a run now taken a moment ago, its wait not yet woken): it starts once, not twice.
+            raise ApplicationError("cannot run now: the task is already due and starting", type="InvalidTransition")
         if request.due_at.tzinfo is None:
             raise ValueError("due_at must carry a time zone")
 

@@ -1,5 +1,5 @@
 """/tasks/{id}/…: the decisions a person can take on a task (approve, reject, complete, cancel,
-reschedule, pause, resume), and its retry."""
+reschedule, run now, pause, resume), and its retry."""
 
 from typing import Any
 
@@ -23,7 +23,7 @@ from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Com
                                      RescheduleRequest)
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.domain.principals import Principal, Role
-from followthrough.services.decisions import decide
+from followthrough.services.decisions import decide, run_now
 from followthrough.services.results import TaskCreated
 from followthrough.services.task_creation import TaskCreator
 
@@ -111,6 +111,17 @@ async def reschedule_task(task_id: str, body: RescheduleBody, session: SessionDe
     ack = await decide(session, temporal, task_id, "reschedule",
                         RescheduleRequest(due_at=body.due_at, actor_id=acting_as(principal, body.actor_id),
                                           reason=body.reason))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
+@router.post("/{task_id}/run", response_model=DecisionPublic, dependencies=[require(Role.SUBMITTER)])
+async def run_task_now(task_id: str, session: SessionDep, temporal: TemporalDep, principal: PrincipalDep,
+                       body: PauseBody | None = None) -> DecisionPublic:
+    """Start at once a task waiting for its due time (its due time becomes now; the event says run now and by
+    whom). 409 with why for a task not waiting for its due time: already started, paused, ended, or run now a
+    moment ago, so a second call never runs it twice."""
+    body = body or PauseBody()
+    ack = await run_now(session, temporal, task_id, acting_as(principal, body.actor_id), body.reason)
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
