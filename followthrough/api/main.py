@@ -9,8 +9,9 @@ from temporalio.client import Client
 
 from followthrough.api import errors, metrics
 from followthrough.api.codec_cors import CodecCors
-from followthrough.api.routes import (agent_reports, approval_links, approvals, artifacts, bulk_decisions, codec, definitions,
-                        events, health, inbox, schedules, streams, subscriptions, task_decisions, task_types, tasks)
+from followthrough.api.routes import (agent_reports, approval_links, approvals, artifacts, bulk_decisions, bulk_tasks,
+                                      codec, definitions, events, health, inbox, schedules, streams, subscriptions,
+                                      task_decisions, task_types, tasks)
 from followthrough.api.streams import StreamSlots
 from followthrough.api.middleware import LimitBodySize, RefuseNulInUrl
 from followthrough.api.same_origin import RefuseCrossSiteRequests
@@ -81,8 +82,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         # route: no key, no tenant guard, not in the OpenAPI schema (docs/observability.md: Metrics).
         app.add_middleware(metrics.RequestMetrics)
         app.add_route(metrics.PATH, metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
-    for module in (tasks, artifacts, agent_reports, task_decisions, bulk_decisions, approvals, approval_links,
-                   task_types, subscriptions, definitions, schedules, streams, events, health):
+    for module in (bulk_tasks, tasks, artifacts, agent_reports, task_decisions, bulk_decisions, approvals,
+                   approval_links, task_types, subscriptions, definitions, schedules, streams, events, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode

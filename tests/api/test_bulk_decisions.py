@@ -1,15 +1,18 @@
-"""POST /approvals/bulk: preview, approve and reject many waiting tasks, each answered on its own."""
+"""POST /approvals/bulk: preview, approve and reject many waiting tasks, each answered on its own; POST /tasks/bulk:
+any action on the tasks a query selects, previewed first."""
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.domain.naming import workflow_id_for
+from tests.api.test_keys_and_roles import bearer, keyed, make_key  # noqa: F401 - keyed is a fixture
 from tests.conftest import Stack, running_stack
-from tests.helpers import eventually, get_task, task_body, until_status
+from tests.helpers import eventually, free_port, get_task, task_body, until_status
 
 
 async def _create(stack: Stack, **fields) -> str:
@@ -168,3 +171,212 @@ async def test_tasks_whose_worker_is_gone_get_504_within_the_deadline(dev_env: W
         for task_id in stuck:  # nothing will ever run them: end them rather than leave them to the server
             workflow_id = workflow_id_for(task_id, "invoice_follow_up", subject)
             await dev_env.client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+# ---- POST /tasks/bulk: any action on what a GET /tasks query selects ------------------------------------------
+
+def _in(days: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+
+
+async def _tasks_bulk(stack: Stack, body: dict, headers: dict | None = None):
+    return await stack.http.post("/tasks/bulk", json=body, headers=headers or {})
+
+
+async def _selects(stack: Stack, filter_: dict, action: str = "cancel", **extra) -> dict:
+    response = await _tasks_bulk(stack, {"filter": filter_, "action": action, "preview": True} | extra)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _by_task(result: dict) -> dict[str, dict]:
+    return {i["task_id"]: i for i in result["items"]}
+
+
+async def test_preview_acts_on_nothing_then_cancel_acts_on_what_the_query_selects(stack: Stack):
+    subject = f"INV-{uuid.uuid4().hex[:8]}"
+    waiting = [await _create(stack, subject_ref_id=subject, source=f"SRC-{n}") for n in range(2)]
+    scheduled = await _create(stack, subject_ref_id=subject, source="SRC-later", due_at=_in(1))
+    other = await _create(stack, subject_ref_id=f"INV-{uuid.uuid4().hex[:8]}")
+    await _waiting(stack, *waiting, other)
+    await until_status(stack, scheduled, "scheduled")
+    where = {"tenant_id": stack.tenant, "subject_ref_id": subject, "status": ["awaiting_approval"]}
+
+    preview = await _selects(stack, where)
+    assert (preview["preview"], preview["action"], preview["total"], preview["over_limit"]) == (True, "cancel", 2, False)
+    assert sorted(i["task_id"] for i in preview["items"]) == sorted(waiting)
+    assert {(i["status"], i["subject_ref_id"]) for i in preview["items"]} == {("awaiting_approval", subject)}
+    for task_id in [*waiting, other]:
+        assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    assert (await get_task(stack, scheduled))["status"] == "scheduled"
+    # Every status of the subject: the scheduled one too; another subject never.
+    assert (await _selects(stack, {"tenant_id": stack.tenant, "subject_ref_id": subject}))["total"] == 3
+
+    response = await _tasks_bulk(stack, {"filter": where, "action": "cancel", "reason": "paid"},
+                                 headers={"X-Actor-Id": "olga"})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["preview"], result["total"], result["done"], result["skipped"], result["failed"]) == (
+        False, 2, 2, 0, 0)
+    assert all(i["outcome"] == "done" and i["status"] == "cancelled" for i in result["items"]), result
+    for task_id in waiting:
+        events = (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+        assert [(e["actor_id"], e["data"].get("reason")) for e in events if e["type"] == "TASK_CANCELLED"] == [
+            ("olga", "paid")]
+    assert (await get_task(stack, other))["status"] == "awaiting_approval"
+    assert (await get_task(stack, scheduled))["status"] == "scheduled"
+
+    # The same query again selects nothing; cancelling by id what has ended is skipped with why.
+    await eventually(lambda: _selects(stack, where), lambda p: p["total"] == 0)
+    again = (await _tasks_bulk(stack, {"filter": {"task_ids": [*waiting, other]}, "action": "cancel"})).json()
+    assert again["done"] == 1 and again["skipped"] == 2
+    for task_id in waiting:
+        item = _by_task(again)[task_id]
+        assert item["status_code"] == 409 and "already cancelled" in item["detail"], item
+    await stack.http.post(f"/tasks/{scheduled}/cancel")
+
+
+async def test_pause_resume_reschedule_and_run_now_by_query(stack: Stack):
+    subject = f"INV-{uuid.uuid4().hex[:8]}"
+    ours = [await _create(stack, subject_ref_id=subject, source=f"SRC-{n}", due_at=_in(1)) for n in range(2)]
+    later = await _create(stack, subject_ref_id=subject, source="SRC-later", due_at=_in(5))
+    for task_id in (*ours, later):
+        await until_status(stack, task_id, "scheduled")
+    # Due within two days: the one due in five is excluded by the filter.
+    where = {"tenant_id": stack.tenant, "subject_ref_id": subject, "due_before": _in(2)}
+    assert sorted(i["task_id"] for i in (await _selects(stack, where, "pause"))["items"]) == sorted(ours)
+
+    paused = (await _tasks_bulk(stack, {"filter": where, "action": "pause", "reason": "holiday"})).json()
+    assert paused["done"] == 2 and {i["status"] for i in paused["items"]} == {"paused"}, paused
+    for task_id in ours:
+        await until_status(stack, task_id, "paused")
+    # Run now on a paused task is skipped, with why.
+    refused = (await _tasks_bulk(stack, {"filter": where, "action": "run"})).json()
+    assert refused["skipped"] == 2 and all("paused" in i["detail"] for i in refused["items"]), refused
+    resumed = (await _tasks_bulk(stack, {"filter": where, "action": "resume"})).json()
+    assert resumed["done"] == 2 and {i["status"] for i in resumed["items"]} == {"scheduled"}, resumed
+    for task_id in ours:
+        await until_status(stack, task_id, "scheduled")
+
+    moved_to = _in(1.5)
+    moved = (await _tasks_bulk(stack, {"filter": where, "action": "reschedule", "due_at": moved_to})).json()
+    assert moved["done"] == 2, moved
+    for task_id in ours:
+        task = await eventually(lambda: get_task(stack, task_id), lambda t: t["due_at"][:16] == moved_to[:16])
+        assert task["status"] == "scheduled"
+
+    ran = (await _tasks_bulk(stack, {"filter": where, "action": "run"}, headers={"X-Actor-Id": "olga"})).json()
+    assert ran["done"] == 2, ran
+    for task_id in ours:
+        await until_status(stack, task_id, "awaiting_approval")
+        events = (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+        assert [e["actor_id"] for e in events if e["data"].get("run_now")] == ["olga"]
+    twice = (await _tasks_bulk(stack, {"filter": {"task_ids": ours}, "action": "run"})).json()
+    assert twice["skipped"] == 2 and all("waiting for its due time" in i["detail"] for i in twice["items"]), twice
+    assert (await get_task(stack, later))["status"] == "scheduled"
+    for task_id in (*ours, later):
+        await stack.http.post(f"/tasks/{task_id}/cancel")
+
+
+async def test_retry_approve_and_reject_by_query(stack: Stack):
+    subject = f"HOOK-{uuid.uuid4().hex[:8]}"
+    closed = f"http://127.0.0.1:{free_port()}/nothing-listens"
+    failing = [(await stack.http.post("/tasks", json={
+        "type": "http_request", "tenant_id": stack.tenant, "subject_ref_type": "HOOK", "subject_ref_id": subject,
+        "source": f"SRC-{n}", "mode": "autonomous", "retry": {"max_attempts": 1},
+        "payload": {"method": "POST", "url": closed, "json": {"n": n}}})).json()["id"] for n in range(2)]
+    for task_id in failing:
+        await until_status(stack, task_id, "failed", timeout=30)
+    retried = (await _tasks_bulk(stack, {"filter": {"tenant_id": stack.tenant, "subject_ref_id": subject},
+                                         "action": "retry"}, headers={"X-Actor-Id": "ops"})).json()
+    assert retried["done"] == 2 and all(i["status_code"] == 202 for i in retried["items"]), retried
+    for task_id in failing:
+        task = await eventually(lambda: get_task(stack, task_id), lambda t: t["run_number"] == 2)
+        assert task["status"] in ("pending", "in_progress", "failed")
+
+    first, second = [await _create(stack, subject_ref_id=subject, source=f"APP-{n}") for n in range(2)]
+    await _waiting(stack, first, second)
+    where = {"tenant_id": stack.tenant, "subject_ref_id": subject, "type": "invoice_follow_up"}
+    not_failed = (await _tasks_bulk(stack, {"filter": where, "action": "retry"})).json()
+    assert not_failed["skipped"] == 2 and all(
+        "only a failed task can be retried; this one is awaiting_approval" in i["detail"]
+        for i in not_failed["items"]), not_failed
+    no_reason = await _tasks_bulk(stack, {"filter": where, "action": "reject"})
+    assert no_reason.status_code == 422 and "needs a reason" in no_reason.text
+    rejected = (await _tasks_bulk(stack, {"filter": {"task_ids": [first]}, "action": "reject",
+                                          "reason": "paid"})).json()
+    assert rejected["done"] == 1 and rejected["items"][0]["status"] == "rejected", rejected
+    await until_status(stack, first, "rejected")
+    approved = (await _tasks_bulk(stack, {"filter": where | {"status": ["awaiting_approval"]},
+                                          "action": "approve", "comment": "ok"}, headers={"X-Actor-Id": "ann"})).json()
+    assert [i["task_id"] for i in approved["items"]] == [second] and approved["done"] == 1, approved
+    await until_status(stack, second, "completed")
+
+
+async def test_over_the_limit_is_a_422_and_nothing_is_done(stack: Stack):
+    subject = f"INV-{uuid.uuid4().hex[:8]}"
+    ours = [await _create(stack, subject_ref_id=subject, source=f"SRC-{n}") for n in range(3)]
+    await _waiting(stack, *ours)
+    where = {"tenant_id": stack.tenant, "subject_ref_id": subject}
+    preview = await _selects(stack, where, limit=2)
+    assert (preview["total"], len(preview["items"]), preview["over_limit"]) == (3, 2, True)
+    over = await _tasks_bulk(stack, {"filter": where, "action": "cancel", "limit": 2})
+    assert over.status_code == 422, over.text
+    assert "selects 3 tasks, more than the limit of 2" in over.json()["detail"]
+    for task_id in ours:
+        assert (await get_task(stack, task_id))["status"] == "awaiting_approval"
+    for body in ({"filter": {}, "action": "cancel"},
+                 {"filter": {"tenant_id": stack.tenant}, "action": "explode"},
+                 {"filter": {"tenant_id": stack.tenant, "colour": "red"}, "action": "cancel"},
+                 {"filter": {"tenant_id": stack.tenant}, "action": "cancel", "everything": True},
+                 {"filter": {"tenant_id": stack.tenant}, "action": "reschedule"},
+                 {"filter": {"tenant_id": stack.tenant}, "action": "cancel", "due_at": _in(1)},
+                 {"filter": {"tenant_id": stack.tenant, "status": ["sleeping"]}, "action": "cancel"},
+                 {"filter": {"tenant_id": stack.tenant}, "action": "cancel", "limit": 501}):
+        response = await _tasks_bulk(stack, body)
+        assert response.status_code == 422, (body, response.text)
+    assert "at least one criterion" in (await _tasks_bulk(stack, {"filter": {}, "action": "cancel"})).text
+    done = (await _tasks_bulk(stack, {"filter": where, "action": "cancel", "limit": 3})).json()
+    assert done["done"] == 3, done
+
+
+async def test_a_key_acts_in_its_own_tenant_only_and_needs_each_actions_role(keyed: Stack, engine):  # noqa: F811
+    tenant_a, tenant_b = keyed.tenant, f"{keyed.tenant}-b"
+    sam = await make_key(engine, tenant_a, "sam", "submitter")
+    vera = await make_key(engine, tenant_a, "vera", "viewer")
+    bob = await make_key(engine, tenant_b, "bob", "admin")
+    subject = f"INV-{uuid.uuid4().hex[:8]}"
+
+    async def made(key: str) -> str:
+        response = await keyed.http.post("/tasks", json=task_body(subject_ref_id=subject), headers=bearer(key))
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    ours, theirs = await made(sam), await made(bob)
+    for task_id, key in ((ours, sam), (theirs, bob)):
+        await eventually(lambda: keyed.http.get(f"/tasks/{task_id}", headers=bearer(key)),
+                         lambda r: r.json()["status"] == "awaiting_approval")
+    where = {"subject_ref_id": subject}
+    seen = await keyed.http.post("/tasks/bulk", json={"filter": where, "action": "cancel", "preview": True},
+                                 headers=bearer(sam))
+    assert [i["task_id"] for i in seen.json()["items"]] == [ours], seen.text
+    by_id = await keyed.http.post("/tasks/bulk", json={"filter": {"task_ids": [theirs]}, "action": "cancel"},
+                                  headers=bearer(sam))
+    assert by_id.status_code == 200 and by_id.json()["total"] == 0, by_id.text
+    elsewhere = await keyed.http.post("/tasks/bulk", json={"filter": {"tenant_id": tenant_b}, "action": "cancel"},
+                                      headers=bearer(sam))
+    assert elsewhere.status_code == 403, elsewhere.text
+    approving = await keyed.http.post("/tasks/bulk", json={"filter": where, "action": "approve"}, headers=bearer(sam))
+    assert approving.status_code == 403 and "approver" in approving.text
+    for action in ("cancel", "run", "retry"):
+        viewing = await keyed.http.post("/tasks/bulk", json={"filter": where, "action": action, "preview": True},
+                                        headers=bearer(vera))
+        assert viewing.status_code == 403 and "submitter" in viewing.text, viewing.text
+    assert (await keyed.http.post("/tasks/bulk", json={"filter": where, "action": "cancel"})).status_code == 401
+
+    cancelled = await keyed.http.post("/tasks/bulk", json={"filter": where, "action": "cancel"}, headers=bearer(sam))
+    assert cancelled.status_code == 200, cancelled.text
+    assert [(i["task_id"], i["outcome"]) for i in cancelled.json()["items"]] == [(ours, "done")]
+    theirs_now = await keyed.http.get(f"/tasks/{theirs}", headers=bearer(bob))
+    assert theirs_now.json()["status"] == "awaiting_approval"
+    await keyed.http.post(f"/tasks/{theirs}/cancel", headers=bearer(bob))

@@ -153,32 +153,41 @@ async def decide_in_bulk(body: BulkDecisionBody, session: SessionDep, temporal: 
         update, arg = "approve", ApprovalDecision(**who, comment=body.comment)
     else:
         update, arg = "reject", Rejection(**who, reason=body.reason or "")
-    deadline = settings.bulk_decision_deadline_seconds
+
+    async def one(row, timeout: timedelta) -> BulkDecisionItem:  # type: ignore[no-untyped-def]
+        return await _one(temporal, row, update, arg, timeout)
+
+    items = await each_within_deadline(settings.bulk_decision_deadline_seconds, rows, one, BulkDecisionItem)
+    return BulkDecisionPublic(total=total, items=items)
+
+
+async def each_within_deadline(deadline: float, rows: list, act, item):  # type: ignore[no-untyped-def]
+    """``act(row, timeout)`` for every row, up to 20 at once, all within ``deadline`` seconds: a row not begun
+    or not answered by then is answered 504 (``item(task_id=..., status_code=504, detail=...)``), and a row's
+    own trouble is its item's answer, so nothing raises and nothing waits past the deadline."""
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + deadline
     slots = asyncio.Semaphore(BULK_CONCURRENCY)
 
-    async def decide(row) -> BulkDecisionItem:  # type: ignore[no-untyped-def]
+    async def one(row):  # type: ignore[no-untyped-def]
         async with slots:
             left = ends_at - loop.time()
             if left <= 0:
-                return BulkDecisionItem(task_id=row.id, status_code=504, detail=(
-                    f"not attempted: the request's deadline ({deadline:g} s) passed first; nothing was decided"))
+                return item(task_id=row.id, status_code=504, detail=(
+                    f"not attempted: the request's deadline ({deadline:g} s) passed first; nothing was done"))
             try:
                 async with asyncio.timeout(left):
                     # The RPC's own timeout a little later, so the deadline is what ends a slow one.
-                    return await _one(temporal, row, update, arg, min(_ITEM_TIMEOUT, timedelta(seconds=left + 1)))
+                    return await act(row, min(_ITEM_TIMEOUT, timedelta(seconds=left + 1)))
             # The SDK answers an update cancelled by the deadline, or past its own timeout, with the latter.
             except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
                 waited = (f"the request's deadline ({deadline:g} s)" if loop.time() >= ends_at
                           else f"{_ITEM_TIMEOUT.total_seconds():g} s")
-                return BulkDecisionItem(task_id=row.id, status_code=504, detail=(
-                    f"no answer within {waited}; the decision may still take effect: look at the task before "
-                    "deciding it again"))
+                return item(task_id=row.id, status_code=504, detail=(
+                    f"no answer within {waited}; it may still take effect: look at the task before "
+                    "trying it again"))
 
-    # A row's own trouble is its item's answer, so gather never raises and nothing waits past the deadline.
-    items = await asyncio.gather(*(decide(row) for row in rows))
-    return BulkDecisionPublic(total=total, items=list(items))
+    return list(await asyncio.gather(*(one(row) for row in rows)))
 
 
 async def _one(temporal: TemporalDep, row, update: str, arg: object,  # type: ignore[no-untyped-def]
