@@ -10,8 +10,8 @@ from temporalio.client import Client
 from followthrough.api import errors, metrics
 from followthrough.api.codec_cors import CodecCors
 from followthrough.api.routes import (agent_reports, approval_links, approvals, artifacts, bulk_decisions, bulk_tasks,
-                                      codec, definitions, events, health, inbox, schedules, streams, subscriptions,
-                                      task_decisions, task_types, tasks)
+                                      codec, definitions, events, health, inbox, operator, schedules, streams,
+                                      subscriptions, task_decisions, task_types, tasks)
 from followthrough.api.streams import StreamSlots
 from followthrough.api.middleware import LimitBodySize, RefuseNulInUrl
 from followthrough.api.same_origin import RefuseCrossSiteRequests
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
                    approval_links, task_types, subscriptions, definitions, schedules, streams, events, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
+    app.include_router(operator.router)  # /ui/tasks: the operator page beside the inbox
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode
     tracing.instrument_app(app, settings)  # outside every middleware above: their answers are traced too
     return app

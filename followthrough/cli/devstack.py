@@ -155,6 +155,7 @@ def run_dev(settings: Settings) -> int:
         print(f"followthrough is running\n"
               f"  API          {api}/api/v1   (OpenAPI: {api}/docs)\n"
               f"  Inbox        {api}/ui\n"
+              f"  Operator     {api}/ui/tasks\n"
               f"  Temporal UI  http://{host}:{ui_port}\n"
               f"  Temporal     {host}:{port}   (data in {data_dir})\n"
               f"  Payloads     {_codec_line(codec, settings, data_dir)}\n"

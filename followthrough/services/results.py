@@ -23,6 +23,7 @@ class TaskLinks(BaseModel):
     self: str
     events: str
     temporal_ui: str
+    operator: str  # the task's timeline on the operator page (/ui/tasks/{id})
 
 
 class TaskCreated(BaseModel):
@@ -38,4 +39,5 @@ class TaskCreated(BaseModel):
 def task_links(settings: Settings, task_id: str, workflow_id: str) -> TaskLinks:
     base = f"{settings.effective_public_url}{API_PREFIX}/tasks/{task_id}"
     return TaskLinks(self=base, events=f"{base}/events",
-                     temporal_ui=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, workflow_id))
+                     temporal_ui=temporal_ui_link(settings.temporal_ui_url, settings.temporal_namespace, workflow_id),
+                     operator=f"{settings.effective_public_url}/ui/tasks/{task_id}")

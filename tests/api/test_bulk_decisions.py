@@ -289,7 +289,7 @@ async def test_retry_approve_and_reject_by_query(stack: Stack):
         await until_status(stack, task_id, "failed", timeout=30)
     retried = (await _tasks_bulk(stack, {"filter": {"tenant_id": stack.tenant, "subject_ref_id": subject},
                                          "action": "retry"}, headers={"X-Actor-Id": "ops"})).json()
-    assert retried["done"] == 2 and all(i["status_code"] == 202 for i in retried["items"]), retried
+    assert retried["done"] == 2 and all(i["status_code"] == 202 for i in retried["items"]), retried["items"]
     for task_id in failing:
         task = await eventually(lambda: get_task(stack, task_id), lambda t: t["run_number"] == 2)
         assert task["status"] in ("pending", "in_progress", "failed")

@@ -19,6 +19,7 @@ async def test_create_approve_complete(stack: Stack):
     assert links["self"].endswith(f"/api/v1/tasks/{created['id']}")
     assert links["events"].endswith("/events")
     assert created["workflow_id"] in links["temporal_ui"]
+    assert links["operator"] == f"http://testserver/ui/tasks/{created['id']}"
 
     task = await until_status(stack, created["id"], "awaiting_approval")
     assert task["stage"] == "awaiting_approval"

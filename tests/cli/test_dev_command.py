@@ -102,10 +102,13 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(dev_process):
     assert (folder / ".followthrough" / "temporal.db").exists()
     assert (folder / ".followthrough" / "mirror.db").exists()
     assert (folder / ".followthrough" / "codec.key").stat().st_mode & 0o777 == 0o600
-    # The banner names the inbox, which answers there.
+    # The banner names the inbox and the operator page, which answer there.
     inbox = f"http://127.0.0.1:{ports['FOLLOWTHROUGH_API_PORT']}/ui"
     assert f"Inbox        {inbox}\n" in (folder / "dev.log").read_text()
     assert httpx.get(inbox, timeout=10).status_code == 200
+    # And the operator page beside it.
+    assert f"Operator     {inbox}/tasks\n" in (folder / "dev.log").read_text()
+    assert httpx.get(f"{inbox}/tasks", timeout=10).status_code == 200
     # What commands beside it read (tests/cli/test_cli_beside_dev.py) is there while it runs, and goes with it.
     assert (folder / ".followthrough" / "dev.json").exists()
     proc.send_signal(signal.SIGTERM)
