@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from followthrough.domain.naming import workflow_id_for
@@ -286,7 +287,10 @@ async def test_retry_approve_and_reject_by_query(stack: Stack):
         "source": f"SRC-{n}", "mode": "autonomous", "retry": {"max_attempts": 1},
         "payload": {"method": "POST", "url": closed, "json": {"n": n}}})).json()["id"] for n in range(2)]
     for task_id in failing:
-        await until_status(stack, task_id, "failed", timeout=30)
+        task = await until_status(stack, task_id, "failed", timeout=30)
+        # The mirror reads failed a moment before the run has closed; a retry needs it closed.
+        handle = stack.client.get_workflow_handle(task["workflow_id"])
+        await eventually(handle.describe, lambda d: d.status != WorkflowExecutionStatus.RUNNING)
     retried = (await _tasks_bulk(stack, {"filter": {"tenant_id": stack.tenant, "subject_ref_id": subject},
                                          "action": "retry"}, headers={"X-Actor-Id": "ops"})).json()
     assert retried["done"] == 2 and all(i["status_code"] == 202 for i in retried["items"]), retried["items"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from tests.api.test_inbox_browser import Api, api, browser_page  # noqa: F401 - api is a fixture
@@ -78,7 +79,7 @@ async def test_list_filter_page_and_open_a_timeline(api: Api):
         await api.http.post(f"/tasks/{task_id}/cancel")
 
 
-async def test_run_now_cancel_and_retry_from_the_page(api: Api):
+async def test_run_now_cancel_and_retry_from_the_page(api: Api, dev_env: WorkflowEnvironment):
     later = await _scheduled(api, "Due tomorrow")
     other = await _scheduled(api, "Also due tomorrow")
     closed = f"http://127.0.0.1:{free_port()}/nothing-listens"
@@ -86,7 +87,10 @@ async def test_run_now_cancel_and_retry_from_the_page(api: Api):
         "type": "http_request", "tenant_id": api.tenant, "subject_ref_id": "HOOK-1", "title": "Call the CRM",
         "mode": "autonomous", "retry": {"max_attempts": 1},
         "payload": {"method": "POST", "url": closed, "json": {}}})).json()["id"]
-    await eventually(lambda: api.task(failing), lambda t: t["status"] == "failed", timeout=30)
+    failed = await eventually(lambda: api.task(failing), lambda t: t["status"] == "failed", timeout=30)
+    # The mirror reads failed a moment before the run has closed; a retry needs it closed.
+    handle = dev_env.client.get_workflow_handle(failed["workflow_id"])
+    await eventually(handle.describe, lambda d: d.status != WorkflowExecutionStatus.RUNNING)
     links = (await api.http.get(f"/tasks/{later}")).json()["links"]
     assert links["operator"].endswith(f"/ui/tasks/{later}")
 
