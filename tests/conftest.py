@@ -1,10 +1,16 @@
 """Test environments: the time-skipping server for long waits, the real dev
 server for integration, SQLite always and PostgreSQL when TEST_DATABASE_URL is
-set (then it must be reachable: the tests fail rather than skip)."""
+set (then it must be reachable: the tests fail rather than skip).
+
+The suite runs in several processes (pytest-xdist, `-n` in pyproject.toml). Each process has its own Temporal
+servers and SQLite files, and its own PostgreSQL database beside TEST_DATABASE_URL's: `<database>_gw0`,
+`<database>_gw1`, ..., created on first use. The scheduler below keeps the tests of a module with module-scoped
+fixtures in one process and spreads all others one by one (docs/development.md, "Tests")."""
 
 import asyncio
 import base64
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +21,8 @@ import uvicorn
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -33,7 +40,19 @@ from followthrough.config.settings import Settings
 from tests.helpers import free_port
 from followthrough.worker import build_worker
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def worker_database_url(url: str | None) -> str | None:
+    """TEST_DATABASE_URL for this process: under xdist, the database `<database>_<worker>` on the same server."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+BASE_POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+POSTGRES_URL = worker_database_url(BASE_POSTGRES_URL)
 DATABASES = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
 
 # Every test encrypts payloads: one key for the session, a named secret like any production key, so
@@ -77,7 +96,9 @@ async def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 @pytest_asyncio.fixture(scope="session")
 async def postgres_engine() -> AsyncIterator[AsyncEngine]:
-    assert POSTGRES_URL, "TEST_DATABASE_URL is not set"
+    assert POSTGRES_URL and BASE_POSTGRES_URL, "TEST_DATABASE_URL is not set"
+    if POSTGRES_URL != BASE_POSTGRES_URL:
+        await _create_database(BASE_POSTGRES_URL, make_url(POSTGRES_URL).database)
     engine = create_engine(POSTGRES_URL)
     # Start from an empty schema so the migration itself is exercised every run.
     async with engine.begin() as conn:
@@ -86,6 +107,19 @@ async def postgres_engine() -> AsyncIterator[AsyncEngine]:
     await upgrade(engine)
     yield engine
     await engine.dispose()
+
+
+async def _create_database(server_url: str, name: str) -> None:
+    """Create `name` on the server of `server_url` (connecting to its database) unless it exists. An unreachable
+    server raises: the tests that need it fail."""
+    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name})
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
 
 
 @pytest.fixture(params=DATABASES)
@@ -170,3 +204,33 @@ async def served_api(env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Pa
 
 def worker_for(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine) -> Worker:
     return build_worker(env.client, settings, engine)
+
+
+# ---- processes (pytest-xdist) -------------------------------------------------
+
+_SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With `--dist load` (what `-n` alone means): tests spread over the processes one by one, except a module that has module-scoped fixtures (a built
+    wheel, a compose project, a server): its tests stay in one process, so the fixture is set up once. Those
+    modules go out first (the largest first), the single tests fill in behind them."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getoption("dist") != "load":
+        return None  # another --dist asked for by name: xdist's own
+
+    class ModuleFixturesTogether(LoadScopeScheduling):
+        def __init__(self, config: pytest.Config, log: object = None) -> None:
+            super().__init__(config, log)
+            self._grouped: dict[str, bool] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in self._grouped:
+                path = Path(config.rootpath, module)
+                self._grouped[module] = path.is_file() and bool(_SHARED_FIXTURE.search(path.read_text()))
+            return module if self._grouped[module] else nodeid
+
+    return ModuleFixturesTogether(config, log)
