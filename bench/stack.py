@@ -198,9 +198,17 @@ def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sa
 
 
 async def count(http: httpx.AsyncClient, tenant: str, status: str | None = None) -> int:
-    """Tasks of a tenant in the mirror, as the API lists them."""
+    """Tasks of a tenant in the mirror, as the API lists them. A pooled connection the server has just closed
+    while idle fails the request before it reaches the server (httpx reports RemoteProtocolError or ReadError):
+    the count, which changes nothing, is asked again on a fresh connection."""
     params = {"tenant_id": tenant, "limit": 1} | ({"status": status} if status else {})
-    response = await http.get("/tasks", params=params)
+    for attempt in range(3):
+        try:
+            response = await http.get("/tasks", params=params)
+            break
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if attempt == 2:
+                raise
     response.raise_for_status()
     return response.json()["total"]
 
