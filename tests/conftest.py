@@ -208,14 +208,17 @@ def worker_for(env: WorkflowEnvironment, settings: Settings, engine: AsyncEngine
 
 # ---- processes (pytest-xdist) -------------------------------------------------
 
+# The reliability tests kill and restart processes under bursts of load and wait for the engine to catch up:
+# they run one after another in one process, never against each other.
+_ONE_AT_A_TIME = "tests/reliability/"
 _SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](module|class|package)["']""")
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """With `--dist load` (what `-n` alone means): tests spread over the processes one by one, except a module that has module-scoped fixtures (a built
-    wheel, a compose project, a server): its tests stay in one process, so the fixture is set up once. Those
-    modules go out first (the largest first), the single tests fill in behind them."""
+    wheel, a compose project, a server): its tests stay in one process, so the fixture is set up once; so do
+    all of tests/reliability/. Those groups go out first (the largest first), the single tests fill in behind."""
     from xdist.scheduler import LoadScopeScheduling
 
     if config.getoption("dist") != "load":
@@ -228,6 +231,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
+            if module.startswith(_ONE_AT_A_TIME):
+                return _ONE_AT_A_TIME
             if module not in self._grouped:
                 path = Path(config.rootpath, module)
                 self._grouped[module] = path.is_file() and bool(_SHARED_FIXTURE.search(path.read_text()))
