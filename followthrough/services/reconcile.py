@@ -25,7 +25,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.api.enums.v1 import EventType as HistoryEventType
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle,
+                               WorkflowQueryFailedError)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -120,6 +121,8 @@ async def _truth(client: Client, execution: WorkflowExecution) -> Truth:
             state = await handle.query("state", result_type=DecisionAck,
                                        rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS))
         except RPCError as err:
+            raise Unverifiable(f"state query failed: {err.message}") from err
+        except WorkflowQueryFailedError as err:  # the worker answered, refusing: e.g. a run it cannot decode
             raise Unverifiable(f"state query failed: {err.message}") from err
         if state.status in TERMINAL_VALUES:  # perhaps closed since visibility last saw it
             described = await _described(client, execution.id, execution.run_id)

@@ -193,3 +193,31 @@ async def test_a_run_started_without_the_codec_is_unverified_not_a_crash(dev_env
     assert report.drift == []
     async with engine.connect() as conn:
         assert (await conn.execute(select(TASKS.c.id).where(TASKS.c.id == forged.task_id))).first() is None
+
+
+async def test_a_forged_run_visibility_still_lists_as_running_is_unverified(dev_env, sqlite_engine: AsyncEngine,
+                                                                           tmp_path: Path):
+    """Visibility trails the run: a forged run that has already failed can still be listed as running. Its
+    state query is then answered by the worker replaying it, which refuses the input: unverified, no crash."""
+    import dataclasses
+
+    import pytest
+    from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+    from temporalio.converter import default
+
+    from followthrough.services.reconcile import Unverifiable, _truth
+
+    async with running_stack(dev_env, sqlite_engine, tmp_path) as stack:
+        plain = Client(dev_env.client.service_client, namespace=dev_env.client.namespace, data_converter=default())
+        forged = task_input(mode="autonomous", tenant_id=stack.tenant)
+        handle = await plain.start_workflow("TaskWorkflow", forged, id=f"task-{forged.task_id}",
+                                            task_queue=stack.settings.task_queue)
+        try:
+            await stack.client.get_workflow_handle(handle.id).result()
+        except WorkflowFailureError:
+            pass  # refused by the worker
+        described = await stack.client.get_workflow_handle(handle.id).describe()
+        assert described.status is WorkflowExecutionStatus.FAILED
+        listed_as_running = dataclasses.replace(described, status=WorkflowExecutionStatus.RUNNING)
+        with pytest.raises(Unverifiable, match="state query failed"):
+            await _truth(stack.client, listed_as_running)
