@@ -68,7 +68,10 @@ async def test_parallel_fail_fast_cancels_the_rest_and_fails_the_parent(time_ski
     parent = group([email("ok@acme.example"), email("bad@acme.example"), email("boss@acme.example", "review")])
     async with worker_replacing(env, settings, sqlite_engine,
                                 refuses_bad_addresses_after_a_sibling_completed(env.client)):
-        outcome = await (await start(env, settings, parent)).result()
+        # Nothing here waits on a timer: with time skipping on, a slow machine lets the review subtask's day-long
+        # approval expire before the refusal arrives.
+        with env.auto_time_skipping_disabled():
+            outcome = await (await start(env, settings, parent)).result()
     assert outcome.status == "failed"
     assert outcome.error.startswith("subtasks failed: subtask 2 (Mail bad@acme.example) ended failed")
     statuses = {s["index"]: s["status"] for s in outcome.result["subtasks"]}
