@@ -224,6 +224,12 @@ async def _task_page(request: Request, session: SessionDep, settings: Settings, 
                  task_link=lambda t: f"/ui/tasks/{t.id}" + (f"?{as_query}" if as_query else ""))
 
 
+def _not_found(request: Request, settings: Settings, operator: _Operator, task_id: str) -> HTMLResponse:
+    return _page(request, settings, _LIST, operator, status_code=404, error=f"Task {task_id} does not exist.",
+                 rows=[], filters={}, total=0, statuses=[s.value for s in TaskStatus], prev_link=None,
+                 next_link=None, page=1, pages=1)
+
+
 @router.get("/ui/tasks/{task_id}", response_class=HTMLResponse)
 async def task_timeline(task_id: str, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     query = request.query_params
@@ -232,9 +238,7 @@ async def task_timeline(task_id: str, request: Request, session: SessionDep, set
         return _refused(request, settings, operator)
     task = await _task_of(session, operator, task_id)
     if task is None:
-        return _page(request, settings, _LIST, operator, status_code=404, error=f"Task {task_id} does not exist.",
-                     rows=[], filters={}, total=0, statuses=[s.value for s in TaskStatus], prev_link=None,
-                     next_link=None, page=1, pages=1)
+        return _not_found(request, settings, operator, task_id)
     done = query.get("done")
     return await _task_page(request, session, settings, operator, task, flash=_OUTCOMES.get(done or "", ""))
 
@@ -269,9 +273,7 @@ async def act(task_id: str, request: Request, session: SessionDep, settings: Set
         return _refused(request, settings, operator)
     task = await _task_of(session, operator, task_id)
     if task is None:
-        return _page(request, settings, _LIST, operator, status_code=404, error=f"Task {task_id} does not exist.",
-                     rows=[], filters={}, total=0, statuses=[s.value for s in TaskStatus], prev_link=None,
-                     next_link=None, page=1, pages=1)
+        return _not_found(request, settings, operator, task_id)
 
     async def failed(status_code: int, message: str) -> HTMLResponse:
         await session.rollback()
