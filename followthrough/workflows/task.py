@@ -588,8 +588,9 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                    type="InvalidTransition")
         if not self._reschedulable:
             raise ApplicationError(f"cannot {what}: task is {self._status.value} ({self._stage.value}); "
-                                   f"only a task still waiting for its due time (or a cadence during a wait before "
-                                   f"its next step) can be {'run now' if request.run_now else 'rescheduled'}",
+                                   f"only a task still waiting for its due time can be "
+                                   f"{'run now' if request.run_now else 'rescheduled'} (or a cadence during a wait "
+                                   "before its next step)",
                                    type="InvalidTransition")
         if request.run_now and self._paused is not None:
             raise ApplicationError("cannot run now: the task is paused; resume it first", type="InvalidTransition")
