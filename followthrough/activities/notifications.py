@@ -8,6 +8,7 @@ from temporalio import activity
 
 from followthrough.activities.errors import permanent, reports_attempt
 from followthrough.activities.transports import DeliveryContext, PermanentDeliveryError, Transport
+from followthrough.activities.transports.email import EmailTransport
 from followthrough.db import notification_outbox
 from followthrough.domain import activity_names, policies
 from followthrough.infra.approval_links import links_for
@@ -23,6 +24,7 @@ class NotificationActivities:
         self._settings, self._engine, self._http, self._secrets = settings, engine, http, secrets
         self._task_secrets = task_secrets_for(settings)
         self._webhook = webhook
+        self._email = EmailTransport()
 
     @activity.defn(name=activity_names.NOTIFY)
     @reports_attempt
@@ -45,6 +47,8 @@ class NotificationActivities:
     async def _send(self, notification: Notification, key: str, attempt: int, timeout: float) -> dict[str, Any]:
         task = notification.task
         link = f"{self._settings.effective_public_url}/api/v1/tasks/{task['id']}"
+        if notification.url.startswith("mailto:"):
+            return await self._send_email(notification, key, attempt, timeout, link)
         payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
         if notification.event == "task.awaiting_approval" and task.get("approvers"):
             # Each named approver gets signed links to decide from the message itself, bound to this request:
@@ -54,7 +58,34 @@ class NotificationActivities:
         draft = Draft(channel="webhook", subject=notification.event, body="", data={
             "url": notification.url, "secret": notification.secret, "event": notification.event, "payload": payload,
         })
-        ctx = DeliveryContext(
+        try:
+            return await self._webhook.deliver(draft, self._context(task, key, attempt, timeout))
+        except (PermanentDeliveryError, SecretNotFound) as err:
+            error_type = getattr(err, "error_type", policies.DELIVERY_REFUSED)
+            raise permanent(str(err), error_type) from err
+
+    async def _send_email(self, notification: Notification, key: str, attempt: int, timeout: float,
+                          link: str) -> dict[str, Any]:
+        """One person's email of a task event, when SMTP is configured; sent once per delivery key (the email
+        outbox's idempotency key: one per event and address, however often retried or replayed)."""
+        if not self._settings.smtp_host:
+            return {"skipped": "no SMTP server is configured"}
+        task, address = notification.task, notification.url.removeprefix("mailto:")
+        draft = Draft(channel="email", to=[address], subject=_subject(notification.event, task["title"]),
+                      body=_email_body(notification.event, task, link, self._links(task, address)))
+        try:
+            return await self._email.deliver(draft, self._context(task, key, attempt, timeout))
+        except PermanentDeliveryError as err:
+            raise permanent(str(err), policies.DELIVERY_REFUSED) from err
+
+    def _links(self, task: dict[str, Any], address: str) -> dict[str, str] | None:
+        """Signed approve and reject links, only for a person the event names as one who may decide."""
+        if address not in (task.get("deciders") or []) or not task.get("approval_id"):
+            return None
+        return links_for(self._settings, task["id"], task["approval_id"], address)
+
+    def _context(self, task: dict[str, Any], key: str, attempt: int, timeout: float) -> DeliveryContext:
+        return DeliveryContext(
             settings=self._settings, engine=self._engine, http=self._http, secrets=self._secrets,
             task_secrets=self._task_secrets,
             task_id=task["id"], task_type=task["type"], tenant_id=task["tenant_id"],
@@ -62,8 +93,23 @@ class NotificationActivities:
             attempt=attempt,
             timeout_seconds=max(1.0, timeout - 2),  # room to record the outcome within the caller's deadline
         )
-        try:
-            return await self._webhook.deliver(draft, ctx)
-        except (PermanentDeliveryError, SecretNotFound) as err:
-            error_type = getattr(err, "error_type", policies.DELIVERY_REFUSED)
-            raise permanent(str(err), error_type) from err
+
+
+_SUBJECTS = {"task.awaiting_approval": "Waiting for you: {title}", "task.approval_reminder": "Reminder: {title}",
+             "task.approval_escalated": "Escalated to you: {title}", "task.created": "New task: {title}",
+             "task.approved": "Approved: {title}", "task.rejected": "Rejected: {title}",
+             "task.expired": "Expired: {title}", "task.cancelled": "Cancelled: {title}",
+             "task.failed": "Failed: {title}", "task.completed": "Done: {title}"}
+
+
+def _subject(event: str, title: str) -> str:
+    return _SUBJECTS.get(event, "{title}: " + event).format(title=title)
+
+
+def _email_body(event: str, task: dict[str, Any], link: str, links: dict[str, str] | None) -> str:
+    lines = [f"{_subject(event, task['title'])} (task {task['id']}, {task['type']}, now {task['status']}).", "",
+             f"The task: {link}"]
+    if links:
+        lines += ["", f"Approve (or mark done): {links['approve']}", f"Reject: {links['reject']}",
+                  f"These links are yours alone and work once, until {links['expires_at']}."]
+    return "\n".join(lines) + "\n"

@@ -171,6 +171,11 @@ class CompleteBody(_Decision):
     result: dict[str, Any] | None = Field(None, description="What the person did, recorded as the task's result.")
 
 
+class FailBody(_Decision):
+    error: str = Field(min_length=1, max_length=4000, description="What went wrong, recorded as the task's error.")
+    result: dict[str, Any] | None = Field(None, description="What the person did get done, kept on the task.")
+
+
 class RescheduleBody(_Decision):
     due_at: datetime = Field(description="The new due time, ISO 8601; without an offset it is taken as UTC. "
                                          "A time already past starts the task now.")
@@ -187,13 +192,15 @@ class PauseBody(_Decision):
 
 
 class StatusPatch(_Decision):
-    """Seed-style status change (PATCH /tasks/{id}); mapped onto cancel and complete."""
+    """Seed-style status change (PATCH /tasks/{id}); mapped onto cancel, complete and fail."""
 
     new_status: str = Field(min_length=1, max_length=32)
     actor_type: str | None = Field(None, max_length=32)
     comment: str | None = Field(None, max_length=4000)
     result: dict[str, Any] | None = None
     reason: str | None = Field(None, max_length=4000)
+    error: str | None = Field(None, min_length=1, max_length=4000,
+                              description="With newStatus FAILED: what went wrong (a person reports the task failed).")
 
 
 class DecisionPublic(BaseModel):
@@ -223,8 +230,12 @@ class HealthPublic(BaseModel):
     temporal: str
 
 
+# What a subscription hears when it names no events (as before the other lifecycle events could be heard).
 NOTIFICATION_EVENTS = ("task.awaiting_approval", "task.completed", "task.failed", "task.approval_reminder",
                        "task.approval_escalated")
+# Every event a subscription can name: the whole lifecycle (docs/api.md, "Notifications").
+ALL_NOTIFICATION_EVENTS = (*NOTIFICATION_EVENTS, "task.created", "task.approved", "task.rejected", "task.expired",
+                           "task.cancelled")
 
 
 class SubscriptionCreate(StorableBody):
@@ -234,7 +245,8 @@ class SubscriptionCreate(StorableBody):
     tenant_id: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     url: AnyHttpUrl = Field(description="Where signed events are POSTed (http or https).")
     events: list[Literal["task.awaiting_approval", "task.completed", "task.failed", "task.approval_reminder",
-                         "task.approval_escalated"]] = Field(
+                         "task.approval_escalated", "task.created", "task.approved", "task.rejected",
+                         "task.expired", "task.cancelled"]] = Field(
         default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1)
     secret: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$",
                         description="Name of the tenant's task secret that signs deliveries "

@@ -169,7 +169,12 @@ async def write_group(conn: AsyncConnection, batches: list[MirrorBatch],
 
 _KINDS = {EventType.TASK_APPROVAL_REQUESTED.value: "task.awaiting_approval",
           EventType.TASK_APPROVAL_REMINDED.value: "task.approval_reminder",
-          EventType.TASK_APPROVAL_ESCALATED.value: "task.approval_escalated"}
+          EventType.TASK_APPROVAL_ESCALATED.value: "task.approval_escalated",
+          EventType.TASK_CREATED.value: "task.created",
+          EventType.TASK_APPROVED.value: "task.approved",
+          EventType.TASK_REJECTED.value: "task.rejected",
+          EventType.TASK_EXPIRED.value: "task.expired",
+          EventType.TASK_CANCELLED.value: "task.cancelled"}
 
 
 def notification_kind(event: MirrorEvent) -> str | None:
@@ -178,6 +183,13 @@ def notification_kind(event: MirrorEvent) -> str | None:
     if event.new_status in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
         return f"task.{event.new_status}"
     return None
+
+
+def _notified_events(batch: MirrorBatch) -> list[MirrorEvent]:
+    """The batch's events that may owe notifications: its own, and for a task's first run its TASK_CREATED
+    (written by the API or by this batch, whichever came first; the delivery key keeps it to one send)."""
+    created = [created_event(batch.task)] if batch.task is not None and batch.run_number == 1 else []
+    return created + list(batch.events)
 
 
 async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch], inserted: set[str],
@@ -190,31 +202,52 @@ async def _attach_notifications(conn: AsyncConnection, batches: list[MirrorBatch
     each to one send (docs/concepts.md, "The task").
     """
     now = datetime.now(timezone.utc)
-    owed = [(b, e, kind) for b in batches for e in b.events if e.id in inserted and (kind := notification_kind(e))]
+    owed = [(b, e, kind) for b in batches for e in _notified_events(b)
+            if (e.id in inserted or e.type == EventType.TASK_CREATED.value) and (kind := notification_kind(e))]
     if owed:
         await insert_ignoring_duplicates(conn, notification_outbox.OUTBOX,
                                          [notification_outbox.row_of(n, b.tenant_id, now)
                                           for b, n in await _notifications_of(conn, owed)])
     pending = await notification_outbox.undelivered(
-        conn, [e for b in batches for e in b.events if notification_kind(e)])
+        conn, [e for b in batches for e in _notified_events(b) if notification_kind(e)])
     for batch, ack in zip(batches, acks):
-        ack.notifications += [n for e in batch.events for n in pending.get(e.id, [])]
+        ack.notifications += [n for e in _notified_events(batch) for n in pending.get(e.id, [])]
+
+
+# Who an event tells directly, by email, besides the subscribers: the people it names (data field).
+_PEOPLE = {EventType.TASK_APPROVAL_REQUESTED.value: "approvers", EventType.TASK_APPROVAL_REMINDED.value: "approvers",
+           EventType.TASK_APPROVAL_ESCALATED.value: "escalate_to"}
+
+
+def _direct(event: MirrorEvent, kind: str, run_input: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(subscription id, url, secret) of the event's direct notifications: the people it names whose id is an
+    email address (only theirs: a name that is not an address is told through the subscribers), and what the
+    task's own ``notify`` asks for this kind of event."""
+    addresses = [p for p in event.data.get(_PEOPLE.get(event.type, ""), None) or [] if notification_outbox.is_address(p)]
+    notify = (run_input or {}).get("notify") or {}
+    if kind in (notify.get("on") or []):
+        addresses += notify.get("email") or []
+    direct = [(notification_outbox.email_subscription(a), f"mailto:{a}", "") for a in dict.fromkeys(addresses)]
+    if kind in (notify.get("on") or []) and notify.get("webhook_url"):
+        direct.append((notification_outbox.TASK_WEBHOOK, notify["webhook_url"], notify.get("webhook_secret") or ""))
+    return direct
 
 
 async def _notifications_of(conn: AsyncConnection, owed: list[tuple[MirrorBatch, MirrorEvent, str]]
                             ) -> list[tuple[MirrorBatch, Notification]]:
-    """The notifications that these new events owe the tenants' active subscribers."""
+    """The notifications that these new events owe the tenants' active subscribers, the people they name and
+    the tasks' own ``notify`` targets."""
     tenants = {b.tenant_id for b, _, _ in owed}
     subscriptions = (await conn.execute(select(SUBSCRIPTIONS).where(
         SUBSCRIPTIONS.c.tenant_id.in_(tenants), SUBSCRIPTIONS.c.active.is_(True)))).all()
-    if not subscriptions:
-        return []
     rows = {r.id: r for r in (await conn.execute(select(TASKS.c.id, TASKS.c.type, TASKS.c.title, TASKS.c.status,
-                                                        TASKS.c.workflow_id).where(
+                                                        TASKS.c.workflow_id, TASKS.c.run_input).where(
         TASKS.c.id.in_({b.task_id for b, _, _ in owed})))).all()}
     notifications = []
     for batch, event, kind in owed:
-        row = rows[batch.task_id]
+        row = rows.get(batch.task_id)
+        if row is None:
+            continue
         snapshot = {"id": row.id, "type": row.type, "title": row.title, "status": event.new_status or row.status,
                     "tenant_id": batch.tenant_id, "workflow_id": row.workflow_id}
         if event.type == EventType.TASK_APPROVAL_REQUESTED.value:
@@ -223,6 +256,15 @@ async def _notifications_of(conn: AsyncConnection, owed: list[tuple[MirrorBatch,
             (batch, Notification(subscription_id=s.id, url=s.url, secret=s.secret, event=kind, event_id=event.id,
                                  task=storable(snapshot)))
             for s in subscriptions if s.tenant_id == batch.tenant_id and kind in s.events]
+        # A person the event names may decide from the email itself (signed links for the open request).
+        deciders = [p for p in event.data.get(_PEOPLE.get(event.type, ""), None) or []
+                    if notification_outbox.is_address(p)]
+        personal = snapshot | ({"deciders": deciders, "approval_id": event.data.get("approval_id") or event.id}
+                               if deciders else {})
+        notifications += [
+            (batch, Notification(subscription_id=sid, url=url, secret=secret, event=kind, event_id=event.id,
+                                 task=storable(personal if url.startswith("mailto:") else snapshot)))
+            for sid, url, secret in _direct(event, kind, row.run_input)]
     return notifications
 
 

@@ -8,6 +8,8 @@ and skips one already marked. What the workflow could not deliver, the worker's 
 (followthrough/services/notification_sweep.py).
 """
 
+import hashlib
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +20,26 @@ from followthrough.domain.contracts import MirrorEvent, Notification
 from followthrough.db.tables import NotificationOutbox
 
 OUTBOX: Table = NotificationOutbox.__table__  # type: ignore[attr-defined]
+
+
+# A notification owed to no subscription: an email to one person (named by the event or the task's ``notify``)
+# under ``to:<hash of the address>``, or the task's own ``notify`` webhook.
+EMAIL_PREFIX = "to:"
+TASK_WEBHOOK = "task:webhook"
+_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def is_address(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 320 and _ADDRESS.match(value) is not None
+
+
+def email_subscription(address: str) -> str:
+    return EMAIL_PREFIX + hashlib.sha256(address.lower().encode()).hexdigest()[:32]
+
+
+def is_direct(subscription_id: str) -> bool:
+    """Owed to a person or the task's own webhook, not to a subscription (none can be deleted under it)."""
+    return subscription_id.startswith(EMAIL_PREFIX) or subscription_id == TASK_WEBHOOK
 
 
 def delivery_key(event_id: str, subscription_id: str) -> str:

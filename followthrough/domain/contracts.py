@@ -34,6 +34,17 @@ class SlaPolicy:
 
 
 @dataclass
+class NotifySpec:
+    """A task's own notifications: which lifecycle events (task.completed, ...) go to which email addresses and
+    to which signed webhook (its URL and the name of the tenant's task secret that signs it)."""
+
+    on: list[str] = field(default_factory=list)
+    email: list[str] = field(default_factory=list)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+
+@dataclass
 class SubtaskSpec:
     """One subtask as planned: everything its own TaskInput needs beyond what the parent gives it
     (tenant, priority, source, creator) and what the parent's workflow assigns (id, position)."""
@@ -122,6 +133,8 @@ class TaskInput:
     approvers: list[str] = field(default_factory=list)
     approvals_required: int = 1
     sla: SlaPolicy | None = None
+    # The task's own notifications, besides the tenant's subscriptions (docs/api.md, "Notifications").
+    notify: NotifySpec | None = None
     approver_roles: list[str] = field(default_factory=list)
     # The task splits into subtasks, which its type's planner (the plan_subtasks activity) lists.
     decompose: bool = False
@@ -265,6 +278,17 @@ class Completion:
     # The decider's team roles, checked against the task's approver_roles.
     actor_roles: list[str] = field(default_factory=list)
     comment: str | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class Failure:
+    """A person reports that the work of a task waiting for them failed."""
+
+    actor_id: str = "anonymous"
+    actor_type: str = "user"
+    actor_roles: list[str] = field(default_factory=list)
+    error: str = "reported failed"
     result: dict[str, Any] | None = None
 
 

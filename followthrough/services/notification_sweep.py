@@ -128,7 +128,7 @@ async def _resend(engine: AsyncEngine, send: Send, config: SweepConfig, now: dat
                   slots: asyncio.Semaphore) -> str | None:
     """One row's attempt; its outcome, or None when another sweep (or the workflow) had it first."""
     key = row.id
-    if not row.active:
+    if not row.active and not notification_outbox.is_direct(row.subscription_id):
         return UNSUBSCRIBED if await _give_up(engine, key, now, last_error=UNSUBSCRIBED_ERROR) else None
     if row.attempts >= config.max_attempts:  # a sweep took its last attempt and stopped before the outcome
         return GIVEN_UP if await _give_up(engine, key, now) else None

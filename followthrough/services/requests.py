@@ -101,6 +101,32 @@ def utc_within_range(value: datetime) -> datetime:
     return value
 
 
+LIFECYCLE_EVENTS = ("task.created", "task.awaiting_approval", "task.approved", "task.rejected", "task.expired",
+                    "task.cancelled", "task.failed", "task.completed")
+LifecycleEvent = Literal["task.created", "task.awaiting_approval", "task.approved", "task.rejected", "task.expired",
+                         "task.cancelled", "task.failed", "task.completed"]
+
+
+class NotifyWebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://",
+                     description="Where the signed events are POSTed; checked like a subscription's.")
+    secret: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$",
+                        description="Name of the tenant's task secret that signs them.")
+
+
+class NotifyIn(BaseModel):
+    model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
+                              str_strip_whitespace=True)
+
+    on: list[LifecycleEvent] = Field(default_factory=lambda: ["task.completed", "task.failed"], min_length=1,
+                                     description="The lifecycle events to tell of; default completed and failed.")
+    email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]] = Field(
+        default_factory=list, max_length=20)
+    webhook: NotifyWebhookIn | None = None
+
+
 class TaskCreate(StorableBody):
     model_config = ConfigDict(alias_generator=either_case, populate_by_name=True, extra="forbid",
                               str_strip_whitespace=True)
@@ -131,6 +157,10 @@ class TaskCreate(StorableBody):
     stop_on: list[EventTypeName] = Field(default_factory=list, max_length=MAX_STOP_ON,
                                          description="Inbound event types (POST /events) for the task's subject "
                                                      "that stop it while it waits: it ends cancelled.")
+    notify: NotifyIn | None = Field(None, description="The task's own notifications: `on` (lifecycle events), "
+                                    "`email` (addresses) and `webhook` (`url`, `secret`).")
+    notify_on_complete: bool = Field(False, description="Seed style: add task.completed to `notify.on`.")
+    notify_on_failure: bool = Field(False, description="Seed style: add task.failed to `notify.on`.")
 
     @field_validator("stop_on")
     @classmethod
@@ -142,6 +172,16 @@ class TaskCreate(StorableBody):
         if self.stop_on and not (self.subject_ref_type and self.subject_ref_id):
             raise ValueError("stop_on needs subject_ref_type and subject_ref_id: events stop the tasks of their "
                              "subject")
+        return self
+
+    @model_validator(mode="after")
+    def _notify_target(self) -> "TaskCreate":
+        if (self.notify_on_complete or self.notify_on_failure) and (
+                self.notify is None or not (self.notify.email or self.notify.webhook)):
+            raise ValueError("notifyOnComplete / notifyOnFailure need a target: give `notify` with `email` "
+                             "addresses or a `webhook` ({url, secret})")
+        if self.notify is not None and not (self.notify.email or self.notify.webhook):
+            raise ValueError("`notify` needs `email` addresses or a `webhook` ({url, secret})")
         return self
 
     @field_validator("mode", mode="before")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -21,7 +22,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from followthrough.services import tenant_budget
 from followthrough.domain import search_attributes
-from followthrough.domain.contracts import SlaPolicy, TaskInput, TaskOrigin
+from followthrough.domain.contracts import NotifySpec, SlaPolicy, TaskInput, TaskOrigin
 from followthrough.domain.credentials import HOW_TO_REFERENCE, raw_credentials
 from followthrough.domain.lifecycle import EventType, Priority, Stage, TaskMode, TaskStatus
 from followthrough.db.mirror import EVENTS, TASKS, insert_created, insert_ignoring_duplicates
@@ -101,7 +102,7 @@ class TaskCreator:
                                            "input": overrides[name]} for name, msg in refused.items()])
         mode = self._mode(body, task_type)
         self._check_subtasks(task_type, payload, mode, body.tenant_id, ("payload",))
-        return TaskInput(
+        task = TaskInput(
             task_id=task_id or str(uuid.uuid4()), type=task_type.name,
             title=body.title or " ".join(filter(None, [task_type.name, body.subject_ref_id])),
             mode=mode.value, payload=payload.model_dump(mode="json"),
@@ -115,8 +116,10 @@ class TaskCreator:
             approvals_required=body.approval.required if body.approval else 1,
             approver_roles=list(dict.fromkeys(body.approval.roles)) if body.approval else [],
             sla=self._sla(body, task_type),
+            notify=self._notify(body),
             decompose=task_type.plan is not None, origin=origin, stop_on=list(body.stop_on),
         )
+        return task_type.shape(payload, task) if task_type.shape is not None else task
 
     def _check_secrets(self, task_type: TaskType, payload: Any, tenant_id: str) -> None:
         """422 for a task secret the tenant has not (or not for the URL it goes to); the same words whether the
@@ -133,10 +136,48 @@ class TaskCreator:
             raise located([{"type": "secret_unavailable", "loc": ("body", "payload", *path.split(".")),
                                            "msg": refusal, "input": None} for path, refusal in problems])
 
+    def _notify(self, body: TaskCreate) -> NotifySpec | None:
+        """The task's own notifications, held to the tenant's policy as its other outbound sends are: addresses
+        within the email type's allowed domains, a webhook past the SSRF guard, within the webhook type's
+        allowed hosts and signed by one of the tenant's secrets for its host."""
+        if body.notify is None:
+            return None
+        notify, tenant = body.notify, body.tenant_id
+        on = list(dict.fromkeys([*notify.on, *(["task.completed"] if body.notify_on_complete else []),
+                                 *(["task.failed"] if body.notify_on_failure else [])]))
+        allowed = {d.lower() for d in get_type("email").guardrail_params(self.settings, tenant)
+                   .get("allowed_domains") or []}
+        for index, address in enumerate(notify.email):
+            if allowed and address.rsplit("@", 1)[-1].lower() not in allowed:
+                raise invalid(("notify", "email", index), f"{address} is outside this tenant's allowed domains",
+                              "looser_than_policy")
+        url = secret = None
+        if notify.webhook is not None:
+            url, secret = notify.webhook.url, notify.webhook.secret
+            if (refusal := OutboundPolicy.from_entries(self.settings.outbound_allow).refusal_for_url(url)):
+                raise invalid(("notify", "webhook", "url"), refusal, "outbound_refused")
+            hosts = {h.lower() for h in get_type("webhook").guardrail_params(self.settings, tenant)
+                     .get("allowed_hosts") or []}
+            host = (urlsplit(url).hostname or "").lower()
+            if hosts and host not in hosts:
+                raise invalid(("notify", "webhook", "url"), f"{host} is outside this tenant's allowed hosts",
+                              "looser_than_policy")
+            try:
+                refusal = self.task_secrets.refusal(tenant, secret, url)
+            except TaskSecretsFileInvalid:
+                raise Unavailable("the task secrets file is invalid; an operator must fix it",
+                                  retry_after=30) from None
+            if refusal is not None:
+                raise invalid(("notify", "webhook", "secret"), refusal, "secret_unavailable")
+        return NotifySpec(on=on, email=list(dict.fromkeys(notify.email)), webhook_url=url, webhook_secret=secret)
+
     def _mode(self, body: TaskCreate, task_type: TaskType) -> TaskMode:
         """The task's mode: as asked, if no looser than the tenant's policy for its type allows (else 422); by
         default the type's, tightened to that policy."""
         limit = loosest_mode(self.settings, body.tenant_id, task_type.name)
+        if task_type.only_mode is not None and body.mode not in (None, task_type.only_mode):
+            raise invalid(("mode",), f"{task_type.name} tasks run only in {task_type.only_mode.value} mode",
+                          "mode_not_supported")
         if body.mode is None:
             return clamp_mode(task_type.default_mode, limit)
         if refusal := mode_refusal(body.mode, limit, f"this tenant's policy for {task_type.name} tasks"):

@@ -92,6 +92,12 @@ class TaskType:
     # the tenant when the task is created (followthrough/services/tenant_budget.py). Planned ones are charged when planned.
     listed_count: Callable[[Any], int] = field(default=lambda _payload: 0)
 
+    # The one mode its tasks run in (a to-do always waits for a person); another asked for is refused.
+    only_mode: TaskMode | None = None
+    # Fills in what the payload implies for the task as a whole (a to-do's assignee as its approver), once the
+    # API has built it from the request.
+    shape: Callable[[Any, TaskInput], TaskInput] | None = None
+
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()
 

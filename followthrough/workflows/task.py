@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         Draft,
         DraftRequest,
         DraftResult,
+        Failure,
         PauseRequest,
         Rejection,
         RescheduleRequest,
@@ -78,6 +79,9 @@ EARLY_RESCHEDULE_KEPT = "continued-run-keeps-early-reschedule"
 # An inbound event a task's stop_on names ends it cancelled while it waits (the ``stop`` update), or before its
 # first step when the event came before the task (TaskInput.stopped_by). No older run was stopped so.
 STOP_ON_EVENT = "stop-on-event"
+# A person can report that the work of a task waiting for them failed (the ``fail`` update): the task fails with
+# their error. No older run took such an update.
+PERSON_REPORTS_FAILURE = "person-reports-failure"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -87,7 +91,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
         self._seq = 0
-        self._decision: ApprovalDecision | Rejection | Completion | None = None
+        self._decision: ApprovalDecision | Rejection | Completion | Failure | None = None
         # Approvals so far (N of M) and the id of the open approval request.
         self._approvals: list[ApprovalDecision] = []
         self._approval_id: str | None = None
@@ -255,6 +259,13 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                 return self._finish(TaskStatus.REJECTED, EventType.TASK_REJECTED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
                                     data={"reason": decision.reason} | approval)
+            if isinstance(decision, Failure):
+                return self._finish(TaskStatus.FAILED, EventType.TASK_EXECUTION_FAILED,
+                                    actor_type=decision.actor_type, actor_id=decision.actor_id,
+                                    data={"step": "person", "error_type": "ReportedFailed",
+                                          "message": decision.error} | approval,
+                                    result={"failed_by": decision.actor_id, "result": decision.result},
+                                    error=decision.error)
             if isinstance(decision, Completion):
                 return self._finish(TaskStatus.COMPLETED, EventType.TASK_EXECUTION_COMPLETED,
                                     actor_type=decision.actor_type, actor_id=decision.actor_id,
@@ -276,7 +287,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _await_decision(self, task: TaskInput, mode: TaskMode, flags: list[str], blocked: str | None = None,
                               reason: str | None = None, resumed: CarriedState | None = None,
-                              ) -> ApprovalDecision | Rejection | Completion | None:
+                              ) -> ApprovalDecision | Rejection | Completion | Failure | None:
         timeout = timedelta(seconds=task.approval_timeout_seconds)
         stage = Stage.AWAITING_PERSON if mode is TaskMode.MANUAL else Stage.AWAITING_APPROVAL
         if reason is None:
@@ -520,6 +531,21 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             raise ApplicationError("cannot complete: only a manual task waiting for a person can be marked done",
                                    type="InvalidTransition")
 
+    @workflow.update(name="fail")
+    async def fail(self, failure: Failure) -> DecisionAck:
+        workflow.patched(PERSON_REPORTS_FAILURE)
+        self._decision = failure
+        return await self._settled()
+
+    @fail.validator
+    def _check_fail(self, failure: Failure) -> None:
+        self._require_decidable("fail", failure)
+        if self._stage is not Stage.AWAITING_PERSON:
+            raise ApplicationError("cannot fail: only a task waiting for a person (a manual task or a to-do) can "
+                                   "be reported failed; this one waits for an approval", type="InvalidTransition")
+        if not failure.error.strip():
+            raise ValueError("the error must not be empty")
+
     @workflow.update(name="cancel")
     async def cancel(self, request: CancelRequest) -> DecisionAck:
         self._cancel = request
@@ -696,7 +722,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
                                                    "required": self._task.approvals_required})
         return False
 
-    def _require_decidable(self, verb: str, decision: ApprovalDecision | Rejection | Completion) -> None:
+    def _require_decidable(self, verb: str, decision: ApprovalDecision | Rejection | Completion | Failure) -> None:
         if self._status is not TaskStatus.AWAITING_APPROVAL:
             raise ApplicationError(f"cannot {verb}: task is {self._status.value}, not awaiting_approval",
                                    type="InvalidTransition")

@@ -14,13 +14,14 @@ from followthrough.api.schemas import (
     CancelBody,
     CompleteBody,
     DecisionPublic,
+    FailBody,
     PauseBody,
     RejectBody,
     RescheduleBody,
     StatusPatch,
 )
-from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Completion, PauseRequest, Rejection,
-                                     RescheduleRequest)
+from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Completion, Failure, PauseRequest,
+                                            Rejection, RescheduleRequest)
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.domain.principals import Principal, Role
 from followthrough.services.decisions import decide, run_now
@@ -63,10 +64,21 @@ async def complete_task(task_id: str, session: SessionDep, temporal: TemporalDep
     return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
 
 
+@router.post("/{task_id}/fail", response_model=DecisionPublic, dependencies=[require(Role.APPROVER)])
+async def fail_task(task_id: str, body: FailBody, session: SessionDep, temporal: TemporalDep,
+                    principal: PrincipalDep) -> DecisionPublic:
+    """Report that the work of a task waiting for a person (a manual task, a to-do) failed, with the error and
+    an optional result."""
+    ack = await decide(session, temporal, task_id, "fail",
+                       Failure(**_who(principal, body.actor_id), error=body.error, result=body.result))
+    return DecisionPublic(id=task_id, status=ack.status, stage=ack.stage)
+
+
 @router.patch("/{task_id}", response_model=DecisionPublic)
 async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep, temporal: TemporalDep,
                             principal: PrincipalDep) -> DecisionPublic:
-    """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task."""
+    """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task, FAILED
+    (with ``error``) reports a manual task failed."""
     row = await task_row_or_404(session, task_id)
     if TaskStatus(row.status).terminal:
         raise ApiError(409, f"cannot update a task in terminal state {row.status}")
@@ -79,8 +91,14 @@ async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep
         demand(principal, Role.APPROVER)
         return await complete_task(task_id, session, temporal, principal,
                                    CompleteBody(actor_id=body.actor_id, comment=body.comment, result=body.result))
+    if wanted == TaskStatus.FAILED.value:
+        demand(principal, Role.APPROVER)
+        if body.error is None:
+            raise ApiError(422, "newStatus FAILED needs `error`: what went wrong")
+        return await fail_task(task_id, FailBody(actor_id=body.actor_id, error=body.error, result=body.result),
+                               session, temporal, principal)
     raise ApiError(409, f"the engine moves a task to {wanted!r} itself; by hand a task can only be "
-                        f"cancelled, or completed when it is a manual task waiting for a person")
+                        f"cancelled, or completed or failed when it is a manual task waiting for a person")
 
 
 @router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202, dependencies=[require(Role.SUBMITTER)])
