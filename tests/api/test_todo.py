@@ -10,8 +10,12 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from followthrough.infra import approval_links
+from followthrough.worker import SANDBOX
+from followthrough.workflows.all import ALL_WORKFLOWS
 from tests.activities.test_email_transport import SmtpServer, start_smtp
 from tests.api.test_keys_and_roles import bearer, make_key
 from tests.conftest import Stack, running_stack
@@ -65,6 +69,13 @@ async def test_a_todo_reported_failed_records_the_error_and_the_result(stack: St
     assert event["actor_id"] == "dana" and event["data"]["message"] == "the number is disconnected"
     again = await stack.http.post(f"/tasks/{created['id']}/fail", json={"error": "x"}, headers={"X-Actor-Id": "dana"})
     assert again.status_code == 409 and "failed" in again.json()["detail"]
+    # The run with the fail update replays on this code.
+    history = await stack.client.get_workflow_handle(created["workflow_id"]).fetch_history()
+    markers = [str(e.marker_recorded_event_attributes) for e in history.events
+               if e.HasField("marker_recorded_event_attributes")]
+    assert any("person-reports-failure" in m for m in markers), markers
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=stack.client.data_converter,
+                   workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX)).replay_workflow(history)
 
 
 async def test_fail_is_refused_with_why_for_a_task_not_waiting_for_a_person(stack: Stack):
