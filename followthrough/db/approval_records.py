@@ -21,6 +21,8 @@ _DECISIONS: dict[str, tuple[str | None, str | None]] = {
     EventType.TASK_APPROVED.value: ("approve", "approved"),
     EventType.TASK_REJECTED.value: ("reject", "rejected"),
     EventType.TASK_EXECUTION_COMPLETED.value: ("complete", "completed"),
+    # A person reported the work failed (a send failure names no approval request, so closes none).
+    EventType.TASK_EXECUTION_FAILED.value: ("fail", "failed"),
     EventType.TASK_EXPIRED.value: (None, "expired"),
     EventType.TASK_CANCELLED.value: (None, "cancelled"),
 }
@@ -75,7 +77,8 @@ async def record(conn: AsyncConnection, batch: MirrorBatch, fresh: list[MirrorEv
             await insert(conn, DECISIONS, [{
                 "id": event.id, "approval_id": approval_id, "actor_id": event.actor_id,
                 "actor_type": event.actor_type, "decision": decision,
-                "comment": event.data.get("comment") or event.data.get("reason"), "edited": edited,
+                "comment": event.data.get("comment") or event.data.get("reason")
+                or (event.data.get("message") if decision == "fail" else None), "edited": edited,
                 "diff": diff(event.data.get("original"), edited), "decided_at": event.occurred_at}])
         if closes is not None:
             await conn.execute(update(APPROVALS).where(APPROVALS.c.id == approval_id)

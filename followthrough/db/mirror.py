@@ -32,7 +32,7 @@ TERMINAL_VALUES = {s.value for s in TERMINAL_STATUSES}
 APPROVAL_EVENTS = {EventType.TASK_APPROVAL_REQUESTED.value, EventType.TASK_APPROVAL_RECORDED.value,
                    EventType.TASK_APPROVED.value, EventType.TASK_REJECTED.value, EventType.TASK_EXPIRED.value,
                    EventType.TASK_CANCELLED.value, EventType.TASK_EXECUTION_COMPLETED.value,
-                   EventType.TASK_APPROVAL_ESCALATED.value}
+                   EventType.TASK_APPROVAL_ESCALATED.value, EventType.TASK_EXECUTION_FAILED.value}
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 

@@ -286,7 +286,7 @@ class Approval(SQLModel, table=True):
     task_id: str = Field(foreign_key="tasks.id", max_length=36, index=True)
     tenant_id: str = Field(max_length=128)
     run_number: int = Field(default=1)
-    # pending, approved, rejected, expired, cancelled, completed (a manual task marked done)
+    # pending, approved, rejected, expired, cancelled, completed (a manual task marked done), failed (reported so)
     status: str = Field(max_length=32)
     required: int = Field(default=1)
     approvers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -67,6 +67,14 @@ async def test_a_todo_reported_failed_records_the_error_and_the_result(stack: St
     assert task["result"] == {"failed_by": "dana", "result": {"calls": 3}}
     [event] = [e for e in await events_of(stack, created["id"]) if e["type"] == "TASK_EXECUTION_FAILED"]
     assert event["actor_id"] == "dana" and event["data"]["message"] == "the number is disconnected"
+    # Its approval request is closed with the person's decision: no inbox shows it waiting any more.
+    approval = await eventually(lambda: stack.http.get(f"/tasks/{created['id']}/approval"),
+                                lambda r: r.json()["status"] != "pending")
+    assert approval.json()["status"] == "failed", approval.text
+    assert [(d["actor_id"], d["decision"], d["comment"]) for d in approval.json()["decisions"]] == [
+        ("dana", "fail", "the number is disconnected")]
+    waiting = (await stack.http.get(f"/approvals?tenant_id={stack.tenant}")).json()
+    assert created["id"] not in [a["task_id"] for a in waiting["items"]]
     again = await stack.http.post(f"/tasks/{created['id']}/fail", json={"error": "x"}, headers={"X-Actor-Id": "dana"})
     assert again.status_code == 409 and "failed" in again.json()["detail"]
     # The run with the fail update replays on this code.

@@ -110,7 +110,7 @@ async def _fresh_task(session: SessionDep, task_id: str) -> Task | None:
 
 def _outcome(task: Task | None, approval: Approval | None) -> str:
     """What has become of the task, in a sentence."""
-    if approval is not None and approval.status in ("approved", "rejected", "expired", "cancelled"):
+    if approval is not None and approval.status in ("approved", "rejected", "expired", "cancelled", "failed"):
         return f"This task was already {approval.status}."
     if task is not None and TaskStatus(task.status).terminal:
         return f"This task is already {task.status}."
