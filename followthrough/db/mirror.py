@@ -219,11 +219,17 @@ _PEOPLE = {EventType.TASK_APPROVAL_REQUESTED.value: "approvers", EventType.TASK_
            EventType.TASK_APPROVAL_ESCALATED.value: "escalate_to"}
 
 
+def _deciders(event: MirrorEvent) -> list[str]:
+    """The people the event names as ones who may decide, whose id is an email address."""
+    named = event.data.get(_PEOPLE[event.type]) if event.type in _PEOPLE else None
+    return [p for p in named or [] if notification_outbox.is_address(p)]
+
+
 def _direct(event: MirrorEvent, kind: str, run_input: dict[str, Any] | None) -> list[tuple[str, str, str]]:
     """(subscription id, url, secret) of the event's direct notifications: the people it names whose id is an
     email address (only theirs: a name that is not an address is told through the subscribers), and what the
     task's own ``notify`` asks for this kind of event."""
-    addresses = [p for p in event.data.get(_PEOPLE.get(event.type, ""), None) or [] if notification_outbox.is_address(p)]
+    addresses = _deciders(event)
     notify = (run_input or {}).get("notify") or {}
     if kind in (notify.get("on") or []):
         addresses += notify.get("email") or []
@@ -257,8 +263,7 @@ async def _notifications_of(conn: AsyncConnection, owed: list[tuple[MirrorBatch,
                                  task=storable(snapshot)))
             for s in subscriptions if s.tenant_id == batch.tenant_id and kind in s.events]
         # A person the event names may decide from the email itself (signed links for the open request).
-        deciders = [p for p in event.data.get(_PEOPLE.get(event.type, ""), None) or []
-                    if notification_outbox.is_address(p)]
+        deciders = _deciders(event)
         personal = snapshot | ({"deciders": deciders, "approval_id": event.data.get("approval_id") or event.id}
                                if deciders else {})
         notifications += [
