@@ -16,6 +16,7 @@ from followthrough.domain.contracts import Draft, Notification
 from followthrough.infra.secrets import SecretNotFound, SecretStore
 from followthrough.config.settings import Settings
 from followthrough.infra.task_secrets import task_secrets_for
+from followthrough.tasktypes import get_type
 
 
 class NotificationActivities:
@@ -71,6 +72,12 @@ class NotificationActivities:
         if not self._settings.smtp_host:
             return {"skipped": "no SMTP server is configured"}
         task, address = notification.task, notification.url.removeprefix("mailto:")
+        # An approver named by an address outside the tenant's allowed domains is not written to: naming
+        # one cannot take a task (or links to decide it) where the tenant's email may not go.
+        allowed = {d.lower() for d in get_type("email").guardrail_params(self._settings, task["tenant_id"])
+                   .get("allowed_domains") or []}
+        if allowed and address.rsplit("@", 1)[-1].lower() not in allowed:
+            return {"skipped": "the address is outside the tenant's allowed domains"}
         draft = Draft(channel="email", to=[address], subject=_subject(notification.event, task["title"]),
                       body=_email_body(notification.event, task, link, self._links(task, address)))
         try:

@@ -256,3 +256,19 @@ async def test_the_sweep_resends_a_persons_email_it_owes_which_no_subscription_h
         result = await outbox.sweep(start + outbox.config.grace + timedelta(seconds=1))
         assert (result.delivered, result.unsubscribed) == (1, 0)
         assert sent == [("mailto:ann@acme.example", key)]
+
+
+async def test_no_email_goes_outside_the_tenants_allowed_domains(mail_stack: Stack, smtp: SmtpServer):
+    stack = mail_stack
+    stack.settings.guardrails = {stack.tenant: {"email": {"allowed_domains": ["acme.example"]}}}
+    created = await create(stack, mode="review", approval={"approvers": ["eve@elsewhere.example",
+                                                                         "ann@acme.example"]})
+    await until_status(stack, created["id"], "awaiting_approval")
+    await eventually(lambda: asyncio.sleep(0, mails(smtp, created["id"])), bool, timeout=20)
+
+    async def rows():
+        async with engine_rows(stack.engine, created["id"]) as found:
+            return found
+    await eventually(rows, lambda r: len(r) == 2 and all(x.delivered_at for x in r), timeout=20)
+    assert [to for to, _, _ in mails(smtp, created["id"])] == [["ann@acme.example"]]
+    await stack.http.post(f"/tasks/{created['id']}/cancel")
