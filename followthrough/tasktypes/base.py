@@ -95,8 +95,9 @@ class TaskType:
     # The one mode its tasks run in (a to-do always waits for a person); another asked for is refused.
     only_mode: TaskMode | None = None
     # Fills in what the payload implies for the task as a whole (a to-do's assignee as its approver), once the
-    # API has built it from the request.
-    shape: Callable[[Any, TaskInput], TaskInput] | None = None
+    # API has built it from the request, or a parent has listed it as a subtask (a TaskInput or a SubtaskSpec:
+    # both have approvers, approver_roles, sla and approval_timeout_seconds).
+    shape: Callable[[Any, Any], Any] | None = None
 
     def payload_schema(self) -> dict:
         return self.payload_model.model_json_schema()

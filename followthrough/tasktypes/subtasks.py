@@ -139,7 +139,7 @@ def _by_place(subtasks: list[SubtaskIn], found_in: Callable[[Any, Any], dict[str
 def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_seconds: int) -> SubtaskSpec:
     """A checked subtask with its type's defaults filled in."""
     task_type = get_type(item.type)
-    return SubtaskSpec(
+    spec = SubtaskSpec(
         type=task_type.name, title=item.title or f"{parent_title} ({position})"[:500],
         mode=(item.mode or task_type.default_mode).value, payload=item.payload,
         approval_timeout_seconds=item.approval_timeout_seconds or approval_timeout_seconds,
@@ -150,4 +150,8 @@ def resolve(item: SubtaskIn, position: int, parent_title: str, approval_timeout_
         decompose=task_type.plan is not None,
         wait=item.wait.as_step_wait() if item.wait else None,
     )
+    # What the payload implies for the subtask as a whole, as for a task of the type (a to-do's assignee).
+    if task_type.shape is not None:
+        spec = task_type.shape(task_type.payload_model.model_validate(item.payload), spec)
+    return spec
 

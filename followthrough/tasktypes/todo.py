@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from followthrough.domain.contracts import Draft, SlaPolicy, TaskInput
+from followthrough.domain.contracts import Draft, SlaPolicy, SubtaskSpec, TaskInput
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
 
@@ -38,7 +38,7 @@ async def draft(payload: TodoPayload, ctx: DraftContext) -> Draft:
                  data={"assignee": payload.assignee, "escalation_contact": payload.escalation_contact})
 
 
-def shape(payload: TodoPayload, task: TaskInput) -> TaskInput:
+def shape(payload: TodoPayload, task: TaskInput | SubtaskSpec) -> TaskInput | SubtaskSpec:
     """The assignee decides (unless the task names approvers); the escalation contact is the SLA's."""
     timeout = task.approval_timeout_seconds
     sla = task.sla or SlaPolicy(remind_after_seconds=int(timeout * REMIND_AT))

@@ -227,3 +227,20 @@ async def test_the_escalation_contact_may_mark_it_done_once_escalated(skipping_s
 
 async def _async(value):
     return value
+
+
+async def test_a_todo_in_a_group_waits_for_its_own_assignee(stack: Stack):
+    group = await create(stack, {"tenant_id": stack.tenant, "type": "group", "title": "Close INV-123", "payload": {
+        "subtasks": [{"type": "todo", "title": "Call ACME",
+                      "payload": {"instructions": "Ask when they will pay.", "assignee": "dana"}}]}})
+
+    async def child() -> dict:
+        items = (await stack.http.get(f"/tasks/{group['id']}/subtasks")).json()["items"]
+        return items[0] if items else {}
+    todo = await eventually(child, lambda c: c.get("status") == "awaiting_approval", timeout=20)
+    refused = await stack.http.post(f"/tasks/{todo['id']}/complete", json={}, headers={"X-Actor-Id": "erin"})
+    assert refused.status_code == 403, refused.text
+    done = await stack.http.post(f"/tasks/{todo['id']}/complete", json={"result": {"called": True}},
+                                 headers={"X-Actor-Id": "dana"})
+    assert done.status_code == 200, done.text
+    await until_status(stack, group["id"], "completed")
