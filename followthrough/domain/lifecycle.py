@@ -6,6 +6,8 @@ payloads and in SQL columns alike.
 
 from enum import StrEnum
 
+from followthrough.domain.seed_vocabulary import MODE_ALIASES
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -100,10 +102,7 @@ _LOOSENESS = {TaskMode.MANUAL: 0, TaskMode.SUGGEST: 0, TaskMode.REVIEW: 1, TaskM
               TaskMode.AUTONOMOUS: 3}
 
 _MODE_ALIASES: dict[str, TaskMode] = {m.value: m for m in TaskMode} | {
-    "suggestion": TaskMode.SUGGEST,
-    "semi_automated": TaskMode.REVIEW,
-    "fully_automated": TaskMode.AUTONOMOUS,
-}
+    seed: TaskMode(ours) for seed, ours in MODE_ALIASES.items()}
 
 
 class Priority(StrEnum):

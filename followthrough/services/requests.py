@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from followthrough.domain import seed_vocabulary
 from followthrough.domain.approver_ids import ApproverId
 from followthrough.domain.lifecycle import Priority, TaskMode
 
@@ -183,6 +184,12 @@ class TaskCreate(StorableBody):
         if self.notify is not None and not (self.notify.email or self.notify.webhook):
             raise ValueError("`notify` needs `email` addresses or a `webhook` ({url, secret})")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        """The seeds' field names (executionType, scheduledFor, taskType, executionConfig) as ours."""
+        return seed_vocabulary.task_body(data)
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterator, MutableMapping
 
+from followthrough.domain.seed_vocabulary import canonical_type_name
 from followthrough.infra import extras
 from followthrough.tasktypes.base import TaskType
 
@@ -63,11 +64,20 @@ class UnknownTaskType(LookupError):
 
 
 def get_type(name: str) -> TaskType:
-    """Look a type up by name; seed-style names (INVOICE_FOLLOW_UP) are accepted."""
-    found = REGISTRY.get(name) or REGISTRY.get(name.strip().lower())
+    """Look a type up by name; seed-style names (INVOICE_FOLLOW_UP, api_call) are accepted."""
+    found = REGISTRY.get(name) or REGISTRY.get(canonical_type_name(name))
     if found is None:
         raise UnknownTaskType(name)
     return found
+
+
+def type_name(name: str) -> str:
+    """The name tasks of this type are recorded under, for filters: a seed-style name mapped onto ours,
+    any other name as given (it matches nothing, or a type this process has not loaded)."""
+    if name in REGISTRY:
+        return name
+    ours = canonical_type_name(name)
+    return ours if ours in REGISTRY else name
 
 
 def unserved(task_type: TaskType) -> str | None:
