@@ -9,6 +9,7 @@ from followthrough.domain.cron import InvalidCron, check_cron, check_timezone
 from followthrough.domain.lifecycle import Priority, TaskMode
 from followthrough.services.requests import (MAX_STOP_ON, ApprovalPolicy, EventTypeName, RetryOverride, SlaIn,
                                              StorableBody, either_case)
+from followthrough.tasktypes import type_name
 
 VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]{1,64}$")]
@@ -88,6 +89,12 @@ class _DefinitionFields(StorableBody):
     @classmethod
     def _timezone(cls, value: str | None) -> str | None:
         return _timezone(value)
+
+    @field_validator("type", check_fields=False)
+    @classmethod
+    def _type(cls, value: str | None) -> str | None:
+        """Recorded under our name (INVOICE_FOLLOW_UP, api_call as the seeds spell them), so filters find it."""
+        return None if value is None else type_name(value)
 
 
 class DefinitionCreate(_DefinitionFields):

@@ -10,10 +10,11 @@ from temporalio.client import Client
 from followthrough.api import errors, metrics
 from followthrough.api.codec_cors import CodecCors
 from followthrough.api.routes import (agent_reports, approval_links, approvals, artifacts, bulk_decisions, bulk_tasks,
-                                      codec, definitions, events, health, inbox, operator, schedules, streams,
-                                      subscriptions, task_decisions, task_types, tasks)
+                                      codec, definitions, events, health, inbox, operator, schedules, seed_paths,
+                                      streams, subscriptions, task_decisions, task_types, tasks)
 from followthrough.api.streams import StreamSlots
 from followthrough.api.middleware import LimitBodySize, RefuseNulInUrl
+from followthrough.api.query_check import query_check
 from followthrough.api.same_origin import RefuseCrossSiteRequests
 from followthrough.api.security_headers import SecurityHeaders
 from followthrough.api.tenancy import tenant_guard
@@ -67,8 +68,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         finally:
             await engine.dispose()
 
-    # The tenant guard runs for every route, before its body is read: see followthrough/api/tenancy.py.
-    app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan, dependencies=[Depends(tenant_guard)],
+    # The tenant guard runs for every route, before its body is read: see followthrough/api/tenancy.py. So does the
+    # query check, before the route's own parameters are read: see followthrough/api/query_check.py.
+    app = FastAPI(title="followthrough", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(tenant_guard), Depends(query_check)],
                   description="Durable tasks for AI-assisted business work: draft, approve, send, record.")
     errors.install(app)
     app.add_middleware(CodecCors, path_prefix=codec.PREFIX, allowed_origin=settings.temporal_ui_url)
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     for module in (bulk_tasks, tasks, artifacts, agent_reports, task_decisions, bulk_decisions, approvals,
                    approval_links, task_types, subscriptions, definitions, schedules, streams, events, health):
         app.include_router(module.router, prefix=API_PREFIX, responses=errors.COMMON_ERRORS)
+    app.include_router(seed_paths.router)  # the seeds' own paths: where to go instead
     app.include_router(inbox.router)  # /ui: a page for people, outside the API prefix
     app.include_router(operator.router)  # /ui/tasks: the operator page beside the inbox
     app.include_router(codec.router, responses=errors.COMMON_ERRORS)  # /codec: the UI calls <endpoint>/decode

@@ -86,7 +86,8 @@ async def create_definition(body: DefinitionCreate, settings: SettingsDep, tempo
 async def list_definitions(
     settings: SettingsDep, session: SessionDep, principal: PrincipalDep, tenant_id: str | None = None,
     type: str | None = None,
-    tag: Annotated[Tag | None, Query(description="Only definitions with this tag.")] = None,
+    tag: Annotated[list[Tag] | None, Query(description="Only definitions with this tag; repeated, with every "
+                                                        "one of them (`tags=a,b` is taken too).")] = None,
     scheduled: Annotated[bool | None, Query(description="Only those with (true) or without (false) a cron.")] = None,
     name: str | None = None,
     limit: LimitQuery = None, offset: OffsetQuery = 0,
@@ -97,8 +98,9 @@ async def list_definitions(
     for column, value in (("tenant_id", tenant_id), ("type", type), ("name", name)):
         if value is not None:
             query = query.where(getattr(TaskDefinition, column) == value)
-    if tag is not None:  # a tag holds no | or %, but may hold _, which LIKE would take as a wildcard
-        query = query.where(TaskDefinition.tags_key.like(f"%|{tag.replace('_', '!_')}|%", escape="!"))
+    # A tag holds no | or %, but may hold _, which LIKE would take as a wildcard.
+    for one in dict.fromkeys(tag or ()):
+        query = query.where(TaskDefinition.tags_key.like(f"%|{one.replace('_', '!_')}|%", escape="!"))
     if scheduled is not None:
         query = query.where(TaskDefinition.cron.is_not(None) if scheduled else TaskDefinition.cron.is_(None))
     total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()

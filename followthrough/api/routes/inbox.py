@@ -34,6 +34,7 @@ from temporalio.service import RPCError
 from followthrough.api import streams
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, detail_of, status_of
+from followthrough.api.query_check import takes_query
 from followthrough.api.routes.approvals import may_decide
 from followthrough.domain.contracts import ApprovalDecision, Completion, Rejection
 from followthrough.domain.lifecycle import TaskStatus
@@ -266,6 +267,7 @@ async def stylesheet() -> Response:
 
 
 @router.get("/ui/events", response_class=StreamingResponse)
+@takes_query("tenant_id")
 async def live_events(request: Request, settings: SettingsDep) -> Response:
     """The live page's event stream: the signed-in key's tenant (under anonymous access, ``tenant_id``'s),
     until the session ends. The JSON API's stream takes API keys only, never this session."""
@@ -298,6 +300,7 @@ async def live_events(request: Request, settings: SettingsDep) -> Response:
 
 
 @router.get("/ui", response_class=HTMLResponse)
+@takes_query("as", "tenant_id", "done", "outcome")
 async def inbox(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """The caller's inbox (signed in with a key, or ``?as=<user id>`` / X-Actor-Id under anonymous
     access), optionally ``tenant_id``."""

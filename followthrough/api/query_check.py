@@ -1,0 +1,132 @@
+"""Query strings: a route takes the query parameters it declares and no others.
+
+An app-wide dependency (it runs before the route's own parameters are read) compares the request's query keys
+with the route's declared query parameters. A key the route does not take is a 422 naming it and listing the
+ones it does take: an ignored filter would answer with the wrong rows. Before that, the seeds' spellings are
+put into ours (followthrough/domain/seed_vocabulary.py): camelCase of a declared parameter (``ownerId``),
+the seeds' names for one (``before`` for ``due_before``, ``agent_id`` for ``owner_id``, ``tags`` for
+``tag``), status values in any case (``PENDING``), type names as the seeds spell them
+(``INVOICE_FOLLOW_UP``, ``api_call``) and ``page`` (1-based, of ``limit`` rows) for ``offset``.
+
+A route that reads its query string itself (the inbox pages) names what it reads with ``takes_query``;
+one that answers every call the same way whatever it carries (the directions for the seeds' own paths)
+is marked ``any_query``.
+"""
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from pydantic.alias_generators import to_snake
+from starlette.datastructures import QueryParams
+
+from followthrough.domain.seed_vocabulary import QUERY_ALIASES, QUERY_HINTS, QUERY_LISTS
+from followthrough.services.errors import located
+from followthrough.tasktypes import type_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ACCEPTED: dict[int, frozenset[str]] = {}
+
+
+def takes_query(*names: str) -> Callable[[F], F]:
+    """Declare the query parameters an endpoint reads from ``request.query_params`` itself."""
+    def mark(endpoint: F) -> F:
+        endpoint.__query_names__ = frozenset(names)  # type: ignore[attr-defined]
+        return endpoint
+    return mark
+
+
+def any_query(endpoint: F) -> F:
+    """An endpoint whose answer does not depend on its query string."""
+    endpoint.__any_query__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def accepted(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route takes: those its signature and dependencies declare, and those it
+    says it reads itself."""
+    found = _ACCEPTED.get(id(route))
+    if found is None:
+        found = frozenset(_declared(route.dependant)) | getattr(route.endpoint, "__query_names__", frozenset())
+        _ACCEPTED[id(route)] = found
+    return found
+
+
+def _declared(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _declared(sub)
+    return names
+
+
+def _ours(key: str, taken: frozenset[str]) -> str | None:
+    """The declared parameter a seed's key stands for on this route, if any."""
+    for candidate in (QUERY_ALIASES.get(key), to_snake(key)):
+        if candidate is not None and candidate != key and candidate in taken:
+            return candidate
+    return None
+
+
+def _value(name: str, value: str) -> str:
+    if name == "status":
+        return value.strip().lower()
+    if name == "type" and value:
+        return type_name(value)
+    return value
+
+
+async def query_check(request: Request) -> None:
+    route = request.scope.get("route")
+    raw = request.scope.get("query_string") or b""
+    if not raw or not isinstance(route, APIRoute) or getattr(route.endpoint, "__any_query__", False):
+        return
+    taken = accepted(route)
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    given = {key for key, _ in pairs}
+    out: list[tuple[str, str]] = []
+    problems: list[dict[str, Any]] = []
+    page: str | None = None
+    for key, value in pairs:
+        name = key if key in taken else _ours(key, taken)
+        if name is None and key == "page" and "offset" in taken:
+            page = value
+            continue
+        if name is None:
+            hint = QUERY_HINTS.get(key)
+            problems.append({"type": "unknown_query_parameter", "loc": ("query", key), "input": value,
+                             "msg": f"unknown query parameter {key!r}" + (f" ({hint})" if hint else "")
+                                    + f"; this route takes: {', '.join(sorted(taken)) or 'none'}"})
+            continue
+        if name != key:
+            if name in given:
+                problems.append({"type": "duplicate_query_parameter", "loc": ("query", key), "input": value,
+                                 "msg": f"{key} and {name} are one parameter; send one of them"})
+                continue
+            if key in QUERY_ALIASES and not value.strip():  # the seeds send ?tags=&is_scheduled= for none
+                continue
+            if key in QUERY_LISTS:
+                out += [(name, part.strip()) for part in value.split(",") if part.strip()]
+                continue
+        out.append((name, _value(name, value)))
+    if page is not None:
+        if "offset" in given:
+            problems.append({"type": "duplicate_query_parameter", "loc": ("query", "page"), "input": page,
+                             "msg": "page and offset both say where the page starts; send one of them"})
+        elif not page.isdigit() or not 1 <= int(page) <= 10**6:
+            problems.append({"type": "int_parsing", "loc": ("query", "page"), "input": page,
+                             "msg": "page must be a whole number from 1 (the first page)"})
+        elif int(page) > 1:
+            settings = request.app.state.settings
+            limit = next((v for k, v in out if k == "limit"), None)
+            size = min(int(limit) if limit and limit.isdigit() and int(limit) > 0 else settings.page_size_default,
+                       settings.page_size_max)
+            out.append(("offset", str((int(page) - 1) * size)))
+    if problems:
+        raise located(problems)
+    if out != pairs:
+        request.scope["query_string"] = urlencode(out).encode("latin-1", errors="strict") if out else b""
+        request._query_params = QueryParams(out)  # read once already? then the rewritten one from here on
