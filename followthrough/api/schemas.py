@@ -192,7 +192,7 @@ class PauseBody(_Decision):
 
 
 class StatusPatch(_Decision):
-    """Seed-style status change (PATCH /tasks/{id}); mapped onto cancel, complete and fail."""
+    """Seed-style status change (PATCH /tasks/{id}); mapped onto cancel, complete, fail and reschedule."""
 
     new_status: str = Field(min_length=1, max_length=32)
     actor_type: str | None = Field(None, max_length=32)
@@ -201,6 +201,13 @@ class StatusPatch(_Decision):
     reason: str | None = Field(None, max_length=4000)
     error: str | None = Field(None, min_length=1, max_length=4000,
                               description="With newStatus FAILED: what went wrong (a person reports the task failed).")
+    scheduled_at: datetime | None = Field(None, description="With newStatus SCHEDULED: the new due time, as "
+                                          "POST /tasks/{id}/reschedule takes it.")
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else utc_within_range(value)
 
 
 class DecisionPublic(BaseModel):

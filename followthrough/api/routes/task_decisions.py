@@ -25,7 +25,8 @@ from followthrough.domain.contracts import (ApprovalDecision, CancelRequest, Com
 from followthrough.domain.lifecycle import TaskStatus
 from followthrough.domain.principals import Principal, Role
 from followthrough.services.decisions import decide, run_now
-from followthrough.services.results import TaskCreated
+from followthrough.services.errors import invalid
+from followthrough.services.results import API_PREFIX, TaskCreated
 from followthrough.services.task_creation import TaskCreator
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=NOT_FOUND | CONFLICT)
@@ -78,11 +79,21 @@ async def fail_task(task_id: str, body: FailBody, session: SessionDep, temporal:
 async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep, temporal: TemporalDep,
                             principal: PrincipalDep) -> DecisionPublic:
     """The older systems' ``{"newStatus": ...}``: CANCELLED cancels, COMPLETED completes a manual task, FAILED
-    (with ``error``) reports a manual task failed."""
+    (with ``error``) reports a manual task failed, SCHEDULED with ``scheduledAt`` reschedules a task still waiting
+    for its due time."""
     row = await task_row_or_404(session, task_id)
     if TaskStatus(row.status).terminal:
         raise ApiError(409, f"cannot update a task in terminal state {row.status}")
     wanted = body.new_status.strip().lower()
+    if body.scheduled_at is not None and wanted != TaskStatus.SCHEDULED.value:
+        raise invalid(("scheduledAt",), "scheduledAt goes with newStatus SCHEDULED only (a reschedule)")
+    if wanted == TaskStatus.SCHEDULED.value:
+        if body.scheduled_at is None:
+            raise invalid(("scheduledAt",), "newStatus SCHEDULED needs scheduledAt, the new due time; to start a "
+                                            f"waiting task now, POST {API_PREFIX}/tasks/{task_id}/run")
+        demand(principal, Role.SUBMITTER)
+        return await reschedule_task(task_id, RescheduleBody(due_at=body.scheduled_at, actor_id=body.actor_id,
+                                                             reason=body.reason), session, temporal, principal)
     if wanted == TaskStatus.CANCELLED.value:
         demand(principal, Role.SUBMITTER)
         return await cancel_task(task_id, session, temporal, principal,
@@ -98,7 +109,8 @@ async def patch_task_status(task_id: str, body: StatusPatch, session: SessionDep
         return await fail_task(task_id, FailBody(actor_id=body.actor_id, error=body.error, result=body.result),
                                session, temporal, principal)
     raise ApiError(409, f"the engine moves a task to {wanted!r} itself; by hand a task can only be "
-                        f"cancelled, or completed or failed when it is a manual task waiting for a person")
+                        f"cancelled, completed or failed when it is a manual task waiting for a person, or "
+                        f"rescheduled (SCHEDULED with scheduledAt) while it waits for its due time")
 
 
 @router.post("/{task_id}/retry", response_model=TaskCreated, status_code=202, dependencies=[require(Role.SUBMITTER)])
