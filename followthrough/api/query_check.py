@@ -71,6 +71,11 @@ def _ours(key: str, taken: frozenset[str]) -> str | None:
     return None
 
 
+def _whole(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
 def _value(name: str, value: str) -> str:
     if name == "status":
         return value.strip().lower()
@@ -116,15 +121,14 @@ async def query_check(request: Request) -> None:
         if "offset" in given:
             problems.append({"type": "duplicate_query_parameter", "loc": ("query", "page"), "input": page,
                              "msg": "page and offset both say where the page starts; send one of them"})
-        elif not page.isdigit() or not 1 <= int(page) <= 10**6:
+        elif (number := _whole(page)) is None or not 1 <= number <= 10**6:
             problems.append({"type": "int_parsing", "loc": ("query", "page"), "input": page,
                              "msg": "page must be a whole number from 1 (the first page)"})
-        elif int(page) > 1:
+        elif number > 1:
             settings = request.app.state.settings
-            limit = next((v for k, v in out if k == "limit"), None)
-            size = min(int(limit) if limit and limit.isdigit() and int(limit) > 0 else settings.page_size_default,
-                       settings.page_size_max)
-            out.append(("offset", str((int(page) - 1) * size)))
+            limit = _whole(next((v for k, v in out if k == "limit"), ""))  # a bad limit is the route's 422
+            size = min(limit if limit else settings.page_size_default, settings.page_size_max)
+            out.append(("offset", str((number - 1) * size)))
     if problems:
         raise located(problems)
     if out != pairs:
