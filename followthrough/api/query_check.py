@@ -9,7 +9,8 @@ the seeds' names for one (``before`` for ``due_before``, ``agent_id`` for ``owne
 (``INVOICE_FOLLOW_UP``, ``api_call``) and ``page`` (1-based, of ``limit`` rows) for ``offset``.
 
 A route that reads its query string itself (the inbox pages) names what it reads with ``takes_query``;
-one that answers every call the same way whatever it carries (the directions for the seeds' own paths)
+one that answers every call the same way whatever it carries (the directions for the seeds' own paths,
+the codec endpoints, to which the Temporal Web UI adds options of its own such as ``preserveStorageRefs``)
 is marked ``any_query``.
 """
 

@@ -67,3 +67,11 @@ async def test_declared_parameters_and_headers_still_work(stack: Stack):
     # A cursor the API did not send is still the stream's own 422 (the header is not a query parameter).
     refused = await stack.http.get("/events/stream", headers={"Last-Event-ID": "nonsense"})
     assert refused.status_code == 422 and "unknown_query_parameter" not in refused.text
+
+
+async def test_the_codec_takes_the_options_the_web_ui_adds(stack: Stack):
+    # The Temporal Web UI posts to <codec endpoint>/decode?preserveStorageRefs=true.
+    response = await stack.http.post("http://testserver/codec/decode?preserveStorageRefs=true",
+                                     json={"payloads": []})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"payloads": []}

@@ -16,6 +16,7 @@ from temporalio.api.common.v1 import Payload
 
 from followthrough.api.auth import PrincipalDep
 from followthrough.api.errors import ApiError
+from followthrough.api.query_check import any_query
 from followthrough.infra.codec import CodecError
 from followthrough.domain.principals import Role
 
@@ -77,10 +78,12 @@ async def _through(request: Request, body: CodecPayloads, direction: str) -> Cod
 
 
 @router.post("/decode", response_model=CodecPayloads, summary="Decrypt payloads (for the Temporal Web UI and CLI)")
+@any_query  # the Web UI adds options of its own (?preserveStorageRefs=true)
 async def decode(request: Request, body: CodecPayloads) -> CodecPayloads:
     return await _through(request, body, "decode")
 
 
 @router.post("/encode", response_model=CodecPayloads, summary="Encrypt payloads (for the Temporal Web UI and CLI)")
+@any_query
 async def encode(request: Request, body: CodecPayloads) -> CodecPayloads:
     return await _through(request, body, "encode")
