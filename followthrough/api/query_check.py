@@ -16,7 +16,7 @@ is marked ``any_query``.
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -133,5 +133,6 @@ async def query_check(request: Request) -> None:
     if problems:
         raise located(problems)
     if out != pairs:
-        request.scope["query_string"] = urlencode(out).encode("latin-1", errors="strict") if out else b""
-        request._query_params = QueryParams(out)  # read once already? then the rewritten one from here on
+        # The route's parameters are read from this request's query_params, after this dependency: the
+        # rewritten ones. The scope keeps what was sent, for the access log.
+        request._query_params = QueryParams(out)
