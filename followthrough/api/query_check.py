@@ -129,6 +129,8 @@ async def query_check(request: Request) -> None:
             settings = request.app.state.settings
             limit = _whole(next((v for k, v in out if k == "limit"), ""))  # a bad limit is the route's 422
             size = min(limit if limit else settings.page_size_default, settings.page_size_max)
+            if "limit" in taken and "limit" not in given:  # the size counted in, whatever the route's default
+                out.append(("limit", str(size)))
             out.append(("offset", str((number - 1) * size)))
     if problems:
         raise located(problems)

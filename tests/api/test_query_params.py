@@ -75,3 +75,19 @@ async def test_the_codec_takes_the_options_the_web_ui_adds(stack: Stack):
                                      json={"payloads": []})
     assert response.status_code == 200, response.text
     assert response.json() == {"payloads": []}
+
+
+async def test_page_counts_pages_of_limit_rows(stack: Stack):
+    created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
+    task_id = created.json()["id"]
+    await until_status(stack, task_id, "awaiting_approval")
+    every = [e["id"] for e in (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]]
+    assert len(every) >= 3
+    first = (await stack.http.get(f"/tasks/{task_id}/events", params={"page": "1", "limit": "2"})).json()
+    second = (await stack.http.get(f"/tasks/{task_id}/events", params={"page": "2", "limit": "2"})).json()
+    assert [e["id"] for e in first["items"] + second["items"]] == every[:4]
+    assert (second["offset"], second["limit"]) == (2, 2)
+    # Without a limit, pages of the default size, on a route whose own default is larger too.
+    beyond = (await stack.http.get(f"/tasks/{task_id}/events", params={"page": "2"})).json()
+    assert (beyond["offset"], beyond["limit"], beyond["items"]) == (
+        stack.settings.page_size_default, stack.settings.page_size_default, [])

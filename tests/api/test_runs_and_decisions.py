@@ -164,8 +164,10 @@ async def test_seed_style_patch_maps_onto_cancel_and_complete(scripted):
     later = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant,
                                                             due_at="2030-01-01T00:00:00Z"))).json()
     await _until(stack, later["id"], "scheduled")
-    not_by_hand = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "SCHEDULED"})
+    not_by_hand = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "IN_PROGRESS"})
     assert not_by_hand.status_code == 409
+    no_time = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "SCHEDULED"})
+    assert no_time.status_code == 422 and no_time.json()["detail"][0]["loc"] == ["body", "scheduledAt"]
     cancelled = await stack.http.patch(f"/tasks/{later['id']}", json={"newStatus": "cancelled", "reason": "paid"})
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert (await stack.http.patch("/tasks/nope", json={"newStatus": "CANCELLED"})).status_code == 404
