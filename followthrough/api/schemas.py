@@ -4,7 +4,7 @@ operations take are in followthrough/services/requests.py, what they answer with
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from followthrough.services.requests import StorableBody, either_case, utc_within_range
 from followthrough.services.results import BatchItemResult, TaskLinks
@@ -203,6 +203,15 @@ class StatusPatch(_Decision):
                               description="With newStatus FAILED: what went wrong (a person reports the task failed).")
     scheduled_at: datetime | None = Field(None, description="With newStatus SCHEDULED: the new due time, as "
                                           "POST /tasks/{id}/reschedule takes it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_status_change(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data and not {"newStatus", "new_status"} & data.keys():
+            raise ValueError("PATCH /tasks/{id} changes a task's status: send newStatus (CANCELLED, COMPLETED, or "
+                             "SCHEDULED with scheduledAt); a definition's fields change with "
+                             "PATCH /api/v1/definitions/{id}")
+        return data
 
     @field_validator("scheduled_at")
     @classmethod

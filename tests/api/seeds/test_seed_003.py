@@ -71,6 +71,9 @@ async def test_its_calls_on_tasks_answer_with_the_definition_calls(stack: Stack)
     assert execution.status_code == 404 and execution.json()["use"] == f"GET /api/v1/tasks/{run.json()['id']}"
     page = await stack.http.get(f"/definitions/{ident}/runs?page=1")
     assert [t["id"] for t in page.json()["items"]] == [run.json()["id"]]
+    # Its update of a template task is a definition's PATCH.
+    update = await stack.http.patch(f"/tasks/{run.json()['id']}", json={"name": "Check", "schedule_cron": "0 * * * *"})
+    assert update.status_code == 422 and "PATCH /api/v1/definitions/{id}" in update.text
     deleted = await stack.http.delete(f"/tasks/{run.json()['id']}")
     assert deleted.status_code == 405 and f"/tasks/{run.json()['id']}/cancel" in deleted.json()["use"]
     assert (await stack.http.delete(f"/definitions/{ident}")).status_code == 204
