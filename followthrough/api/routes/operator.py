@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 
 from followthrough.api.deps import SessionDep, SettingsDep, TemporalDep
 from followthrough.api.errors import ApiError, detail_of, status_of
+from followthrough.api.query_check import takes_query
 from followthrough.api.routes import inbox
 from followthrough.config.settings import Settings
 from followthrough.db import inbox_sessions
@@ -140,6 +141,7 @@ def _refused(request: Request, settings: Settings, operator: _Operator | str | N
 
 
 @router.get("/ui/tasks", response_class=HTMLResponse)
+@takes_query("as", "status", "type", "q", "tenant_id", "page", "per_page")
 async def task_list(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """Tasks, newest first: ``status``, ``type``, ``q`` (in the title or the subject), ``tenant_id`` (anonymous
     access only; a key shows its own tenant), ``page`` and ``per_page`` (25, at most 200)."""
@@ -231,6 +233,7 @@ def _not_found(request: Request, settings: Settings, operator: _Operator, task_i
 
 
 @router.get("/ui/tasks/{task_id}", response_class=HTMLResponse)
+@takes_query("as", "done")
 async def task_timeline(task_id: str, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     query = request.query_params
     operator = await _operator(request, settings, _clean(query.get("as"), 128))
