@@ -91,3 +91,16 @@ async def test_page_counts_pages_of_limit_rows(stack: Stack):
     beyond = (await stack.http.get(f"/tasks/{task_id}/events", params={"page": "2"})).json()
     assert (beyond["offset"], beyond["limit"], beyond["items"]) == (
         stack.settings.page_size_default, stack.settings.page_size_default, [])
+
+
+async def test_the_operator_pages_take_what_their_forms_and_links_send(stack: Stack):
+    created = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant))
+    task_id = created.json()["id"]
+    listed = await stack.http.get("http://testserver/ui/tasks", params={
+        "as": "olga", "status": "pending", "type": "invoice_follow_up", "q": "INV", "tenant_id": stack.tenant,
+        "page": "1", "per_page": "10"})
+    assert listed.status_code == 200, listed.text
+    one = await stack.http.get(f"http://testserver/ui/tasks/{task_id}", params={"as": "olga", "done": "cancel"})
+    assert one.status_code == 200, one.text
+    unknown(await stack.http.get("http://testserver/ui/tasks", params={"as": "olga", "bogus": "1"}), "bogus")
+    unknown(await stack.http.get(f"http://testserver/ui/tasks/{task_id}", params={"bogus": "1"}), "bogus")
