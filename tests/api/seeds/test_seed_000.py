@@ -107,6 +107,24 @@ async def test_patch_refuses_what_the_engine_does_itself(stack: Stack):
     assert locked.status_code == 409 and "terminal state" in locked.json()["detail"]
 
 
-# test_patch_failed_with_error_marks_a_manual_task_failed: the seed's
-# {"newStatus": "FAILED", "actorType": "AI", "actorId": "ACTION_AI_FOLLOW_UP_WORKER", "error": "SMTP server
-# unreachable"}, with the person's "fail" decision on a task waiting for a person.
+async def test_patch_failed_with_error_marks_a_manual_task_failed(stack: Stack):
+    task_id = await created(stack, mode="MANUAL", dueAt=None)
+    await until_status(stack, task_id, "awaiting_approval")  # waiting for a person to do it
+    bare = await stack.http.patch(f"/tasks/{task_id}", json={"newStatus": "FAILED", "actorType": "AI"})
+    assert bare.status_code == 422 and "error" in bare.text, bare.text
+    failed = await stack.http.patch(f"/tasks/{task_id}", json={
+        "newStatus": "FAILED", "actorType": "AI", "actorId": "ACTION_AI_FOLLOW_UP_WORKER",
+        "error": "SMTP server unreachable"})
+    assert failed.status_code == 200 and failed.json()["status"] == "failed", failed.text
+    task = await until_status(stack, task_id, "failed")
+    assert task["error"] == "SMTP server unreachable"
+    events = (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+    [event] = [e for e in events if e["type"] == "TASK_EXECUTION_FAILED"]
+    assert event["actor_id"] == "ACTION_AI_FOLLOW_UP_WORKER", event
+    again = await stack.http.patch(f"/tasks/{task_id}", json={"newStatus": "FAILED", "error": "again"})
+    assert again.status_code == 409, again.text
+    # A task the engine runs itself is not a person's to report failed.
+    running = await created(stack, mode="REVIEW", dueAt=None)
+    await until_status(stack, running, "awaiting_approval")
+    refused = await stack.http.patch(f"/tasks/{running}", json={"newStatus": "FAILED", "error": "x"})
+    assert refused.status_code == 409, refused.text

@@ -61,5 +61,13 @@ async def test_its_paths_answer_with_the_call_to_make(stack: Stack):
     assert f"/tasks/{task_id}/retry" in run.json()["detail"]
 
 
-# test_run_now_starts_a_task_waiting_for_its_due_time: the seed's POST /api/agents/tasks/:id/run as
-# POST /api/v1/tasks/{id}/run, with run-now.
+async def test_run_now_starts_a_task_waiting_for_its_due_time(stack: Stack):
+    task_id = await agent_task(stack, "LUMINA", "reminder")  # due in a day
+    run = await stack.http.post(f"/tasks/{task_id}/run", headers={"X-Actor-Id": "LUMINA"})
+    assert run.status_code == 200, run.text
+    await until_status(stack, task_id, "completed")  # sent now, not in a day
+    events = (await stack.http.get(f"/tasks/{task_id}/events")).json()["items"]
+    assert [e["data"].get("run_now") for e in events if e["type"] == "TASK_RESCHEDULED"] == [True]
+    # The seed also runs a task again by this call; ours says a finished one is retried instead.
+    again = await stack.http.post(f"/tasks/{task_id}/run")
+    assert again.status_code == 409, again.text
