@@ -57,8 +57,14 @@ async def test_a_killed_worker_resumes_the_agent_loop_at_the_same_turn(dev_env, 
                 worker.send_signal(signal.SIGKILL)
                 worker.wait()
                 worker = _start_worker(env)
-                # The new worker replays the loop to the open approval and takes the decision.
-                approved = await http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "ops"})
+                # The new worker replays the loop to the open approval and takes the decision. Until it has
+                # (the killed worker's last workflow task may not have been recorded), the task refuses it as not
+                # yet waiting, and the approver asks again.
+                async def approve() -> httpx.Response:
+                    return await http.post(f"/tasks/{task_id}/approve", json={}, headers={"X-Actor-Id": "ops"})
+
+                approved = await eventually(approve, lambda r: r.status_code != 409
+                                            or "not awaiting_approval" not in r.text, timeout=60)
                 assert approved.status_code == 200, approved.text
                 done = await eventually(task, lambda t: t["status"] == "completed", timeout=60)
                 events = (await http.get(f"/tasks/{task_id}/events", params={"limit": 200})).json()["items"]
