@@ -51,9 +51,12 @@ class NotificationActivities:
         if notification.url.startswith("mailto:"):
             return await self._send_email(notification, key, attempt, timeout, link)
         payload: dict[str, Any] = {"event_id": notification.event_id, "task": task | {"link": link}}
-        if notification.event == "task.awaiting_approval" and task.get("approvers"):
+        if (notification.event == "task.awaiting_approval" and task.get("approvers")
+                and not notification_outbox.is_direct(notification.subscription_id)):
             # Each named approver gets signed links to decide from the message itself, bound to this request:
-            # the event is the TASK_APPROVAL_REQUESTED one, whose id is the approval request's.
+            # the event is the TASK_APPROVAL_REQUESTED one, whose id is the approval request's. Only an
+            # operator's subscription carries them: the task's own webhook is its submitter's, who may not
+            # decide for the approvers.
             payload["approval_links"] = {a: links_for(self._settings, task["id"], notification.event_id, a)
                                          for a in task["approvers"]}
         draft = Draft(channel="webhook", subject=notification.event, body="", data={
@@ -99,6 +102,9 @@ class NotificationActivities:
             idempotency_key=key,  # one delivery per event and subscriber, however often this is retried
             attempt=attempt,
             timeout_seconds=max(1.0, timeout - 2),  # room to record the outcome within the caller's deadline
+            # Telling someone about a task is not writing to them: the first-contact guardrail still holds the
+            # task's own first message to an address a notification reached.
+            contact=False,
         )
 
 

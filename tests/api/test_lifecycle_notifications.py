@@ -18,6 +18,7 @@ from followthrough.activities.notifications import NotificationActivities
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough.db import notification_outbox
 from followthrough.db.notification_outbox import OUTBOX
+from followthrough.db.tables import Contact
 from followthrough.infra import approval_links, signing
 from followthrough.infra.outbound import guarded_client
 from followthrough.infra.secrets import SecretStore
@@ -272,3 +273,26 @@ async def test_no_email_goes_outside_the_tenants_allowed_domains(mail_stack: Sta
     await eventually(rows, lambda r: len(r) == 2 and all(x.delivered_at for x in r), timeout=20)
     assert [to for to, _, _ in mails(smtp, created["id"])] == [["ann@acme.example"]]
     await stack.http.post(f"/tasks/{created['id']}/cancel")
+
+
+async def test_a_tasks_own_webhook_never_carries_the_approvers_signed_links(stack: Stack, receiver: Receiver):
+    # The submitter's own webhook hears that the task waits, but links to decide it go only to the approvers
+    # themselves (and to an operator's subscription): a submitter cannot approve as the CFO through it.
+    hook = {"url": f"{receiver.url}/task", "secret": SECRET_NAME}
+    await subscribe(stack, f"{receiver.url}/operator", events=["task.awaiting_approval"])
+    created = await create(stack, mode="review", approval={"approvers": ["cfo"]},
+                           notify={"webhook": hook, "on": ["task.awaiting_approval"]})
+    await until_heard(receiver, created["id"], 2)
+    by_path = {r.path: r.json()["data"] for r in receiver.requests if r.json()["data"]["task"]["id"] == created["id"]}
+    assert "approval_links" not in by_path["/task"], by_path["/task"]
+    assert set(by_path["/operator"]["approval_links"]) == {"cfo"}
+
+
+async def test_a_notification_email_does_not_make_its_address_a_known_contact(mail_stack: Stack, smtp: SmtpServer):
+    # The first-contact guardrail holds a task's first message to an address for a person; a notification
+    # that reached the address before (here a task's own email on its creation) must not lift that hold.
+    created = await create(mail_stack, mode="suggest", notify={"email": ["new@prospect.example"], "on": ["task.created"]})
+    await eventually(lambda: asyncio.sleep(0, mails(smtp, created["id"])), bool, timeout=20)
+    async with mail_stack.engine.connect() as conn:
+        known = (await conn.execute(select(Contact.address).where(Contact.tenant_id == mail_stack.tenant))).all()
+    assert known == []

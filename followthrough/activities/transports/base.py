@@ -49,6 +49,8 @@ class DeliveryContext:
     timeout_seconds: float
     # What a task's payload or connector names (auth, signing, typed secrets): the task's tenant's, host-bound.
     task_secrets: TaskSecrets = field(default_factory=lambda: TaskSecrets(None))
+    # Whether the recipients become known contacts of the tenant (the first-contact guardrail reads them).
+    contact: bool = True
 
     def task_secret(self, name: str, host: str | None, *, header: bool = False) -> str:
         return self.task_secrets.resolve(self.tenant_id, name, host, header=header)

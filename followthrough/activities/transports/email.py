@@ -49,7 +49,7 @@ class EmailTransport:
         # Committed before any SMTP traffic, so a crash leaves a "sending" row behind.
         async with ctx.engine.begin() as conn:
             inserted = await insert_ignoring_duplicates(conn, OUTBOX, [row])
-            if inserted:
+            if inserted and ctx.contact:
                 await _remember_contacts(conn, ctx.tenant_id, recipients, now)
             else:
                 existing = (await conn.execute(select(OUTBOX.c.id, OUTBOX.c.status)
