@@ -69,6 +69,8 @@ class SubtaskIn(BaseModel):
             task_type = get_type(self.type)
         except UnknownTaskType as err:
             raise ValueError(str(err)) from None
+        if task_type.only_mode is not None and self.mode not in (None, task_type.only_mode):
+            raise ValueError(f"a {task_type.name} subtask runs only in {task_type.only_mode.value} mode")
         try:
             payload = task_type.payload_model.model_validate(self.payload)
         except ValidationError as err:

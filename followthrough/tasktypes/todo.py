@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from followthrough.domain.approver_ids import ApproverId
 from followthrough.domain.contracts import Draft, SlaPolicy, SubtaskSpec, TaskInput
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.tasktypes.base import DraftContext, TaskType
 
-PERSON = r"^[^\s]{1,128}$"
 # Without an SLA of its own, a to-do reminds its assignee at half its deadline, and escalates (to the payload's
 # escalation contact, when it names one) at three quarters.
 REMIND_AT, ESCALATE_AT = 0.5, 0.75
@@ -26,11 +26,10 @@ class TodoPayload(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     instructions: str = Field(min_length=1, max_length=20_000, description="What the person is to do.")
-    assignee: str = Field(pattern=PERSON, description="Who does it: a user id, or an email address (then "
-                                                      "reminders go there by email).")
-    escalation_contact: str | None = Field(None, pattern=PERSON,
-                                           description="Told when the SLA's escalation time passes; may then "
-                                                       "decide too.")
+    assignee: ApproverId = Field(description="Who does it: a user id, or an email address (then reminders go "
+                                             "there by email).")
+    escalation_contact: ApproverId | None = Field(None, description="Told when the SLA's escalation time passes; "
+                                                                    "may then decide too.")
 
 
 async def draft(payload: TodoPayload, ctx: DraftContext) -> Draft:
