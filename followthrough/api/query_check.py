@@ -14,8 +14,9 @@ the codec endpoints, to which the Temporal Web UI adds options of its own such a
 is marked ``any_query``.
 """
 
+import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -31,6 +32,7 @@ from followthrough.tasktypes import type_name
 F = TypeVar("F", bound=Callable[..., Any])
 
 _ACCEPTED: dict[int, frozenset[str]] = {}
+_REPEATABLE: dict[int, frozenset[str]] = {}
 
 
 def takes_query(*names: str) -> Callable[[F], F]:
@@ -55,6 +57,30 @@ def accepted(route: APIRoute) -> frozenset[str]:
         found = frozenset(_declared(route.dependant)) | getattr(route.endpoint, "__query_names__", frozenset())
         _ACCEPTED[id(route)] = found
     return found
+
+
+def repeatable(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route takes more than once (a list: ``?status=a&status=b``); any other one sent
+    twice, under any of its spellings, is a 422 rather than one value silently winning."""
+    found = _REPEATABLE.get(id(route))
+    if found is None:
+        found = frozenset(_lists(route.dependant)) | getattr(route.endpoint, "__query_names__", frozenset())
+        _REPEATABLE[id(route)] = found
+    return found
+
+
+def _lists(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params if _is_list(p.field_info.annotation)}
+    for sub in dependant.dependencies:
+        names |= _lists(sub)
+    return names
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_list(a) for a in get_args(annotation) if a is not type(None))
+    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
 
 
 def _declared(dependant: Dependant) -> set[str]:
@@ -90,12 +116,13 @@ async def query_check(request: Request) -> None:
     raw = request.scope.get("query_string") or b""
     if not raw or not isinstance(route, APIRoute) or getattr(route.endpoint, "__any_query__", False):
         return
-    taken = accepted(route)
+    taken, multi = accepted(route), repeatable(route)
     pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     given = {key for key, _ in pairs}
     out: list[tuple[str, str]] = []
     problems: list[dict[str, Any]] = []
     page: str | None = None
+    seen: dict[str, str] = {}  # each parameter taken, by the key it came first under
     for key, value in pairs:
         name = key if key in taken else _ours(key, taken)
         if name is None and key == "page" and "offset" in taken:
@@ -107,6 +134,11 @@ async def query_check(request: Request) -> None:
                              "msg": f"unknown query parameter {key!r}" + (f" ({hint})" if hint else "")
                                     + f"; this route takes: {', '.join(sorted(taken)) or 'none'}"})
             continue
+        if name in seen and name not in multi:
+            problems.append({"type": "duplicate_query_parameter", "loc": ("query", key), "input": value,
+                             "msg": f"{name} is taken once: {seen[name]!r} gave it already; send one of them"})
+            continue
+        seen.setdefault(name, key)
         if name != key:
             if name in given:
                 problems.append({"type": "duplicate_query_parameter", "loc": ("query", key), "input": value,
@@ -119,7 +151,7 @@ async def query_check(request: Request) -> None:
                 continue
         out.append((name, _value(name, value)))
     if page is not None:
-        if "offset" in given:
+        if "offset" in seen:
             problems.append({"type": "duplicate_query_parameter", "loc": ("query", "page"), "input": page,
                              "msg": "page and offset both say where the page starts; send one of them"})
         elif (number := _whole(page)) is None or not 1 <= number <= 10**6:

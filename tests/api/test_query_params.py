@@ -47,6 +47,14 @@ async def test_two_spellings_of_one_parameter_or_page_with_offset_are_refused(st
     assert "send one of them" in response.json()["detail"][0]["msg"]
     response = await stack.http.get("/tasks", params={"page": "2", "offset": "10"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "page"]
+    # Two of the seeds' spellings, two casings, or a plain repeat of a one-value filter: no value silently wins.
+    for query in ("agent_id=alice&ownerId=bob", "OwnerId=a&ownerId=b", "owner_id=a&owner_id=b",
+                  "page=3&Offset=5", "before=2026-01-01T00:00:00Z&due_before=2026-02-01T00:00:00Z"):
+        response = await stack.http.get(f"/tasks?{query}")
+        assert response.status_code == 422, (query, response.text)
+        assert "send one of them" in response.json()["detail"][0]["msg"], query
+    # A list filter still takes many values.
+    assert (await stack.http.get("/tasks?status=pending&status=scheduled")).status_code == 200
     for bad in ("0", "-1", "two", "\u00b2", "9" * 12):
         response = await stack.http.get("/tasks", params={"page": bad})
         assert response.status_code == 422, bad
