@@ -144,6 +144,11 @@ async def test_forms_need_the_token_and_the_same_origin(api: Api):
         assert not_failed.status_code == 409 and "Only a failed task can be retried" in not_failed.text
         missing = await browser.get("/ui/tasks/no-such-task")
         assert missing.status_code == 404 and "does not exist" in missing.text
+        # A sign-in or sign-out form of more fields than it has is refused, not a server error.
+        for path, status in (("/ui/tasks-login", 403), ("/ui/login", 403), ("/ui/logout", 303)):
+            crowded = await browser.post(path, content=b"a&b&c&d&e&f",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert crowded.status_code == status, (path, crowded.status_code)  # a sign-out with no session: home
         ran = await browser.post(f"/ui/tasks/{task_id}/act", data={"action": "run", "csrf": token})
         assert ran.status_code == 303 and ran.headers["location"] == f"/ui/tasks/{task_id}?done=run"
         twice = await browser.post(f"/ui/tasks/{task_id}/act", data={"action": "run", "csrf": token})

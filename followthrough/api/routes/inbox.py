@@ -329,12 +329,21 @@ def _clear_sign_in(response: Response) -> None:
     response.delete_cookie(_OLD_KEY_COOKIE, path="/")
 
 
+def small_form(raw: bytes) -> dict[str, list[str]]:
+    """A sign-in or sign-out form's few fields; a form with more (or none readable) has none, so its token check
+    refuses it (403) rather than the parser's error becoming a 500."""
+    try:
+        return parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    except ValueError:
+        return {}
+
+
 @router.post("/ui/login")
 async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Form fields ``key`` and ``csrf`` (the sign-in page's): the key is checked, a session begins, and the
     browser keeps the session's id, never the key."""
     raw = await request.body()
-    fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    fields = small_form(raw)
     if not _token_ok(request, fields, signing_in=True):
         return await _render(request, session, settings, None, None, status_code=403, error=_BAD_TOKEN)
     key = (fields.get("key") or [""])[0].strip()
@@ -362,7 +371,7 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep) ->
 async def logout(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Form field ``csrf`` (the session's): the session is deleted, so its cookie is worth nothing after."""
     raw = await request.body()
-    fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    fields = small_form(raw)
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
         if not _token_ok(request, fields):

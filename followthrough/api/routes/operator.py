@@ -326,7 +326,7 @@ async def login_page(request: Request, settings: SettingsDep) -> HTMLResponse:
 async def login(request: Request, settings: SettingsDep) -> Response:
     """Form fields ``key`` and ``csrf``: any key with the viewer role signs in (the inbox's session)."""
     raw = await request.body()
-    fields = parse_qs(raw[:4096].decode("utf-8", errors="replace"), max_num_fields=5)
+    fields = inbox.small_form(raw)
     if not inbox._token_ok(request, fields, signing_in=True):
         return _page(request, settings, _LIST, None, status_code=403, error=inbox._BAD_TOKEN, rows=[], filters={},
                      total=0, statuses=[], prev_link=None, next_link=None, page=1, pages=1)
