@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from followthrough.domain.approver_ids import EMAIL_PATTERN
 from followthrough.domain.contracts import MirrorEvent, Notification
 from followthrough.db.tables import NotificationOutbox
 
@@ -26,7 +27,7 @@ OUTBOX: Table = NotificationOutbox.__table__  # type: ignore[attr-defined]
 # under ``to:<hash of the address>``, or the task's own ``notify`` webhook.
 EMAIL_PREFIX = "to:"
 TASK_WEBHOOK = "task:webhook"
-_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ADDRESS = re.compile(EMAIL_PATTERN)
 
 
 def is_address(value: object) -> bool:

@@ -14,6 +14,10 @@ from pydantic import AfterValidator, Field
 SEPARATOR = "|"
 ROLE_PREFIX = "role:"
 _ESCAPE = "\x1f"  # a control character: never in a valid id, so an escaped part cannot equal one
+# An id that is an email address (its owner is written to): one mailbox, so none of the characters that list,
+# quote or comment addresses in a header ("bob,x@acme.example" would be two recipients).
+_MAILBOX = r"[^@\s,;:<>()\[\]\\\"]+"
+EMAIL_PATTERN = rf"^{_MAILBOX}@{_MAILBOX}\.{_MAILBOX}$"
 
 
 def problem(user_id: str) -> str | None:

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field,
 from pydantic.alias_generators import to_camel
 
 from followthrough.domain import seed_vocabulary
-from followthrough.domain.approver_ids import ApproverId
+from followthrough.domain.approver_ids import EMAIL_PATTERN, ApproverId
 from followthrough.domain.lifecycle import Priority, TaskMode
 
 MAX_APPROVAL_TIMEOUT = 365 * 24 * 3600
@@ -123,7 +123,7 @@ class NotifyIn(BaseModel):
 
     on: list[LifecycleEvent] = Field(default_factory=lambda: ["task.completed", "task.failed"], min_length=1,
                                      description="The lifecycle events to tell of; default completed and failed.")
-    email: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]] = Field(
+    email: list[Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=320)]] = Field(
         default_factory=list, max_length=20)
     webhook: NotifyWebhookIn | None = None
 

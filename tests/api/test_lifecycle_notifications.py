@@ -296,3 +296,13 @@ async def test_a_notification_email_does_not_make_its_address_a_known_contact(ma
     async with mail_stack.engine.connect() as conn:
         known = (await conn.execute(select(Contact.address).where(Contact.tenant_id == mail_stack.tenant))).all()
     assert known == []
+
+
+async def test_an_address_is_one_mailbox(stack: Stack):
+    # A comma, angle brackets or quotes would make a header name other recipients than the one checked.
+    for address in ("bob,x@acme.example", "Bob <bob@acme.example>", '"x"@acme.example', "a;b@acme.example"):
+        response = await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="suggest") | {
+            "notify": {"email": [address], "on": ["task.completed"]}})
+        assert response.status_code == 422, (address, response.text)
+        assert not notification_outbox.is_address(address), address  # nor is such an approver id written to
+    assert notification_outbox.is_address("ann.lee+billing@acme.example")
