@@ -175,6 +175,7 @@ def link_tokens(body: str) -> dict[str, str]:
 
 async def test_each_named_approver_is_emailed_their_own_signed_links_once(mail_stack: Stack, smtp: SmtpServer):
     stack = mail_stack
+    stack.settings.guardrails = {stack.tenant: {"email": {"allowed_domains": ["acme.example"]}}}
     created = await create(stack, mode="review", approval={"approvers": ["ann@acme.example", "carol",
                                                                          "ben@acme.example"]})
     task_id = created["id"]
@@ -306,3 +307,14 @@ async def test_an_address_is_one_mailbox(stack: Stack):
         assert response.status_code == 422, (address, response.text)
         assert not notification_outbox.is_address(address), address  # nor is such an approver id written to
     assert notification_outbox.is_address("ann.lee+billing@acme.example")
+
+
+async def test_without_allowed_domains_an_approver_is_told_but_sent_no_links(mail_stack: Stack, smtp: SmtpServer):
+    # The submitter names the approvers; where the operator has not said which domains are the tenant's, an
+    # address could be the submitter's own, and links in it a way to approve without the approver role.
+    created = await create(mail_stack, mode="review", approval={"approvers": ["me@anywhere.example"]})
+    await until_status(mail_stack, created["id"], "awaiting_approval")
+    [(to, subject, body)] = await eventually(lambda: asyncio.sleep(0, mails(smtp, created["id"])), bool, timeout=20)
+    assert to == ["me@anywhere.example"] and subject.startswith("Waiting for you: ")
+    assert "/approval-links/" not in body, body
+    await mail_stack.http.post(f"/tasks/{created['id']}/cancel")
