@@ -28,7 +28,7 @@ def _parse(header: str) -> tuple[int | None, list[str]]:
     timestamp, signatures = None, []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
+        if name == "t" and value.isdigit() and len(value) <= 12:  # unix seconds; more digits are no time
             timestamp = int(value)
         elif name == SCHEME and value:
             # Several v1 entries are allowed so a sender can sign with an old and a new secret while rotating.

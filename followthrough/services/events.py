@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from followthrough.config.settings import Settings
@@ -30,9 +30,9 @@ from followthrough.db.database import session_factory
 from followthrough.db.mirror import insert_ignoring_duplicates
 from followthrough.db.tables import InboundEvent, Task, TaskDefinition
 from followthrough.domain.contracts import StopRequest, StopResult, TaskOrigin
-from followthrough.domain.lifecycle import TaskStatus
+from followthrough.domain.lifecycle import TERMINAL_STATUSES, TaskStatus
 from followthrough.services.definitions import DefinitionRunner, render
-from followthrough.services.errors import Conflict, Invalid, ServiceError
+from followthrough.services.errors import Conflict, Invalid, ServiceError, TooManyRequests, Unavailable
 from followthrough.services.limits import check_payload_size
 from followthrough.services.requests import EventIn
 
@@ -88,9 +88,14 @@ class EventReceiver:
         answer = {"id": event.id, "type": event.type, "tenant_id": event.tenant_id,
                   "subject_ref_type": event.subject_ref_type, "subject_ref_id": event.subject_ref_id,
                   "source": source, "received_at": now.isoformat(), "duplicate": False, "tasks": tasks, "runs": runs}
-        async with self.engine.begin() as conn:
-            await conn.execute(update(EVENTS).where(EVENTS.c.tenant_id == event.tenant_id, EVENTS.c.id == event.id,
-                                                    EVENTS.c.response.is_(None)).values(response=answer))
+        # The answer is kept, and a repeat answers it unchanged, only once nothing in it is waiting on a retry:
+        # a task Temporal did not answer for, or a run refused for now (busy, over budget) is tried again by
+        # posting the event again, as the answer says.
+        if not any(item["outcome"] == "error" for item in (*tasks, *runs)):
+            async with self.engine.begin() as conn:
+                await conn.execute(update(EVENTS).where(
+                    EVENTS.c.tenant_id == event.tenant_id, EVENTS.c.id == event.id,
+                    EVENTS.c.response.is_(None)).values(response=answer))
         log.info("event %s (%s) for %s:%s: %d task(s) matched, %d run(s)", event.id, event.type,
                  event.subject_ref_type, event.subject_ref_id, len(tasks), len(runs),
                  extra={"tenant_id": event.tenant_id})
@@ -105,7 +110,10 @@ class EventReceiver:
             rows = (await session.execute(
                 select(Task).where(Task.tenant_id == event.tenant_id, Task.subject_ref_type == event.subject_ref_type,
                                    Task.subject_ref_id == event.subject_ref_id)
-                .order_by(Task.created_at, Task.id).limit(self.settings.event_max_tasks))).scalars().all()
+                # Open tasks first: a subject with many ended ones must not crowd out those still waiting.
+                .order_by(case((Task.status.in_([s.value for s in TERMINAL_STATUSES]), 1), else_=0),
+                          Task.created_at, Task.id)
+                .limit(self.settings.event_max_tasks))).scalars().all()
         # The mirror keeps each run's input (followthrough/domain/run_inputs.py), stop_on with it.
         matched = [r for r in rows if event.type in ((r.run_input or {}).get("stop_on") or [])]
         request = StopRequest(event_id=event.id, event_type=event.type, received_at=received_at, source=source)
@@ -126,6 +134,10 @@ class EventReceiver:
             result = await handle.execute_update("stop", request, result_type=StopResult, rpc_timeout=STOP_TIMEOUT)
         except WorkflowUpdateFailedError as err:
             return answer | {"outcome": "error", "status": row.status, "detail": str(err.cause or err)}
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            log.warning("event %s: task %s did not answer the stop in time", request.event_id, row.id)
+            return answer | {"outcome": "error", "status": row.status,
+                             "detail": "the task did not answer in time; post the event again"}
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:  # its run has closed; the mirror may not say so yet
                 ended = await self._status_now(row.id)
@@ -169,6 +181,8 @@ class EventReceiver:
             return answer | {"outcome": "refused", "detail": [
                 {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg"))} for e in err.errors]
                 if err.errors else err.message}
+        except (Unavailable, TooManyRequests) as err:  # for now: the event's repeat tries again
+            return answer | {"outcome": "error", "detail": f"{err.message}; post the event again"}
         except ServiceError as err:
             return answer | {"outcome": "refused", "detail": err.message}
         return answer | {"outcome": "created", "task_id": created.id, "status": created.status}

@@ -304,3 +304,34 @@ async def test_a_post_that_died_part_way_is_finished_by_its_repeat(estack):
     assert (await event_types(estack.engine, task["id"])).count("TASK_CANCELLED") == 1
     # Its answer is stored now: a third post gets it.
     assert await post_event(estack, invoice, event_id="paid-crash", expect=200) == again
+
+
+async def test_a_run_refused_for_now_is_tried_again_by_the_events_repeat(estack):
+    # Over the tenant's rate the triggered run is refused for now; the answer says to post again, is not kept
+    # as the event's answer, and the repeat, once the tenant may start tasks again, starts the run.
+    created = await estack.http.post("/definitions", json={
+        "tenant_id": estack.tenant, "name": f"overdue-{uuid.uuid4().hex[:6]}", "type": "invoice_follow_up",
+        "mode": "review", "title": "Chase {{ event.subject_ref_id }}", "trigger": {"event": "invoice.overdue"},
+        "payload": task_body()["payload"]})
+    assert created.status_code == 201, created.text
+    invoice = subject()
+    estack.settings.rate_limit_per_minute = 1
+    await create(estack, subject_ref_id=subject())  # the minute's one start
+    busy = await post_event(estack, invoice, "invoice.overdue", event_id="overdue-busy")
+    [run] = busy["runs"]
+    assert run["outcome"] == "error" and "post the event again" in run["detail"], run
+    estack.settings.rate_limit_per_minute = 0
+    again = await post_event(estack, invoice, "invoice.overdue", event_id="overdue-busy", expect=200)
+    [run] = again["runs"]
+    assert run["outcome"] == "created", run
+    assert await post_event(estack, invoice, "invoice.overdue", event_id="overdue-busy", expect=200) == again
+
+
+async def test_odd_webhook_bodies_and_headers_are_refused_not_a_server_error(estack):
+    url = "/events/webhooks/billing"
+    body = json.dumps({"id": f"hook-{uuid.uuid4().hex}", "type": "invoice.paid"}).encode()
+    huge = {signing.HEADER: "t=" + "9" * 5000 + ",v1=ab", "Content-Type": "application/json"}
+    assert (await estack.http.post(url, content=body, headers=huge)).status_code == 401
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await estack.http.post(url, content=deep, headers=signed(deep))
+    assert response.status_code in (413, 422), response.text

@@ -63,8 +63,8 @@ async def post_webhook_event(source: str, request: Request, settings: SettingsDe
                             f"{settings.event_webhook_tolerance_seconds} s")
     try:
         parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(422, "the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(422, "the body is not JSON (or nests deeper than JSON here may)") from None
     if isinstance(parsed, dict) and "tenant_id" in parsed and parsed["tenant_id"] != configured.tenant:
         raise ApiError(403, f"source {source!r} posts to tenant {configured.tenant!r} only")
     try:
