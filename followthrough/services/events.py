@@ -77,6 +77,13 @@ class EventReceiver:
                 stored = (await conn.execute(select(EVENTS).where(
                     EVENTS.c.tenant_id == event.tenant_id, EVENTS.c.id == event.id))).one()
         if not first:
+            if (stored.type, stored.subject_ref_type, stored.subject_ref_id) != (
+                    event.type, event.subject_ref_type, event.subject_ref_id):
+                # Another event under an id this tenant has used: refused, so its sender knows, never taken for
+                # the first one's repeat.
+                raise Conflict(f"event id {event.id!r} is already that of another event ({stored.type} for "
+                               f"{stored.subject_ref_type}:{stored.subject_ref_id}, from {stored.source}); "
+                               f"give this one an id of its own")
             if stored.response is not None:
                 return Received(False, stored.response | {"duplicate": True})
             # The first post has not finished (or died part way): finish it, as the event it recorded.

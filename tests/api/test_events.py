@@ -335,3 +335,13 @@ async def test_odd_webhook_bodies_and_headers_are_refused_not_a_server_error(est
     deep = b"[" * 100_000 + b"]" * 100_000
     response = await estack.http.post(url, content=deep, headers=signed(deep))
     assert response.status_code in (413, 422), response.text
+
+
+async def test_an_id_already_used_for_another_event_is_a_409(estack):
+    invoice = subject()
+    await post_event(estack, invoice, event_id="evt-1234")
+    clash = await estack.http.post("/events", json={"id": "evt-1234", "type": "customer.replied",
+                                                    "subject_ref_type": "INVOICE", "subject_ref_id": invoice,
+                                                    "tenant_id": estack.tenant})
+    assert clash.status_code == 409 and "already that of another event" in clash.json()["detail"], clash.text
+    assert (await post_event(estack, invoice, event_id="evt-1234", expect=200))["duplicate"] is True

@@ -63,7 +63,7 @@ class BulkTaskFilter(StorableBody):
     due_after: datetime | None = None
     created_before: datetime | None = None
     created_after: datetime | None = None
-    trigger: Literal["api", "definition", "schedule"] | None = None
+    trigger: Literal["api", "definition", "schedule", "event"] | None = None
     definition_id: str | None = Field(None, min_length=1, max_length=36)
     task_ids: list[TaskId] | None = Field(None, min_length=1, max_length=MAX_BULK_LIMIT)
 
@@ -184,7 +184,11 @@ async def act_in_bulk(body: BulkTaskBody, session: SessionDep, temporal: Tempora
     if total > body.limit:
         raise ApiError(422, f"the filter selects {total} tasks, more than the limit of {body.limit}: nothing was "
                             f"done; narrow the filter, or raise limit (at most {MAX_BULK_LIMIT})")
-    rows = list((await session.execute(query.order_by(Task.created_at, Task.id))).scalars().all())
+    # Read again with the limit: tasks created since the count must not take the call past it.
+    rows = list((await session.execute(query.order_by(Task.created_at, Task.id).limit(body.limit + 1))).scalars().all())
+    if len(rows) > body.limit:
+        raise ApiError(422, f"the filter selects more than the limit of {body.limit} tasks now: nothing was done; "
+                            f"narrow the filter, or raise limit (at most {MAX_BULK_LIMIT})")
     session.expunge_all()  # the rows as read, kept as they are: each action takes its own path
     await session.rollback()
     actor = acting_as(principal, body.actor_id)

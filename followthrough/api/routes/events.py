@@ -65,7 +65,8 @@ async def post_webhook_event(source: str, request: Request, settings: SettingsDe
         parsed = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(422, "the body is not JSON (or nests deeper than JSON here may)") from None
-    if isinstance(parsed, dict) and "tenant_id" in parsed and parsed["tenant_id"] != configured.tenant:
+    if isinstance(parsed, dict) and any(parsed.get(k, configured.tenant) != configured.tenant
+                                        for k in ("tenant_id", "tenantId")):
         raise ApiError(403, f"source {source!r} posts to tenant {configured.tenant!r} only")
     try:
         event = EventIn.model_validate(parsed)
