@@ -24,6 +24,7 @@ router = APIRouter(prefix="/events", tags=["events"])
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "A repeat of an event already received (the same id): the first answer, changing nothing"},
     201: {"description": "The event, received: the tasks it matched (each with its outcome) and the runs it started"},
+    409: {"description": "The id is already that of another event of this tenant (another type or subject)"},
 }
 
 
