@@ -4,15 +4,13 @@ approvers emailed their signed approval links. Real parts: the Temporal dev serv
 and an SMTP server (aiosmtpd) on 127.0.0.1, SQLite and PostgreSQL."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
 from followthrough.activities.notifications import NotificationActivities
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
@@ -22,9 +20,10 @@ from followthrough.db.tables import Contact
 from followthrough.infra import approval_links, signing
 from followthrough.infra.outbound import guarded_client
 from followthrough.infra.secrets import SecretStore
-from tests.activities.test_email_transport import SmtpServer, start_smtp
+from tests.activities.test_email_transport import SmtpServer
+from tests.api.test_email_types import mail_stack, smtp  # noqa: F401 (fixtures: an SMTP server and a stack mailing to it)
 from tests.activities.test_notification_sweep import _epoch, outbox_for
-from tests.conftest import Stack, running_stack
+from tests.conftest import Stack
 from tests.helpers import add_task_secret, eventually, task_body, until_status
 from tests.receivers import Receiver
 
@@ -147,21 +146,6 @@ async def test_a_tasks_own_notify_settings_cannot_loosen_policy(stack: Stack, re
 
 
 # ---- email: the named approvers, a task's own addresses --------------------------------------------------
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    controller, server = start_smtp()
-    yield server
-    controller.stop()
-
-
-@pytest_asyncio.fixture
-async def mail_stack(dev_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
-                     smtp: SmtpServer) -> AsyncIterator[Stack]:
-    async with running_stack(dev_env, engine, tmp_path, smtp_host="127.0.0.1", smtp_port=smtp.port,
-                             mail_from="tasks@followthrough.example") as running:
-        yield running
-
 
 def mails(smtp: SmtpServer, task_id: str) -> list[tuple[list[str], str, str]]:
     return [(m.rcpt_tos, str(m.message["Subject"]), m.message.get_content()) for m in smtp.inbox.messages

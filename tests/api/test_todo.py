@@ -2,11 +2,10 @@
 and the `fail` decision for any task waiting for a person (POST /tasks/{id}/fail, seed 000's PATCH newStatus
 FAILED). HTTP API, the real Temporal dev server (the time-skipping one for the SLA), a real SMTP server."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
@@ -16,7 +15,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from followthrough.infra import approval_links
 from followthrough.worker import SANDBOX
 from followthrough.workflows.all import ALL_WORKFLOWS
-from tests.activities.test_email_transport import SmtpServer, start_smtp
+from tests.activities.test_email_transport import SmtpServer
+from tests.api.test_email_types import smtp  # noqa: F401 (fixture: an SMTP server for the module)
 from tests.api.test_keys_and_roles import bearer, make_key
 from tests.conftest import Stack, running_stack
 from tests.helpers import event_types, eventually, task_body, until_status
@@ -165,13 +165,6 @@ async def test_todo_input_is_validated(stack: Stack):
 
 
 # ---- reminders, SLA and escalation on the time-skipping server, by email -------------------------------------
-
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpServer]:
-    controller, server = start_smtp()
-    yield server
-    controller.stop()
-
 
 @pytest_asyncio.fixture
 async def skipping_stack(time_skipping_env: WorkflowEnvironment, engine: AsyncEngine, tmp_path: Path,
