@@ -148,6 +148,9 @@ class TaskInput:
     # An event received before the task was created (within the lookback) that its stop_on names: the run ends
     # cancelled before its first step.
     stopped_by: StopRequest | None = None
+    # The patches the run takes as given, without their markers: the level of the code that started it
+    # (followthrough/workflows/patches.py). 0 for runs started before levels existed, or by hand.
+    patch_level: int = 0
     # Set only on a run that continues an earlier one of the same task (followthrough/workflows/task.py): what it carries on.
     carried: "CarriedState | None" = None
 

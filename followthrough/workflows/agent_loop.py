@@ -32,6 +32,7 @@ from followthrough.domain.contracts import (AgentBounds, AgentProgress, AgentTur
                                      CarriedState, Completion, Draft, Rejection, TaskChanges, TaskInput, TaskOutcome,
                                      ToolCallRequest, ToolCallResult)
 from followthrough.domain.lifecycle import EventType, Stage, TaskMode, TaskStatus
+from followthrough.workflows.patches import AGENT_CONTINUES, TOOL_BOUNDS
 from followthrough.workflows.task_events import TaskEventLog
 
 # What the model and the history see of one tool's output, and of text in events.
@@ -40,12 +41,6 @@ EVENT_TEXT_LIMIT = 1000
 # Calls past this many in one turn are refused: with max_turns (at most 50) it bounds the transcript, which
 # every turn's activity carries, to about 50 × 8 × 4,000 characters of tool output.
 MAX_CALLS_PER_TURN = 8
-# Runs from here on refuse calls outside the agent's hosts and subtask types before anyone is asked, and treat
-# create_subtask as risky; histories recorded before replay as they ran.
-TOOL_BOUNDS = "agent-tool-bounds"
-# Runs from here on continue as new while they wait, paused between turns or for a risky call's decision, with
-# the loop's progress carried over (CarriedState.agent); older runs never did.
-AGENT_CONTINUES = "agent-continues-as-new"
 
 
 def cut(text: str, limit: int) -> str:
@@ -79,7 +74,7 @@ class AgentLoop(TaskEventLog):
         progress = resumed.agent if resumed is not None else None
         # Runs from here on continue as new while they wait (paused between turns, or for a risky call's
         # decision); older histories replay as they ran.
-        self._agent_continues = self._may_continue and workflow.patched(AGENT_CONTINUES)
+        self._agent_continues = self._may_continue and self._patched(AGENT_CONTINUES)
         if progress is None:
             messages: list[dict[str, Any]] = ([{"role": "system", "content": spec["system"]}] if spec.get("system")
                                               else []) + [{"role": "user", "content": spec["prompt"]}]
@@ -189,7 +184,7 @@ class AgentLoop(TaskEventLog):
             except ValueError as err:
                 refusal = f"refused: {err}"
             else:
-                if workflow.patched(TOOL_BOUNDS):
+                if self._patched(TOOL_BOUNDS):
                     refusal = out_of_bounds(task.payload, name, arguments)
         if refusal is not None or tool is None:
             return self._tool_ended(event | {"arguments": cut(raw, EVENT_TEXT_LIMIT)}, "refused", refusal or "")
@@ -223,9 +218,8 @@ class AgentLoop(TaskEventLog):
             return self._tool_ended(event, "failed", f"the tool failed: {message}")
         return self._tool_ended(event | {"detail": done.detail}, "ok", done.output)
 
-    @staticmethod
-    def _risky(tool: AgentTool, arguments: dict[str, Any]) -> bool:
-        if tool.name == "create_subtask" and not workflow.patched(TOOL_BOUNDS):
+    def _risky(self, tool: AgentTool, arguments: dict[str, Any]) -> bool:
+        if tool.name == "create_subtask" and not self._patched(TOOL_BOUNDS):
             return False  # a history from before subtasks were approved first
         return tool.risky(arguments)
 

@@ -44,6 +44,17 @@ with workflow.unsafe.imports_passed_through():
     from followthrough.workflows import run_texts
     from followthrough.workflows.agent_loop import AgentLoop
     from followthrough.workflows.mirror_pump import MirrorPump
+    from followthrough.workflows.patches import (
+        CANCEL_BEFORE_START,
+        CONTINUE_AS_NEW,
+        DEADLINE_HONOURS_HOLDS,
+        EARLY_RESCHEDULE_KEPT,
+        PAUSABLE_DUE_WAIT,
+        PERSON_REPORTS_FAILURE,
+        SEND_OUTLASTS_OUTAGE,
+        SIGNAL_NEEDS_DECISION,
+        STOP_ON_EVENT,
+    )
     from followthrough.workflows.task_subtasks import TaskSubtasks
     from followthrough.workflows.task_rules import (
         SENDS_UNATTENDED,
@@ -55,33 +66,8 @@ with workflow.unsafe.imports_passed_through():
         sla_steps,
     )
 
-# Runs that reach the due wait on this code wait on a condition that a reschedule or a
-# pause can wake; older runs keep the plain timer they started with.
-PAUSABLE_DUE_WAIT = "pausable-due-wait"
 # Tasks of this type run the agent loop (followthrough/workflows/agent_loop.py); no older run has one.
 AGENT = "agent"
-# A send whose attempts failed only because the database was away is retried after a wait.
-SEND_OUTLASTS_OUTAGE = "send-outlasts-database-outage"
-# A decision signal without input names no decider and carries no payload the codec could refuse: dropped.
-SIGNAL_NEEDS_DECISION = "decision-signal-needs-input"
-# A deadline approves only a task nothing held: never one a guardrail flagged or a drafter blocked (those
-# expire). Older runs approved at the deadline whatever the flags, and replay so.
-DEADLINE_HONOURS_HOLDS = "deadline-honours-guardrail-holds"
-# A cancel can come with the start, in the first workflow task, before run() has begun the flow: it is kept
-# and the flow ends cancelled before its first step. Such a cancel failed the workflow task before.
-CANCEL_BEFORE_START = "cancel-before-start"
-# A run waiting before its draft (for its due time, or paused) or with its draft waiting for a decision continues
-# as new when Temporal suggests it, so pauses, resumes, reschedules and signals never fill its history. Decided
-# at the run's start: older runs never did.
-CONTINUE_AS_NEW = "continue-as-new-while-waiting"
-# A continued run's reschedule that arrives with its start is kept; it was overwritten by the carried due time.
-EARLY_RESCHEDULE_KEPT = "continued-run-keeps-early-reschedule"
-# An inbound event a task's stop_on names ends it cancelled while it waits (the ``stop`` update), or before its
-# first step when the event came before the task (TaskInput.stopped_by). No older run was stopped so.
-STOP_ON_EVENT = "stop-on-event"
-# A person can report that the work of a task waiting for them failed (the ``fail`` update): the task fails with
-# their error. No older run took such an update.
-PERSON_REPORTS_FAILURE = "person-reports-failure"
 
 
 @workflow.defn(name="TaskWorkflow")
@@ -91,6 +77,8 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._status = TaskStatus.PENDING
         self._stage = Stage.QUEUED
         self._seq = 0
+        # Known with the input, before any handler that came with the start runs (and may ask for a patch).
+        self._patch_level = task.patch_level
         self._decision: ApprovalDecision | Rejection | Completion | Failure | None = None
         # Approvals so far (N of M) and the id of the open approval request.
         self._approvals: list[ApprovalDecision] = []
@@ -158,10 +146,10 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     async def _execute(self, task: TaskInput, carried: CarriedState | None) -> TaskOutcome:
         try:
-            if task.stopped_by is not None and self._cancel is None and workflow.patched(STOP_ON_EVENT):
+            if task.stopped_by is not None and self._cancel is None and self._patched(STOP_ON_EVENT):
                 self._stop(task.stopped_by)
                 raise asyncio.CancelledError()
-            if self._cancel is not None and workflow.patched(CANCEL_BEFORE_START):
+            if self._cancel is not None and self._patched(CANCEL_BEFORE_START):
                 raise asyncio.CancelledError()
             return await self._steps(task, carried)
         except asyncio.CancelledError:
@@ -180,7 +168,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
     async def _steps(self, task: TaskInput, carried: CarriedState | None = None) -> TaskOutcome:
         mode = TaskMode(task.mode)
         now = workflow.now()
-        self._may_continue = workflow.patched(CONTINUE_AS_NEW)
+        self._may_continue = self._patched(CONTINUE_AS_NEW)
         if carried is not None and carried.agent is not None:
             return await self._run_agent(task, carried)
         if carried is not None and carried.draft is not None:
@@ -191,12 +179,12 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             # A continued run goes on waiting where the last one stopped.
             if carried.due_at is not None:
                 # A reschedule that came with this run's start has already moved _due_at from the carried time.
-                moved = self._due_at if workflow.patched(EARLY_RESCHEDULE_KEPT) else None
+                moved = self._due_at if self._patched(EARLY_RESCHEDULE_KEPT) else None
                 await self._wait_until_due(moved or carried.due_at)
         elif task.due_at is not None and task.due_at > now:
             self._emit(EventType.TASK_STATUS_CHANGED, TaskStatus.SCHEDULED, Stage.WAITING_UNTIL_DUE,
                        data={"due_at": task.due_at.isoformat()})
-            if workflow.patched(PAUSABLE_DUE_WAIT):
+            if self._patched(PAUSABLE_DUE_WAIT):
                 await self._wait_until_due(task.due_at)
             else:
                 await workflow.sleep(task.due_at - now, summary="Wait until due")
@@ -326,7 +314,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         decision = deadline_decision(task.sla, mode)
         held = flags + ([f"blocked: {blocked}"] if blocked else [])
         # Whoever set the SLA (a submitter may) cannot turn a guardrail's hold into a send: a held task expires.
-        if isinstance(decision, ApprovalDecision) and held and workflow.patched(DEADLINE_HONOURS_HOLDS):
+        if isinstance(decision, ApprovalDecision) and held and self._patched(DEADLINE_HONOURS_HOLDS):
             self._held_at_deadline = held
             return None
         return decision
@@ -371,7 +359,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
             except ActivityError as err:
                 # Every attempt failed only because the database was away: no failed task, but a wait and
                 # another send with fresh attempts and the same key (the receiver sees one delivery).
-                if error_type(err) == policies.DATABASE_UNAVAILABLE and workflow.patched(SEND_OUTLASTS_OUTAGE):
+                if error_type(err) == policies.DATABASE_UNAVAILABLE and self._patched(SEND_OUTLASTS_OUTAGE):
                     await workflow.sleep(policies.DATABASE_WAIT, summary="Wait for the database, then send again")
                     continue
                 return self._fail("send", err)
@@ -533,7 +521,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
 
     @workflow.update(name="fail")
     async def fail(self, failure: Failure) -> DecisionAck:
-        workflow.patched(PERSON_REPORTS_FAILURE)
+        self._patched(PERSON_REPORTS_FAILURE)
         self._decision = failure
         return await self._settled()
 
@@ -580,7 +568,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         if (self._in_wait is None or self._decision is not None or self._flow is None
                 or self._stage is Stage.SENDING):
             return self._stop_result("not_waiting")
-        workflow.patched(STOP_ON_EVENT)
+        self._patched(STOP_ON_EVENT)
         self._stop(request)
         self._flow.cancel()
         await workflow.wait_condition(lambda: self._status.terminal)
@@ -682,7 +670,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._decide_by_signal(rejection or Rejection(), "reject")
 
     def _drop_empty_signal(self, verb: str) -> bool:
-        if not workflow.patched(SIGNAL_NEEDS_DECISION):
+        if not self._patched(SIGNAL_NEEDS_DECISION):
             return False  # a run that took such a signal before keeps replaying as it did
         task = self._task
         workflow.logger.warning("ignored %s signal: it has no input naming who decides", verb, extra={

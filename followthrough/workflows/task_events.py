@@ -19,11 +19,9 @@ from followthrough.domain.contracts import MirrorEvent, TaskChanges, TaskInput, 
 from followthrough.domain.lifecycle import EventType, Stage, TaskStatus
 from followthrough.workflows import run_texts
 from followthrough.workflows.mirror_pump import MirrorPump
+from followthrough.workflows.patches import SEARCH_ATTRIBUTES, patched
 from followthrough.workflows.task_rules import attempt_of
 
-# Runs that start on this code keep their search attributes current (upserts are commands); older runs
-# never did.
-SEARCH_ATTRIBUTES = "search-attributes"
 
 
 class TaskEventLog:
@@ -32,6 +30,8 @@ class TaskEventLog:
     _seq: int
     _task: TaskInput | None
     _pump: MirrorPump | None
+    # The patch level of the code the run began on (TaskInput.patch_level, followthrough/workflows/patches.py).
+    _patch_level: int = 0
     # Whether this run keeps search attributes (decided once, at its start), and the status they show.
     _indexed: bool = False
     _indexed_status: str | None = None
@@ -42,10 +42,13 @@ class TaskEventLog:
     def _details(self) -> str:  # provided by the workflow: what the open task is doing or waiting for
         raise NotImplementedError
 
+    def _patched(self, patch_id: str) -> bool:
+        return patched(self._patch_level, patch_id)
+
     def _index_start(self) -> None:
         """Whatever the run did not start with (a run started by hand or by an older API), upserted."""
         assert self._task is not None
-        self._indexed = workflow.patched(SEARCH_ATTRIBUTES)
+        self._indexed = self._patched(SEARCH_ATTRIBUTES)
         if not self._indexed:
             return
         current = workflow.info().typed_search_attributes

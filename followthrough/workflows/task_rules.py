@@ -94,6 +94,8 @@ def subtask_input(parent: TaskInput, index: int, spec: SubtaskSpec, now: datetim
         # Empty in plans recorded before subtasks had roles, so their children's input is what it was.
         approver_roles=list(spec.approver_roles),
         parent_id=parent.task_id, subtask_index=index, depth=parent.depth + 1,
+        # The parent's: a parent recorded before levels existed starts its children with the input it did.
+        patch_level=parent.patch_level,
     )
 
 

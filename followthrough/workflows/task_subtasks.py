@@ -25,6 +25,7 @@ from followthrough.domain.contracts import PauseRequest, PlanRequest, SubtaskPla
 from followthrough.domain.lifecycle import EventType, Execution, FailurePolicy, Stage, TaskStatus
 from followthrough.domain.waits import StepWait, wait_end
 from followthrough.workflows import run_texts
+from followthrough.workflows.patches import CADENCE_STEPS
 from followthrough.workflows.task_events import TaskEventLog
 from followthrough.workflows.task_rules import subtask_input, subtask_workflow_id
 
@@ -44,7 +45,6 @@ class _Child:
 # A cadence (task type "cadence") runs its steps in order, each after its wait, with its steps' starts and ends
 # as events of its own. No run before this code had a cadence.
 CADENCE = "cadence"
-CADENCE_STEPS = "cadence-step-waits"
 
 
 class TaskSubtasks(TaskEventLog):
@@ -78,7 +78,7 @@ class TaskSubtasks(TaskEventLog):
         children = [_Child(n, subtask_input(task, n, spec, now),
                            subtask_workflow_id(parent_workflow, task.run_number, n), wait=spec.wait)
                     for n, spec in enumerate(plan.subtasks, 1)]
-        cadence = task.type == CADENCE and workflow.patched(CADENCE_STEPS)
+        cadence = task.type == CADENCE and self._patched(CADENCE_STEPS)
         if cadence:
             self._cadence_steps = len(children)
         self._emit(EventType.TASK_SUBTASKS_PLANNED, stage=Stage.WAITING_ON_SUBTASKS,

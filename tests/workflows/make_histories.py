@@ -44,20 +44,30 @@ from followthrough.domain.contracts import (
     SlaPolicy,
     StopRequest,
     StopResult,
+    TaskInput,
     TaskOutcome,
 )
 from followthrough.db.database import create_engine
 from followthrough.db.migrate import upgrade
 from followthrough.db.tables import Subscription
 from tests.conftest import make_settings
-from tests.helpers import add_task_secret, eventually, invoice_payload, task_input
+from tests.helpers import add_task_secret, eventually, invoice_payload
+from tests.helpers import task_input as plain_task_input
 from tests.llm_server import FakeLlm
 from tests.receivers import Receiver
 from followthrough.worker import build_worker
+from followthrough.workflows.patches import PATCH_LEVEL
 
 HISTORIES = Path(__file__).parent / "histories"
 FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
 PART = sys.argv[2] if len(sys.argv) > 2 else None
+
+
+def task_input(mode: str = "review", **overrides) -> TaskInput:
+    """A task as the API starts it: at the code's patch level (followthrough/workflows/patches.py)."""
+    return plain_task_input(mode, **({"patch_level": PATCH_LEVEL} | overrides))
+
+
 # The dev server's suggestion to continue as new comes after this many events (Temporal's default is 4,096).
 SUGGEST_AFTER = 100
 

@@ -33,7 +33,7 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def test_histories_are_present():
-    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22 + 25 + 1 + 8 + 3 + 3  # v1 … v11
+    assert len(HISTORIES) >= 8 + 11 + 13 + 17 + 22 + 22 + 25 + 1 + 8 + 3 + 3 + 40  # v1 … v12
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
