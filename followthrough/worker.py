@@ -14,6 +14,7 @@ from followthrough.activities import build_activities
 from followthrough.activities.notifications import NotificationActivities
 from followthrough.activities.transports.webhook import TRANSPORT as WEBHOOK
 from followthrough import connectors
+from followthrough.infra import heap
 from followthrough.infra import metrics
 from followthrough.services import notification_sweep
 from followthrough.infra import render_pool
@@ -115,6 +116,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 sweep_stop))
         try:
             async with worker:
+                heap.freeze_setup()
                 await (stop.wait() if stop else asyncio.Event().wait())
         finally:
             await _stop_sweep(sweeping, sweep_stop)

@@ -91,13 +91,15 @@ def api() -> None:
             raise typer.Exit(2)
         print(ANONYMOUS_WARNING, file=sys.stderr, flush=True)
     _refuse_on_problem("api")
-    from followthrough.infra import render_pool
+    from followthrough.infra import heap, render_pool
     from followthrough.infra.temporal_client import connect
 
     asyncio.run(connect(settings))  # an unreachable Temporal is one line here, not a failed lifespan's traceback
+    app = create_app(settings)
+    heap.freeze_setup()
     try:
         # log_config=None: uvicorn's records go to the handler followthrough.infra.logs configured, in its format.
-        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info",
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info",
                     log_config=None)
     finally:
         render_pool.shutdown()  # the template render processes go with the API
