@@ -162,19 +162,23 @@ def bare_worker(address: str, env: dict[str, str] | None = None) -> Iterator[Bar
 
 @dataclass
 class Engine:
-    api_url: str  # .../api/v1
+    api_url: str  # .../api/v1, of the first API process
     api_pid: int
     worker_pids: list[int]
     env: dict[str, str]
+    api_urls: list[str]  # every API process's, the first's included
+    api_pids: list[int]
 
 
 @contextmanager
 def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sandbox: bool = True,
-           migrate: bool = True, **settings: str) -> Iterator[Engine]:
+           migrate: bool = True, apis: int = 1, **settings: str) -> Iterator[Engine]:
     """The API and worker processes on a fresh task queue, the database migrated (unless ``migrate`` is off:
     a benchmark that set the schema itself), settings as `followthrough dev` uses them (payloads encrypted
-    with a key in the data folder, calls without keys) plus ``settings`` (FOLLOWTHROUGH_* names)."""
-    api_port = free_port()
+    with a key in the data folder, calls without keys) plus ``settings`` (FOLLOWTHROUGH_* names). ``apis``
+    API processes share the database and the task queue, each on a port of its own."""
+    api_ports = [free_port() for _ in range(apis)]
+    api_port = api_ports[0]
     env = os.environ | {
         "FOLLOWTHROUGH_TEMPORAL_ADDRESS": address, "FOLLOWTHROUGH_DATABASE_URL": database_url,
         "FOLLOWTHROUGH_DATA_DIR": str(data_dir), "FOLLOWTHROUGH_API_PORT": str(api_port),
@@ -185,13 +189,17 @@ def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sa
     cli = [sys.executable, "-m", "followthrough.cli"]
     if migrate:
         subprocess.run([*cli, "migrate"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    procs = [subprocess.Popen([*cli, "api"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL)]
-    procs += [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
-              for _ in range(workers)]
+    api_procs = [subprocess.Popen([*cli, "api"], env=env | {"FOLLOWTHROUGH_API_PORT": str(port)}, cwd=ROOT,
+                                  stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL) for port in api_ports]
+    worker_procs = [subprocess.Popen([*cli, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+                    for _ in range(workers)]
+    procs = api_procs + worker_procs
     try:
-        wait_port(api_port)
-        yield Engine(f"http://127.0.0.1:{api_port}/api/v1", procs[0].pid, [p.pid for p in procs[1:]], env)
+        for port in api_ports:
+            wait_port(port)
+        urls = [f"http://127.0.0.1:{port}/api/v1" for port in api_ports]
+        yield Engine(urls[0], api_procs[0].pid, [p.pid for p in worker_procs], env, urls,
+                     [p.pid for p in api_procs])
     finally:
         for proc in reversed(procs):
             stop(proc)

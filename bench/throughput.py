@@ -1,7 +1,7 @@
 """End-to-end throughput: followthrough tasks through the HTTP API versus bare
 Temporal workflows with the same number of activities, on one dev server, in one run.
 
-    python bench/throughput.py [--tasks 500] [--concurrency 50] [--database-url URL]
+    python bench/throughput.py [--tasks 500] [--concurrency 50] [--workers 1] [--apis 1] [--database-url URL]
 
 Each side gets a fresh worker process; the engine side also gets its API
 process. A task counts as done when the mirror shows it completed; a bare
@@ -10,6 +10,7 @@ workflow when its result arrives. Prints tasks/s for both and their ratio.
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -44,18 +45,24 @@ async def bench_bare(server: stack.Server, n: int, concurrency: int,
 
 
 async def bench_engine(server: stack.Server, n: int, concurrency: int, database_url: str, data_dir: Path,
-                       workers: int, sandbox: bool) -> tuple[float, dict[str, float]]:
-    with stack.engine(server.address, database_url, data_dir, workers, sandbox) as engine:
+                       workers: int, sandbox: bool, apis: int = 1) -> tuple[float, dict[str, float]]:
+    with stack.engine(server.address, database_url, data_dir, workers, sandbox, apis=apis) as engine:
         tenant = f"bench-{os.urandom(4).hex()}"
-        meter = stack.CpuMeter({"api": engine.api_pid, "temporal": server.pid, "client": os.getpid()}
+        meter = stack.CpuMeter({"temporal": server.pid, "client": os.getpid()}
+                               | {f"api{i}": pid for i, pid in enumerate(engine.api_pids)}
                                | {f"worker{i}": pid for i, pid in enumerate(engine.worker_pids)})
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=engine.api_url, limits=limits, timeout=60) as http:
+        async with contextlib.AsyncExitStack() as clients:
+            # Creations go round the API processes, as a load balancer in front of them would send them.
+            https = [await clients.enter_async_context(httpx.AsyncClient(base_url=url, limits=limits, timeout=60))
+                     for url in engine.api_urls]
+            http = https[0]
 
             async def create(i: int) -> None:
-                (await http.post("/tasks", json=stack.task_body(i, tenant))).raise_for_status()
+                (await https[i % len(https)].post("/tasks", json=stack.task_body(i, tenant))).raise_for_status()
 
-            await stack.warm_up(http)
+            for each in https:
+                await stack.warm_up(each)
             meter.start()
             start = time.perf_counter()
             await stack.run_bounded(n, concurrency, create)
@@ -72,6 +79,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--database-url", default="", help="mirror database (default: SQLite in a temp dir)")
     parser.add_argument("--workers", type=int, default=1, help="engine worker processes")
+    parser.add_argument("--apis", type=int, default=1, help="engine API processes, creations sent round them")
     parser.add_argument("--no-sandbox", action="store_true", help="run the engine's workflows unsandboxed")
     args = parser.parse_args()
 
@@ -82,10 +90,10 @@ async def main() -> None:
         bare, bare_cpu = await bench_bare(server, args.tasks, args.concurrency, "BareWorkflow")
         bare_local, local_cpu = await bench_bare(server, args.tasks, args.concurrency, "BareLocalWorkflow")
         engine, engine_cpu = await bench_engine(server, args.tasks, args.concurrency, database_url, data_dir,
-                                                args.workers, not args.no_sandbox)
+                                                args.workers, not args.no_sandbox, args.apis)
     mirror = "PostgreSQL" if "postgresql" in database_url else "SQLite"
     print(f"tasks={args.tasks} concurrency={args.concurrency} mirror={mirror} workers={args.workers} "
-          f"sandbox={'off' if args.no_sandbox else 'on'}")
+          f"apis={args.apis} sandbox={'off' if args.no_sandbox else 'on'}")
     print(f"bare Temporal, 2 activities                      {bare:7.1f} workflows/s")
     print(f"bare Temporal, 2 activities + 3 local activities {bare_local:7.1f} workflows/s")
     print(f"followthrough, HTTP API + SQL mirror             {engine:7.1f} tasks/s")
@@ -96,6 +104,7 @@ async def main() -> None:
                         ("followthrough", engine_cpu)]:
         per = {k: 1000 * v / args.tasks for k, v in spent.items()}
         per["worker"] = sum(v for k, v in per.items() if k.startswith("worker"))
+        per["api"] = sum(v for k, v in per.items() if k.startswith("api"))
         print(f"  {name:28s} {per['worker']:8.1f} {per.get('api', 0):5.1f} {per['temporal']:9.1f} "
               f"{per['client']:7.1f} {per['worker'] + per.get('api', 0) + per['temporal'] + per['client']:6.1f}")
 
