@@ -122,7 +122,7 @@ async def main(address: str, task_queue: str) -> None:
     async with Worker(client, task_queue=task_queue,
                       workflows=[BareWorkflow, BareLocalWorkflow, BareApprovalWorkflow, BareWaitWorkflow],
                       activities=[bare_draft, bare_send, bare_record], max_concurrent_activities=200,
-                      max_cached_workflows=int(os.environ.get("BARE_MAX_CACHED_WORKFLOWS", "300"))):
+                      max_cached_workflows=int(os.environ.get("BARE_MAX_CACHED_WORKFLOWS", "1000"))):
         await asyncio.Event().wait()
 
 

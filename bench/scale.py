@@ -417,7 +417,7 @@ async def main() -> None:
     parser.add_argument("--database-url", default="", help="mirror database (default: SQLite in a temp dir)")
     parser.add_argument("--concurrency", type=int, default=50, help="clients creating tasks at once")
     parser.add_argument("--waiting", type=int, default=10_000, help="memory: tasks waiting for approval")
-    parser.add_argument("--max-cached-workflows", type=int, default=300,
+    parser.add_argument("--max-cached-workflows", type=int, default=1000,
                         help="memory: the workers' workflow cache (FOLLOWTHROUGH_WORKER_MAX_CACHED_WORKFLOWS)")
     parser.add_argument("--no-sandbox", action="store_true", help="memory: run the engine's workflows unsandboxed")
     parser.add_argument("--settle", type=float, default=60, help="memory: seconds to wait before the settled sample")

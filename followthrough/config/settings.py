@@ -298,7 +298,7 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
     # Runs kept in the worker's memory between workflow tasks (the SDK's sticky cache). Bigger saves
     # replays; each cached run costs memory (docs/benchmarks.md: Scale). 0 keeps none.
-    worker_max_cached_workflows: int = Field(300, ge=0, validation_alias=_env("WORKER_MAX_CACHED_WORKFLOWS"))
+    worker_max_cached_workflows: int = Field(1000, ge=0, validation_alias=_env("WORKER_MAX_CACHED_WORKFLOWS"))
 
     # Observability (docs/observability.md: Metrics, Logs). The API serves its metrics at /metrics (no key:
     # scrape it on the internal network); the worker serves the Temporal SDK's metrics and its own task metrics each on an
