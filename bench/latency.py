@@ -43,7 +43,8 @@ from bench import stack  # noqa: E402
 from followthrough.db.database import create_engine  # noqa: E402
 from followthrough.db.tables import Task, TaskEvent  # noqa: E402
 
-CREATE_TARGET_MS, APPROVE_TARGET_MS = 100, 300
+# The goals at 10 creations/s: p99 of the request, of approve -> sent, of the mirror's lag.
+CREATE_TARGET_MS, APPROVE_TARGET_MS, MIRROR_TARGET_MS = 50, 200, 100
 _RPC_TIMEOUT = timedelta(seconds=60)  # as patient as the engine side's HTTP client
 
 
@@ -258,7 +259,7 @@ async def main() -> None:
     print(row("approve -> send completed", engine.approve_to_sent_ms, APPROVE_TARGET_MS))
     if bare:
         print(row("bare: update -> send activity completed", bare.approve_to_sent_ms))
-    print(row("mirror lag: occurred -> recorded", recorded_ms))
+    print(row("mirror lag: occurred -> recorded", recorded_ms, MIRROR_TARGET_MS))
     print(row("mirror lag: occurred -> seen on /events/stream", seen_ms))
     print("\n  " + ", ".join(f"{k}: {v}" for k, v in sorted(engine.codes.items())))
     if bare and bare.codes:
