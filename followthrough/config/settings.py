@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from followthrough.config import dev_stack_file
 from followthrough.domain.lifecycle import TaskMode
 from followthrough.domain.allowed_hosts import parse_allow
+from followthrough.workflows.patches import KNOWN_LEVEL, STAMPED_LEVEL
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -295,6 +296,9 @@ class Settings(BaseSettings):
     # non-deterministic calls. The test suite always runs with it; a worker
     # whose workflow code is already proven may turn it off for throughput.
     workflow_sandbox: bool = Field(True, validation_alias=_env("WORKFLOW_SANDBOX"))
+    # The patch level runs are stamped with (followthrough/workflows/patches.py): a level above the default
+    # only once every worker that may run or replay them knows it.
+    workflow_patch_level: int = Field(STAMPED_LEVEL, ge=0, le=KNOWN_LEVEL, validation_alias=_env("WORKFLOW_PATCH_LEVEL"))
     worker_max_concurrent_activities: int = Field(200, gt=0, validation_alias=_env("WORKER_MAX_CONCURRENT_ACTIVITIES"))
     # Runs kept in the worker's memory between workflow tasks (the SDK's sticky cache). Bigger saves
     # replays; each cached run costs memory (docs/benchmarks.md: Scale). 0 keeps none.

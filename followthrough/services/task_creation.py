@@ -36,7 +36,6 @@ from followthrough.services.requests import TaskCreate
 from followthrough.services.results import API_PREFIX, TaskCreated, task_links
 from followthrough.config.settings import Settings
 from followthrough.infra.task_secrets import TaskSecretsFileInvalid, task_secrets_for
-from followthrough.workflows.patches import PATCH_LEVEL
 from followthrough.services.submitter_policy import (clamp_mode, clamp_retry, loosest_mode, looser, mode_refusal,
                                            retry_refusals)
 from followthrough.db.tables import Task
@@ -119,7 +118,7 @@ class TaskCreator:
             sla=self._sla(body, task_type),
             notify=self._notify(body),
             decompose=task_type.plan is not None, origin=origin, stop_on=list(body.stop_on),
-            patch_level=PATCH_LEVEL,
+            patch_level=self.settings.workflow_patch_level,
         )
         return task_type.shape(payload, task) if task_type.shape is not None else task
 
@@ -378,7 +377,7 @@ class TaskCreator:
         mode = clamp_mode(clamp_mode(TaskMode(last.mode), TaskMode(row.mode)), limit)
         task = replace(last, run_number=row.run_number + 1, due_at=None, mode=mode.value,
                        send_retry=clamp_retry(last.send_retry, task_type.retry), carried=None,
-                       stopped_by=None, patch_level=PATCH_LEVEL)
+                       stopped_by=None, patch_level=self.settings.workflow_patch_level)
         # The new run starts its task (and the subtasks its payload lists) again: charged like a creation.
         count = self.tasks_started_by(task)
         hold = await limits.admit(self.settings, self.engine, {task.tenant_id: count},

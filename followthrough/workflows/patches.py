@@ -1,17 +1,21 @@
 """The changes made to workflow code under running tasks, and which of them a run takes as given.
 
 Each change is named by a patch id. ``workflow.patched(id)`` tells a run whether it takes the new branch. On
-first use it records a marker, and the SDK also upserts the ``TemporalChangeVersion`` search attribute along
-with it: a command, a history event and a visibility write on the server, for each patch and each run. A run
-started on code that already has a patch needs neither, because it can only take the new branch. So the API
-stamps every run it starts with the patch level it was built for (``TaskInput.patch_level``). A run at level N
-takes every patch of levels 1…N without asking, and writes nothing for them. Runs recorded before the levels
-existed, runs started by hand (level 0) and patches newer than a run's level still go through
-``workflow.patched``, and they replay as they always did.
+first use it records a marker, and the SDK upserts the ``TemporalChangeVersion`` search attribute with it: two
+commands, two history events and a visibility write on the server, for each patch and each run. A run started
+on code that already has a patch needs none of them, because it can only take the new branch. So every run a
+TaskCreator starts (the API's, and the worker's: schedules, an agent's subtasks) is stamped with a patch level
+(``TaskInput.patch_level``, inherited by subtasks); a run at level N takes every patch of levels 1…N without
+asking and writes nothing for them. Level-0 runs (started by hand, recorded before levels existed) and patches
+in no level still go through ``workflow.patched``, and replay as they always did.
 
-A new patch joins no level: it goes through ``workflow.patched``. Once the release that carries it is out, it
-may join a new level, together with ``PATCH_LEVEL`` raised. Workers must run the new level's code before any
-API stamps it: a worker that does not know a level would replay such a run differently.
+A level must be known to every worker that may run or replay a run stamped with it, or the two replay
+differently: an older worker asks ``workflow.patched`` (markers recorded), a newer one does not (markers it
+does not expect). So a level is *known* (in ``LEVELS``) one release before it is *stamped*: runs are stamped
+with ``FOLLOWTHROUGH_WORKFLOW_PATCH_LEVEL``, by default ``STAMPED_LEVEL``, which stays a release behind
+``KNOWN_LEVEL``; raising it early is for a fleet whose every worker already knows the level. A worker handed a
+level it does not know fails the workflow task (it is retried, until a worker that knows the level takes it)
+rather than guess.
 """
 
 from temporalio import workflow
@@ -60,13 +64,29 @@ LEVELS: tuple[frozenset[str], ...] = (
                CANCEL_BEFORE_START, CONTINUE_AS_NEW, EARLY_RESCHEDULE_KEPT, STOP_ON_EVENT, PERSON_REPORTS_FAILURE,
                SEARCH_ATTRIBUTES, TOOL_BOUNDS, AGENT_CONTINUES, CADENCE_STEPS}),
 )
-# What the API stamps on the runs it starts.
-PATCH_LEVEL = len(LEVELS) - 1
+# The newest level this code knows, and the level runs are stamped with by default: one release behind, so a
+# fleet mixing this release's workers with the last one's (a rolling deploy, a rollback) never meets a level
+# one of them does not know. Raise STAMPED_LEVEL to a level in the release after the one that made it known.
+KNOWN_LEVEL = len(LEVELS) - 1
+STAMPED_LEVEL = 0
 # GIVEN[n]: every patch a run of level n takes without a marker.
 GIVEN: tuple[frozenset[str], ...] = tuple(frozenset().union(*LEVELS[:n + 1]) for n in range(len(LEVELS)))
 
 
+class UnknownPatchLevel(RuntimeError):
+    """Not an ApplicationError: it fails the workflow task, not the workflow, so a worker that knows the level
+    can take the run."""
+
+
+def known_level(level: int) -> int:
+    """The run's level, if this code knows it; a run stamped by newer code is left for a newer worker."""
+    if level > KNOWN_LEVEL:
+        raise UnknownPatchLevel(f"the run is stamped with patch level {level}; this worker knows levels up to "
+                                f"{KNOWN_LEVEL}: it needs a worker on newer code")
+    return max(0, level)
+
+
 def patched(level: int, patch_id: str) -> bool:
-    """``workflow.patched(patch_id)`` for a run of this level: True, with nothing recorded, for a patch the
-    level takes as given. A level this code does not know (a newer API's) takes what the newest known does."""
-    return patch_id in GIVEN[max(0, min(level, PATCH_LEVEL))] or workflow.patched(patch_id)
+    """``workflow.patched(patch_id)`` for a run of this (known) level: True, with nothing recorded, for a patch
+    the level takes as given."""
+    return patch_id in GIVEN[level] or workflow.patched(patch_id)

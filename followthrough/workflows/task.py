@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         SEND_OUTLASTS_OUTAGE,
         SIGNAL_NEEDS_DECISION,
         STOP_ON_EVENT,
+        known_level,
     )
     from followthrough.workflows.task_subtasks import TaskSubtasks
     from followthrough.workflows.task_rules import (
@@ -78,7 +79,7 @@ class TaskWorkflow(AgentLoop, TaskSubtasks):
         self._stage = Stage.QUEUED
         self._seq = 0
         # Known with the input, before any handler that came with the start runs (and may ask for a patch).
-        self._patch_level = task.patch_level
+        self._patch_level = known_level(task.patch_level)
         self._decision: ApprovalDecision | Rejection | Completion | Failure | None = None
         # Approvals so far (N of M) and the id of the open approval request.
         self._approvals: list[ApprovalDecision] = []

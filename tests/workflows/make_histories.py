@@ -56,7 +56,7 @@ from tests.helpers import task_input as plain_task_input
 from tests.llm_server import FakeLlm
 from tests.receivers import Receiver
 from followthrough.worker import build_worker
-from followthrough.workflows.patches import PATCH_LEVEL
+from followthrough.workflows.patches import KNOWN_LEVEL
 
 HISTORIES = Path(__file__).parent / "histories"
 FOLDER = HISTORIES / (sys.argv[1] if len(sys.argv) > 1 else "current")
@@ -64,8 +64,9 @@ PART = sys.argv[2] if len(sys.argv) > 2 else None
 
 
 def task_input(mode: str = "review", **overrides) -> TaskInput:
-    """A task as the API starts it: at the code's patch level (followthrough/workflows/patches.py)."""
-    return plain_task_input(mode, **({"patch_level": PATCH_LEVEL} | overrides))
+    """A task at the newest patch level this code knows (followthrough/workflows/patches.py): what runs are
+    stamped with once the level is stamped, a release after this one."""
+    return plain_task_input(mode, **({"patch_level": KNOWN_LEVEL} | overrides))
 
 
 # The dev server's suggestion to continue as new comes after this many events (Temporal's default is 4,096).
