@@ -1,6 +1,7 @@
 """Creating tasks: validating against the type, refusing duplicates, starting
 the workflow, and writing the first mirror row."""
 
+import asyncio
 import logging
 import uuid
 from collections import Counter
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy import update
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.common import Priority as TemporalPriority
@@ -50,6 +51,8 @@ log = logging.getLogger("followthrough.api")
 _UNCONFIRMED = frozenset({RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.CANCELLED,
                           RPCStatusCode.UNKNOWN})
 _RETRY_SOON = 5  # seconds
+# How long a retry waits for the failed run, already recorded as ended, to close in Temporal.
+_CLOSING_WAIT = 10  # seconds
 
 
 class StartUnconfirmed(Exception):
@@ -386,7 +389,14 @@ class TaskCreator:
 
     async def _rerun(self, row: Task, task: TaskInput, actor: str) -> TaskCreated:
         try:
-            await self.start(task, row.workflow_id)
+            try:
+                await self.start(task, row.workflow_id)
+            except WorkflowAlreadyStartedError:
+                # The failed run records its end in the mirror a moment before it closes in Temporal: a retry
+                # in that moment waits for it to close, rather than be told a new run has started.
+                if not await self._closes(row):
+                    raise
+                await self.start(task, row.workflow_id)
         except WorkflowAlreadyStartedError:
             raise Conflict("a new run of this task has already started") from None
         except StartUnconfirmed as err:
@@ -408,6 +418,19 @@ class TaskCreator:
                 "recorded_at": now}])
         return TaskCreated(id=row.id, status=TaskStatus.PENDING.value, workflow_id=row.workflow_id,
                            links=task_links(self.settings, row.id, row.workflow_id))
+
+    async def _closes(self, row: Task) -> bool:
+        """Whether the run the mirror shows as ended (``row.workflow_run_id``) closes within a few seconds."""
+        if not row.workflow_run_id:
+            return False
+        handle = self.temporal.get_workflow_handle(row.workflow_id, run_id=row.workflow_run_id)
+        try:
+            await asyncio.wait_for(handle.result(follow_runs=False), timeout=_CLOSING_WAIT)
+        except WorkflowFailureError:
+            return True  # closed some other way (terminated, timed out): closed all the same
+        except (asyncio.TimeoutError, RPCError):
+            return False
+        return True
 
     async def _input_of(self, row: Task) -> TaskInput:
         """The task as its last run received it: from the mirror, which keeps it (followthrough/domain/run_inputs.py);

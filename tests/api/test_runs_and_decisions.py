@@ -1,6 +1,7 @@
 """Failed attempts as events, retrying a failed task as a new run, manual
 completion and the seed-style PATCH, through the HTTP API on the dev server."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -272,3 +273,26 @@ async def test_a_task_the_mirror_has_no_input_for_is_a_409_once_its_history_is_g
     assert refused.status_code == 409, refused.text
     assert "no longer in Temporal" in refused.json()["detail"]
     assert (await _task(stack, created["id"]))["status"] == "failed"
+
+
+async def test_a_retry_waits_for_the_failed_run_to_close(scripted):
+    """The mirror shows a run's end a moment before Temporal closes it: a retry in that moment waits for the close
+    and starts the new run, instead of answering that one has already started."""
+    stack, _ = scripted
+    created = (await stack.http.post("/tasks", json=task_body(tenant_id=stack.tenant, mode="review"))).json()
+    await _until(stack, created["id"], "awaiting_approval")
+    # The run as it stands just after recording its failure: ended in the mirror, still open in Temporal.
+    async with stack.engine.begin() as conn:
+        await conn.execute(update(TASKS).where(TASKS.c.id == created["id"]).values(status="failed", error="boom"))
+    handle = stack.client.get_workflow_handle(created["workflow_id"])
+
+    async def close_soon() -> None:
+        await asyncio.sleep(1)
+        await handle.cancel()
+
+    closing = asyncio.create_task(close_soon())
+    retried = await stack.http.post(f"/tasks/{created['id']}/retry")
+    await closing
+    assert retried.status_code == 202, retried.text
+    task = await _until(stack, created["id"], "awaiting_approval")
+    assert task["run_number"] == 2
