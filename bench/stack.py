@@ -162,12 +162,18 @@ def bare_worker(address: str, env: dict[str, str] | None = None) -> Iterator[Bar
 
 @dataclass
 class Engine:
-    api_url: str  # .../api/v1, of the first API process
-    api_pid: int
+    api_urls: list[str]  # .../api/v1 of each API process
+    api_pids: list[int]
     worker_pids: list[int]
     env: dict[str, str]
-    api_urls: list[str]  # every API process's, the first's included
-    api_pids: list[int]
+
+    @property
+    def api_url(self) -> str:  # the first API process's: benches that use one
+        return self.api_urls[0]
+
+    @property
+    def api_pid(self) -> int:
+        return self.api_pids[0]
 
 
 @contextmanager
@@ -198,8 +204,7 @@ def engine(address: str, database_url: str, data_dir: Path, workers: int = 1, sa
         for port in api_ports:
             wait_port(port)
         urls = [f"http://127.0.0.1:{port}/api/v1" for port in api_ports]
-        yield Engine(urls[0], api_procs[0].pid, [p.pid for p in worker_procs], env, urls,
-                     [p.pid for p in api_procs])
+        yield Engine(urls, [p.pid for p in api_procs], [p.pid for p in worker_procs], env)
     finally:
         for proc in reversed(procs):
             stop(proc)
